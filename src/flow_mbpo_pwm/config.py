@@ -1,0 +1,508 @@
+"""Typed configuration: the single source of truth for every hyperparameter.
+
+Two levels:
+- `TrainConfig` is one training run (one cell of the grid): env, world model, dynamics, PWM, run settings.
+- `ExperimentConfig` is the YAML file the pipeline reads (`config/config.yaml`): the grid of tasks x sizes x
+  dynamics variants x seeds, evaluation settings, and `train:` overrides applied to every cell.
+
+Loading is strict: an unknown key, a wrong type, an out-of-range value or an inconsistent combination raises
+`ConfigError` naming the key and the reason, before any work starts. The JSON schema used by the Snakefile is
+generated from these dataclasses (`experiment_schema()`), so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value that is unknown, of the wrong type, out of range or inconsistent."""
+
+    def __init__(self, key: str, reason: str):
+        super().__init__(f"config key '{key}': {reason}")
+        self.key = key
+        self.reason = reason
+
+
+def _check(ok: bool, key: str, reason: str) -> None:
+    if not ok:
+        raise ConfigError(key, reason)
+
+
+# Names used in paths (tasks, sizes, dynamics variants): letters, digits, '.', '_' and '-' only, so a config value
+# can never reach a shell or a path unquoted.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+def _check_name(name: str, key: str) -> None:
+    _check(bool(re.match(NAME_PATTERN, name)), key, f"'{name}' must match {NAME_PATTERN}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# One training run
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    task: str = "ant"  # registry id: "ant", or "gym:<Gymnasium id>" e.g. "gym:InvertedPendulum-v5"
+    num_envs: int = 128
+    episode_length: int = 1000  # steps before truncation
+    solver: Literal["semi_implicit", "featherstone"] = "semi_implicit"  # Newton solver (Ant only)
+
+    def validate(self, key: str = "env") -> None:
+        _check(bool(self.task), f"{key}.task", "must not be empty")
+        _check(self.num_envs >= 1, f"{key}.num_envs", f"must be >= 1, got {self.num_envs}")
+        _check(self.episode_length >= 1, f"{key}.episode_length", f"must be >= 1, got {self.episode_length}")
+
+
+@dataclass(frozen=True)
+class WorldModelConfig:
+    units: tuple[int, ...] = (512, 512)  # hidden units of dynamics and reward networks
+    encoder_units: tuple[int, ...] = (256,)
+    latent_dim: int = 512
+    simnorm_dim: int = 8  # SimNorm group size
+    task_dim: int = 0  # multitask only; single-task runs must have 0
+    reward_head: Literal["scalar", "binned"] = "scalar"
+    num_bins: int = 101  # binned head: symlog two-hot cross-entropy
+    bin_min: float = -10.0  # binned head support, in symlog space
+    bin_max: float = 10.0
+
+    def validate(self, key: str = "world_model") -> None:
+        for name in ("units", "encoder_units"):
+            value = getattr(self, name)
+            _check(len(value) >= 1, f"{key}.{name}", "needs at least one hidden layer")
+            _check(all(u >= 1 for u in value), f"{key}.{name}", f"all sizes must be >= 1, got {list(value)}")
+        _check(self.simnorm_dim >= 2, f"{key}.simnorm_dim", f"must be >= 2, got {self.simnorm_dim}")
+        _check(
+            self.latent_dim >= self.simnorm_dim and self.latent_dim % self.simnorm_dim == 0,
+            f"{key}.latent_dim",
+            f"must be a positive multiple of simnorm_dim={self.simnorm_dim}, got {self.latent_dim}",
+        )
+        _check(self.task_dim >= 0, f"{key}.task_dim", f"must be >= 0, got {self.task_dim}")
+        _check(self.num_bins >= 2, f"{key}.num_bins", f"must be >= 2, got {self.num_bins}")
+        _check(self.bin_min < self.bin_max, f"{key}.bin_min", "must be below bin_max")
+
+
+@dataclass(frozen=True)
+class DynamicsConfig:
+    kind: Literal["deterministic", "flow"] = "deterministic"
+    # flow only: integrate the velocity field v(x, a, tau) from tau=0 to 1 in `substeps` steps
+    integrator: Literal["euler", "heun", "rk4"] = "heun"
+    substeps: int = 4
+    time_embedding: Literal["sinusoidal", "raw"] = "sinusoidal"
+    time_embedding_dim: int = 32
+    source: Literal["delta", "noise"] = "delta"  # delta: x_0 = z_t; noise: x_0 ~ N(0, I) (stochastic dynamics)
+    project: Literal["simnorm", "none"] = "simnorm"  # applied to the integrated latent
+
+    def validate(self, key: str = "dynamics") -> None:
+        _check(1 <= self.substeps <= 256, f"{key}.substeps", f"must be in [1, 256], got {self.substeps}")
+        _check(
+            self.time_embedding_dim >= 2 and self.time_embedding_dim % 2 == 0,
+            f"{key}.time_embedding_dim",
+            f"must be an even number >= 2, got {self.time_embedding_dim}",
+        )
+
+
+@dataclass(frozen=True)
+class PWMConfig:
+    epochs: int = 15_000
+    horizon: int = 16  # H: imagined rollout length, also the world-model training sub-trajectory length
+    gamma: float = 0.99
+    lam: float = 0.95  # TD(lambda)
+    # actor: latent -> 400 -> 200 -> 100 -> act_dim; critic ensemble: latent -> 400 -> 200 -> 1
+    actor_units: tuple[int, ...] = (400, 200, 100)
+    critic_units: tuple[int, ...] = (400, 200)
+    num_critics: int = 3
+    init_logstd: float = -1.0
+    min_logstd: float = -1.427
+    actor_lr: float = 5e-4
+    critic_lr: float = 5e-4
+    lr_min: float = 1e-5  # actor and critic lr decay linearly to this
+    betas: tuple[float, float] = (0.7, 0.95)
+    actor_grad_clip: float = 1.0
+    critic_grad_clip: float = 100.0
+    critic_iterations: int = 8
+    critic_minibatches: int = 4
+    wm_lr: float = 3e-4
+    wm_lr_min: float = 1e-5
+    wm_grad_clip: float = 20.0
+    wm_batch: int = 256  # sub-trajectories of horizon+1 steps
+    wm_steps: int = 8  # world-model steps per epoch
+    wm_warmup_steps: int = 1000  # the first world-model update (buffer holds a finished episode)
+    reward_clip: float = 5.0  # after normalising rewards by their running mean/std
+    buffer_size: int = 1_000_000
+    normalize_obs: bool = False
+
+    def validate(self, key: str = "pwm") -> None:
+        positive_ints = ("epochs", "horizon", "num_critics", "critic_iterations", "critic_minibatches",
+                         "wm_batch", "buffer_size")
+        for name in positive_ints:
+            _check(getattr(self, name) >= 1, f"{key}.{name}", f"must be >= 1, got {getattr(self, name)}")
+        for name in ("wm_steps", "wm_warmup_steps"):
+            _check(getattr(self, name) >= 0, f"{key}.{name}", f"must be >= 0, got {getattr(self, name)}")
+        _check(0.0 < self.gamma <= 1.0, f"{key}.gamma", f"must be in (0, 1], got {self.gamma}")
+        _check(0.0 <= self.lam <= 1.0, f"{key}.lam", f"must be in [0, 1], got {self.lam}")
+        for name in ("actor_lr", "critic_lr", "wm_lr", "actor_grad_clip", "critic_grad_clip", "wm_grad_clip",
+                     "reward_clip"):
+            _check(getattr(self, name) > 0, f"{key}.{name}", f"must be > 0, got {getattr(self, name)}")
+        _check(0 <= self.lr_min <= min(self.actor_lr, self.critic_lr), f"{key}.lr_min",
+               "must be in [0, min(actor_lr, critic_lr)]")
+        _check(0 <= self.wm_lr_min <= self.wm_lr, f"{key}.wm_lr_min", "must be in [0, wm_lr]")
+        _check(all(0.0 <= b < 1.0 for b in self.betas), f"{key}.betas", f"must be in [0, 1), got {self.betas}")
+        for name in ("actor_units", "critic_units"):
+            value = getattr(self, name)
+            _check(len(value) >= 1 and all(u >= 1 for u in value), f"{key}.{name}",
+                   f"needs at least one hidden layer of size >= 1, got {list(value)}")
+        _check(self.min_logstd <= self.init_logstd, f"{key}.init_logstd", "must be >= min_logstd")
+
+
+@dataclass(frozen=True)
+class GuardConfig:
+    """Stops a run that has gone bad instead of letting it produce results."""
+
+    check_every: int = 10  # epochs between reads of the on-device non-finite flag
+    # Collapse: after `collapse_after_epochs`, a validation return below `collapse_fraction` x the best validation
+    # return so far (when that best is positive) for `collapse_patience` validations in a row stops the run.
+    collapse_after_epochs: int = 1000
+    collapse_fraction: float = 0.1
+    collapse_patience: int = 3
+
+    def validate(self, key: str = "run.guard") -> None:
+        _check(self.check_every >= 1, f"{key}.check_every", f"must be >= 1, got {self.check_every}")
+        _check(self.collapse_after_epochs >= 0, f"{key}.collapse_after_epochs", "must be >= 0")
+        _check(0.0 <= self.collapse_fraction < 1.0, f"{key}.collapse_fraction", "must be in [0, 1)")
+        _check(self.collapse_patience >= 1, f"{key}.collapse_patience", "must be >= 1")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    log_every: int = 25  # epochs between metric rows (the only host reads of training metrics)
+    validate_every: int = 250  # epochs between deterministic validation runs; each writes a policy checkpoint
+    validation_episodes: int = 16  # run in parallel, one per env
+    validation_seed_base: int = 500_000  # validation env seed = validation_seed_base + seed
+    save_state_every: int = 250  # epochs between full resumable-state saves (also on SIGTERM / SIGUSR1)
+    pretrain_dataset: str = ""  # HDF5 dataset to pretrain the world model from ("" = none)
+    pretrain_steps: int = 0
+    guard: GuardConfig = field(default_factory=GuardConfig)
+
+    def validate(self, key: str = "run") -> None:
+        _check(0 <= self.seed < 100_000, f"{key}.seed", f"must be in [0, 100000), got {self.seed}")
+        _check(bool(re.match(r"^(auto|cpu|cuda(:[0-9]+)?)$", self.device)), f"{key}.device",
+               f"must be auto, cpu, cuda or cuda:N, got '{self.device}'")
+        for name in ("log_every", "validate_every", "validation_episodes", "save_state_every"):
+            _check(getattr(self, name) >= 1, f"{key}.{name}", f"must be >= 1, got {getattr(self, name)}")
+        _check(self.validation_seed_base >= 100_000, f"{key}.validation_seed_base",
+               "must be >= 100000 so validation seeds never coincide with training seeds")
+        _check(self.pretrain_steps >= 0, f"{key}.pretrain_steps", "must be >= 0")
+        _check(self.pretrain_steps == 0 or bool(self.pretrain_dataset), f"{key}.pretrain_steps",
+               "is > 0 but run.pretrain_dataset is empty")
+        self.guard.validate(f"{key}.guard")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything one training run needs. Cell keys name it in the results tree."""
+
+    task_name: str = "ant"
+    size: str = "5M"
+    dynamics_name: str = "deterministic"
+    env: EnvConfig = field(default_factory=EnvConfig)
+    world_model: WorldModelConfig = field(default_factory=WorldModelConfig)
+    dynamics: DynamicsConfig = field(default_factory=DynamicsConfig)
+    pwm: PWMConfig = field(default_factory=PWMConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def validate(self) -> TrainConfig:
+        for key in ("task_name", "size", "dynamics_name"):
+            _check_name(getattr(self, key), key)
+        self.env.validate()
+        self.world_model.validate()
+        self.dynamics.validate()
+        self.pwm.validate()
+        self.run.validate()
+        # Cross-field rules.
+        _check(self.world_model.task_dim == 0, "world_model.task_dim",
+               f"is {self.world_model.task_dim} but this is a single-task run; it must be 0 "
+               "(a task embedding only makes sense for multitask training)")
+        min_buffer = self.env.num_envs * (self.pwm.horizon + 1)
+        _check(self.pwm.buffer_size >= min_buffer, "pwm.buffer_size",
+               f"must hold at least num_envs x (horizon + 1) = {min_buffer} transitions")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_plain(dataclasses.asdict(self))
+
+
+# Size presets (TD-MPC2 naming). "tiny" is for tests and the CPU smoke pipeline only.
+SIZE_PRESETS: dict[str, WorldModelConfig] = {
+    "tiny": WorldModelConfig(units=(64, 64), encoder_units=(64,), latent_dim=32),
+    "5M": WorldModelConfig(units=(512, 512), encoder_units=(256,), latent_dim=512),
+    "48M": WorldModelConfig(units=(1792, 1792), encoder_units=(1792, 1792, 1792), latent_dim=768),
+}
+
+# Dynamics presets; the experiment config names its variants and may override any field.
+DYNAMICS_PRESETS: dict[str, DynamicsConfig] = {
+    "deterministic": DynamicsConfig(kind="deterministic"),
+    "flow": DynamicsConfig(kind="flow", integrator="heun", substeps=4),
+}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The experiment (pipeline) config
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    episodes: int = 100
+    num_envs: int = 100  # episodes run in parallel batches of this many envs
+    seed_base: int = 1_000_000  # evaluation env seed = seed_base + training seed
+
+    def validate(self, key: str = "evaluation") -> None:
+        _check(self.episodes >= 1, f"{key}.episodes", f"must be >= 1, got {self.episodes}")
+        _check(self.num_envs >= 1, f"{key}.num_envs", f"must be >= 1, got {self.num_envs}")
+
+
+@dataclass(frozen=True)
+class TrainOverrides:
+    """The `train:` section: partial overrides applied to every cell (on top of size and dynamics presets)."""
+
+    world_model: dict[str, Any] = field(default_factory=dict)
+    pwm: dict[str, Any] = field(default_factory=dict)
+    run: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    tasks: dict[str, EnvConfig] = field(default_factory=lambda: {"ant": EnvConfig()})
+    sizes: tuple[str, ...] = ("5M", "48M")
+    dynamics: dict[str, DynamicsConfig] = field(default_factory=lambda: dict(DYNAMICS_PRESETS))
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    train: TrainOverrides = field(default_factory=TrainOverrides)
+
+    def cells(self) -> list[tuple[str, str, str, int]]:
+        """Every (task, size, dynamics, seed) of the grid, in a stable order."""
+        return [(t, s, d, seed) for t in self.tasks for s in self.sizes for d in self.dynamics for seed in self.seeds]
+
+    def validate(self) -> ExperimentConfig:
+        _check(len(self.tasks) >= 1, "tasks", "needs at least one task")
+        _check(len(self.sizes) >= 1, "sizes", "needs at least one size")
+        _check(len(self.dynamics) >= 1, "dynamics", "needs at least one dynamics variant")
+        _check(len(self.seeds) >= 1, "seeds", "needs at least one seed")
+        _check(len(set(self.seeds)) == len(self.seeds), "seeds", f"has duplicates: {list(self.seeds)}")
+        _check(len(set(self.sizes)) == len(self.sizes), "sizes", f"has duplicates: {list(self.sizes)}")
+        for name, env in self.tasks.items():
+            _check_name(name, "tasks")
+            env.validate(f"tasks.{name}")
+        for size in self.sizes:
+            _check(size in SIZE_PRESETS, "sizes", f"unknown size preset '{size}' (known: {list(SIZE_PRESETS)})")
+        for name, dyn in self.dynamics.items():
+            _check_name(name, "dynamics")
+            dyn.validate(f"dynamics.{name}")
+        self.evaluation.validate()
+        _check("seed" not in self.train.run, "train.run.seed", "is set by the grid's `seeds`, not by train.run")
+        # Every cell must resolve to a valid run config: this applies all cross-field rules before any job runs.
+        train_configs = [self.cell(*cell) for cell in self.cells()]
+        validation_base = train_configs[0].run.validation_seed_base
+        _check(self.evaluation.seed_base >= validation_base + 100_000, "evaluation.seed_base",
+               f"must be >= run.validation_seed_base + 100000 = {validation_base + 100_000} so evaluation seeds "
+               "are disjoint from validation seeds")
+        return self
+
+    def cell(self, task: str, size: str, dynamics: str, seed: int) -> TrainConfig:
+        """The fully resolved, validated config of one training run."""
+        _check(task in self.tasks, "task", f"'{task}' is not in this config's tasks {list(self.tasks)}")
+        _check(size in self.sizes, "size", f"'{size}' is not in this config's sizes {list(self.sizes)}")
+        _check(dynamics in self.dynamics, "dynamics",
+               f"'{dynamics}' is not in this config's dynamics {list(self.dynamics)}")
+        _check(seed in self.seeds, "seed", f"{seed} is not in this config's seeds {list(self.seeds)}")
+        world_model = _merge(SIZE_PRESETS[size], self.train.world_model, "train.world_model")
+        pwm = _merge(PWMConfig(), self.train.pwm, "train.pwm")
+        run = _merge(RunConfig(), {**self.train.run, "seed": seed}, "train.run")
+        return TrainConfig(
+            task_name=task, size=size, dynamics_name=dynamics, env=self.tasks[task], world_model=world_model,
+            dynamics=self.dynamics[dynamics], pwm=pwm, run=run,
+        ).validate()
+
+
+def _merge(base: Any, overrides: dict[str, Any], key: str) -> Any:
+    """`base` (a dataclass) with the fields named in `overrides` replaced, type-checked."""
+    merged = _to_plain(dataclasses.asdict(base))
+    merged.update(overrides)
+    return from_dict(type(base), merged, key)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Strict loading from plain data (YAML) and schema generation
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def from_dict(cls: type, data: Any, key: str = "") -> Any:
+    """Build dataclass `cls` from plain data, rejecting unknown keys and wrong types (no validation of ranges)."""
+    _check(isinstance(data, dict), key or "<root>", f"must be a mapping, got {type(data).__name__}")
+    hints = _hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    _check(not unknown, f"{key + '.' if key else ''}{unknown[0] if unknown else ''}",
+           f"unknown key (known keys: {sorted(names)})")
+    values = {}
+    for name, value in data.items():
+        values[name] = _convert(hints[name], value, f"{key}.{name}" if key else name)
+    return cls(**values)
+
+
+def _convert(hint: Any, value: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, key)
+    if origin is Literal:
+        _check(value in args, key, f"must be one of {list(args)}, got {value!r}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for option in args:
+            try:
+                return _convert(option, value, key)
+            except ConfigError:
+                continue
+        raise ConfigError(key, f"has the wrong type {type(value).__name__}")
+    if origin is tuple:
+        _check(isinstance(value, (list, tuple)), key, f"must be a list, got {type(value).__name__}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_convert(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
+        _check(len(value) == len(args), key, f"must have {len(args)} entries, got {len(value)}")
+        return tuple(_convert(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
+    if origin is dict:
+        _check(isinstance(value, dict), key, f"must be a mapping, got {type(value).__name__}")
+        return {str(k): _convert(args[1], v, f"{key}.{k}") for k, v in value.items()}
+    if hint is Any:
+        return value
+    if hint is bool:
+        _check(isinstance(value, bool), key, f"must be true or false, got {value!r}")
+        return value
+    if hint is int:
+        _check(isinstance(value, int) and not isinstance(value, bool), key, f"must be an integer, got {value!r}")
+        return value
+    if hint is float:
+        _check(isinstance(value, (int, float)) and not isinstance(value, bool), key,
+               f"must be a number, got {value!r}")
+        return float(value)
+    if hint is str:
+        _check(isinstance(value, str), key, f"must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {hint} at {key}")
+
+
+def load_experiment(source: str | Path | dict[str, Any]) -> ExperimentConfig:
+    """Load and fully validate an experiment config from a YAML path or an already-parsed mapping."""
+    data = _read_yaml(source) if isinstance(source, (str, Path)) else source
+    data = dict(data or {})
+    # Sizes and dynamics variants may be given by preset name only; dynamics variants merge over their preset.
+    if "dynamics" in data:
+        data["dynamics"] = _dynamics_variants(data["dynamics"])
+    if "tasks" in data:
+        tasks = data["tasks"]
+        _check(isinstance(tasks, dict), "tasks", "must be a mapping of task name -> env settings")
+        data["tasks"] = {name: ({"task": name} | (spec or {})) for name, spec in tasks.items()}
+    experiment = from_dict(ExperimentConfig, data)
+    return experiment.validate()
+
+
+def _dynamics_variants(variants: Any) -> dict[str, Any]:
+    _check(isinstance(variants, dict), "dynamics", "must be a mapping of variant name -> dynamics settings")
+    resolved = {}
+    for name, spec in variants.items():
+        spec = dict(spec or {})
+        kind = spec.get("kind", name if name in DYNAMICS_PRESETS else None)
+        _check(kind in DYNAMICS_PRESETS, f"dynamics.{name}.kind",
+               f"must be one of {list(DYNAMICS_PRESETS)}, got {kind!r}")
+        resolved[name] = _to_plain(dataclasses.asdict(DYNAMICS_PRESETS[kind])) | spec
+    return resolved
+
+
+def _read_yaml(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("<file>", f"{path} does not exist")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError("<file>", f"{path} is not valid YAML ({err})") from err
+
+
+def load_train_config(path: str | Path) -> TrainConfig:
+    """Load a resolved single-run config (the `config.yaml` written beside every run)."""
+    return from_dict(TrainConfig, _read_yaml(path)).validate()
+
+
+def dump_yaml(config: TrainConfig | ExperimentConfig) -> str:
+    return yaml.safe_dump(_to_plain(dataclasses.asdict(config)), sort_keys=False)
+
+
+def with_overrides(config: TrainConfig, **sections: dict[str, Any]) -> TrainConfig:
+    """A copy of `config` with fields of named sections replaced, e.g. `with_overrides(c, pwm={"epochs": 3})`."""
+    changes = {name: _merge(getattr(config, name), values, name) for name, values in sections.items()}
+    return replace(config, **changes).validate()
+
+
+def experiment_schema() -> dict[str, Any]:
+    """JSON schema of the experiment YAML, generated from the dataclasses (committed as
+    `workflow/schemas/config.schema.yaml`; a test keeps the two equal)."""
+
+    def schema(hint: Any) -> dict[str, Any]:
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+        if dataclasses.is_dataclass(hint):
+            hints = _hints(hint)
+            return {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {f.name: schema(hints[f.name]) for f in fields(hint)},
+            }
+        if origin is Literal:
+            return {"enum": list(args)}
+        if origin is tuple:
+            item = args[0]
+            return {"type": "array", "items": schema(item)}
+        if origin is dict:
+            return {"type": "object", "additionalProperties": schema(args[1]) if args[1] is not Any else True}
+        return {bool: {"type": "boolean"}, int: {"type": "integer"}, float: {"type": "number"},
+                str: {"type": "string"}}[hint]
+
+    root = schema(ExperimentConfig)
+    props = root["properties"]
+    # Tasks map a path-safe name to env settings (task id defaults to the name); variants may omit fields.
+    props["tasks"]["propertyNames"] = {"pattern": NAME_PATTERN}
+    props["tasks"]["additionalProperties"] = {**schema(EnvConfig), "type": ["object", "null"]}
+    props["dynamics"]["propertyNames"] = {"pattern": NAME_PATTERN}
+    props["dynamics"]["additionalProperties"] = {**schema(DynamicsConfig), "type": ["object", "null"]}
+    props["sizes"]["items"] = {"enum": list(SIZE_PRESETS)}
+    props["seeds"]["items"] = {"type": "integer", "minimum": 0, "maximum": 99_999}
+    for section, cls in (("world_model", WorldModelConfig), ("pwm", PWMConfig), ("run", RunConfig)):
+        props["train"]["properties"][section] = {**schema(cls)}
+    props["train"]["properties"]["run"]["properties"].pop("seed")  # the grid sets the seed
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "description": __doc__.splitlines()[0],
+            **root}

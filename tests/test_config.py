@@ -1,0 +1,43 @@
+"""The typed config rejects bad input by name and resolves every cell of the grid."""
+
+import pytest
+
+from flow_mbpo_pwm.config import ConfigError, load_experiment
+
+
+def test_default_experiment_has_every_cell():
+    experiment = load_experiment({})
+    assert len(experiment.cells()) == 1 * 2 * 2 * 5
+    config = experiment.cell("ant", "48M", "flow", 3)
+    assert config.world_model.latent_dim == 768
+    assert config.dynamics.kind == "flow" and config.dynamics.integrator == "heun"
+    assert config.run.seed == 3
+
+
+@pytest.mark.parametrize(
+    ("bad", "key"),
+    [
+        ({"tasks": {"ant": {"num_envs": 0}}}, "tasks.ant.num_envs"),
+        ({"train": {"world_model": {"task_dim": 96}}}, "world_model.task_dim"),
+        ({"sizes": ["7M"]}, "sizes"),
+        ({"unknown_section": 1}, "unknown_section"),
+        ({"train": {"pwm": {"gamma": "high"}}}, "train.pwm.gamma"),
+        ({"train": {"pwm": {"horizon": 2.5}}}, "train.pwm.horizon"),
+        ({"dynamics": {"flow8": {"kind": "flow", "substeps": 0}}}, "dynamics.flow8.substeps"),
+        ({"dynamics": {"flow8": {"kind": "flow", "integrator": "rk45"}}}, "dynamics.flow8.integrator"),
+        ({"train": {"run": {"seed": 3}}}, "train.run.seed"),
+        ({"seeds": [0, 0]}, "seeds"),
+        ({"tasks": {"ant;rm -rf": {}}}, "tasks"),
+        ({"evaluation": {"seed_base": 500_001}}, "evaluation.seed_base"),
+    ],
+)
+def test_bad_config_is_rejected_naming_the_key(bad, key):
+    with pytest.raises(ConfigError) as err:
+        load_experiment(bad)
+    assert err.value.key == key
+
+
+def test_dynamics_variant_merges_over_its_preset():
+    experiment = load_experiment({"dynamics": {"flow-k8": {"kind": "flow", "substeps": 8}}})
+    dynamics = experiment.cell("ant", "5M", "flow-k8", 0).dynamics
+    assert dynamics.substeps == 8 and dynamics.integrator == "heun"
