@@ -123,8 +123,9 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         from flow_mbpo_pwm.aggregate import aggregate
         from flow_mbpo_pwm.config import load_experiment
 
-        return aggregate(load_experiment(args.config), args.episodes, args.summaries, args.out, args.out_per_seed,
-                         args.bootstrap)
+        return aggregate(
+            load_experiment(args.config), args.episodes, args.summaries, args.out, args.out_per_seed, args.bootstrap
+        )
     if stage == "plot":
         from flow_mbpo_pwm.config import load_experiment
         from flow_mbpo_pwm.plots import plot

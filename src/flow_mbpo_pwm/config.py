@@ -143,25 +143,45 @@ class PWMConfig:
     normalize_obs: bool = False
 
     def validate(self, key: str = "pwm") -> None:
-        positive_ints = ("epochs", "horizon", "num_critics", "critic_iterations", "critic_minibatches",
-                         "wm_batch", "buffer_size")
+        positive_ints = (
+            "epochs",
+            "horizon",
+            "num_critics",
+            "critic_iterations",
+            "critic_minibatches",
+            "wm_batch",
+            "buffer_size",
+        )
         for name in positive_ints:
             _check(getattr(self, name) >= 1, f"{key}.{name}", f"must be >= 1, got {getattr(self, name)}")
         for name in ("wm_steps", "wm_warmup_steps"):
             _check(getattr(self, name) >= 0, f"{key}.{name}", f"must be >= 0, got {getattr(self, name)}")
         _check(0.0 < self.gamma <= 1.0, f"{key}.gamma", f"must be in (0, 1], got {self.gamma}")
         _check(0.0 <= self.lam <= 1.0, f"{key}.lam", f"must be in [0, 1], got {self.lam}")
-        for name in ("actor_lr", "critic_lr", "wm_lr", "actor_grad_clip", "critic_grad_clip", "wm_grad_clip",
-                     "reward_clip"):
+        for name in (
+            "actor_lr",
+            "critic_lr",
+            "wm_lr",
+            "actor_grad_clip",
+            "critic_grad_clip",
+            "wm_grad_clip",
+            "reward_clip",
+        ):
             _check(getattr(self, name) > 0, f"{key}.{name}", f"must be > 0, got {getattr(self, name)}")
-        _check(0 <= self.lr_min <= min(self.actor_lr, self.critic_lr), f"{key}.lr_min",
-               "must be in [0, min(actor_lr, critic_lr)]")
+        _check(
+            0 <= self.lr_min <= min(self.actor_lr, self.critic_lr),
+            f"{key}.lr_min",
+            "must be in [0, min(actor_lr, critic_lr)]",
+        )
         _check(0 <= self.wm_lr_min <= self.wm_lr, f"{key}.wm_lr_min", "must be in [0, wm_lr]")
         _check(all(0.0 <= b < 1.0 for b in self.betas), f"{key}.betas", f"must be in [0, 1), got {self.betas}")
         for name in ("actor_units", "critic_units"):
             value = getattr(self, name)
-            _check(len(value) >= 1 and all(u >= 1 for u in value), f"{key}.{name}",
-                   f"needs at least one hidden layer of size >= 1, got {list(value)}")
+            _check(
+                len(value) >= 1 and all(u >= 1 for u in value),
+                f"{key}.{name}",
+                f"needs at least one hidden layer of size >= 1, got {list(value)}",
+            )
         _check(self.min_logstd <= self.init_logstd, f"{key}.init_logstd", "must be >= min_logstd")
 
 
@@ -198,15 +218,24 @@ class RunConfig:
 
     def validate(self, key: str = "run") -> None:
         _check(0 <= self.seed < 100_000, f"{key}.seed", f"must be in [0, 100000), got {self.seed}")
-        _check(bool(re.match(r"^(auto|cpu|cuda(:[0-9]+)?)$", self.device)), f"{key}.device",
-               f"must be auto, cpu, cuda or cuda:N, got '{self.device}'")
+        _check(
+            bool(re.match(r"^(auto|cpu|cuda(:[0-9]+)?)$", self.device)),
+            f"{key}.device",
+            f"must be auto, cpu, cuda or cuda:N, got '{self.device}'",
+        )
         for name in ("log_every", "validate_every", "validation_episodes", "save_state_every"):
             _check(getattr(self, name) >= 1, f"{key}.{name}", f"must be >= 1, got {getattr(self, name)}")
-        _check(self.validation_seed_base >= 100_000, f"{key}.validation_seed_base",
-               "must be >= 100000 so validation seeds never coincide with training seeds")
+        _check(
+            self.validation_seed_base >= 100_000,
+            f"{key}.validation_seed_base",
+            "must be >= 100000 so validation seeds never coincide with training seeds",
+        )
         _check(self.pretrain_steps >= 0, f"{key}.pretrain_steps", "must be >= 0")
-        _check(self.pretrain_steps == 0 or bool(self.pretrain_dataset), f"{key}.pretrain_steps",
-               "is > 0 but run.pretrain_dataset is empty")
+        _check(
+            self.pretrain_steps == 0 or bool(self.pretrain_dataset),
+            f"{key}.pretrain_steps",
+            "is > 0 but run.pretrain_dataset is empty",
+        )
         self.guard.validate(f"{key}.guard")
 
 
@@ -232,12 +261,18 @@ class TrainConfig:
         self.pwm.validate()
         self.run.validate()
         # Cross-field rules.
-        _check(self.world_model.task_dim == 0, "world_model.task_dim",
-               f"is {self.world_model.task_dim} but this is a single-task run; it must be 0 "
-               "(a task embedding only makes sense for multitask training)")
+        _check(
+            self.world_model.task_dim == 0,
+            "world_model.task_dim",
+            f"is {self.world_model.task_dim} but this is a single-task run; it must be 0 "
+            "(a task embedding only makes sense for multitask training)",
+        )
         min_buffer = self.env.num_envs * (self.pwm.horizon + 1)
-        _check(self.pwm.buffer_size >= min_buffer, "pwm.buffer_size",
-               f"must hold at least num_envs x (horizon + 1) = {min_buffer} transitions")
+        _check(
+            self.pwm.buffer_size >= min_buffer,
+            "pwm.buffer_size",
+            f"must hold at least num_envs x (horizon + 1) = {min_buffer} transitions",
+        )
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -316,24 +351,36 @@ class ExperimentConfig:
         # Every cell must resolve to a valid run config: this applies all cross-field rules before any job runs.
         train_configs = [self.cell(*cell) for cell in self.cells()]
         validation_base = train_configs[0].run.validation_seed_base
-        _check(self.evaluation.seed_base >= validation_base + 100_000, "evaluation.seed_base",
-               f"must be >= run.validation_seed_base + 100000 = {validation_base + 100_000} so evaluation seeds "
-               "are disjoint from validation seeds")
+        _check(
+            self.evaluation.seed_base >= validation_base + 100_000,
+            "evaluation.seed_base",
+            f"must be >= run.validation_seed_base + 100000 = {validation_base + 100_000} so evaluation seeds "
+            "are disjoint from validation seeds",
+        )
         return self
 
     def cell(self, task: str, size: str, dynamics: str, seed: int) -> TrainConfig:
         """The fully resolved, validated config of one training run."""
         _check(task in self.tasks, "task", f"'{task}' is not in this config's tasks {list(self.tasks)}")
         _check(size in self.sizes, "size", f"'{size}' is not in this config's sizes {list(self.sizes)}")
-        _check(dynamics in self.dynamics, "dynamics",
-               f"'{dynamics}' is not in this config's dynamics {list(self.dynamics)}")
+        _check(
+            dynamics in self.dynamics,
+            "dynamics",
+            f"'{dynamics}' is not in this config's dynamics {list(self.dynamics)}",
+        )
         _check(seed in self.seeds, "seed", f"{seed} is not in this config's seeds {list(self.seeds)}")
         world_model = _merge(SIZE_PRESETS[size], self.train.world_model, "train.world_model")
         pwm = _merge(PWMConfig(), self.train.pwm, "train.pwm")
         run = _merge(RunConfig(), {**self.train.run, "seed": seed}, "train.run")
         return TrainConfig(
-            task_name=task, size=size, dynamics_name=dynamics, env=self.tasks[task], world_model=world_model,
-            dynamics=self.dynamics[dynamics], pwm=pwm, run=run,
+            task_name=task,
+            size=size,
+            dynamics_name=dynamics,
+            env=self.tasks[task],
+            world_model=world_model,
+            dynamics=self.dynamics[dynamics],
+            pwm=pwm,
+            run=run,
         ).validate()
 
 
@@ -367,8 +414,11 @@ def from_dict(cls: type, data: Any, key: str = "") -> Any:
     hints = _hints(cls)
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - names)
-    _check(not unknown, f"{key + '.' if key else ''}{unknown[0] if unknown else ''}",
-           f"unknown key (known keys: {sorted(names)})")
+    _check(
+        not unknown,
+        f"{key + '.' if key else ''}{unknown[0] if unknown else ''}",
+        f"unknown key (known keys: {sorted(names)})",
+    )
     values = {}
     for name, value in data.items():
         values[name] = _convert(hints[name], value, f"{key}.{name}" if key else name)
@@ -408,8 +458,7 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
         _check(isinstance(value, int) and not isinstance(value, bool), key, f"must be an integer, got {value!r}")
         return value
     if hint is float:
-        _check(isinstance(value, (int, float)) and not isinstance(value, bool), key,
-               f"must be a number, got {value!r}")
+        _check(isinstance(value, (int, float)) and not isinstance(value, bool), key, f"must be a number, got {value!r}")
         return float(value)
     if hint is str:
         _check(isinstance(value, str), key, f"must be a string, got {value!r}")
@@ -438,8 +487,9 @@ def _dynamics_variants(variants: Any) -> dict[str, Any]:
     for name, spec in variants.items():
         spec = dict(spec or {})
         kind = spec.get("kind", name if name in DYNAMICS_PRESETS else None)
-        _check(kind in DYNAMICS_PRESETS, f"dynamics.{name}.kind",
-               f"must be one of {list(DYNAMICS_PRESETS)}, got {kind!r}")
+        _check(
+            kind in DYNAMICS_PRESETS, f"dynamics.{name}.kind", f"must be one of {list(DYNAMICS_PRESETS)}, got {kind!r}"
+        )
         resolved[name] = _to_plain(dataclasses.asdict(DYNAMICS_PRESETS[kind])) | spec
     return resolved
 
@@ -489,8 +539,12 @@ def experiment_schema() -> dict[str, Any]:
             return {"type": "array", "items": schema(item)}
         if origin is dict:
             return {"type": "object", "additionalProperties": schema(args[1]) if args[1] is not Any else True}
-        return {bool: {"type": "boolean"}, int: {"type": "integer"}, float: {"type": "number"},
-                str: {"type": "string"}}[hint]
+        return {
+            bool: {"type": "boolean"},
+            int: {"type": "integer"},
+            float: {"type": "number"},
+            str: {"type": "string"},
+        }[hint]
 
     root = schema(ExperimentConfig)
     props = root["properties"]
@@ -504,5 +558,4 @@ def experiment_schema() -> dict[str, Any]:
     for section, cls in (("world_model", WorldModelConfig), ("pwm", PWMConfig), ("run", RunConfig)):
         props["train"]["properties"][section] = {**schema(cls)}
     props["train"]["properties"]["run"]["properties"].pop("seed")  # the grid sets the seed
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "description": __doc__.splitlines()[0],
-            **root}
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "description": __doc__.splitlines()[0], **root}
