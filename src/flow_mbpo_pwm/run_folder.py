@@ -1,0 +1,116 @@
+"""The run folder of one training cell: its paths and its two CSV tables (docs/contracts.md "Run folder").
+
+Declared outputs (`final.pt`, `metrics.csv`, `validation.csv`, `train_summary.json`) appear only when training
+completes; everything a restart needs lives in `work/`, which Snakemake never deletes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _stringio
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flow_mbpo_pwm import io
+
+METRICS_COLUMNS: tuple[str, ...] = (
+    "task", "size", "dynamics", "seed", "epoch", "env_steps", "wall_seconds", "train_return_mean",
+    "train_return_max", "train_episodes", "actor_loss", "critic_loss", "wm_loss", "wm_dynamics_loss",
+    "wm_reward_loss", "actor_grad_norm", "critic_grad_norm", "wm_grad_norm", "actor_lr", "critic_lr", "wm_lr",
+)  # fmt: skip
+
+VALIDATION_COLUMNS: tuple[str, ...] = (
+    "task", "size", "dynamics", "seed", "epoch", "env_steps", "val_return_mean", "val_return_std", "val_episodes",
+    "checkpoint", "flagged", "flag_reason",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    root: Path
+
+    @property
+    def work(self) -> Path:
+        return self.root / "work"
+
+    @property
+    def work_config(self) -> Path:
+        return self.work / "config.yaml"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def state(self) -> Path:
+        return self.work / "state.pt"
+
+    @property
+    def work_metrics(self) -> Path:
+        return self.work / "metrics.csv"
+
+    @property
+    def work_validation(self) -> Path:
+        return self.work / "validation.csv"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.work / "checkpoints"
+
+    def checkpoint(self, epoch: int) -> Path:
+        return self.checkpoints / f"epoch_{epoch:06d}.pt"
+
+    @property
+    def diagnostics(self) -> Path:
+        return self.work / "diagnostics.json"
+
+    @property
+    def final(self) -> Path:
+        return self.root / "final.pt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.csv"
+
+    @property
+    def validation(self) -> Path:
+        return self.root / "validation.csv"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "train_summary.json"
+
+    def declared_outputs(self) -> tuple[Path, ...]:
+        return (self.final, self.metrics, self.validation, self.summary)
+
+
+def _cell(value: Any) -> str:
+    # repr-exact floats so a resumed run's rows compare equal to an uninterrupted run's; NaN spelled as pandas reads it.
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return repr(value)
+    return str(value)
+
+
+def csv_text(columns: tuple[str, ...], rows: list[dict[str, Any]]) -> str:
+    """The CSV text of `rows` (dicts with exactly `columns` as keys)."""
+    buffer = _stringio.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        missing = set(columns) ^ set(row)
+        if missing:
+            raise ValueError(f"row keys differ from the table's columns: {sorted(missing)}")
+        writer.writerow([_cell(row[c]) for c in columns])
+    return buffer.getvalue()
+
+
+def write_table(path: Path, columns: tuple[str, ...], rows: list[dict[str, Any]]) -> None:
+    """Rewrite the whole table atomically: a killed job leaves the old table or the new one, never half a row.
+    Tables are small (one row per log or validation interval), so rewriting is cheap."""
+    io.write_text(path, csv_text(columns, rows))

@@ -1,0 +1,556 @@
+"""`flow-mbpo-pwm train`: the run loop of one training cell — resume, metrics, validation, checkpoints, guard.
+
+The loop around `PWM.epoch` (algorithms/pwm.py). Per epoch it does nothing that waits on the device: metrics are
+accumulated on the device and read once every `run.log_every` epochs; the non-finite flag is read every
+`run.guard.check_every` epochs; validation (`run.validate_every`) and state saves (`run.save_state_every`) are the
+only other host synchronisation points.
+
+Run folder (docs/contracts.md "Run folder"): everything resumable lives in `work/`; the declared outputs
+(`final.pt`, `metrics.csv`, `validation.csv`, `train_summary.json`, the last one last) are written only when the
+run completes. Restarting the same command continues from `work/state.pt`; rows written after that state was saved
+are dropped, so a resumed run's tables equal an uninterrupted run's. On CPU the continuation is bitwise exact.
+
+Exit codes (returned to `cli.py`):
+- 0  completed (or already complete);
+- 3  stopped by the collapse guard (NaN/Inf or a validation collapse; see `work/diagnostics.json`), or the run
+     folder holds such a stopped run (delete `work/diagnostics.json` to retry it anyway);
+- 75 preempted (SIGTERM / SIGUSR1): state saved, rerun the same command to continue (75 = EX_TEMPFAIL, "try
+     again", which is what a requeued SLURM job or a Snakemake retry does);
+- 2  invalid configuration, incl. a run folder whose saved config differs from the requested one (raised as
+     `ConfigError`, reported by `cli.py`).
+
+Test hook (the only one): environment variable `FLOW_MBPO_PWM_INJECT_NAN_EPOCH=k` fills one actor parameter with
+NaN at the start of epoch k (1-based), so tests can prove the guard stops the run. It is read once at start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from flow_mbpo_pwm import io
+from flow_mbpo_pwm.config import ConfigError, TrainConfig, dump_yaml
+from flow_mbpo_pwm.guard import CollapseDetector, CollapseError, NonFiniteMonitor, nonfinite_parameters
+from flow_mbpo_pwm.progress import Progress
+from flow_mbpo_pwm.run_folder import METRICS_COLUMNS, VALIDATION_COLUMNS, RunFolder, write_table
+from flow_mbpo_pwm.train_state import (
+    STATE_FORMAT,
+    capture_rng,
+    config_differences,
+    restore_rng,
+    seed_everything,
+)
+
+EXIT_COMPLETED = 0
+EXIT_COLLAPSED = 3
+EXIT_PREEMPTED = 75
+INJECT_NAN_ENV = "FLOW_MBPO_PWM_INJECT_NAN_EPOCH"
+
+# Per-epoch training metrics averaged over a log window (names as `PWM.epoch` returns them).
+WINDOW_MEAN_METRICS = (
+    "actor_loss",
+    "critic_loss",
+    "wm_loss",
+    "wm_dynamics_loss",
+    "wm_reward_loss",
+    "actor_grad_norm",
+    "critic_grad_norm",
+    "wm_grad_norm",
+)
+LR_METRICS = ("actor_lr", "critic_lr", "wm_lr")
+# Metrics that must stay finite; any NaN/Inf among them stops the run at the next guard check.
+GUARDED_METRICS = (*WINDOW_MEAN_METRICS, "episode_return_sum")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("run.device", f"is '{name}' but CUDA is not available on this machine")
+    return device
+
+
+class StopSignals:
+    """SIGTERM / SIGUSR1 (SLURM's notice before preemption) only set a flag; the loop saves and exits at the next
+    epoch boundary, so a state file is never written from inside a signal handler."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.received = signum
+
+    def __enter__(self) -> StopSignals:
+        for sig in self.SIGNALS:
+            # Outside the main thread signal handlers cannot be installed: no preemption handling there.
+            with contextlib.suppress(ValueError):
+                self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+
+
+class MetricWindow:
+    """Device-side accumulation of one log window: means of losses and gradient norms, the latest learning rates,
+    and the training episodes finished in the window."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums = torch.zeros(len(WINDOW_MEAN_METRICS), dtype=torch.float64, device=self.device)
+        self.lrs = torch.zeros(len(LR_METRICS), dtype=torch.float64, device=self.device)
+        self.episodes = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.return_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.return_max = torch.full((), -math.inf, dtype=torch.float64, device=self.device)
+        self.epochs = 0
+
+    def add(self, metrics: dict[str, torch.Tensor]) -> None:
+        self.sums += torch.stack([metrics[k].detach().double().reshape(()) for k in WINDOW_MEAN_METRICS])
+        self.lrs = torch.stack([metrics[k].detach().double().reshape(()) for k in LR_METRICS])
+        self.episodes += metrics["episodes_finished"].detach().double()
+        self.return_sum += metrics["episode_return_sum"].detach().double()
+        self.return_max = torch.maximum(self.return_max, metrics["episode_return_max"].detach().double())
+        self.epochs += 1
+
+    def read(self) -> dict[str, float]:
+        """One device -> host copy of the whole window."""
+        packed = torch.cat(
+            [self.sums / max(self.epochs, 1), self.lrs, torch.stack([self.episodes, self.return_sum, self.return_max])]
+        ).tolist()
+        n = len(WINDOW_MEAN_METRICS)
+        values = dict(zip(WINDOW_MEAN_METRICS, packed[:n], strict=True))
+        values.update(zip(LR_METRICS, packed[n : n + len(LR_METRICS)], strict=True))
+        episodes, return_sum, return_max = packed[n + len(LR_METRICS) :]
+        values["train_episodes"] = int(round(episodes))
+        values["train_return_mean"] = return_sum / episodes if episodes > 0 else math.nan
+        values["train_return_max"] = return_max if episodes > 0 else math.nan
+        return values
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "sums": self.sums.clone(),
+            "lrs": self.lrs.clone(),
+            "episodes": self.episodes.clone(),
+            "return_sum": self.return_sum.clone(),
+            "return_max": self.return_max.clone(),
+            "epochs": self.epochs,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for key in ("sums", "lrs", "episodes", "return_sum", "return_max"):
+            setattr(self, key, state[key].to(self.device))
+        self.epochs = int(state["epochs"])
+
+
+@dataclass
+class Progression:
+    """Host-side counters of the run (saved with the state)."""
+
+    epoch: int = 0  # completed epochs
+    wall_seconds: float = 0.0  # training wall time of previous attempts
+    warmed_up: bool = False  # the world-model warm-up has run
+    episodes_seen: int = 0  # training episodes finished, as of the last metrics read
+
+
+def train(config: TrainConfig, run_dir: Path) -> int:
+    """Train one cell into `run_dir`; resume from `run_dir/work/state.pt` when present. Returns an exit code."""
+    folder = RunFolder(Path(run_dir))
+    device = resolve_device(config.run.device)
+    _check_run_folder(folder, config)
+    if config.run.pretrain_dataset and not Path(config.run.pretrain_dataset).is_file():
+        raise ConfigError("run.pretrain_dataset", f"{config.run.pretrain_dataset} does not exist")
+    name = f"{config.task_name}/{config.size}-{config.dynamics_name}/seed{config.run.seed}"
+    run = TrainingRun(config, folder, device, name)
+    return run.run()
+
+
+def _check_run_folder(folder: RunFolder, config: TrainConfig) -> None:
+    """Refuse a folder that holds a different run or a collapsed one; write the resolved config."""
+    if folder.work_config.exists():
+        import yaml
+
+        saved = yaml.safe_load(folder.work_config.read_text())
+        diffs = config_differences(saved, config.to_dict())
+        if diffs:
+            listed = "; ".join(f"{k}: saved {a!r}, requested {b!r}" for k, a, b in diffs)
+            raise ConfigError(
+                diffs[0][0],
+                f"the run folder {folder.root} holds a run with a different configuration ({listed}). "
+                f"Use another run folder, or delete {folder.root} to start this one over.",
+            )
+    folder.work.mkdir(parents=True, exist_ok=True)
+    text = dump_yaml(config)
+    io.write_text(folder.work_config, text)
+    io.write_text(folder.config, text)
+
+
+class TrainingRun:
+    def __init__(self, config: TrainConfig, folder: RunFolder, device: torch.device, name: str):
+        self.config = config
+        self.folder = folder
+        self.device = device
+        self.name = name
+        inject = os.environ.get(INJECT_NAN_ENV, "")
+        self.inject_nan_epoch = int(inject) if inject else -1
+
+    # ---------------------------------------------------------------------------------------------------------
+    # Construction and state
+    # ---------------------------------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        from flow_mbpo_pwm import envs
+        from flow_mbpo_pwm.algorithms.pwm import PWM
+        from flow_mbpo_pwm.data.replay import ReplayBuffer
+
+        cfg = self.config
+        seed_everything(cfg.run.seed)
+        self.env = envs.make_from_config(cfg.env, self.device, seed=cfg.run.seed)
+        self.val_env = envs.make_from_config(
+            cfg.env,
+            self.device,
+            seed=cfg.run.validation_seed_base + cfg.run.seed,
+            num_envs=cfg.run.validation_episodes,
+        )
+        self.agent = PWM(self.env.obs_dim, self.env.act_dim, cfg, self.device)
+        self.buffer = ReplayBuffer(
+            capacity=cfg.pwm.buffer_size,
+            num_envs=self.env.num_envs,
+            obs_dim=self.env.obs_dim,
+            act_dim=self.env.act_dim,
+            device=self.device,
+        )
+        self.window = MetricWindow(self.device)
+        self.nonfinite = NonFiniteMonitor(GUARDED_METRICS, self.device)
+        self.collapse = CollapseDetector(cfg.run.guard)
+        self.progression = Progression()
+        self.metrics_rows: list[dict[str, Any]] = []
+        self.validation_rows: list[dict[str, Any]] = []
+        self.obs = self.env.reset()
+
+    def _state(self) -> dict[str, Any]:
+        p = self.progression
+        return {
+            "format": STATE_FORMAT,
+            "config": self.config.to_dict(),
+            "epoch": p.epoch,
+            "wall_seconds": p.wall_seconds + (time.monotonic() - self._attempt_start),
+            "warmed_up": p.warmed_up,
+            "episodes_seen": p.episodes_seen,
+            "agent": self.agent.state_dict(),
+            "buffer": self.buffer.state_dict(),
+            "env": self.env.state_dict(),
+            "val_env": self.val_env.state_dict(),
+            "obs": self.obs,
+            "window": self.window.state_dict(),
+            "nonfinite": self.nonfinite.state_dict(),
+            "collapse": self.collapse.state_dict(),
+            "metrics_rows": list(self.metrics_rows),
+            "validation_rows": list(self.validation_rows),
+            # Last, so that nothing above (e.g. a state_dict that clones through an RNG) perturbs what is saved.
+            "rng": capture_rng(self.device),
+        }
+
+    def _save_state(self) -> None:
+        self._check_finite()  # never save a poisoned state: a resume would only collapse again
+        io.torch_save(self.folder.state, self._state())
+
+    def _load_state(self) -> None:
+        state = io.torch_load(self.folder.state, map_location=self.device)
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise io.CheckpointError(f"{self.folder.state}: not a training state of format {STATE_FORMAT}")
+        diffs = config_differences(state["config"], self.config.to_dict())
+        if diffs:
+            raise ConfigError(diffs[0][0], f"differs from the config saved in {self.folder.state}: {diffs}")
+        self.agent.load_state_dict(state["agent"])
+        self.buffer.load_state_dict(state["buffer"])
+        self.env.load_state_dict(state["env"])
+        self.val_env.load_state_dict(state["val_env"])
+        self.obs = state["obs"].to(self.device)
+        self.window.load_state_dict(state["window"])
+        self.nonfinite.load_state_dict(state["nonfinite"])
+        self.collapse.load_state_dict(state["collapse"])
+        self.metrics_rows = list(state["metrics_rows"])
+        self.validation_rows = list(state["validation_rows"])
+        self.progression = Progression(
+            epoch=int(state["epoch"]),
+            wall_seconds=float(state["wall_seconds"]),
+            warmed_up=bool(state["warmed_up"]),
+            episodes_seen=int(state["episodes_seen"]),
+        )
+        restore_rng(state["rng"], self.device)
+        # Drop what the interrupted attempt wrote after this state was saved, so no row or checkpoint is duplicated.
+        self._write_work_tables()
+        for path in self.folder.checkpoints.glob("epoch_*.pt"):
+            if int(path.stem.split("_")[1]) > self.progression.epoch:
+                path.unlink()
+
+    # ---------------------------------------------------------------------------------------------------------
+    # The loop
+    # ---------------------------------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        if self.folder.diagnostics.exists():
+            print(
+                f"[{self.name}] this run was stopped by the collapse guard (see {self.folder.diagnostics}); "
+                "delete that file to retry it, or the run folder to start over",
+                flush=True,
+            )
+            return EXIT_COLLAPSED
+        self._attempt_start = time.monotonic()
+        self._build()
+        resumed = self.folder.state.exists()
+        if resumed:
+            self._load_state()
+        cfg = self.config
+        progress = Progress(cfg.pwm.epochs, self.progression.epoch, self.name)
+        try:
+            if resumed:
+                progress.message(f"resumed from {self.folder.state} at epoch {self.progression.epoch}")
+            else:
+                progress.message(
+                    f"training on {self.device}: {cfg.pwm.epochs} epochs x {cfg.pwm.horizon} steps x "
+                    f"{self.env.num_envs} envs; parameters {self._parameter_counts()}"
+                )
+                self._pretrain(progress)
+            with StopSignals() as stop:
+                while self.progression.epoch < cfg.pwm.epochs:
+                    self._one_epoch(progress)
+                    if stop.received is not None and self.progression.epoch < cfg.pwm.epochs:
+                        self._save_state()
+                        progress.message(
+                            f"preempted ({signal.Signals(stop.received).name}) at epoch {self.progression.epoch}, "
+                            f"state saved to {self.folder.state}; rerun the same command to continue"
+                        )
+                        return EXIT_PREEMPTED
+                self._save_state()  # the finished run's state: `export-dataset` reads its replay buffer
+            self._finish()
+            progress.message(f"completed {cfg.pwm.epochs} epochs; outputs in {self.folder.root}")
+            return EXIT_COMPLETED
+        except CollapseError as err:
+            io.write_json(self.folder.diagnostics, err.diagnostics)
+            progress.message(f"STOPPED by the collapse guard: {err}. Diagnostics: {self.folder.diagnostics}")
+            return EXIT_COLLAPSED
+        finally:
+            progress.close()
+
+    def _one_epoch(self, progress: Progress) -> None:
+        cfg = self.config
+        p = self.progression
+        if p.epoch + 1 == self.inject_nan_epoch:
+            with torch.no_grad():
+                next(self.agent.actor.parameters()).fill_(math.nan)
+        self.obs, metrics = self.agent.epoch(self.env, self.obs, self.buffer, p.epoch / cfg.pwm.epochs)
+        self.window.add(metrics)
+        self.nonfinite.observe(metrics)
+        p.epoch += 1
+        epoch = p.epoch
+        last = epoch == cfg.pwm.epochs
+        if not p.warmed_up and self._episode_finished():
+            # First world-model update after the buffer holds a finished episode: a long warm-up.
+            self.agent.train_world_model(self.buffer, cfg.pwm.wm_warmup_steps)
+            p.warmed_up = True
+        if epoch % cfg.run.guard.check_every == 0:
+            self._check_finite()
+        if epoch % cfg.run.log_every == 0 or last:
+            self._log(progress)
+        if epoch % cfg.run.validate_every == 0 or last:
+            self._validate(progress)
+        if epoch % cfg.run.save_state_every == 0 and not last:
+            self._save_state()
+        progress.advance(epoch)
+
+    def _episode_finished(self) -> bool:
+        """Decided on the host without a device read: every env has truncated once its first `episode_length`
+        steps are stored; an earlier termination is seen at the next metrics read (`episodes_seen`)."""
+        steps_per_env = self.progression.epoch * self.config.pwm.horizon
+        return steps_per_env >= self.env.max_episode_steps or self.progression.episodes_seen > 0
+
+    # ---------------------------------------------------------------------------------------------------------
+    # Metrics, validation, guard
+    # ---------------------------------------------------------------------------------------------------------
+
+    def _cell_keys(self) -> dict[str, Any]:
+        c = self.config
+        return {"task": c.task_name, "size": c.size, "dynamics": c.dynamics_name, "seed": c.run.seed}
+
+    @property
+    def env_steps(self) -> int:
+        return self.progression.epoch * self.config.pwm.horizon * self.env.num_envs
+
+    def _wall_seconds(self) -> float:
+        return self.progression.wall_seconds + (time.monotonic() - self._attempt_start)
+
+    def _log(self, progress: Progress) -> None:
+        values = self.window.read()
+        self.window.reset()
+        self.progression.episodes_seen += values["train_episodes"]
+        row = {
+            **self._cell_keys(),
+            "epoch": self.progression.epoch,
+            "env_steps": self.env_steps,
+            "wall_seconds": round(self._wall_seconds(), 3),
+            **values,
+        }
+        self.metrics_rows.append(row)
+        write_table(self.folder.work_metrics, METRICS_COLUMNS, self.metrics_rows)
+        progress.report(
+            {k: row[k] for k in ("train_return_mean", "train_episodes", "actor_loss", "critic_loss", "wm_loss")}
+        )
+
+    @torch.no_grad()
+    def _validation_returns(self) -> torch.Tensor:
+        """First-episode return of every validation env under the deterministic policy, run in parallel.
+        Every env finishes its first episode within `max_episode_steps` (truncation), so the loop has a fixed
+        length and no host reads."""
+        env = self.val_env
+        obs = env.reset()
+        returns = torch.zeros(env.num_envs, dtype=torch.float64, device=self.device)
+        running = torch.ones(env.num_envs, dtype=torch.bool, device=self.device)
+        for _ in range(env.max_episode_steps):
+            obs, reward, terminated, truncated, _ = env.step(self.agent.act(obs, deterministic=True))
+            returns += reward.double() * running
+            running &= ~(terminated | truncated)
+        return returns
+
+    def _validate(self, progress: Progress) -> None:
+        from flow_mbpo_pwm import checkpoints
+
+        self._check_finite()
+        returns = self._validation_returns().cpu()
+        mean = float(returns.mean())
+        std = float(returns.std(unbiased=False))
+        epoch = self.progression.epoch
+        reason = self.collapse.update(epoch, mean)
+        path = self.folder.checkpoint(epoch)
+        meta = {
+            **self._cell_keys(),
+            "epoch": epoch,
+            "env_steps": self.env_steps,
+            "obs_dim": self.env.obs_dim,
+            "act_dim": self.env.act_dim,
+            "val_return": mean,
+            "config": self.config.to_dict(),
+        }
+        checkpoints.save_policy(path, self.agent, meta)
+        row = {
+            **self._cell_keys(),
+            "epoch": epoch,
+            "env_steps": self.env_steps,
+            "val_return_mean": mean,
+            "val_return_std": std,
+            "val_episodes": int(returns.numel()),
+            "checkpoint": str(path.relative_to(self.folder.root)),
+            "flagged": bool(reason),
+            "flag_reason": reason,
+        }
+        self.validation_rows.append(row)
+        write_table(self.folder.work_validation, VALIDATION_COLUMNS, self.validation_rows)
+        progress.message(
+            f"validation at epoch {epoch}: return {mean:.4g} +- {std:.3g}" + (f" FLAGGED ({reason})" if reason else "")
+        )
+        if self.collapse.should_stop:
+            raise CollapseError(
+                f"validation return collapsed in {self.collapse.streak} validations in a row (last: {reason})",
+                self._diagnostics("validation collapse", {"validation_returns": self.collapse.history}),
+            )
+
+    def _modules(self) -> dict[str, torch.nn.Module]:
+        return {"world_model": self.agent.world_model, "actor": self.agent.actor, "critic": self.agent.critic}
+
+    def _check_finite(self) -> None:
+        metrics = self.nonfinite.read()
+        params = nonfinite_parameters(self._modules())
+        if metrics or params:
+            raise CollapseError(
+                f"non-finite values by epoch {self.progression.epoch}: metrics {metrics or 'none'}, "
+                f"parameters {params[:5] or 'none'}{' ...' if len(params) > 5 else ''}",
+                self._diagnostics("non-finite", {"nonfinite_metrics": metrics, "nonfinite_parameters": params}),
+            )
+
+    def _diagnostics(self, kind: str, details: dict[str, Any]) -> dict[str, Any]:
+        return {
+            **self._cell_keys(),
+            "status": "stopped",
+            "reason": kind,
+            "epoch": self.progression.epoch,
+            "env_steps": self.env_steps,
+            **details,
+            "last_metrics": self.metrics_rows[-1] if self.metrics_rows else None,
+            "last_validation": self.validation_rows[-1] if self.validation_rows else None,
+            "guard": self.config.to_dict()["run"]["guard"],
+        }
+
+    # ---------------------------------------------------------------------------------------------------------
+    # Pretraining and completion
+    # ---------------------------------------------------------------------------------------------------------
+
+    def _pretrain(self, progress: Progress) -> None:
+        cfg = self.config.run
+        if not cfg.pretrain_dataset or cfg.pretrain_steps == 0:
+            return
+        from flow_mbpo_pwm.data.datasets import load_dataset
+
+        dataset = load_dataset(cfg.pretrain_dataset, self.device, obs_dim=self.env.obs_dim, act_dim=self.env.act_dim)
+        progress.message(f"pretraining the world model for {cfg.pretrain_steps} steps on {cfg.pretrain_dataset}")
+        self.agent.train_world_model(dataset, cfg.pretrain_steps)
+
+    def _parameter_counts(self) -> dict[str, int]:
+        counts = {name: sum(p.numel() for p in m.parameters()) for name, m in self._modules().items()}
+        counts["total"] = sum(counts.values())
+        return counts
+
+    def _write_work_tables(self) -> None:
+        write_table(self.folder.work_metrics, METRICS_COLUMNS, self.metrics_rows)
+        write_table(self.folder.work_validation, VALIDATION_COLUMNS, self.validation_rows)
+
+    def _finish(self) -> None:
+        from flow_mbpo_pwm import checkpoints
+
+        folder = self.folder
+        self._write_work_tables()
+        checkpoints.save_agent(
+            folder.final,
+            self.agent,
+            {**self._cell_keys(), "epoch": self.progression.epoch, "config": self.config.to_dict()},
+        )
+        write_table(folder.metrics, METRICS_COLUMNS, self.metrics_rows)
+        write_table(folder.validation, VALIDATION_COLUMNS, self.validation_rows)
+        returns = [r["train_return_mean"] for r in self.metrics_rows if math.isfinite(r["train_return_mean"])]
+        summary = {
+            **self._cell_keys(),
+            "status": "completed",
+            "epochs": self.progression.epoch,
+            "env_steps": self.env_steps,
+            "train_seconds": round(self._wall_seconds(), 3),
+            "params": self._parameter_counts(),
+            "best_train_return": max(returns) if returns else None,
+            "final_train_return": returns[-1] if returns else None,
+            "checkpoints": [
+                {
+                    "epoch": r["epoch"],
+                    "env_steps": r["env_steps"],
+                    "path": r["checkpoint"],
+                    "val_return": r["val_return_mean"],
+                    "flagged": r["flagged"],
+                    "flag_reason": r["flag_reason"],
+                }
+                for r in self.validation_rows
+            ],
+        }
+        io.write_json(folder.summary, summary)

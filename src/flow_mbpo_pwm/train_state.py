@@ -1,0 +1,90 @@
+"""What a training run needs to continue bitwise after a restart: RNG states and the saved-config check.
+
+The state file itself (`work/state.pt`) is assembled in `train.py`; this module holds the pieces that are not
+about the loop: capturing and restoring every random number generator in a form `torch.load(weights_only=True)`
+accepts (tensors and plain values only), and comparing a saved config with the requested one.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+STATE_FORMAT = "flow-mbpo-pwm/train-state/1"
+
+
+def capture_rng(device: torch.device) -> dict[str, Any]:
+    """The global torch (CPU and, on CUDA, the device's), numpy and Python RNG states as tensors/plain values."""
+    kind, keys, pos, has_gauss, cached_gauss = np.random.get_state()
+    version, py_state, py_gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": str(kind),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gauss),
+        },
+        "python": {"version": int(version), "state": torch.tensor(py_state, dtype=torch.int64), "gauss": py_gauss},
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_rng(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        (
+            numpy_state["kind"],
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["pos"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (all devices), numpy and Python's `random` with the run's seed (docs/contracts.md "Seeds")."""
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings -> {"a.b.c": value}; lists stay values."""
+    if not isinstance(data, dict):
+        return {prefix: data}
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, name))
+        else:
+            flat[name] = value
+    return flat
+
+
+def config_differences(saved: dict[str, Any], requested: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """(key, saved value, requested value) for every dotted key whose value differs, sorted by key."""
+    a, b = flatten(saved), flatten(requested)
+    missing = object()
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key, missing), b.get(key, missing)
+        # YAML round trips turn tuples into lists; compare as lists.
+        va = list(va) if isinstance(va, tuple) else va
+        vb = list(vb) if isinstance(vb, tuple) else vb
+        if va != vb:
+            diffs.append((key, None if va is missing else va, None if vb is missing else vb))
+    return diffs
