@@ -1,0 +1,129 @@
+"""Hand-made result trees for the aggregate and plot tests: the files `evaluate` and `train` would write
+(docs/contracts.md), with returns chosen by the test."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from flow_mbpo_pwm.config import ExperimentConfig, load_experiment
+
+PARAMS = {"tiny": 20_000, "5M": 5_000_000}
+
+
+def small_experiment(
+    dynamics: dict[str, Any] | None = None, seeds: tuple[int, ...] = (0, 1, 2), sizes: tuple[str, ...] = ("tiny", "5M")
+) -> ExperimentConfig:
+    return load_experiment(
+        {
+            "tasks": {"ant": {"num_envs": 4, "episode_length": 50}},
+            "sizes": list(sizes),
+            "dynamics": dynamics if dynamics is not None else {"deterministic": {}, "flow": {}},
+            "seeds": list(seeds),
+            "evaluation": {"episodes": 8},
+        }
+    )
+
+
+def run_dir(root: Path, task: str, size: str, dynamics: str, seed: int) -> Path:
+    return root / task / f"{size}-{dynamics}" / f"seed{seed}"
+
+
+def write_episodes(path: Path, cell: tuple[str, str, str, int], returns: np.ndarray) -> Path:
+    task, size, dynamics, seed = cell
+    n = len(returns)
+    frame = pd.DataFrame(
+        {
+            "task": task,
+            "size": size,
+            "dynamics": dynamics,
+            "seed": seed,
+            "episode": np.arange(n),
+            "eval_seed": 1_000_000 + seed,
+            "return": np.asarray(returns, dtype=float),
+            "length": 50,
+            "terminated": False,
+            "truncated": True,
+        }
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+    return path
+
+
+def write_summary(
+    path: Path,
+    cell: tuple[str, str, str, int],
+    best: float | None,
+    seconds: float = 100.0,
+    status: str = "completed",
+    params: int | None = None,
+) -> Path:
+    task, size, dynamics, seed = cell
+    summary = {
+        "task": task,
+        "size": size,
+        "dynamics": dynamics,
+        "seed": seed,
+        "status": status,
+        "epochs": 10,
+        "env_steps": 4000,
+        "train_seconds": seconds,
+        "params": {
+            "world_model": (params or PARAMS[size]) // 2,
+            "actor": 1000,
+            "critic": 2000,
+            "total": params or PARAMS[size],
+        },
+        "best_train_return": best,
+        "final_train_return": None if best is None else best - 1.0,
+        "checkpoints": [],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary))
+    return path
+
+
+def write_metrics(path: Path, cell: tuple[str, str, str, int], rows: int = 6) -> Path:
+    task, size, dynamics, seed = cell
+    epoch = np.arange(1, rows + 1) * 25
+    rng = np.random.default_rng(seed)
+    train_return = epoch * (2.0 if dynamics != "deterministic" else 1.0) + rng.normal(0, 5, rows)
+    train_return[0] = np.nan  # no training episode finished in the first window
+    frame = pd.DataFrame(
+        {
+            "task": task,
+            "size": size,
+            "dynamics": dynamics,
+            "seed": seed,
+            "epoch": epoch,
+            "env_steps": epoch * 64,
+            "wall_seconds": epoch * 0.1,
+            "train_return_mean": train_return,
+            "train_return_max": train_return + 1,
+            "train_episodes": 4,
+        }
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+    return path
+
+
+def write_results(
+    root: Path,
+    experiment: ExperimentConfig,
+    returns: Callable[[tuple[str, str, str, int]], np.ndarray],
+    best: Callable[[tuple[str, str, str, int]], float | None] = lambda cell: 10.0 + cell[3],
+) -> tuple[list[Path], list[Path]]:
+    """Episodes CSVs and training summaries for every cell of `experiment`."""
+    episodes, summaries = [], []
+    for cell in experiment.cells():
+        folder = run_dir(root, *cell)
+        episodes.append(write_episodes(folder / "eval" / "episodes.csv", cell, returns(cell)))
+        summaries.append(write_summary(folder / "train_summary.json", cell, best(cell), seconds=100.0 + 10 * cell[3]))
+    return episodes, summaries
