@@ -17,11 +17,14 @@ PARAMS = {"tiny": 20_000, "5M": 5_000_000}
 
 
 def small_experiment(
-    dynamics: dict[str, Any] | None = None, seeds: tuple[int, ...] = (0, 1, 2), sizes: tuple[str, ...] = ("tiny", "5M")
+    dynamics: dict[str, Any] | None = None,
+    seeds: tuple[int, ...] = (0, 1, 2),
+    sizes: tuple[str, ...] = ("tiny", "5M"),
+    tasks: tuple[str, ...] = ("ant",),
 ) -> ExperimentConfig:
     return load_experiment(
         {
-            "tasks": {"ant": {"num_envs": 4, "episode_length": 50}},
+            "tasks": {name: {"task": "ant", "num_envs": 4, "episode_length": 50} for name in tasks},
             "sizes": list(sizes),
             "dynamics": dynamics if dynamics is not None else {"deterministic": {}, "flow": {}},
             "seeds": list(seeds),

@@ -279,7 +279,7 @@ def test_cli_aggregate_end_to_end(tmp_path):
 
 def test_results_modules_do_not_import_the_gpu_stack():
     code = (
-        "import sys, flow_mbpo_pwm.aggregate, flow_mbpo_pwm.statistics; "
+        "import sys, flow_mbpo_pwm.aggregate, flow_mbpo_pwm.plots, flow_mbpo_pwm.statistics; "
         "bad = [m for m in ('torch', 'warp', 'newton') if m in sys.modules]; assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

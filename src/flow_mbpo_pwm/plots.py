@@ -1,0 +1,285 @@
+"""`flow-mbpo-pwm plot`: the experiment's figures as PNG and PDF. matplotlib/seaborn only (no torch).
+
+Figures (stems listed by `expected_figures`, so the Snakemake rule declares its outputs from the same place):
+- learning_curves: training-episode return against environment steps, mean and 95% CI over seeds;
+- final_returns: evaluation return per cell with the bootstrap 95% CI from compare.csv and per-seed means;
+- wall_clock: training seconds per cell with per-seed values;
+- substeps_ablation: evaluation return against flow substeps K (only when flow variants differ in K).
+One panel per (task, size): rows are tasks, columns sizes. Colours follow the config's dynamics order everywhere.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # never needs a display; must come before seaborn imports pyplot
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+from flow_mbpo_pwm.aggregate import CELL, RUN, ResultsInputError, cell_name, check_cells  # noqa: E402
+from flow_mbpo_pwm.config import ExperimentConfig  # noqa: E402
+from flow_mbpo_pwm.io import atomic_path  # noqa: E402
+
+FORMATS = ("png", "pdf")
+PANEL_SIZE = (4.2, 3.2)  # inches per panel
+METRICS_COLUMNS = [*RUN, "env_steps", "train_return_mean"]
+COMPARE_COLUMNS = [*CELL, "return_mean", "return_ci_low", "return_ci_high", "train_seconds"]
+PER_SEED_COLUMNS = [*RUN, "return_mean", "train_seconds"]
+RETURN_LABEL = "evaluation episode return"
+SECONDS_LABEL = "training wall-clock (seconds)"
+
+
+def expected_figures(experiment: ExperimentConfig) -> list[str]:
+    """The figure stems `plot` writes for this experiment (each as .png and .pdf)."""
+    stems = ["learning_curves", "final_returns", "wall_clock"]
+    return [*stems, "substeps_ablation"] if has_substeps_ablation(experiment) else stems
+
+
+def has_substeps_ablation(experiment: ExperimentConfig) -> bool:
+    substeps = {dyn.substeps for dyn in experiment.dynamics.values() if dyn.kind == "flow"}
+    return len(substeps) > 1
+
+
+def plot(experiment: ExperimentConfig, compare: Path, per_seed: Path, metrics: list[Path], out_dir: Path) -> int:
+    """Write every figure of `expected_figures(experiment)` to `out_dir`. Returns 0, or 1 with a message."""
+    try:
+        compare_frame = _read_table(compare, COMPARE_COLUMNS, CELL, "compare table")
+        check_cells(experiment, _with_seeds(experiment, compare_frame), "compare.csv rows")
+        per_seed_frame = _read_table(per_seed, PER_SEED_COLUMNS, RUN, "per-seed table")
+        check_cells(experiment, per_seed_frame[RUN].itertuples(index=False, name=None), "per_seed.csv rows")
+        metrics_frame = read_metrics(metrics)
+        check_cells(experiment, metrics_frame[RUN].drop_duplicates().itertuples(index=False, name=None), "metrics")
+    except ResultsInputError as err:
+        print(f"flow-mbpo-pwm plot: {err}", file=sys.stderr)
+        return 1
+
+    figures = {
+        "learning_curves": learning_curves_figure(experiment, metrics_frame),
+        "final_returns": final_returns_figure(experiment, compare_frame, per_seed_frame),
+        "wall_clock": wall_clock_figure(experiment, compare_frame, per_seed_frame),
+    }
+    if has_substeps_ablation(experiment):
+        figures["substeps_ablation"] = substeps_ablation_figure(experiment, compare_frame)
+    for stem, figure in figures.items():
+        save_figure(figure, Path(out_dir) / stem)
+    print(f"flow-mbpo-pwm plot: {len(figures)} figures -> {out_dir}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Inputs
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _read_table(path: Path, columns: Sequence[str], key: Sequence[str], what: str) -> pd.DataFrame:
+    """A CSV with at least `columns`, one row per `key`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ResultsInputError(f"{what} {path} does not exist")
+    frame = pd.read_csv(path, dtype={"task": str, "size": str, "dynamics": str})
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ResultsInputError(f"{what} {path} lacks the columns {missing}")
+    duplicated = frame[frame.duplicated(subset=list(key), keep=False)]
+    if not duplicated.empty:
+        first = duplicated[list(key)].iloc[0].tolist()
+        raise ResultsInputError(f"{what} {path} has {len(duplicated)} rows sharing a key {list(key)}, e.g. {first}")
+    return frame
+
+
+def _with_seeds(experiment: ExperimentConfig, compare: pd.DataFrame) -> list[tuple[str, str, str, int]]:
+    # compare.csv has one row per (task, size, dynamics); expand to runs so the grid check can name what is wrong.
+    return [(*cell, seed) for cell in compare[CELL].itertuples(index=False, name=None) for seed in experiment.seeds]
+
+
+def read_metrics(paths: Sequence[Path]) -> pd.DataFrame:
+    """Every run's metrics.csv in one frame; a run must not come from two files."""
+    frames, sources = [], {}
+    for path in paths:
+        frame = _read_table(path, METRICS_COLUMNS, [*RUN, "env_steps"], "metrics file")
+        for run in frame[RUN].drop_duplicates().itertuples(index=False, name=None):
+            if run in sources:
+                raise ResultsInputError(f"metrics of {cell_name(*run)} appear in {sources[run]} and {path}")
+            sources[run] = path
+        frames.append(frame)
+    if not frames:
+        raise ResultsInputError("no metrics files given")
+    return pd.concat(frames, ignore_index=True)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _palette(experiment: ExperimentConfig) -> dict[str, tuple[float, float, float]]:
+    names = list(experiment.dynamics)
+    return dict(zip(names, sns.color_palette("colorblind", len(names)), strict=True))
+
+
+def _panels(experiment: ExperimentConfig) -> tuple[Figure, np.ndarray]:
+    """A figure with one panel per (task, size): rows are tasks, columns sizes; y shared along a task's row."""
+    rows, cols = len(experiment.tasks), len(experiment.sizes)
+    figure = Figure(figsize=(PANEL_SIZE[0] * cols, PANEL_SIZE[1] * rows + 0.6), layout="constrained")
+    axes = figure.subplots(rows, cols, squeeze=False, sharey="row")
+    for (task, size), ax in zip(_panel_keys(experiment), axes.flat, strict=True):
+        ax.set_title(f"{task} · {size}")
+        ax.grid(True, alpha=0.3)
+    return figure, axes
+
+
+def _panel_keys(experiment: ExperimentConfig) -> list[tuple[str, str]]:
+    return [(task, size) for task in experiment.tasks for size in experiment.sizes]
+
+
+def _label(ax: Axes, x: str, y: str) -> None:
+    # Panels of a row share their y axis: label it once, on the left.
+    ax.set_xlabel(x)
+    ax.set_ylabel(y if ax.get_subplotspec().is_first_col() else "")
+
+
+def _figure_legend(figure: Figure, experiment: ExperimentConfig) -> None:
+    palette = _palette(experiment)
+    handles = [Patch(color=palette[name], label=name) for name in experiment.dynamics]
+    figure.legend(handles=handles, title="dynamics", loc="outside lower center", ncols=len(handles))
+
+
+def learning_curves_figure(experiment: ExperimentConfig, metrics: pd.DataFrame) -> Figure:
+    """Training-episode return against env steps: mean over seeds and a 95% bootstrap CI band."""
+    figure, axes = _panels(experiment)
+    palette = _palette(experiment)
+    finished = metrics.dropna(subset=["train_return_mean"])  # windows where no training episode ended
+    for (task, size), ax in zip(_panel_keys(experiment), axes.flat, strict=True):
+        panel = finished[(finished["task"] == task) & (finished["size"] == size)]
+        if not panel.empty:
+            sns.lineplot(
+                data=panel,
+                x="env_steps",
+                y="train_return_mean",
+                hue="dynamics",
+                hue_order=list(experiment.dynamics),
+                palette=palette,
+                estimator="mean",
+                errorbar=("ci", 95),
+                n_boot=1000,
+                seed=0,
+                ax=ax,
+                legend=False,
+            )
+        _label(ax, "environment steps", "training episode return")
+    _figure_legend(figure, experiment)
+    return figure
+
+
+def _per_cell_points(
+    ax: Axes,
+    experiment: ExperimentConfig,
+    cells: pd.DataFrame,
+    runs: pd.DataFrame,
+    column: str,
+    low: str | None,
+    high: str | None,
+    bars: bool,
+) -> None:
+    """One x position per dynamics variant: the cell value (bar or point, with CI if given) and per-seed dots."""
+    palette = _palette(experiment)
+    names = list(experiment.dynamics)
+    rng = np.random.default_rng(0)  # jitter of the per-seed dots; fixed so the figures are reproducible
+    for x, name in enumerate(names):
+        cell = cells[cells["dynamics"] == name]
+        if cell.empty:
+            continue
+        value = float(cell[column].iloc[0])
+        if bars:
+            ax.bar(x, value, width=0.6, color=palette[name], alpha=0.7)
+        else:
+            ax.plot([x], [value], "o", color=palette[name], markersize=8)
+        if low is not None and high is not None:
+            lo, hi = float(cell[low].iloc[0]), float(cell[high].iloc[0])
+            if np.isfinite([lo, hi]).all():
+                ax.errorbar([x], [value], yerr=[[value - lo], [hi - value]], color="black", capsize=5, lw=1.5)
+        seeds = runs[runs["dynamics"] == name][column].to_numpy(dtype=float)
+        ax.scatter(x + rng.uniform(-0.15, 0.15, seeds.size), seeds, s=14, color="0.3", alpha=0.7, zorder=3)
+    ax.set_xticks(range(len(names)), names, rotation=20 if len(names) > 3 else 0)
+    ax.set_xlim(-0.6, len(names) - 0.4)
+
+
+def final_returns_figure(experiment: ExperimentConfig, compare: pd.DataFrame, per_seed: pd.DataFrame) -> Figure:
+    """Evaluation return per cell: mean and bootstrap 95% CI (compare.csv) with each seed's mean (dots)."""
+    figure, axes = _panels(experiment)
+    for (task, size), ax in zip(_panel_keys(experiment), axes.flat, strict=True):
+        cells = compare[(compare["task"] == task) & (compare["size"] == size)]
+        runs = per_seed[(per_seed["task"] == task) & (per_seed["size"] == size)]
+        _per_cell_points(ax, experiment, cells, runs, "return_mean", "return_ci_low", "return_ci_high", bars=False)
+        _label(ax, "dynamics", f"{RETURN_LABEL}\n(mean, 95% CI; dots: seeds)")
+    return figure
+
+
+def wall_clock_figure(experiment: ExperimentConfig, compare: pd.DataFrame, per_seed: pd.DataFrame) -> Figure:
+    """Training seconds per cell: mean over seeds (bar) and each seed (dots)."""
+    figure, axes = _panels(experiment)
+    for (task, size), ax in zip(_panel_keys(experiment), axes.flat, strict=True):
+        cells = compare[(compare["task"] == task) & (compare["size"] == size)]
+        runs = per_seed[(per_seed["task"] == task) & (per_seed["size"] == size)]
+        _per_cell_points(ax, experiment, cells, runs, "train_seconds", None, None, bars=True)
+        _label(ax, "dynamics", SECONDS_LABEL)
+        ax.set_ylim(bottom=0)
+    return figure
+
+
+def substeps_ablation_figure(experiment: ExperimentConfig, compare: pd.DataFrame) -> Figure:
+    """Evaluation return against flow substeps K, one line per size; the deterministic variant (if any) as a
+    dashed line of the same colour. One panel per task."""
+    flows = {name: dyn.substeps for name, dyn in experiment.dynamics.items() if dyn.kind == "flow"}
+    deterministic = [name for name, dyn in experiment.dynamics.items() if dyn.kind == "deterministic"]
+    tasks = list(experiment.tasks)
+    figure = Figure(figsize=(PANEL_SIZE[0] * len(tasks), PANEL_SIZE[1] + 0.4), layout="constrained")
+    axes = figure.subplots(1, len(tasks), squeeze=False)[0]
+    colors = dict(zip(experiment.sizes, sns.color_palette("dark", len(experiment.sizes)), strict=True))
+    for task, ax in zip(tasks, axes, strict=True):
+        for size in experiment.sizes:
+            rows = compare[(compare["task"] == task) & (compare["size"] == size) & compare["dynamics"].isin(flows)]
+            rows = rows.assign(K=rows["dynamics"].map(flows)).sort_values("K")
+            mean = rows["return_mean"].to_numpy(dtype=float)
+            err = np.abs(np.stack([mean - rows["return_ci_low"], rows["return_ci_high"] - mean]))
+            ax.errorbar(
+                rows["K"],
+                mean,
+                yerr=np.nan_to_num(err),
+                marker="o",
+                capsize=4,
+                color=colors[size],
+                label=f"{size} flow",
+            )
+            for name in deterministic[:1]:
+                ref = compare[(compare["task"] == task) & (compare["size"] == size) & (compare["dynamics"] == name)]
+                if not ref.empty:
+                    ax.axhline(float(ref["return_mean"].iloc[0]), ls="--", color=colors[size], label=f"{size} {name}")
+        ks = sorted(set(flows.values()))
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.minorticks_off()
+        ax.set_title(task)
+        ax.set_xlabel("flow integration substeps K")
+        ax.set_ylabel(f"{RETURN_LABEL}\n(mean, 95% CI)")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small")
+    return figure
+
+
+def save_figure(figure: Figure, stem: Path) -> None:
+    """`stem`.png and `stem`.pdf, each written atomically (temp file, then rename)."""
+    for fmt in FORMATS:
+        # No creation date in the PDF and no software tag in the PNG: the same inputs give the same bytes.
+        metadata = {"CreationDate": None} if fmt == "pdf" else {"Software": None}
+        with atomic_path(stem.with_name(f"{stem.name}.{fmt}")) as tmp:
+            figure.savefig(tmp, format=fmt, dpi=150, metadata=metadata)

@@ -1,0 +1,126 @@
+"""`plot`: every expected figure is written as a readable PNG and PDF with one panel per (task, size)."""
+
+import matplotlib.image
+import numpy as np
+import pandas as pd
+import pytest
+
+from flow_mbpo_pwm.aggregate import aggregate
+from flow_mbpo_pwm.plots import (
+    expected_figures,
+    final_returns_figure,
+    learning_curves_figure,
+    plot,
+    read_metrics,
+    substeps_ablation_figure,
+    wall_clock_figure,
+)
+
+try:
+    from .fixtures_results import run_dir, small_experiment, write_metrics, write_results
+except ImportError:  # tests/results is not a package
+    from fixtures_results import run_dir, small_experiment, write_metrics, write_results
+
+ABLATION = {"deterministic": {}, "flow-k2": {"kind": "flow", "substeps": 2}, "flow-k8": {"kind": "flow", "substeps": 8}}
+
+
+def returns(cell):
+    return np.random.default_rng(cell[3]).normal(100.0 + 10 * len(cell[2]), 5.0, size=8)
+
+
+def results_tree(tmp_path, experiment):
+    """compare.csv and per_seed.csv from the real `aggregate`, and one metrics.csv per run."""
+    root = tmp_path / "results"
+    episodes, summaries = write_results(root, experiment, returns)
+    compare, per_seed = root / "compare.csv", root / "per_seed.csv"
+    assert aggregate(experiment, episodes, summaries, compare, per_seed, 200) == 0
+    metrics = [write_metrics(run_dir(root, *cell) / "metrics.csv", cell) for cell in experiment.cells()]
+    return compare, per_seed, metrics
+
+
+def assert_images(out_dir, stems):
+    for stem in stems:
+        image = matplotlib.image.imread(out_dir / f"{stem}.png")
+        assert image.shape[0] > 300 and image.shape[1] > 300
+        assert image[..., :3].std() > 0.05  # not a blank canvas
+        pdf = (out_dir / f"{stem}.pdf").read_bytes()
+        assert pdf.startswith(b"%PDF") and len(pdf) > 2000
+
+
+def test_plot_writes_every_expected_figure(tmp_path):
+    experiment = small_experiment()
+    assert expected_figures(experiment) == ["learning_curves", "final_returns", "wall_clock"]
+    compare, per_seed, metrics = results_tree(tmp_path, experiment)
+    out = tmp_path / "figures"
+    assert plot(experiment, compare, per_seed, metrics, out) == 0
+    assert_images(out, expected_figures(experiment))
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{stem}.{fmt}" for stem in expected_figures(experiment) for fmt in ("png", "pdf")
+    )
+
+
+def test_substeps_ablation_only_when_flow_substeps_differ(tmp_path):
+    experiment = small_experiment(dynamics=ABLATION, sizes=("tiny",))
+    assert expected_figures(experiment)[-1] == "substeps_ablation"
+    compare, per_seed, metrics = results_tree(tmp_path, experiment)
+    out = tmp_path / "figures"
+    assert plot(experiment, compare, per_seed, metrics, out) == 0
+    assert_images(out, expected_figures(experiment))
+
+    figure = substeps_ablation_figure(experiment, pd.read_csv(compare))
+    (ax,) = figure.axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["2", "8"]
+    assert ax.get_xlabel() == "flow integration substeps K"
+    assert len(ax.get_legend().get_texts()) == 2  # tiny flow line + tiny deterministic reference
+    same_k = small_experiment(
+        dynamics={"deterministic": {}, "flow": {}, "flow-rk4": {"kind": "flow", "integrator": "rk4"}}
+    )
+    assert "substeps_ablation" not in expected_figures(same_k)
+
+
+def test_figures_have_one_panel_per_task_and_size(tmp_path):
+    two_tasks = small_experiment(tasks=("ant", "ant-b"))
+    compare, per_seed, metrics = results_tree(tmp_path, two_tasks)
+    compare, per_seed, metrics_frame = pd.read_csv(compare), pd.read_csv(per_seed), read_metrics(metrics)
+
+    curves = learning_curves_figure(two_tasks, metrics_frame)
+    assert len(curves.axes) == 4  # 2 tasks x 2 sizes
+    assert [ax.get_title() for ax in curves.axes] == ["ant · tiny", "ant · 5M", "ant-b · tiny", "ant-b · 5M"]
+    assert [ax.get_ylabel() for ax in curves.axes] == ["training episode return", ""] * 2  # y shared per row
+    for ax in curves.axes:
+        assert ax.get_xlabel() == "environment steps"
+        assert len(ax.get_lines()) == 2  # one mean line per dynamics variant
+        assert len(ax.collections) == 2  # one CI band per dynamics variant
+    legend = curves.legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == ["deterministic", "flow"]
+
+    final = final_returns_figure(two_tasks, compare, per_seed)
+    assert len(final.axes) == 4
+    assert [t.get_text() for t in final.axes[0].get_xticklabels()] == ["deterministic", "flow"]
+    assert "evaluation episode return" in final.axes[0].get_ylabel()
+    # the CI error bar of each variant spans compare.csv's interval
+    bars = [c for c in final.axes[0].collections if c.__class__.__name__ == "LineCollection"]
+    assert len(bars) == 2
+    row = compare[(compare["task"] == "ant") & (compare["size"] == "tiny") & (compare["dynamics"] == "flow")]
+    segment = bars[1].get_segments()[0]
+    assert segment[:, 1] == pytest.approx([row["return_ci_low"].iloc[0], row["return_ci_high"].iloc[0]])
+
+    clock = wall_clock_figure(two_tasks, compare, per_seed)
+    assert len(clock.axes) == 4 and clock.axes[0].get_ylabel() == "training wall-clock (seconds)"
+    heights = [p.get_height() for p in clock.axes[0].patches]
+    assert heights == pytest.approx([110.0, 110.0])  # mean of 100 + 10 * seed over seeds 0, 1, 2
+
+
+def test_plot_refuses_inputs_that_are_not_the_grid(tmp_path, capsys):
+    experiment = small_experiment()
+    compare, per_seed, metrics = results_tree(tmp_path, experiment)
+    out = tmp_path / "figures"
+    assert plot(experiment, compare, per_seed, metrics[:-1], out) == 1
+    assert "missing metrics for 1 cell(s): ant/5M-flow/seed2" in capsys.readouterr().err
+    assert plot(experiment, compare, per_seed, [*metrics, metrics[0]], out) == 1
+    assert "appear in" in capsys.readouterr().err
+    frame = pd.read_csv(compare)
+    frame.iloc[:-1].to_csv(compare, index=False)
+    assert plot(experiment, compare, per_seed, metrics, out) == 1
+    assert "missing compare.csv rows" in capsys.readouterr().err
+    assert not out.exists()
