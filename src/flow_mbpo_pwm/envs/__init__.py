@@ -1,0 +1,75 @@
+"""Batched environments behind one Gymnasium-like interface (docs/contracts.md, "Environments").
+
+    env = make("ant", num_envs=128, device="cuda", seed=0)          # Newton Ant (Warp kernels, CUDA graph)
+    env = make("gym:InvertedPendulum-v5", num_envs=8, device="cpu", seed=0)   # any Gymnasium id
+    obs = env.reset()                                                # [N, obs_dim] float32
+    obs, reward, terminated, truncated, info = env.step(actions)     # actions [N, act_dim], clipped to [-1, 1]
+
+Done envs (terminated | truncated) are reset individually inside `step`; `obs` holds their post-reset
+observation and `info["final_obs"]` the pre-reset one (equal to `obs` for the other rows). Every tensor lives on
+`env.device`. Attributes: `num_envs, obs_dim, act_dim, device, max_episode_steps`. `state_dict()` /
+`load_state_dict()` continue bitwise (Ant; Gymnasium backends: see `gym_adapter`).
+
+Overrides accepted by `make`: `episode_length` for every task; for the Ant also `solver`
+("semi_implicit" | "featherstone"), `check_actions`, `use_cuda_graph` and the calibration constants of
+`AntCalibration`; for Gymnasium tasks also `check_actions`. An unknown override raises ValueError naming it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from .validation import check_episode_length, check_num_envs
+
+GYM_PREFIX = "gym:"
+TASKS = ("ant", "gym:<Gymnasium id>")
+
+
+def make(task: str, num_envs: int, device: str | torch.device, seed: int, **overrides: Any):
+    """Build the batched env `task` with `num_envs` copies on `device`, seeded by `seed`."""
+    check_num_envs(num_envs)
+    if not isinstance(task, str):
+        raise ValueError(f"task must be a string, got {task!r}")
+    if "episode_length" in overrides:
+        check_episode_length(overrides["episode_length"])
+    if task == "ant":
+        return _make_ant(num_envs, device, seed, overrides)
+    if task.startswith(GYM_PREFIX) and len(task) > len(GYM_PREFIX):
+        from .gym_adapter import GymVectorEnv
+
+        allowed = {"episode_length", "check_actions"}
+        _reject_unknown(task, overrides, allowed)
+        return GymVectorEnv(task[len(GYM_PREFIX) :], num_envs, device, seed, **overrides)
+    raise ValueError(f"unknown task '{task}'; known tasks: {', '.join(TASKS)} (e.g. 'gym:InvertedPendulum-v5')")
+
+
+def make_from_config(env_config, device: str | torch.device, seed: int, num_envs: int | None = None, **overrides: Any):
+    """`make` from an `EnvConfig` (task, num_envs, episode_length, solver); `num_envs` overrides the config's."""
+    n = env_config.num_envs if num_envs is None else num_envs
+    overrides = {"episode_length": env_config.episode_length, **overrides}
+    if env_config.task == "ant":
+        overrides.setdefault("solver", env_config.solver)
+    elif env_config.solver != "semi_implicit":
+        raise ValueError(f"env.solver='{env_config.solver}' only applies to the Ant, not to '{env_config.task}'")
+    return make(env_config.task, n, device, seed, **overrides)
+
+
+def _reject_unknown(task: str, overrides: dict[str, Any], allowed: set[str] | frozenset[str]) -> None:
+    unknown = sorted(set(overrides) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown override(s) {unknown} for task '{task}'; allowed: {sorted(allowed)}")
+
+
+def _make_ant(num_envs: int, device, seed: int, overrides: dict[str, Any]):
+    import dataclasses
+
+    from .ant import CALIBRATION_FIELDS, AntCalibration, AntEnv
+
+    env_keys = {"episode_length", "solver", "check_actions", "use_cuda_graph"}
+    _reject_unknown("ant", overrides, env_keys | CALIBRATION_FIELDS)
+    cal_overrides = {k: v for k, v in overrides.items() if k in CALIBRATION_FIELDS}
+    env_kwargs = {k: v for k, v in overrides.items() if k in env_keys}
+    calibration = dataclasses.replace(AntCalibration(), **cal_overrides)
+    return AntEnv(num_envs, device, seed, calibration=calibration, **env_kwargs)
