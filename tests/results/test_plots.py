@@ -1,5 +1,7 @@
 """`plot`: every expected figure is written as a readable PNG and PDF with one panel per (task, size)."""
 
+from pathlib import Path
+
 import matplotlib.image
 import numpy as np
 import pandas as pd
@@ -124,3 +126,15 @@ def test_plot_refuses_inputs_that_are_not_the_grid(tmp_path, capsys):
     assert plot(experiment, compare, per_seed, metrics, out) == 1
     assert "missing compare.csv rows" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "stem", ["learning_curves", "final_returns", "wall_clock", "substeps_ablation", "compare", "per_seed"]
+)
+def test_report_captions_exist_and_are_valid_rst(stem):
+    from docutils.core import publish_doctree
+
+    caption = Path(__file__).parents[2] / "workflow" / "report" / f"{stem}.rst"
+    # halt_level 2: any docutils warning (broken markup) raises instead of rendering garbage in the report
+    tree = publish_doctree(caption.read_text(), settings_overrides={"halt_level": 2, "report_level": 2})
+    assert len(tree.astext().split()) > 20
