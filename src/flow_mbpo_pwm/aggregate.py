@@ -215,9 +215,12 @@ def _int_or_none(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
-def check_cells(experiment: ExperimentConfig, found: Iterable[tuple[str, str, str, int]], what: str) -> None:
-    """Refuse `found` (run keys) unless it is exactly the experiment's grid."""
-    expected = set(experiment.cells())
+def check_cells(
+    experiment: ExperimentConfig, found: Iterable[tuple[Any, ...]], what: str, per_seed: bool = True
+) -> None:
+    """Refuse `found` unless it is exactly the experiment's grid: run keys (task, size, dynamics, seed), or cell
+    keys (task, size, dynamics) when `per_seed` is False."""
+    expected = set(experiment.cells()) if per_seed else {cell[:3] for cell in experiment.cells()}
     found = set(found)
     problems = []
     if expected - found:
@@ -324,16 +327,23 @@ def build_tables(
                 },
             }
         )
-    per_seed = pd.DataFrame(per_seed_rows, columns=PER_SEED_COLUMNS)
+    per_seed = _integers(
+        pd.DataFrame(per_seed_rows, columns=PER_SEED_COLUMNS), ["substeps", "params_world_model", "epochs"]
+    )
 
     rows, mean_draws = [], {}
     for (task, size, dynamics), runs in per_seed.groupby(CELL, sort=False):
         groups = [by_run[(task, size, dynamics, seed)] for seed in runs["seed"]]
         row, mean_draws[(task, size, dynamics)] = _cell_row(experiment, task, size, dynamics, runs, groups, bootstrap)
         rows.append(row)
-    compare = pd.DataFrame(rows, columns=COMPARE_COLUMNS)
+    compare = _integers(pd.DataFrame(rows, columns=COMPARE_COLUMNS), ["substeps", "params_world_model"])
     _add_ratios(compare, mean_draws, reference)
     return compare, per_seed
+
+
+def _integers(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    # Nullable integers: written as `4` or an empty field, not `4.0` / `nan`.
+    return frame.astype({column: "Int64" for column in columns})
 
 
 def _cell_row(

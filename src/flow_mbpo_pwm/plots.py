@@ -53,7 +53,8 @@ def plot(experiment: ExperimentConfig, compare: Path, per_seed: Path, metrics: l
     """Write every figure of `expected_figures(experiment)` to `out_dir`. Returns 0, or 1 with a message."""
     try:
         compare_frame = _read_table(compare, COMPARE_COLUMNS, CELL, "compare table")
-        check_cells(experiment, _with_seeds(experiment, compare_frame), "compare.csv rows")
+        cells = compare_frame[CELL].itertuples(index=False, name=None)
+        check_cells(experiment, cells, "compare.csv rows", per_seed=False)
         per_seed_frame = _read_table(per_seed, PER_SEED_COLUMNS, RUN, "per-seed table")
         check_cells(experiment, per_seed_frame[RUN].itertuples(index=False, name=None), "per_seed.csv rows")
         metrics_frame = read_metrics(metrics)
@@ -94,11 +95,6 @@ def _read_table(path: Path, columns: Sequence[str], key: Sequence[str], what: st
         first = duplicated[list(key)].iloc[0].tolist()
         raise ResultsInputError(f"{what} {path} has {len(duplicated)} rows sharing a key {list(key)}, e.g. {first}")
     return frame
-
-
-def _with_seeds(experiment: ExperimentConfig, compare: pd.DataFrame) -> list[tuple[str, str, str, int]]:
-    # compare.csv has one row per (task, size, dynamics); expand to runs so the grid check can name what is wrong.
-    return [(*cell, seed) for cell in compare[CELL].itertuples(index=False, name=None) for seed in experiment.seeds]
 
 
 def read_metrics(paths: Sequence[Path]) -> pd.DataFrame:
@@ -206,7 +202,9 @@ def _per_cell_points(
         if low is not None and high is not None:
             lo, hi = float(cell[low].iloc[0]), float(cell[high].iloc[0])
             if np.isfinite([lo, hi]).all():
-                ax.errorbar([x], [value], yerr=[[value - lo], [hi - value]], color="black", capsize=5, lw=1.5)
+                # clipped at 0: a percentile interval need not contain the point estimate
+                yerr = [[max(value - lo, 0.0)], [max(hi - value, 0.0)]]
+                ax.errorbar([x], [value], yerr=yerr, color="black", capsize=5, lw=1.5)
         seeds = runs[runs["dynamics"] == name][column].to_numpy(dtype=float)
         ax.scatter(x + rng.uniform(-0.15, 0.15, seeds.size), seeds, s=14, color="0.3", alpha=0.7, zorder=3)
     ax.set_xticks(range(len(names)), names, rotation=20 if len(names) > 3 else 0)
@@ -250,7 +248,7 @@ def substeps_ablation_figure(experiment: ExperimentConfig, compare: pd.DataFrame
             rows = compare[(compare["task"] == task) & (compare["size"] == size) & compare["dynamics"].isin(flows)]
             rows = rows.assign(K=rows["dynamics"].map(flows)).sort_values("K")
             mean = rows["return_mean"].to_numpy(dtype=float)
-            err = np.abs(np.stack([mean - rows["return_ci_low"], rows["return_ci_high"] - mean]))
+            err = np.stack([mean - rows["return_ci_low"], rows["return_ci_high"] - mean]).clip(min=0)
             ax.errorbar(
                 rows["K"],
                 mean,

@@ -124,7 +124,7 @@ def test_plot_refuses_inputs_that_are_not_the_grid(tmp_path, capsys):
     frame = pd.read_csv(compare)
     frame.iloc[:-1].to_csv(compare, index=False)
     assert plot(experiment, compare, per_seed, metrics, out) == 1
-    assert "missing compare.csv rows" in capsys.readouterr().err
+    assert "missing compare.csv rows for 1 cell(s): ant/5M-flow\n" in capsys.readouterr().err
     assert not out.exists()
 
 
