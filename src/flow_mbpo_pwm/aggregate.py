@@ -140,14 +140,22 @@ def _name_list(cells: Iterable[tuple[Any, ...]], limit: int = 20) -> str:
     return shown + (f" ... and {len(names) - limit} more" if len(names) > limit else "")
 
 
+def read_csv(path: Path, what: str) -> pd.DataFrame:
+    """A results CSV with the cell-key columns read as strings (a size such as `5M` or a task named `1` stays text)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ResultsInputError(f"{what} {path} does not exist")
+    try:
+        return pd.read_csv(path, dtype={"task": str, "size": str, "dynamics": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise ResultsInputError(f"{what} {path} is not a readable CSV ({err})") from err
+
+
 def read_episodes(paths: Sequence[Path]) -> pd.DataFrame:
     """All episodes CSVs in one frame (with a `source` column naming the file each row came from)."""
     frames = []
     for path in paths:
-        path = Path(path)
-        if not path.is_file():
-            raise ResultsInputError(f"episodes file {path} does not exist")
-        frame = pd.read_csv(path, dtype={"task": str, "size": str, "dynamics": str})
+        frame = read_csv(path, "episodes file")
         missing = [c for c in EPISODE_COLUMNS if c not in frame.columns]
         if missing:
             raise ResultsInputError(f"episodes file {path} lacks the columns {missing} (see docs/contracts.md)")
@@ -178,29 +186,34 @@ def read_summaries(paths: Sequence[Path]) -> pd.DataFrame:
             summary = read_json(path)
         except (FileNotFoundError, ValueError) as err:
             raise ResultsInputError(str(err)) from err
+        if not isinstance(summary, dict):
+            raise ResultsInputError(f"training summary {path} is not a JSON object")
         missing = [k for k in SUMMARY_KEYS if k not in summary]
         if missing:
             raise ResultsInputError(f"training summary {path} lacks the keys {missing} (see docs/contracts.md)")
         params = summary["params"]
         if not isinstance(params, dict) or "total" not in params:
             raise ResultsInputError(f"training summary {path}: 'params' must be a mapping with a 'total' count")
-        rows.append(
-            {
-                "task": str(summary["task"]),
-                "size": str(summary["size"]),
-                "dynamics": str(summary["dynamics"]),
-                "seed": int(summary["seed"]),
-                "status": summary["status"],
-                "train_best_return": _float(summary["best_train_return"]),
-                "final_train_return": _float(summary.get("final_train_return")),
-                "params": int(params["total"]),
-                "params_world_model": _int_or_none(params.get("world_model")),
-                "env_steps": int(summary["env_steps"]),
-                "epochs": _int_or_none(summary.get("epochs")),
-                "train_seconds": float(summary["train_seconds"]),
-                "source": str(path),
-            }
-        )
+        try:
+            rows.append(
+                {
+                    "task": str(summary["task"]),
+                    "size": str(summary["size"]),
+                    "dynamics": str(summary["dynamics"]),
+                    "seed": int(summary["seed"]),
+                    "status": summary["status"],
+                    "train_best_return": _float(summary["best_train_return"]),
+                    "final_train_return": _float(summary.get("final_train_return")),
+                    "params": int(params["total"]),
+                    "params_world_model": _int_or_none(params.get("world_model")),
+                    "env_steps": int(summary["env_steps"]),
+                    "epochs": _int_or_none(summary.get("epochs")),
+                    "train_seconds": float(summary["train_seconds"]),
+                    "source": str(path),
+                }
+            )
+        except (TypeError, ValueError) as err:
+            raise ResultsInputError(f"training summary {path} has a value of the wrong type ({err})") from err
     if not rows:
         raise ResultsInputError("no training summaries given")
     return pd.DataFrame(rows)

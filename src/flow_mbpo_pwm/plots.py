@@ -25,7 +25,7 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
-from flow_mbpo_pwm.aggregate import CELL, RUN, ResultsInputError, cell_name, check_cells  # noqa: E402
+from flow_mbpo_pwm.aggregate import CELL, RUN, ResultsInputError, cell_name, check_cells, read_csv  # noqa: E402
 from flow_mbpo_pwm.config import ExperimentConfig  # noqa: E402
 from flow_mbpo_pwm.io import atomic_path  # noqa: E402
 
@@ -83,10 +83,7 @@ def plot(experiment: ExperimentConfig, compare: Path, per_seed: Path, metrics: l
 
 def _read_table(path: Path, columns: Sequence[str], key: Sequence[str], what: str) -> pd.DataFrame:
     """A CSV with at least `columns`, one row per `key`."""
-    path = Path(path)
-    if not path.is_file():
-        raise ResultsInputError(f"{what} {path} does not exist")
-    frame = pd.read_csv(path, dtype={"task": str, "size": str, "dynamics": str})
+    frame = read_csv(path, what)
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise ResultsInputError(f"{what} {path} lacks the columns {missing}")

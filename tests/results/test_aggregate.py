@@ -1,5 +1,6 @@
 """`aggregate`: compare.csv and per_seed.csv from hand-made result trees; refusal of inputs that are not the grid."""
 
+import json
 import subprocess
 import sys
 
@@ -239,6 +240,20 @@ def test_bad_episode_files_are_refused(tmp_path, capsys):
     _refused(tmp_path, capsys, experiment, episodes, summaries, "lacks the columns ['return']")
     write_episodes(episodes[2], ("ant", "tiny", "deterministic", 2), np.arange(8.0))
     _refused(tmp_path, capsys, experiment, [*episodes, tmp_path / "nope.csv"], summaries, "nope.csv does not exist")
+
+
+def test_bad_summary_files_are_refused(tmp_path, capsys):
+    experiment = small_experiment()
+    episodes, summaries = write_results(tmp_path / "results", experiment, hand_returns)
+    good = json.loads(summaries[1].read_text())
+    summaries[1].write_text('{"task": "ant", "seed": ')
+    _refused(tmp_path, capsys, experiment, episodes, summaries, "not valid JSON")
+    summaries[1].write_text(json.dumps({**good, "best_train_return": "high"}))
+    _refused(tmp_path, capsys, experiment, episodes, summaries, "wrong type", str(summaries[1]))
+    summaries[1].write_text('{"task": "ant"}')
+    _refused(tmp_path, capsys, experiment, episodes, summaries, "lacks the keys", "best_train_return")
+    episodes[0].write_text('task,size\n"ant,tiny\n')
+    _refused(tmp_path, capsys, experiment, episodes, summaries, "not a readable CSV")
 
 
 def test_cli_aggregate_end_to_end(tmp_path):
