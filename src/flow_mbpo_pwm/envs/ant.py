@@ -11,8 +11,10 @@ Physics constants that differ from dflex are a calibration for Newton's SolverSe
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -239,6 +241,24 @@ class AntEnv:
         self._use_cuda_graph = use_cuda_graph and self.device.type == "cuda"
         self.graph_captured = False
 
+    @contextlib.contextmanager
+    def _warp_section(self):
+        """Warp work ordered after the pending torch work on this device and before any later torch work.
+
+        Warp launches on its own CUDA stream, torch on its current stream: two event handshakes (no host sync)
+        keep zero-copy buffers consistent. On CPU everything is synchronous."""
+        with wp.ScopedDevice(self._wp_device):
+            if self.device.type != "cuda":
+                yield
+                return
+            torch_stream = wp.stream_from_torch(torch.cuda.current_stream(self.device))
+            warp_stream = wp.get_stream(self._wp_device)
+            warp_stream.wait_stream(torch_stream)
+            try:
+                yield
+            finally:
+                torch_stream.wait_stream(warp_stream)
+
     # ------------------------------------------------------------------------------------------------------
     # The step as a fixed sequence of launches (captured as one CUDA graph on GPU)
     # ------------------------------------------------------------------------------------------------------
@@ -358,7 +378,7 @@ class AntEnv:
 
     def reset(self) -> torch.Tensor:
         """Reset every env (fresh noise from the seeded per-env streams); returns obs [N, 37]."""
-        with wp.ScopedDevice(self._wp_device):
+        with self._warp_section():
             self._reset_masked(self._all_true)
         return self._obs_t.clone()
 
@@ -368,12 +388,12 @@ class AntEnv:
         if self.check_actions:
             check_actions_finite(actions)
         self._actions_in_t.copy_(actions.detach())
-        if self._use_cuda_graph:
-            if self._graph is None:
+        with self._warp_section():
+            if self._use_cuda_graph and self._graph is None:
                 self._capture()
-            wp.capture_launch(self._graph)
-        else:
-            with wp.ScopedDevice(self._wp_device):
+            if self._graph is not None:
+                wp.capture_launch(self._graph)
+            else:
                 self._step_launches()
         info = {
             "final_obs": self._final_obs_t.clone(),
@@ -395,14 +415,14 @@ class AntEnv:
         if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != (self.num_envs,):
             raise ValueError(f"mask must be a bool tensor of shape ({self.num_envs},)")
         wp_mask = wp.from_torch(mask.to(self.device).contiguous(), dtype=wp.bool)
-        with wp.ScopedDevice(self._wp_device):
+        with self._warp_section():
             self._reset_masked(wp_mask)
         return self._obs_t.clone()
 
     def joint_state(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Current joint coordinates [N, 15] (root position, root quaternion xyzw, 8 hinges) and joint rates
         [N, 14] (root linear velocity of the torso COM and angular velocity, world frame; 8 hinge rates)."""
-        with wp.ScopedDevice(self._wp_device):
+        with self._warp_section():
             self._sync_joint_coords()
         q = wp.to_torch(self._joint_q).view(self.num_envs, K.COORDS_PER_ENV).clone()
         qd = wp.to_torch(self._joint_qd).view(self.num_envs, K.DOFS_PER_ENV).clone()
@@ -423,7 +443,7 @@ class AntEnv:
 
         wp.to_torch(self._joint_q).copy_(joint_q.reshape(-1).to(self.device, torch.float32))
         wp.to_torch(self._joint_qd).copy_(joint_qd.reshape(-1).to(self.device, torch.float32))
-        with wp.ScopedDevice(self._wp_device):
+        with self._warp_section():
             newton.eval_fk(self.model, self._joint_q, self._joint_qd, self.state_0)
             self._sync_joint_coords()
             self._observe()
@@ -432,7 +452,7 @@ class AntEnv:
     def evaluate_state(self) -> dict[str, torch.Tensor]:
         """Observation, reward (and its terms: forward, up, heading, height, action penalty), terminated and
         truncated of the current state, computed by the step's own kernels without stepping or resetting."""
-        with wp.ScopedDevice(self._wp_device):
+        with self._warp_section():
             self._sync_joint_coords()
             self._observe()
             self._reward_and_done(advance=0)
@@ -446,6 +466,8 @@ class AntEnv:
 
     def body_positions(self) -> torch.Tensor:
         """World positions of all bodies [N, 9, 3] (torso first)."""
+        with self._warp_section():
+            pass
         q = wp.to_torch(self.state_0.body_q).view(self.num_envs, K.BODIES_PER_ENV, 7)
         return q[..., :3].clone()
 
@@ -454,15 +476,28 @@ class AntEnv:
         return wp.to_torch(self.model.body_mass).view(self.num_envs, K.BODIES_PER_ENV).clone()
 
     def _capture(self) -> None:
-        # Warm up (compiles every kernel outside the capture), then record one step.
-        with wp.ScopedDevice(self._wp_device):
-            snapshot = self.state_dict()
-            self._step_launches()
-            self.load_state_dict(snapshot)
+        """Record one step as a CUDA graph. A first eager step loads every kernel module; its effect is undone
+        from a Warp-side snapshot. If capture fails (e.g. a library call that syncs), fall back to eager
+        launches with a warning; `graph_captured` says which path runs."""
+        arrays = self._state_arrays()
+        snapshot = {k: wp.clone(a) for k, a in arrays.items()}
+        self._step_launches()
+        for k, a in arrays.items():
+            wp.copy(a, snapshot[k])
+        states = (self.state_0, self.state_1)
+        try:
             with wp.ScopedCapture(device=self._wp_device) as capture:
                 self._step_launches()
             self._graph = capture.graph
             self.graph_captured = True
+        except Exception as err:  # noqa: BLE001 -- any capture failure degrades to eager launches
+            self.state_0, self.state_1 = states
+            self._use_cuda_graph = False
+            warnings.warn(
+                f"Ant step could not be captured as a CUDA graph ({err}); using eager launches",
+                RuntimeWarning,
+                stacklevel=3,
+            )
 
     def raise_if_nonfinite_actions(self) -> None:
         """Host sync: raise ValueError if any non-finite action was received with check_actions off."""
@@ -505,6 +540,8 @@ class AntEnv:
         """Everything needed to continue bitwise: bodies, joint coordinates, previous actions, episode step
         counters, per-env reset counters (the whole RNG state: reset noise is a pure function of seed, env and
         reset count), and the identity of the env so a mismatched restore fails loudly."""
+        with self._warp_section():  # torch reads only after pending Warp work
+            pass
         d: dict[str, Any] = {k: wp.to_torch(a).clone() for k, a in self._state_arrays().items()}
         d["meta"] = {
             "task": self.task,
