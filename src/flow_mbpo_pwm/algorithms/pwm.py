@@ -1,0 +1,365 @@
+"""PWM — policy learning through a learned world model (Georgiev et al., ICLR 2025), one epoch top to bottom.
+
+`PWM.epoch` reads like the paper: imagine H steps with the world model while the real env takes the same actions
+(data only) -> actor step (first-order gradients through the model) -> critic steps (TD(lambda) on detached
+latents) -> world-model steps (on replayed sub-trajectories). The world model's dynamics are deterministic or flow
+matching (models/dynamics.py); nothing here depends on which.
+
+Choices, and where they differ from the public PWM code (docs: ../shared/specs/pwm.md):
+- Terminal value discount is gamma^H: a segment of length L (ended by the rollout's end or a real done) contributes
+  `sum_{t<L} gamma^t r_t + gamma^L V(z_L)`. The public code multiplies the value by one extra gamma (gamma^(H+1)
+  at the rollout's end) — a quirk we do not copy.
+- The actor sees `sg(z)` (PWM's `detach: True`): its gradients reach it only through the actions, via the
+  dynamics, the reward head and the critic. The loss is backpropagated into the actor's parameters only
+  (`backward(inputs=...)`), so it never touches world-model or critic parameters (tested).
+- Actor loss = -mean_envs(objective / std(ret_rms)), where `ret_rms` tracks the per-env imagined objectives (as PWM).
+- Rewards: the world model regresses real rewards normalised by `rew_rms` (running mean/std of real env rewards,
+  updated as they are collected) and clipped to +-`reward_clip`. Imagined rewards, values and the actor objective
+  live in those normalised units.
+- Learning rates decay linearly with `progress` in [0, 1] (actor and critic to `lr_min`, world model to
+  `wm_lr_min`).
+- Grad-norm clipping: actor 1.0, critic 100, world model 20 (from the config). Reported grad norms are pre-clip.
+- Warm-up (as PWM): until the world model has been trained once, epochs only collect data (imagination without
+  gradients, no updates — an actor trained through an untrained model drives the env into short episodes that
+  never yield a training window). The first epoch whose buffer is `ready()` (holds a finished episode and a full
+  within-episode window) first trains the world model for `wm_warmup_steps` steps, then runs as usual. A caller
+  may warm up (or pretrain) earlier with `train_world_model(source, steps)`; that counts once some sampled window
+  was valid. The `ready()` check is the only host read of a device value, and it happens only before warm-up;
+  from then on the epoch never waits on the device. `epoch(..., wm_steps=...)` overrides the per-epoch count.
+- Observations are not normalised (`pwm.normalize_obs=True` is rejected).
+
+Capture-friendliness: static shapes and loop lengths, RNG from `self.generator` (a torch generator on the device),
+metrics returned as 0-d device tensors, no `.item()` or tensor-valued Python branches in the epoch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+from torch.nn.utils import clip_grad_norm_
+
+from flow_mbpo_pwm.algorithms.returns import td_lambda_targets
+from flow_mbpo_pwm.algorithms.running_stats import RunningMeanStd
+from flow_mbpo_pwm.config import TrainConfig
+from flow_mbpo_pwm.data.replay import ReplayBatch
+from flow_mbpo_pwm.models.actor import Actor
+from flow_mbpo_pwm.models.critic import CriticEnsemble
+from flow_mbpo_pwm.models.world_model import WorldModel
+
+
+class SequenceSource(Protocol):
+    """What the world model trains from: the replay buffer, or an offline dataset with the same `sample`."""
+
+    def sample(self, batch_size: int, generator: torch.Generator | None = None) -> ReplayBatch: ...
+
+
+class PWM(nn.Module):
+    def __init__(self, obs_dim: int, act_dim: int, config: TrainConfig, device: str | torch.device):
+        super().__init__()
+        cfg = config.pwm
+        if cfg.normalize_obs:
+            raise ValueError("pwm.normalize_obs=True is not supported: observations enter the encoder raw")
+        if obs_dim < 1 or act_dim < 1:
+            raise ValueError(f"PWM: obs_dim ({obs_dim}) and act_dim ({act_dim}) must be >= 1")
+        self.config = config
+        self.device = torch.device(device)
+        self.obs_dim, self.act_dim, self.num_envs = obs_dim, act_dim, config.env.num_envs
+        latent = config.world_model.latent_dim
+        self.world_model = WorldModel(obs_dim, act_dim, config.world_model, config.dynamics)
+        self.actor = Actor(latent, act_dim, cfg.actor_units, cfg.init_logstd, cfg.min_logstd)
+        self.critic = CriticEnsemble(latent, cfg.critic_units, cfg.num_critics)
+        self.rew_rms = RunningMeanStd(())
+        self.ret_rms = RunningMeanStd(())
+        # Per-env return of the real env's rewards in the episode running now (training-episode statistics).
+        self.register_buffer("episode_return", torch.zeros(self.num_envs, dtype=torch.float64))
+        self.to(self.device)
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, betas=cfg.betas)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, betas=cfg.betas)
+        self.wm_optimizer = torch.optim.Adam(self.world_model.parameters(), lr=cfg.wm_lr)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(config.run.seed)
+        self.warmed_up = False  # host flag: the world model has been trained (see the module docstring)
+
+    # ------------------------------------------------------------------------------------------------------------
+    # The epoch
+    # ------------------------------------------------------------------------------------------------------------
+
+    def epoch(
+        self, env: Any, obs: torch.Tensor, buffer: Any, progress: float, wm_steps: int | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One PWM epoch from the real observations `obs [N, obs_dim]`; returns the env's next observations and
+        the epoch's metrics (0-d device tensors)."""
+        cfg = self.config.pwm
+        H, gamma, N = cfg.horizon, cfg.gamma, self.num_envs
+        if env.num_envs != N:
+            raise ValueError(f"PWM.epoch: env has {env.num_envs} envs, the agent was built for {N}")
+        lrs = self.set_learning_rates(progress)
+        wm, gen, dev = self.world_model, self.generator, self.device
+        warmup_metrics = None
+        if not self.warmed_up and buffer.ready():  # host read, only until the warm-up has happened
+            warmup_metrics = self.train_world_model(buffer, cfg.wm_warmup_steps)
+            self.warmed_up = True
+        update = self.warmed_up
+
+        # 1-2. Imagine H steps from E(o) while the real env takes the same actions (data collection only).
+        latents, model_rewards, next_values, dones = [], [], [], []
+        objective = torch.zeros(N, device=dev)  # per env: closed segments' sum_t gamma^t r_t + gamma^L V(z_L)
+        segment_return = torch.zeros(N, device=dev)  # discounted model rewards of the open segment
+        discount = torch.ones(N, device=dev)  # gamma^t within the open segment
+        episodes = torch.zeros((), dtype=torch.float64, device=dev)
+        episode_sum = torch.zeros((), dtype=torch.float64, device=dev)
+        episode_max = torch.full((), -math.inf, dtype=torch.float64, device=dev)
+        with torch.no_grad():
+            z = wm.encode(obs)
+        with torch.set_grad_enabled(update):  # collect-only epochs build no graph
+            for i in range(H):
+                action = self.actor.sample(z.detach(), gen)  # a_i = tanh(pi(sg(z_i)) + noise)
+                reward = wm.reward(z, action)  # r_i = R(z_i, a_i)
+                z_next = wm.next(z, action, gen)  # z_{i+1} = F(z_i, a_i)
+                next_obs, env_reward, terminated, truncated, info = env.step(action.detach())
+                done = terminated | truncated
+                buffer.add(obs, action.detach(), env_reward, info["final_obs"], terminated, truncated)
+                self.rew_rms.update(env_reward)
+                with torch.no_grad():  # training-episode statistics of the real env rewards
+                    self.episode_return += env_reward.double()
+                    episodes += done.sum()
+                    episode_sum += torch.where(done, self.episode_return, 0.0).sum()
+                    episode_max = torch.maximum(episode_max, torch.where(done, self.episode_return, -math.inf).max())
+                    self.episode_return.masked_fill_(done, 0.0)
+                value_next = self.critic.value(z_next) * (~terminated)  # V(z_{i+1}), zero after a real termination
+                segment_return = segment_return + discount * reward
+                discount = discount * gamma
+                closes = done if i < H - 1 else torch.ones_like(done)  # the rollout's end closes every segment
+                objective = objective + torch.where(closes, segment_return + discount * value_next, 0.0)
+                segment_return = torch.where(closes, 0.0, segment_return)
+                discount = torch.where(closes, 1.0, discount)
+                latents.append(z.detach())
+                model_rewards.append(reward.detach())
+                next_values.append(value_next.detach())
+                dones.append(done)
+                with torch.no_grad():  # envs that ended restart their imagined latent from the new real observation
+                    z_reset = wm.encode(next_obs)
+                z = torch.where(done.unsqueeze(-1), z_reset, z_next)
+                obs = next_obs
+        if not update:
+            return obs, self._metrics(lrs, episodes, episode_sum, episode_max, objective, zeros=True)
+
+        # 3. Actor: maximise the imagined objective, scaled by the running std of objectives (ret_rms).
+        self.ret_rms.update(objective.detach())
+        actor_loss = -(objective / self.ret_rms.std().to(objective.dtype)).mean()
+        actor_grad_norm = self._optimize(
+            self.actor_optimizer, list(self.actor.parameters()), actor_loss, cfg.actor_grad_clip
+        )
+        self.actor.clamp_logstd_()
+
+        # 4. Critic: TD(lambda) targets on the detached latents; `critic_iterations` passes x minibatches.
+        with torch.no_grad():
+            targets = td_lambda_targets(
+                torch.stack(model_rewards), torch.stack(next_values), torch.stack(dones), gamma, cfg.lam
+            ).reshape(-1)
+        states = torch.stack(latents).reshape(H * N, -1)
+        minibatches = min(cfg.critic_minibatches, H * N)
+        size = (H * N) // minibatches
+        critic_loss = torch.zeros((), device=dev)
+        critic_grad_norm = torch.zeros((), device=dev)
+        critic_params = list(self.critic.parameters())
+        for _ in range(cfg.critic_iterations):
+            order = torch.randperm(H * N, generator=gen, device=dev)
+            for b in range(minibatches):
+                idx = order[b * size : (b + 1) * size]
+                loss = (self.critic(states[idx]) - targets[idx]).pow(2).mean()
+                critic_grad_norm += self._optimize(self.critic_optimizer, critic_params, loss, cfg.critic_grad_clip)
+                critic_loss += loss.detach()
+        updates = cfg.critic_iterations * minibatches
+        critic_loss, critic_grad_norm = critic_loss / updates, critic_grad_norm / updates
+
+        # 5. World model: `wm_steps` steps on replayed sub-trajectories.
+        wm_metrics = self._world_model_steps(buffer, cfg.wm_steps if wm_steps is None else wm_steps)
+        wm_metrics.pop("valid_rows")
+        if warmup_metrics is not None and (cfg.wm_steps if wm_steps is None else wm_steps) == 0:
+            wm_metrics = warmup_metrics
+
+        metrics = self._metrics(lrs, episodes, episode_sum, episode_max, objective)
+        metrics.update(
+            actor_loss=actor_loss.detach(),
+            critic_loss=critic_loss,
+            actor_grad_norm=actor_grad_norm,
+            critic_grad_norm=critic_grad_norm,
+            **wm_metrics,
+        )
+        return obs, metrics
+
+    def _metrics(
+        self,
+        lrs: dict[str, float],
+        episodes: torch.Tensor,
+        episode_sum: torch.Tensor,
+        episode_max: torch.Tensor,
+        objective: torch.Tensor,
+        zeros: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        """The epoch's metrics; losses and grad norms start at zero (what a collect-only epoch reports)."""
+        dev = self.device
+        losses = (
+            "actor_loss",
+            "critic_loss",
+            "wm_loss",
+            "wm_dynamics_loss",
+            "wm_reward_loss",
+            "actor_grad_norm",
+            "critic_grad_norm",
+            "wm_grad_norm",
+        )
+        return {
+            **{name: torch.zeros((), device=dev) for name in losses},
+            **{f"{name}_lr": torch.full((), lr, device=dev) for name, lr in lrs.items()},
+            "episodes_finished": episodes,
+            "episode_return_sum": episode_sum,
+            "episode_return_max": episode_max,
+            "imagined_objective": objective.detach().mean(),
+            "actor_std": self.actor.std().detach().mean(),
+            "updated": torch.full((), 0.0 if zeros else 1.0, device=dev),
+        }
+
+    # ------------------------------------------------------------------------------------------------------------
+    # World model
+    # ------------------------------------------------------------------------------------------------------------
+
+    def world_model_loss(self, batch: ReplayBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`L = (1/H) sum_t gamma^t [dyn_t + (R(z_t, a_t) - r_t)^2]` over the batch's valid rows, rolling out from
+        `z_0 = E(o_0)` with the model's own predictions; `dyn_t` is the latent MSE (deterministic) or the
+        rectified-flow loss (flow) against `sg(E(o_{t+1}))`. Returns (total, dynamics part, reward part)."""
+        cfg = self.config.pwm
+        wm = self.world_model
+        obs = batch.obs.transpose(0, 1)  # [H+1, B, obs_dim]
+        action = batch.action.transpose(0, 1)
+        reward = self.rew_rms.normalize(batch.reward, cfg.reward_clip).transpose(0, 1)
+        horizon = action.shape[0]
+        with torch.no_grad():
+            targets = wm.encode(obs[1:])
+        z = wm.encode(obs[0])
+        dynamics_loss = torch.zeros(obs.shape[1], device=obs.device)
+        reward_loss = torch.zeros_like(dynamics_loss)
+        for t in range(horizon):
+            reward_loss = reward_loss + cfg.gamma**t * wm.reward_head.loss(z, action[t], reward[t])
+            step_loss, z = wm.dynamics.loss(z, action[t], targets[t], self.generator)
+            dynamics_loss = dynamics_loss + cfg.gamma**t * step_loss
+        weight = batch.valid.to(dynamics_loss.dtype)
+        denominator = horizon * weight.sum().clamp_min(1.0)
+        dynamics_loss = (dynamics_loss * weight).sum() / denominator
+        reward_loss = (reward_loss * weight).sum() / denominator
+        return dynamics_loss + reward_loss, dynamics_loss, reward_loss
+
+    def train_world_model(self, source: SequenceSource, steps: int) -> dict[str, torch.Tensor]:
+        """Warm-up or pretraining, called by the host: `steps` world-model updates on batches of `pwm.wm_batch`
+        sub-trajectories from `source` (the replay buffer or an offline dataset). Marks the agent warmed up if any
+        sampled window was valid (one host read). Returns mean losses and grad norm (0-d device tensors)."""
+        metrics = self._world_model_steps(source, steps)
+        if steps > 0 and bool(metrics.pop("valid_rows") > 0):
+            self.warmed_up = True
+        metrics.pop("valid_rows", None)
+        return metrics
+
+    def _world_model_steps(self, source: SequenceSource, steps: int) -> dict[str, torch.Tensor]:
+        if steps < 0:
+            raise ValueError(f"world-model steps must be >= 0, got {steps}")
+        cfg = self.config.pwm
+        totals = torch.zeros(4, device=self.device)
+        valid_rows = torch.zeros((), device=self.device)
+        params = list(self.world_model.parameters())
+        for _ in range(steps):
+            batch = source.sample(cfg.wm_batch, self.generator)
+            loss, dynamics_loss, reward_loss = self.world_model_loss(batch)
+            grad_norm = self._optimize(self.wm_optimizer, params, loss, cfg.wm_grad_clip)
+            totals += torch.stack([loss.detach(), dynamics_loss.detach(), reward_loss.detach(), grad_norm])
+            valid_rows += batch.valid.sum()
+        totals = totals / max(steps, 1)
+        return {
+            "wm_loss": totals[0],
+            "wm_dynamics_loss": totals[1],
+            "wm_reward_loss": totals[2],
+            "wm_grad_norm": totals[3],
+            "valid_rows": valid_rows,
+        }
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Acting, optimisation helpers, state
+    # ------------------------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        """Actions for real observations: `tanh(mu(E(o)))`, or a sample of the training policy (this draws from
+        the agent's generator)."""
+        z = self.world_model.encode(obs)
+        return self.actor.act(z) if deterministic else self.actor.sample(z, self.generator)
+
+    def learning_rates(self, progress: float) -> dict[str, float]:
+        if not 0.0 <= progress <= 1.0:
+            raise ValueError(f"progress must be in [0, 1], got {progress}")
+        cfg = self.config.pwm
+
+        def decay(start: float, end: float) -> float:
+            return start + (end - start) * progress
+
+        return {
+            "actor": decay(cfg.actor_lr, cfg.lr_min),
+            "critic": decay(cfg.critic_lr, cfg.lr_min),
+            "wm": decay(cfg.wm_lr, cfg.wm_lr_min),
+        }
+
+    def set_learning_rates(self, progress: float) -> dict[str, float]:
+        lrs = self.learning_rates(progress)
+        for name, optimizer in (
+            ("actor", self.actor_optimizer),
+            ("critic", self.critic_optimizer),
+            ("wm", self.wm_optimizer),
+        ):
+            for group in optimizer.param_groups:
+                group["lr"] = lrs[name]
+        return lrs
+
+    @staticmethod
+    def _optimize(
+        optimizer: torch.optim.Optimizer, params: list[nn.Parameter], loss: torch.Tensor, clip: float
+    ) -> torch.Tensor:
+        """One step on `params` only (gradients are accumulated into nothing else); returns the pre-clip norm."""
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward(inputs=params)
+        norm = clip_grad_norm_(params, clip)
+        optimizer.step()
+        return norm.detach()
+
+    def parameter_counts(self) -> dict[str, int]:
+        counts = {
+            name: sum(p.numel() for p in getattr(self, name).parameters())
+            for name in ("world_model", "actor", "critic")
+        }
+        counts["total"] = sum(counts.values())
+        return counts
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
+        """Models, running statistics, optimisers and the generator: everything a bitwise resume needs."""
+        return {
+            "modules": super().state_dict(*args, **kwargs),
+            "actor_optimizer": self.actor_optimizer.state_dict(),
+            "critic_optimizer": self.critic_optimizer.state_dict(),
+            "wm_optimizer": self.wm_optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "warmed_up": self.warmed_up,
+        }
+
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> Any:  # type: ignore[override]
+        required = {"modules", "actor_optimizer", "critic_optimizer", "wm_optimizer", "generator", "warmed_up"}
+        missing = required - set(state)
+        if missing:
+            raise KeyError(f"PWM.load_state_dict: missing {sorted(missing)}")
+        result = super().load_state_dict(state["modules"], strict=strict)
+        self.actor_optimizer.load_state_dict(state["actor_optimizer"])
+        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+        self.wm_optimizer.load_state_dict(state["wm_optimizer"])
+        self.generator.set_state(state["generator"].cpu())
+        self.warmed_up = bool(state.get("warmed_up", False))
+        return result

@@ -1,0 +1,173 @@
+"""Policy and agent checkpoints (docs/contracts.md "Checkpoints").
+
+Formats are plain dicts of tensors and plain values with a `"format"` key, written atomically through
+`flow_mbpo_pwm.io.torch_save` and read only through `flow_mbpo_pwm.io.torch_load` (`weights_only=True`), so a
+checkpoint can never run code. Architectures are rebuilt from `meta["config"]` (a `TrainConfig.to_dict()`).
+
+- policy `flow-mbpo-pwm/policy/1`: `{format, meta, encoder, actor}` — what evaluation needs;
+- agent `flow-mbpo-pwm/agent/1` (final.pt): `{format, meta, world_model, actor, critic}` — no optimiser state.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from flow_mbpo_pwm import io
+from flow_mbpo_pwm.config import ConfigError, TrainConfig, from_dict
+from flow_mbpo_pwm.io import CheckpointError
+from flow_mbpo_pwm.models.actor import Actor
+from flow_mbpo_pwm.models.world_model import build_encoder
+
+POLICY_FORMAT = "flow-mbpo-pwm/policy/1"
+AGENT_FORMAT = "flow-mbpo-pwm/agent/1"
+POLICY_META_KEYS = (
+    "task",
+    "size",
+    "dynamics",
+    "seed",
+    "epoch",
+    "env_steps",
+    "obs_dim",
+    "act_dim",
+    "val_return",
+    "config",
+)
+
+__all__ = [
+    "AGENT_FORMAT",
+    "POLICY_FORMAT",
+    "CheckpointError",
+    "Policy",
+    "check_policy_matches",
+    "load_agent",
+    "load_policy",
+    "save_agent",
+    "save_policy",
+]
+
+
+class Policy(nn.Module):
+    """The deterministic policy of a checkpoint: `policy(obs) = tanh(mu(E(obs)))`."""
+
+    def __init__(self, encoder: nn.Module, actor: Actor):
+        super().__init__()
+        self.encoder = encoder
+        self.actor = actor
+
+    @torch.no_grad()
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.actor.act(self.encoder(obs))
+
+
+def _modules(agent_or_models: Any) -> dict[str, nn.Module]:
+    if isinstance(agent_or_models, dict):
+        return agent_or_models
+    return {
+        "world_model": agent_or_models.world_model,
+        "actor": agent_or_models.actor,
+        "critic": agent_or_models.critic,
+    }
+
+
+def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def save_policy(path: str | os.PathLike, agent_or_models: Any, meta: dict[str, Any]) -> None:
+    """Write a policy checkpoint from a `PWM` agent or a dict with `encoder` (or `world_model`) and `actor`."""
+    missing = [k for k in POLICY_META_KEYS if k not in meta]
+    if missing:
+        raise ValueError(f"save_policy: meta lacks {missing}")
+    modules = _modules(agent_or_models)
+    encoder = modules["encoder"] if "encoder" in modules else modules["world_model"].encoder
+    io.torch_save(
+        path,
+        {
+            "format": POLICY_FORMAT,
+            "meta": dict(meta),
+            "encoder": _cpu_state(encoder),
+            "actor": _cpu_state(modules["actor"]),
+        },
+    )
+
+
+def _read(path: str | os.PathLike, fmt: str, keys: tuple[str, ...], device: Any) -> dict[str, Any]:
+    data = io.torch_load(path, map_location=device)
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise CheckpointError(f"{path}: not a {fmt} checkpoint (format: {found!r})")
+    missing = [k for k in ("meta", *keys) if k not in data]
+    if missing:
+        raise CheckpointError(f"{path}: {fmt} checkpoint lacks {missing}")
+    return data
+
+
+def _config(path: str | os.PathLike, meta: dict[str, Any]) -> TrainConfig:
+    try:
+        return from_dict(TrainConfig, meta["config"]).validate()
+    except (ConfigError, KeyError, TypeError) as err:
+        raise CheckpointError(f"{path}: its meta.config is not a valid training config ({err})") from err
+
+
+def _load_into(path: str | os.PathLike, module: nn.Module, state: dict[str, Any], name: str) -> None:
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, KeyError) as err:
+        raise CheckpointError(f"{path}: {name} weights do not match the architecture of meta.config ({err})") from err
+
+
+def load_policy(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Policy, dict[str, Any]]:
+    """`(policy, meta)`; raises `CheckpointError` naming the problem (missing file, wrong format, unsafe or
+    mismatched contents)."""
+    data = _read(path, POLICY_FORMAT, ("encoder", "actor"), device)
+    meta = data["meta"]
+    config = _config(path, meta)
+    obs_dim, act_dim = int(meta["obs_dim"]), int(meta["act_dim"])
+    pwm = config.pwm
+    encoder = build_encoder(obs_dim, config.world_model)
+    actor = Actor(config.world_model.latent_dim, act_dim, pwm.actor_units, pwm.init_logstd, pwm.min_logstd)
+    _load_into(path, encoder, data["encoder"], "encoder")
+    _load_into(path, actor, data["actor"], "actor")
+    return Policy(encoder, actor).to(device).eval(), meta
+
+
+def check_policy_matches(meta: dict[str, Any], config: TrainConfig, obs_dim: int, act_dim: int) -> None:
+    """Raise `CheckpointError` naming the first mismatch between a policy's meta and the cell it is used for."""
+    expected = (
+        ("obs_dim", obs_dim),
+        ("act_dim", act_dim),
+        ("size", config.size),
+        ("dynamics", config.dynamics_name),
+        ("task", config.task_name),
+    )
+    for key, value in expected:
+        if meta.get(key) != value:
+            raise CheckpointError(f"checkpoint {key} is {meta.get(key)!r} but the cell expects {value!r}")
+
+
+def save_agent(path: str | os.PathLike, agent: Any, meta: dict[str, Any]) -> None:
+    """Write the full agent (world model, actor, critic; no optimisers). `meta` must hold `config`."""
+    if "config" not in meta:
+        raise ValueError("save_agent: meta lacks 'config'")
+    modules = _modules(agent)
+    meta = {"obs_dim": agent.obs_dim, "act_dim": agent.act_dim, **meta}
+    io.torch_save(
+        path, {"format": AGENT_FORMAT, "meta": meta, **{name: _cpu_state(module) for name, module in modules.items()}}
+    )
+
+
+def load_agent(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Any, dict[str, Any]]:
+    """`(agent, meta)`: a `PWM` with the saved weights (fresh optimisers and running statistics)."""
+    from flow_mbpo_pwm.algorithms.pwm import PWM
+
+    data = _read(path, AGENT_FORMAT, ("world_model", "actor", "critic"), device)
+    meta = data["meta"]
+    config = _config(path, meta)
+    agent = PWM(int(meta["obs_dim"]), int(meta["act_dim"]), config, device)
+    for name in ("world_model", "actor", "critic"):
+        _load_into(path, getattr(agent, name), data[name], name)
+    return agent, meta

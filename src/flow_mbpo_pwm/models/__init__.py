@@ -1,0 +1,1 @@
+"""Networks: layers, world model (deterministic and flow-matching dynamics), actor, critic ensemble."""

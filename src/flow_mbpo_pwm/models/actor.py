@@ -1,0 +1,51 @@
+"""The policy: latent -> 400 -> 200 -> 100 -> act_dim (hidden `Linear -> Mish -> LayerNorm`, PyTorch's default Linear
+init as in PWM), with a state-independent learnable log-std (init -1.0, never below `min_logstd`).
+
+Training action `tanh(mu + sigma * eps)` (reparameterised); evaluation action `tanh(mu)`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class Actor(nn.Module):
+    def __init__(
+        self,
+        latent_dim: int,
+        act_dim: int,
+        units: Sequence[int] = (400, 200, 100),
+        init_logstd: float = -1.0,
+        min_logstd: float = -1.427,
+    ):
+        super().__init__()
+        dims = [latent_dim, *units]
+        layers: list[nn.Module] = []
+        for i in range(len(units)):
+            layers += [nn.Linear(dims[i], dims[i + 1]), nn.Mish(), nn.LayerNorm(dims[i + 1])]
+        layers.append(nn.Linear(dims[-1], act_dim))
+        self.mu_net = nn.Sequential(*layers)
+        self.logstd = nn.Parameter(torch.full((act_dim,), float(init_logstd)))
+        self.min_logstd = float(min_logstd)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """The mean `mu` of the pre-tanh Gaussian."""
+        return self.mu_net(z)
+
+    def std(self) -> torch.Tensor:
+        return self.logstd.clamp(min=self.min_logstd).exp()
+
+    def sample(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        mu = self(z)
+        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
+        return torch.tanh(mu + self.std() * eps)
+
+    def act(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self(z))
+
+    @torch.no_grad()
+    def clamp_logstd_(self) -> None:
+        """Keep the parameter itself at or above the floor (after each optimiser step), so gradients keep flowing."""
+        self.logstd.clamp_(min=self.min_logstd)

@@ -1,0 +1,136 @@
+"""Latent dynamics: deterministic `z' = F(z, a)` and flow-matching `z' = Phi_1(z, a)`, behind one interface.
+
+Both modules offer
+- `forward(z, a, generator=None) -> z'`: the next latent, differentiable w.r.t. z and a (the actor's gradients
+  flow through it);
+- `loss(z, a, target, generator=None) -> (per-sample loss [B], z')`: the training term for one world-model step
+  against `target = sg(E(o'))`, and the predicted next latent that the multi-step rollout continues from.
+
+Deterministic: `F` ends in `Linear -> LayerNorm -> SimNorm`; the loss is the latent MSE.
+
+Flow matching (documented decisions, each tested in tests/models/test_dynamics.py):
+- The velocity head `v(x, c, tau)` ends in a plain Linear. Its target `x1 - x0` has entries of both signs and no
+  fixed group sum; a SimNorm-ended head (the fork's defect) can only output positive, sum-one groups.
+- Flow space (`project`):
+  * "simnorm" (default): the flow runs in log-simplex space, `x = log z` per SimNorm group, and the integrated
+    state is mapped back with SimNorm. Because `SimNorm(log z) == z` for any simplex point, a perfect flow lands
+    exactly on `E(o')`, and any integrated state is a valid latent (positive groups summing to one) — SimNorm is
+    the exact inverse of the flow space's chart, not a distortion. (Running the flow on the simplex itself and
+    applying SimNorm afterwards would not be: softmax of probabilities is not the identity.)
+  * "none": the flow runs on the latent itself (`x0 = z`, `x1 = E(o')`) and the integrated state is used as is
+    (it may leave the simplex; an ablation).
+- Source (`source`): "delta" starts from the current latent (`x0 = chart(z)`, velocity conditioned on the action);
+  "noise" starts from `x0 ~ N(0, I)` and conditions the velocity on `[z, a]` (stochastic dynamics).
+- Time embedding: "sinusoidal" (default: sin/cos at `time_embedding_dim / 2` log-spaced frequencies from 1 to 1000
+  rad per unit tau) or "raw" (tau itself, as the fork fed it).
+- Loss: rectified flow, `|| v((1 - tau) x0 + tau x1, c, tau) - (x1 - x0) ||^2` averaged over latent entries,
+  `tau ~ U[0, 1]` per sample. It replaces the latent MSE of the deterministic model; the rollout then continues
+  from the integrated latent (`forward`), so the reward head is trained on the same kind of latents the actor
+  imagines with.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from flow_mbpo_pwm.config import DynamicsConfig
+from flow_mbpo_pwm.models.integrators import integrate
+from flow_mbpo_pwm.models.layers import SimNorm, mlp
+
+# Smallest probability taken into log space; SimNorm of LayerNorm-bounded logits stays far above it.
+LOG_FLOOR = 1e-12
+
+
+class DeterministicDynamics(nn.Module):
+    def __init__(self, latent_dim: int, act_dim: int, units: tuple[int, ...], simnorm_dim: int):
+        super().__init__()
+        self.net = mlp(latent_dim + act_dim, units, latent_dim, last_act=SimNorm(simnorm_dim))
+
+    def forward(self, z: torch.Tensor, a: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.net(torch.cat([z, a], dim=-1))
+
+    def loss(
+        self, z: torch.Tensor, a: torch.Tensor, target: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        z_next = self(z, a)
+        return (z_next - target).pow(2).mean(-1), z_next
+
+
+class TimeEmbedding(nn.Module):
+    """Embedding of the flow time tau in [0, 1]: sinusoidal features or the raw scalar."""
+
+    def __init__(self, kind: str = "sinusoidal", dim: int = 32):
+        super().__init__()
+        if kind not in ("sinusoidal", "raw"):
+            raise ValueError(f"unknown time embedding '{kind}' (known: sinusoidal, raw)")
+        self.kind = kind
+        self.dim = dim if kind == "sinusoidal" else 1
+        freqs = torch.exp(torch.linspace(0.0, math.log(1000.0), max(dim // 2, 1)))
+        self.register_buffer("freqs", freqs, persistent=False)
+
+    def forward(self, tau: torch.Tensor) -> torch.Tensor:
+        """`tau [..., 1]` -> `[..., dim]`."""
+        if self.kind == "raw":
+            return tau
+        angles = tau * self.freqs
+        return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
+
+
+class FlowDynamics(nn.Module):
+    def __init__(self, latent_dim: int, act_dim: int, units: tuple[int, ...], simnorm_dim: int, config: DynamicsConfig):
+        super().__init__()
+        self.source = config.source
+        self.project = config.project
+        self.integrator = config.integrator
+        self.substeps = config.substeps
+        self.simnorm = SimNorm(simnorm_dim)
+        self.time_embedding = TimeEmbedding(config.time_embedding, config.time_embedding_dim)
+        cond_dim = act_dim + (latent_dim if self.source == "noise" else 0)
+        # Plain Linear last layer: the velocity target is unbounded and of either sign.
+        self.velocity_net = mlp(latent_dim + cond_dim + self.time_embedding.dim, units, latent_dim)
+
+    # The chart between latents and flow space ("simnorm": log-simplex coordinates; "none": identity).
+    def to_flow_space(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.log(z.clamp_min(LOG_FLOOR)) if self.project == "simnorm" else z
+
+    def from_flow_space(self, x: torch.Tensor) -> torch.Tensor:
+        return self.simnorm(x) if self.project == "simnorm" else x
+
+    def velocity(self, x: torch.Tensor, cond: torch.Tensor, tau: torch.Tensor | float) -> torch.Tensor:
+        if not isinstance(tau, torch.Tensor):
+            tau = torch.full((*x.shape[:-1], 1), float(tau), dtype=x.dtype, device=x.device)
+        return self.velocity_net(torch.cat([x, cond, self.time_embedding(tau)], dim=-1))
+
+    def _start(self, z: torch.Tensor, a: torch.Tensor, generator: torch.Generator | None):
+        if self.source == "noise":
+            noise = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
+            return noise, torch.cat([z, a], dim=-1)
+        return self.to_flow_space(z), a
+
+    def forward(self, z: torch.Tensor, a: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        x0, cond = self._start(z, a, generator)
+        x1 = integrate(lambda x, t: self.velocity(x, cond, t), x0, self.substeps, self.integrator)
+        return self.from_flow_space(x1)
+
+    def loss(
+        self, z: torch.Tensor, a: torch.Tensor, target: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        x0, cond = self._start(z, a, generator)
+        x1 = self.to_flow_space(target)
+        tau = torch.rand((*z.shape[:-1], 1), generator=generator, dtype=z.dtype, device=z.device)
+        x_tau = (1.0 - tau) * x0 + tau * x1
+        flow_loss = (self.velocity(x_tau, cond, tau) - (x1 - x0)).pow(2).mean(-1)
+        return flow_loss, self(z, a, generator)
+
+
+def build_dynamics(
+    latent_dim: int, act_dim: int, units: tuple[int, ...], simnorm_dim: int, config: DynamicsConfig
+) -> nn.Module:
+    if config.kind == "deterministic":
+        return DeterministicDynamics(latent_dim, act_dim, units, simnorm_dim)
+    if config.kind == "flow":
+        return FlowDynamics(latent_dim, act_dim, units, simnorm_dim, config)
+    raise ValueError(f"unknown dynamics kind '{config.kind}' (known: deterministic, flow)")
