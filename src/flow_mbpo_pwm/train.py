@@ -54,7 +54,8 @@ EXIT_COLLAPSED = 3
 EXIT_PREEMPTED = 75
 INJECT_NAN_ENV = "FLOW_MBPO_PWM_INJECT_NAN_EPOCH"
 
-# Per-epoch training metrics averaged over a log window (names as `PWM.epoch` returns them).
+# Per-epoch training metrics averaged over a log window (names as `PWM.epoch` returns them). Learning rates are
+# not read from the device: they are a host function of progress (`PWM.learning_rates`).
 WINDOW_MEAN_METRICS = (
     "actor_loss",
     "critic_loss",
@@ -65,7 +66,6 @@ WINDOW_MEAN_METRICS = (
     "critic_grad_norm",
     "wm_grad_norm",
 )
-LR_METRICS = ("actor_lr", "critic_lr", "wm_lr")
 # Metrics that must stay finite; any NaN/Inf among them stops the run at the next guard check.
 GUARDED_METRICS = (*WINDOW_MEAN_METRICS, "episode_return_sum")
 
@@ -105,8 +105,8 @@ class StopSignals:
 
 
 class MetricWindow:
-    """Device-side accumulation of one log window: means of losses and gradient norms, the latest learning rates,
-    and the training episodes finished in the window."""
+    """Device-side accumulation of one log window: means of losses and gradient norms, and the training episodes
+    finished in the window."""
 
     def __init__(self, device: torch.device):
         self.device = device
@@ -114,7 +114,6 @@ class MetricWindow:
 
     def reset(self) -> None:
         self.sums = torch.zeros(len(WINDOW_MEAN_METRICS), dtype=torch.float64, device=self.device)
-        self.lrs = torch.zeros(len(LR_METRICS), dtype=torch.float64, device=self.device)
         self.episodes = torch.zeros((), dtype=torch.float64, device=self.device)
         self.return_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         self.return_max = torch.full((), -math.inf, dtype=torch.float64, device=self.device)
@@ -122,7 +121,6 @@ class MetricWindow:
 
     def add(self, metrics: dict[str, torch.Tensor]) -> None:
         self.sums += torch.stack([metrics[k].detach().double().reshape(()) for k in WINDOW_MEAN_METRICS])
-        self.lrs = torch.stack([metrics[k].detach().double().reshape(()) for k in LR_METRICS])
         self.episodes += metrics["episodes_finished"].detach().double()
         self.return_sum += metrics["episode_return_sum"].detach().double()
         self.return_max = torch.maximum(self.return_max, metrics["episode_return_max"].detach().double())
@@ -131,12 +129,11 @@ class MetricWindow:
     def read(self) -> dict[str, float]:
         """One device -> host copy of the whole window."""
         packed = torch.cat(
-            [self.sums / max(self.epochs, 1), self.lrs, torch.stack([self.episodes, self.return_sum, self.return_max])]
+            [self.sums / max(self.epochs, 1), torch.stack([self.episodes, self.return_sum, self.return_max])]
         ).tolist()
         n = len(WINDOW_MEAN_METRICS)
         values = dict(zip(WINDOW_MEAN_METRICS, packed[:n], strict=True))
-        values.update(zip(LR_METRICS, packed[n : n + len(LR_METRICS)], strict=True))
-        episodes, return_sum, return_max = packed[n + len(LR_METRICS) :]
+        episodes, return_sum, return_max = packed[n:]
         values["train_episodes"] = int(round(episodes))
         values["train_return_mean"] = return_sum / episodes if episodes > 0 else math.nan
         values["train_return_max"] = return_max if episodes > 0 else math.nan
@@ -145,7 +142,6 @@ class MetricWindow:
     def state_dict(self) -> dict[str, Any]:
         return {
             "sums": self.sums.clone(),
-            "lrs": self.lrs.clone(),
             "episodes": self.episodes.clone(),
             "return_sum": self.return_sum.clone(),
             "return_max": self.return_max.clone(),
@@ -153,7 +149,7 @@ class MetricWindow:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        for key in ("sums", "lrs", "episodes", "return_sum", "return_max"):
+        for key in ("sums", "episodes", "return_sum", "return_max"):
             setattr(self, key, state[key].to(self.device))
         self.epochs = int(state["epochs"])
 
@@ -165,7 +161,6 @@ class Progression:
     epoch: int = 0  # completed epochs
     wall_seconds: float = 0.0  # training wall time of previous attempts
     warmed_up: bool = False  # the world-model warm-up has run
-    episodes_seen: int = 0  # training episodes finished, as of the last metrics read
 
 
 def train(config: TrainConfig, run_dir: Path) -> int:
@@ -234,6 +229,7 @@ class TrainingRun:
             obs_dim=self.env.obs_dim,
             act_dim=self.env.act_dim,
             device=self.device,
+            horizon=cfg.pwm.horizon,
         )
         self.window = MetricWindow(self.device)
         self.nonfinite = NonFiniteMonitor(GUARDED_METRICS, self.device)
@@ -251,7 +247,6 @@ class TrainingRun:
             "epoch": p.epoch,
             "wall_seconds": p.wall_seconds + (time.monotonic() - self._attempt_start),
             "warmed_up": p.warmed_up,
-            "episodes_seen": p.episodes_seen,
             "agent": self.agent.state_dict(),
             "buffer": self.buffer.state_dict(),
             "env": self.env.state_dict(),
@@ -291,7 +286,6 @@ class TrainingRun:
             epoch=int(state["epoch"]),
             wall_seconds=float(state["wall_seconds"]),
             warmed_up=bool(state["warmed_up"]),
-            episodes_seen=int(state["episodes_seen"]),
         )
         restore_rng(state["rng"], self.device)
         # Drop what the interrupted attempt wrote after this state was saved, so no row or checkpoint is duplicated.
@@ -313,24 +307,28 @@ class TrainingRun:
             )
             return EXIT_COLLAPSED
         self._attempt_start = time.monotonic()
-        self._build()
-        resumed = self.folder.state.exists()
-        if resumed:
-            self._load_state()
         cfg = self.config
-        progress = Progress(cfg.pwm.epochs, self.progression.epoch, self.name)
-        try:
+        # Handlers first: a SIGTERM that arrives while the run is being built is honoured after the next epoch.
+        with StopSignals() as stop:
+            self._build()
+            resumed = self.folder.state.exists()
             if resumed:
-                progress.message(f"resumed from {self.folder.state} at epoch {self.progression.epoch}")
-            else:
-                progress.message(
-                    f"training on {self.device}: {cfg.pwm.epochs} epochs x {cfg.pwm.horizon} steps x "
-                    f"{self.env.num_envs} envs; parameters {self._parameter_counts()}"
-                )
-                self._pretrain(progress)
-            with StopSignals() as stop:
+                self._load_state()
+            progress = Progress(cfg.pwm.epochs, self.progression.epoch, self.name)
+            try:
+                if resumed:
+                    progress.message(f"resumed from {self.folder.state} at epoch {self.progression.epoch}")
+                else:
+                    progress.message(
+                        f"training on {self.device}: {cfg.pwm.epochs} epochs x {cfg.pwm.horizon} steps x "
+                        f"{self.env.num_envs} envs; parameters {self._parameter_counts()}"
+                    )
+                    if self._pretrain(progress):
+                        self._save_state()  # a preempted job does not redo the pretraining
+                trained = False
                 while self.progression.epoch < cfg.pwm.epochs:
                     self._one_epoch(progress)
+                    trained = True
                     if stop.received is not None and self.progression.epoch < cfg.pwm.epochs:
                         self._save_state()
                         progress.message(
@@ -338,16 +336,18 @@ class TrainingRun:
                             f"state saved to {self.folder.state}; rerun the same command to continue"
                         )
                         return EXIT_PREEMPTED
-                self._save_state()  # the finished run's state: `export-dataset` reads its replay buffer
-            self._finish()
-            progress.message(f"completed {cfg.pwm.epochs} epochs; outputs in {self.folder.root}")
-            return EXIT_COMPLETED
-        except CollapseError as err:
-            io.write_json(self.folder.diagnostics, err.diagnostics)
-            progress.message(f"STOPPED by the collapse guard: {err}. Diagnostics: {self.folder.diagnostics}")
-            return EXIT_COLLAPSED
-        finally:
-            progress.close()
+                if trained or not resumed:
+                    self._save_state()  # the finished run's state: `export-dataset` reads its replay buffer
+                # A signal during these last writes is ignored: finishing takes seconds, and all of it is atomic.
+                self._finish()
+                progress.message(f"completed {cfg.pwm.epochs} epochs; outputs in {self.folder.root}")
+                return EXIT_COMPLETED
+            except CollapseError as err:
+                io.write_json(self.folder.diagnostics, err.diagnostics)
+                progress.message(f"STOPPED by the collapse guard: {err}. Diagnostics: {self.folder.diagnostics}")
+                return EXIT_COLLAPSED
+            finally:
+                progress.close()
 
     def _one_epoch(self, progress: Progress) -> None:
         cfg = self.config
@@ -355,14 +355,21 @@ class TrainingRun:
         if p.epoch + 1 == self.inject_nan_epoch:
             with torch.no_grad():
                 next(self.agent.actor.parameters()).fill_(math.nan)
-        self.obs, metrics = self.agent.epoch(self.env, self.obs, self.buffer, p.epoch / cfg.pwm.epochs)
+        try:
+            self.obs, metrics = self.agent.epoch(self.env, self.obs, self.buffer, p.epoch / cfg.pwm.epochs)
+        except ValueError as err:
+            # The env refuses NaN/Inf actions (on CPU always): a collapse if the models went non-finite, else a bug.
+            self._check_finite(during=f"epoch {p.epoch + 1} ({err})")
+            raise
         self.window.add(metrics)
         self.nonfinite.observe(metrics)
         p.epoch += 1
         epoch = p.epoch
+        progress.advance(epoch)
         last = epoch == cfg.pwm.epochs
-        if not p.warmed_up and self._episode_finished():
-            # First world-model update after the buffer holds a finished episode: a long warm-up.
+        if not p.warmed_up and self._warmup_due(epoch):
+            # The first world-model update after the buffer holds a finished episode is a long one.
+            progress.message(f"world-model warm-up: {cfg.pwm.wm_warmup_steps} steps after epoch {epoch}")
             self.agent.train_world_model(self.buffer, cfg.pwm.wm_warmup_steps)
             p.warmed_up = True
         if epoch % cfg.run.guard.check_every == 0:
@@ -373,13 +380,15 @@ class TrainingRun:
             self._validate(progress)
         if epoch % cfg.run.save_state_every == 0 and not last:
             self._save_state()
-        progress.advance(epoch)
 
-    def _episode_finished(self) -> bool:
-        """Decided on the host without a device read: every env has truncated once its first `episode_length`
-        steps are stored; an earlier termination is seen at the next metrics read (`episodes_seen`)."""
-        steps_per_env = self.progression.epoch * self.config.pwm.horizon
-        return steps_per_env >= self.env.max_episode_steps or self.progression.episodes_seen > 0
+    def _warmup_due(self, epoch: int) -> bool:
+        """Whether the buffer holds a finished episode (and a full window to train on). Asked of the device only
+        at log boundaries, which read the device anyway, and at the epoch where every env has certainly finished
+        its first episode (truncation after `max_episode_steps`): never a per-epoch sync. Deterministic, so a
+        resumed run warms up at the same epoch."""
+        horizon = self.config.pwm.horizon
+        first_truncation = (epoch - 1) * horizon < self.env.max_episode_steps <= epoch * horizon
+        return (epoch % self.config.run.log_every == 0 or first_truncation) and self.buffer.ready()
 
     # ---------------------------------------------------------------------------------------------------------
     # Metrics, validation, guard
@@ -399,7 +408,6 @@ class TrainingRun:
     def _log(self, progress: Progress) -> None:
         values = self.window.read()
         self.window.reset()
-        self.progression.episodes_seen += values["train_episodes"]
         row = {
             **self._cell_keys(),
             "epoch": self.progression.epoch,
@@ -407,6 +415,9 @@ class TrainingRun:
             "wall_seconds": round(self._wall_seconds(), 3),
             **values,
         }
+        # The learning rates of this row's last epoch, computed on the host.
+        lrs = self.agent.learning_rates((self.progression.epoch - 1) / self.config.pwm.epochs)
+        row.update(actor_lr=lrs["actor"], critic_lr=lrs["critic"], wm_lr=lrs["wm"])
         self.metrics_rows.append(row)
         write_table(self.folder.work_metrics, METRICS_COLUMNS, self.metrics_rows)
         progress.report(
@@ -473,14 +484,17 @@ class TrainingRun:
     def _modules(self) -> dict[str, torch.nn.Module]:
         return {"world_model": self.agent.world_model, "actor": self.agent.actor, "critic": self.agent.critic}
 
-    def _check_finite(self) -> None:
+    def _check_finite(self, during: str = "") -> None:
         metrics = self.nonfinite.read()
         params = nonfinite_parameters(self._modules())
         if metrics or params:
+            where = during or f"epoch {self.progression.epoch}"
             raise CollapseError(
-                f"non-finite values by epoch {self.progression.epoch}: metrics {metrics or 'none'}, "
+                f"non-finite values by {where}: metrics {metrics or 'none'}, "
                 f"parameters {params[:5] or 'none'}{' ...' if len(params) > 5 else ''}",
-                self._diagnostics("non-finite", {"nonfinite_metrics": metrics, "nonfinite_parameters": params}),
+                self._diagnostics(
+                    "non-finite", {"detected": where, "nonfinite_metrics": metrics, "nonfinite_parameters": params}
+                ),
             )
 
     def _diagnostics(self, kind: str, details: dict[str, Any]) -> dict[str, Any]:
@@ -500,20 +514,22 @@ class TrainingRun:
     # Pretraining and completion
     # ---------------------------------------------------------------------------------------------------------
 
-    def _pretrain(self, progress: Progress) -> None:
+    def _pretrain(self, progress: Progress) -> bool:
+        """Pretrain the world model on `run.pretrain_dataset` (fresh runs only); True if it did."""
         cfg = self.config.run
         if not cfg.pretrain_dataset or cfg.pretrain_steps == 0:
-            return
+            return False
         from flow_mbpo_pwm.data.datasets import load_dataset
 
-        dataset = load_dataset(cfg.pretrain_dataset, self.device, obs_dim=self.env.obs_dim, act_dim=self.env.act_dim)
+        dataset = load_dataset(
+            cfg.pretrain_dataset, self.device, self.env.obs_dim, self.env.act_dim, self.config.pwm.horizon
+        )
         progress.message(f"pretraining the world model for {cfg.pretrain_steps} steps on {cfg.pretrain_dataset}")
         self.agent.train_world_model(dataset, cfg.pretrain_steps)
+        return True
 
     def _parameter_counts(self) -> dict[str, int]:
-        counts = {name: sum(p.numel() for p in m.parameters()) for name, m in self._modules().items()}
-        counts["total"] = sum(counts.values())
-        return counts
+        return self.agent.parameter_counts()  # {world_model, actor, critic, total}
 
     def _write_work_tables(self) -> None:
         write_table(self.folder.work_metrics, METRICS_COLUMNS, self.metrics_rows)

@@ -16,7 +16,7 @@ from flow_mbpo_pwm.config import GuardConfig
 from flow_mbpo_pwm.guard import CollapseDetector, NonFiniteMonitor, nonfinite_parameters
 from flow_mbpo_pwm.progress import Progress
 from flow_mbpo_pwm.run_folder import VALIDATION_COLUMNS, csv_text, write_table
-from flow_mbpo_pwm.train import LR_METRICS, WINDOW_MEAN_METRICS, MetricWindow
+from flow_mbpo_pwm.train import WINDOW_MEAN_METRICS, MetricWindow
 from flow_mbpo_pwm.train_state import capture_rng, config_differences, restore_rng
 
 
@@ -116,7 +116,6 @@ def test_metric_window_means_losses_and_counts_episodes():
 
     def metrics(loss, episodes, ret_sum, ret_max):
         m = {k: torch.tensor(loss) for k in WINDOW_MEAN_METRICS}
-        m.update({k: torch.tensor(0.5 * loss) for k in LR_METRICS})
         m.update(
             episodes_finished=torch.tensor(episodes),
             episode_return_sum=torch.tensor(ret_sum),
@@ -127,7 +126,7 @@ def test_metric_window_means_losses_and_counts_episodes():
     window.add(metrics(1.0, 0.0, 0.0, -math.inf))
     window.add(metrics(3.0, 2.0, 30.0, 20.0))
     values = window.read()
-    assert values["wm_loss"] == 2.0 and values["actor_lr"] == 1.5
+    assert values["wm_loss"] == 2.0 and values["actor_grad_norm"] == 2.0
     assert (values["train_episodes"], values["train_return_mean"], values["train_return_max"]) == (2, 15.0, 20.0)
     window.reset()
     window.add(metrics(1.0, 0.0, 0.0, -math.inf))

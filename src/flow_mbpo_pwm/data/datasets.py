@@ -20,11 +20,14 @@ sample across an episode boundary" rule holds after loading. The oldest steps of
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from flow_mbpo_pwm import io
+
+if TYPE_CHECKING:
+    from flow_mbpo_pwm.data.replay import ReplayBuffer
 
 DATASET_FORMAT = "flow-mbpo-pwm/dataset/1"
 FIELDS = ("observations", "actions", "rewards", "next_observations", "terminated", "truncated")
@@ -93,3 +96,82 @@ def read_dataset(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
     _check_shapes(data)
     attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in attrs.items()}
     return data, attrs
+
+
+# Buffer field names (data/replay.py) -> dataset field names.
+_BUFFER_FIELDS = {
+    "obs": "observations",
+    "action": "actions",
+    "reward": "rewards",
+    "next_obs": "next_observations",
+    "terminated": "terminated",
+    "truncated": "truncated",
+}
+
+
+def export_run(run_dir: str | Path, out: str | Path) -> int:
+    """`flow-mbpo-pwm export-dataset`: write the replay buffer of a completed run (`work/state.pt`) to `out`.
+    Returns the exit code (0); raises `DatasetError` for a run folder that holds no completed run."""
+    from flow_mbpo_pwm.config import load_train_config
+    from flow_mbpo_pwm.data.replay import ReplayBuffer
+    from flow_mbpo_pwm.run_folder import RunFolder
+
+    folder = RunFolder(Path(run_dir))
+    if not folder.summary.is_file():
+        raise DatasetError(f"{folder.root}: no train_summary.json; export needs a completed training run")
+    if not folder.state.is_file():
+        raise DatasetError(f"{folder.state}: missing; export reads the replay buffer of the run's final state")
+    config = load_train_config(folder.work_config)
+    state = io.torch_load(folder.state)
+    if state.get("epoch") != config.pwm.epochs:
+        raise DatasetError(
+            f"{folder.state}: holds epoch {state.get('epoch')}, not the final epoch {config.pwm.epochs} "
+            "(the run is not complete)"
+        )
+    saved = state["buffer"]
+    buffer = ReplayBuffer(
+        capacity=int(saved["slots"]) * int(saved["num_envs"]),
+        num_envs=int(saved["num_envs"]),
+        obs_dim=int(saved["obs_dim"]),
+        act_dim=int(saved["act_dim"]),
+        horizon=int(saved["horizon"]),
+    )
+    buffer.load_state_dict(saved)
+    # [T, E, ...] oldest first -> [E, T, ...]
+    data = {_BUFFER_FIELDS[k]: v.transpose(0, 1).contiguous() for k, v in buffer.chronological().items()}
+    attrs = {
+        "task": config.env.task,
+        "episode_length": config.env.episode_length,
+        "source_task_name": config.task_name,
+        "source_size": config.size,
+        "source_dynamics": config.dynamics_name,
+        "source_seed": config.run.seed,
+        "source_epochs": config.pwm.epochs,
+    }
+    count = write_dataset(out, data, attrs)
+    print(f"{folder.root}: exported {count} transitions ({data['observations'].shape[0]} env streams) to {out}")
+    return 0
+
+
+def load_dataset(
+    path: str | Path, device: str | torch.device, obs_dim: int, act_dim: int, horizon: int
+) -> ReplayBuffer:
+    """A replay buffer on `device` holding the whole dataset (one buffer env per dataset stream), ready for
+    `PWM.train_world_model`. Raises `DatasetError` when the dataset does not fit the task (obs/act sizes) or is
+    too short for `horizon`."""
+    from flow_mbpo_pwm.data.replay import ReplayBuffer
+
+    data, attrs = read_dataset(path)
+    num_envs, steps, data_obs, data_act = _check_shapes(data)
+    if (data_obs, data_act) != (obs_dim, act_dim):
+        raise DatasetError(
+            f"{path}: holds obs_dim={data_obs}, act_dim={data_act} (task {attrs.get('task')!r}) but this run has "
+            f"obs_dim={obs_dim}, act_dim={act_dim}"
+        )
+    if steps < horizon + 1:
+        raise DatasetError(f"{path}: {steps} steps per stream, fewer than horizon + 1 = {horizon + 1}")
+    buffer = ReplayBuffer(steps * num_envs, num_envs, obs_dim, act_dim, device=device, horizon=horizon)
+    fields = {name: data[name].to(device) for name in FIELDS}
+    for t in range(steps):
+        buffer.add(*(fields[_BUFFER_FIELDS[k]][:, t] for k in _BUFFER_FIELDS))
+    return buffer

@@ -1,0 +1,53 @@
+"""A run that goes bad stops with a clear error and no final model; a run folder never mixes two configs."""
+
+from __future__ import annotations
+
+import json
+
+from train_helpers import cli_args, run_cli
+
+from flow_mbpo_pwm.cli import main as cli_main
+from flow_mbpo_pwm.train import EXIT_COLLAPSED, INJECT_NAN_ENV
+
+
+def test_injected_nan_stops_the_run_with_diagnostics_and_no_final_model(tmp_path, write_experiment):
+    config = write_experiment({"train": {"pwm": {"epochs": 12}}})
+    run_dir = tmp_path / "run"
+    done = run_cli(cli_args(config, run_dir), **{INJECT_NAN_ENV: "5"})
+    assert done.returncode == EXIT_COLLAPSED, done.stdout + done.stderr
+    # On CPU the env refuses the NaN actions inside epoch 5; the guard then finds the poisoned parameter.
+    assert "STOPPED by the collapse guard: non-finite values by epoch 5" in done.stdout
+    diagnostics = json.loads((run_dir / "work" / "diagnostics.json").read_text())
+    assert diagnostics["reason"] == "non-finite" and diagnostics["epoch"] == 4  # the last completed epoch
+    assert "NaN" in diagnostics["detected"]
+    assert any(name.startswith("actor.") for name in diagnostics["nonfinite_parameters"])
+    assert diagnostics["last_metrics"]["epoch"] == 4
+    for name in ("final.pt", "metrics.csv", "validation.csv", "train_summary.json"):
+        assert not (run_dir / name).exists(), name
+    # The state saved at epoch 3 predates the NaN; no state was saved after it. A rerun is refused, not retried.
+    again = run_cli(cli_args(config, run_dir))
+    assert again.returncode == EXIT_COLLAPSED and "stopped by the collapse guard" in again.stdout
+
+
+def test_validation_collapse_flags_rows_and_stops(tmp_path, write_experiment):
+    # collapse_fraction just below 1: any validation below the best so far is a "collapse"; patience 1.
+    guard = {"collapse_after_epochs": 0, "collapse_fraction": 0.999999, "collapse_patience": 1}
+    config = write_experiment({"train": {"pwm": {"epochs": 40}, "run": {"validate_every": 2, "guard": guard}}})
+    run_dir = tmp_path / "run"
+    done = run_cli(cli_args(config, run_dir))
+    assert done.returncode == EXIT_COLLAPSED, done.stdout + done.stderr
+    diagnostics = json.loads((run_dir / "work" / "diagnostics.json").read_text())
+    assert diagnostics["reason"] == "validation collapse"
+    rows = (run_dir / "work" / "validation.csv").read_text().splitlines()
+    assert rows[-1].split(",")[-2] == "True" and "collapsed" in rows[-1]
+    assert not (run_dir / "final.pt").exists()
+
+
+def test_changed_config_is_refused_on_resume(tmp_path, write_experiment, capsys):
+    run_dir = tmp_path / "run"
+    first = write_experiment({"train": {"pwm": {"epochs": 2}}})
+    assert cli_main(cli_args(first, run_dir)[3:]) == 0
+    changed = write_experiment({"train": {"pwm": {"epochs": 2, "wm_lr": 1e-3}}}, name="changed.yaml")
+    assert cli_main(cli_args(changed, run_dir)[3:]) == 2
+    err = capsys.readouterr().err
+    assert "pwm.wm_lr" in err and "different configuration" in err

@@ -1,0 +1,85 @@
+"""Helpers for the training tests: a tiny experiment YAML on a cheap Gymnasium task, and the real CLI in a
+subprocess (what Snakemake runs)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+
+# A small but real PWM run: InvertedPendulum (obs 4, act 1) with short episodes, tiny world model, small actor and
+# critic. Values chosen so a run of a few dozen epochs costs seconds on 2 CPU cores.
+TINY_EXPERIMENT: dict[str, Any] = {
+    "tasks": {"pendulum": {"task": "gym:InvertedPendulum-v5", "num_envs": 4, "episode_length": 50}},
+    "sizes": ["tiny"],
+    "dynamics": {"deterministic": {}, "flow": {"kind": "flow", "substeps": 2}},
+    "seeds": [0, 1],
+    "evaluation": {"episodes": 4, "num_envs": 4},
+    "train": {
+        "world_model": {"units": [32, 32], "encoder_units": [32], "latent_dim": 16},
+        "pwm": {
+            "epochs": 12,
+            "horizon": 4,
+            "actor_units": [32, 32],
+            "critic_units": [32, 32],
+            "critic_iterations": 2,
+            "critic_minibatches": 2,
+            "wm_batch": 16,
+            "wm_steps": 2,
+            "wm_warmup_steps": 10,
+            "buffer_size": 2000,
+        },
+        "run": {
+            "device": "cpu",
+            "log_every": 2,
+            "validate_every": 4,
+            "save_state_every": 3,
+            "validation_episodes": 2,
+            "guard": {"check_every": 2},
+        },
+    },
+}
+
+
+def deep_update(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = deep_update(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def cli_args(config: Path, run_dir: Path, dynamics: str = "deterministic", seed: int = 0) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "flow_mbpo_pwm.cli",
+        "train",
+        "--config",
+        str(config),
+        "--task",
+        "pendulum",
+        "--size",
+        "tiny",
+        "--dynamics",
+        dynamics,
+        "--seed",
+        str(seed),
+        "--run-dir",
+        str(run_dir),
+    ]
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+def run_cli(args: list[str], timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=subprocess_env(**env))
