@@ -1,0 +1,183 @@
+"""The workflow's DAG, profiles and style, seen through the real `snakemake` (dry runs only: seconds)."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from flow_mbpo_pwm.config import load_experiment
+from flow_mbpo_pwm.plots import expected_figures
+
+from .runner import BIN, REPO, dry_run_jobs, job_stats, snakemake, snakemake_env
+
+CELL_RULES = ("train", "select", "evaluate")
+
+
+def expected_counts(config_path: str) -> dict[str, int]:
+    cells = len(load_experiment(REPO / config_path).cells())
+    return {**dict.fromkeys(CELL_RULES, cells), "aggregate": 1, "plot": 1, "all": 1}
+
+
+@pytest.mark.parametrize(
+    ("config_path", "cells"),
+    [("config/config.yaml", 1 * 2 * 2 * 5), ("config/smoke.yaml", 1 * 1 * 2 * 2), ("config/ablation.yaml", 5 * 5)],
+)
+def test_dry_run_has_one_chain_per_cell_and_one_aggregate(tmp_path, config_path, cells):
+    result = snakemake("-n", "--configfile", config_path, workdir=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert job_stats(result.stdout) == expected_counts(config_path)
+    assert expected_counts(config_path)["train"] == cells
+
+
+def test_default_config_is_config_yaml(tmp_path):
+    """Without --configfile the Snakefile reads config/config.yaml of the directory snakemake runs in."""
+    (tmp_path / "config").mkdir()
+    shutil.copy(REPO / "config/config.yaml", tmp_path / "config/config.yaml")
+    result = subprocess.run(
+        [str(BIN / "snakemake"), "-n", "--snakefile", str(REPO / "Snakefile")],
+        cwd=tmp_path,
+        env=snakemake_env(),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert job_stats(result.stdout) == expected_counts("config/config.yaml")
+
+
+def test_configfile_replaces_the_default_config_instead_of_merging(tmp_path):
+    """A config with other dynamics variants than config.yaml gets exactly its own variants."""
+    result = snakemake("-n", "--configfile", "config/ablation.yaml", workdir=tmp_path)
+    variants = {
+        job.fields["wildcards"].split("dynamics=")[1].split(",")[0]
+        for job in dry_run_jobs(result.stdout)
+        if job.rule == "train"
+    }
+    assert variants == {"deterministic", "flow-k2", "flow-k4", "flow-k8", "flow-k16"}
+
+
+def test_run_folders_and_shell_lines_follow_the_contract(tmp_path):
+    result = snakemake("-n", "-p", "--configfile", "config/smoke.yaml", workdir=tmp_path)
+    jobs = dry_run_jobs(result.stdout)
+    train = next(j for j in jobs if j.rule == "train" and "dynamics=flow, seed=1" in j.fields["wildcards"])
+    run = "results/ant/tiny-flow/seed1"
+    assert train.fields["output"].split(", ") == [
+        f"{run}/final.pt",
+        f"{run}/metrics.csv",
+        f"{run}/validation.csv",
+        f"{run}/train_summary.json",
+    ]
+    # Resumable training state (work/) is never a declared output: Snakemake would delete it when a job fails.
+    assert not [job for job in jobs if "/work/" in job.fields.get("output", "")]
+    assert train.fields["log"] == "logs/train/ant/tiny-flow/seed1.log"
+    assert train.fields["benchmark"] == "benchmarks/train/ant/tiny-flow/seed1.tsv"
+    shell = re.search(
+        r"flow-mbpo-pwm train --config (results/config/[0-9a-f]{16}\.yaml) --task ant --size tiny --dynamics flow"
+        rf" --seed 1 --run-dir {run} > logs/train/ant/tiny-flow/seed1\.log 2>&1",
+        result.stdout,
+    )
+    assert shell is not None, result.stdout
+    # The effective config the CLI reads is the one snakemake validated.
+    assert load_experiment(tmp_path / shell.group(1)) == load_experiment(REPO / "config/smoke.yaml")
+    figures = {
+        f"results/figures/{stem}.{ext}"
+        for stem in expected_figures(load_experiment(REPO / "config/smoke.yaml"))
+        for ext in ("png", "pdf")
+    }
+    plot = next(j for j in jobs if j.rule == "plot")
+    assert set(plot.fields["output"].split(", ")) == figures
+
+
+def test_rule_graph_is_train_select_evaluate_aggregate_plot(tmp_path):
+    result = snakemake("--rulegraph", "--configfile", "config/smoke.yaml", workdir=tmp_path)
+    assert result.returncode == 0, result.stderr
+    names = dict(re.findall(r"^\s*(\d+)\[label = \"(\w+)\"", result.stdout, flags=re.MULTILINE))
+    edges = {(names[a], names[b]) for a, b in re.findall(r"^\s*(\d+) -> (\d+)$", result.stdout, flags=re.MULTILINE)}
+    assert edges == {
+        ("train", "select"),
+        ("select", "evaluate"),
+        ("evaluate", "aggregate"),
+        ("train", "aggregate"),  # train_summary.json
+        ("train", "plot"),  # metrics.csv learning curves
+        ("aggregate", "plot"),
+        ("aggregate", "all"),
+        ("plot", "all"),
+    }
+
+
+def test_table_target_builds_only_what_the_table_needs(tmp_path):
+    """`snakemake results/compare.csv` builds only what the table needs: no plot job."""
+    result = snakemake("-n", "results/compare.csv", "--configfile", "config/smoke.yaml", workdir=tmp_path)
+    assert "plot" not in job_stats(result.stdout) and "all" not in job_stats(result.stdout)
+
+
+def test_lint_finds_nothing_but_the_missing_conda_environments(tmp_path):
+    """`snakemake --lint` is clean apart from one recommendation we decline on purpose: the software is the
+    pip-installed package (README), not a per-rule conda environment or container."""
+    # (`--lint json` is ignored by snakemake 9.27's command line, so the text form is parsed.)
+    result = snakemake("--lint", "--configfile", "config/config.yaml", workdir=tmp_path)
+    found, where = [], None
+    for line in (result.stdout + result.stderr).splitlines():
+        header = re.match(r"^Lints for (?:rule (\w+)|snakefile (\S+)) ", line)
+        if header:
+            where = header.group(1) or header.group(2)
+        lint = re.match(r"^    \* (.*):$", line)
+        if lint:
+            found.append((where, lint.group(1)))
+    unexpected = [item for item in found if item[1] != "Specify a conda environment or container for each rule."]
+    assert unexpected == []
+    assert {rule for rule, _ in found} == {"train", "select", "evaluate", "aggregate", "plot"}
+
+
+def test_snakefmt_is_clean():
+    files = ["Snakefile", *sorted(str(p.relative_to(REPO)) for p in (REPO / "workflow/rules").glob("*.smk"))]
+    result = subprocess.run([str(BIN / "snakefmt"), "--check", *files], cwd=REPO, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def slurm_dry_run(tmp_path, profile: str = "profiles/slurm"):
+    result = snakemake("--profile", profile, "-n", "--configfile", "config/smoke.yaml", workdir=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return dry_run_jobs(result.stdout)
+
+
+def test_slurm_profile_asks_gpus_for_gpu_rules_only(tmp_path):
+    jobs = slurm_dry_run(tmp_path)
+    for job in jobs:
+        resources = job.resources
+        if job.rule in ("train", "evaluate"):
+            assert resources["gpu"] == "1" and resources["gpu_model"] == "h200"
+            assert int(resources["runtime"]) > 0 and int(resources["mem_mb"]) > 0
+            assert int(resources["cpus_per_gpu"]) >= 1 and "cpus_per_task" not in resources
+            assert "gres" not in resources
+        elif job.rule == "select":  # a small CPU job on the cluster
+            assert "gpu_model" not in resources and resources.get("gpu", "0") == "0"
+            assert int(resources["runtime"]) > 0
+        else:  # aggregate, plot, all run on the submit host
+            assert "gpu_model" not in resources and "gpu" not in resources and "runtime" not in resources
+        assert resources["slurm_partition"] and resources["slurm_account"]
+    assert {job.rule for job in jobs} == {*CELL_RULES, "aggregate", "plot", "all"}
+
+
+def test_slurm_profile_switches_to_l40s_in_one_line(tmp_path):
+    profile = tmp_path / "profile"
+    shutil.copytree(REPO / "profiles/slurm", profile)
+    text = (profile / "config.yaml").read_text()
+    assert text.count("&gpu_model h200") == 1
+    (profile / "config.yaml").write_text(text.replace("&gpu_model h200", "&gpu_model l40s"))
+    jobs = slurm_dry_run(tmp_path / "work", str(profile))
+    assert {job.resources.get("gpu_model") for job in jobs if job.rule in ("train", "evaluate")} == {"l40s"}
+
+
+def test_local_profile_pins_gpu_jobs_only(tmp_path):
+    result = snakemake("--profile", "profiles/local", "-n", "-p", "--configfile", "config/smoke.yaml", workdir=tmp_path)
+    assert result.returncode == 0, result.stderr
+    shells = [line for line in result.stdout.splitlines() if "flow-mbpo-pwm " in line and ">" in line]
+    for line in shells:
+        pinned = "gpu_slot.py -- flow-mbpo-pwm" in line
+        gpu_stage = re.search(r"flow-mbpo-pwm (train|evaluate) ", line) is not None
+        assert pinned == gpu_stage, line
+    assert len(shells) == 4 + 4 + 4 + 1 + 1

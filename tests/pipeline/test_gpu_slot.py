@@ -1,0 +1,101 @@
+"""workflow/scripts/gpu_slot.py gives concurrent jobs distinct GPUs, waits when all are taken, frees a GPU when its
+job ends however it ends, and leaves CPU-only machines and SLURM jobs alone. Real processes and real locks; the
+GPU pool is given through CUDA_VISIBLE_DEVICES since this machine has no GPU."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .runner import REPO
+
+SCRIPT = REPO / "workflow/scripts/gpu_slot.py"
+# The job: report the GPU it got, then hold it until the test removes the "hold" file.
+JOB = (
+    "import os, pathlib, sys, time\n"
+    "out = pathlib.Path(sys.argv[1])\n"
+    "out.write_text(os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>'))\n"
+    "while pathlib.Path(sys.argv[2]).exists():\n"
+    "    time.sleep(0.05)\n"
+)
+
+
+def start(tmp_path: Path, name: str, env_overrides: dict[str, str], hold: bool = True) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID")}
+    env["FLOW_MBPO_PWM_GPU_LOCKS"] = str(tmp_path / "locks")
+    env.update(env_overrides)
+    holdfile = tmp_path / f"{name}.hold"
+    if hold:
+        holdfile.touch()
+    return subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--", sys.executable, "-c", JOB, str(tmp_path / f"{name}.gpu"), str(holdfile)],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for(path: Path, timeout: float = 30.0) -> str:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+    time.sleep(0.05)
+    return path.read_text()
+
+
+def test_concurrent_jobs_get_distinct_gpus_and_the_third_waits(tmp_path):
+    pool = {"CUDA_VISIBLE_DEVICES": "0,1"}
+    first, second = start(tmp_path, "a", pool), start(tmp_path, "b", pool)
+    gpus = {wait_for(tmp_path / "a.gpu"), wait_for(tmp_path / "b.gpu")}
+    assert gpus == {"0", "1"}
+
+    third = start(tmp_path, "c", pool)
+    time.sleep(1.0)
+    assert not (tmp_path / "c.gpu").exists()  # both GPUs busy: it waits instead of doubling up
+    freed = "0" if (tmp_path / "a.gpu").read_text() == "0" else "1"
+    holder = first if freed == "0" else second
+    holder.kill()  # a crashed job (no clean-up of its own) frees its GPU
+    holder.wait()
+    assert wait_for(tmp_path / "c.gpu") == freed
+    assert "busy; waiting" in _finish(third, tmp_path / "c.hold")
+    _finish(first if holder is second else second, tmp_path / ("a.hold" if holder is second else "b.hold"))
+
+
+def test_without_a_gpu_the_job_runs_on_the_cpu_unchanged(tmp_path):
+    job = start(tmp_path, "cpu", {"CUDA_VISIBLE_DEVICES": "", "PATH": "/nonexistent"}, hold=False)
+    assert job.wait(timeout=30) == 0
+    assert (tmp_path / "cpu.gpu").read_text() == ""
+    assert "running on the CPU" in job.stderr.read()
+
+
+def test_no_nvidia_smi_means_cpu(tmp_path):
+    env = {"PATH": str(tmp_path / "empty-bin")}  # nvidia-smi cannot be found
+    job = start(tmp_path, "nosmi", env, hold=False)
+    assert job.wait(timeout=30) == 0
+    assert (tmp_path / "nosmi.gpu").read_text() == "<unset>"
+
+
+def test_inside_a_slurm_job_the_scheduler_choice_stands(tmp_path):
+    job = start(tmp_path, "slurm", {"SLURM_JOB_ID": "42", "CUDA_VISIBLE_DEVICES": "3"}, hold=False)
+    assert job.wait(timeout=30) == 0
+    assert (tmp_path / "slurm.gpu").read_text() == "3"
+    assert not (tmp_path / "locks").exists()
+
+
+def test_exit_status_of_the_command_is_kept(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT), "--", sys.executable, "-c", "raise SystemExit(7)"],
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+        capture_output=True,
+    )
+    assert result.returncode == 7
+
+
+def _finish(job: subprocess.Popen, holdfile: Path) -> str:
+    holdfile.unlink(missing_ok=True)
+    assert job.wait(timeout=30) == 0
+    return job.stderr.read()

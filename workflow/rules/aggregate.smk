@@ -1,0 +1,26 @@
+# One comparison table over every cell (statistics only: runs on the login node, no GPU stack needed).
+
+
+localrules:
+    aggregate,
+
+
+rule aggregate:
+    input:
+        episodes=all_cells(f"{RUN}/eval/episodes.csv"),
+        summaries=all_cells(f"{RUN}/train_summary.json"),
+    output:
+        compare="results/compare.csv",
+        per_seed="results/per_seed.csv",
+    log:
+        "logs/aggregate.log",
+    benchmark:
+        "benchmarks/aggregate.tsv"
+    threads: 1
+    params:
+        config=experiment_file,
+        experiment=EXPERIMENT_DIGEST,
+    shell:
+        "flow-mbpo-pwm aggregate --config {params.config:q} --episodes {input.episodes:q}"
+        " --summaries {input.summaries:q} --out {output.compare:q}"
+        " --out-per-seed {output.per_seed:q} > {log:q} 2>&1"

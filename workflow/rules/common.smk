@@ -1,0 +1,118 @@
+# Grid helpers shared by every rule: the validated experiment, run-folder paths, wildcard constraints.
+
+import hashlib
+import json
+import re
+import shlex
+import sys
+from pathlib import Path
+
+import yaml
+
+from flow_mbpo_pwm.config import ConfigError, load_experiment
+from flow_mbpo_pwm.io import write_text
+from flow_mbpo_pwm.plots import expected_figures
+
+# The schema (validated in the Snakefile) catches unknown keys and wrong types; load_experiment adds the
+# cross-field rules of the typed config (every cell must resolve), so a bad config stops here, before any job.
+try:
+    EXPERIMENT = load_experiment(config)
+except ConfigError as err:
+    raise WorkflowError(f"invalid configuration: {err}") from None
+
+
+wildcard_constraints:
+    # Exactly the configured names (already checked against config.NAME_PATTERN), so no other string can reach
+    # a shell line, and '{size}-{dynamics}' splits one way only even when a variant name holds a '-'.
+    task="|".join(map(re.escape, EXPERIMENT.tasks)),
+    size="|".join(map(re.escape, EXPERIMENT.sizes)),
+    dynamics="|".join(map(re.escape, EXPERIMENT.dynamics)),
+    seed="|".join(str(seed) for seed in EXPERIMENT.seeds),
+
+
+RUN = "results/{task}/{size}-{dynamics}/seed{seed}"
+LOG = "{task}/{size}-{dynamics}/seed{seed}"
+
+
+def _digest(data) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# The CLI reads the experiment from a file, but Snakemake's `config` may come from several files plus `--config`
+# overrides. So the effective config is written to a content-addressed file (atomically, once): a concurrent
+# invocation with another config writes another file and can never change what a running job reads.
+EXPERIMENT_DIGEST = _digest(config)
+EXPERIMENT_FILE = f"results/config/{EXPERIMENT_DIGEST}.yaml"
+if not Path(EXPERIMENT_FILE).is_file():
+    write_text(
+        EXPERIMENT_FILE, yaml.safe_dump(json.loads(json.dumps(config)), sort_keys=False)
+    )
+
+
+def experiment_file(wildcards, output) -> str:
+    """The effective config's path. Taking `output` makes it a derived parameter, which Snakemake leaves out of
+    its params rerun trigger: a changed config reruns only the jobs whose own settings changed (`cell_digest`,
+    `evaluation_digest`, `EXPERIMENT_DIGEST` below), not every job."""
+    return EXPERIMENT_FILE
+
+
+def cell_digest(wildcards) -> str:
+    """Fingerprint of one cell's fully resolved training config (a params rerun trigger)."""
+    cell = EXPERIMENT.cell(
+        wildcards.task, wildcards.size, wildcards.dynamics, int(wildcards.seed)
+    )
+    return _digest(cell.to_dict())
+
+
+def evaluation_digest(wildcards) -> str:
+    """Fingerprint of what evaluation depends on: the cell and the `evaluation` section."""
+    evaluation = {
+        f: getattr(EXPERIMENT.evaluation, f)
+        for f in ("episodes", "num_envs", "seed_base")
+    }
+    return _digest({"cell": cell_digest(wildcards), "evaluation": evaluation})
+
+
+def all_cells(pattern: str) -> list[str]:
+    """`pattern` (with {task}, {size}, {dynamics}, {seed}) expanded over every cell of the grid."""
+    return [
+        pattern.format(task=task, size=size, dynamics=dynamics, seed=seed)
+        for task, size, dynamics, seed in EXPERIMENT.cells()
+    ]
+
+
+FIGURES = list(expected_figures(EXPERIMENT))
+
+
+def figure_caption(stem: str) -> str:
+    """Caption of a figure in the HTML report (`snakemake --report`), written beside the plotting code."""
+    return str(Path(workflow.basedir, "workflow", "report", f"{stem}.rst"))
+
+
+def run_dir(wildcards) -> str:
+    return RUN.format(**wildcards)
+
+
+FIGURES_DIR = "results/figures"
+
+
+def figures_dir(wildcards) -> str:
+    return FIGURES_DIR
+
+
+# GPU jobs start through this wrapper: on a workstation it pins each job to a free GPU (or the CPU if there is
+# none); inside a SLURM job it changes nothing. See workflow/scripts/gpu_slot.py.
+_GPU_SLOT = " ".join(
+    shlex.quote(part)
+    for part in (
+        sys.executable,
+        str(Path(workflow.basedir, "workflow", "scripts", "gpu_slot.py")),
+        "--",
+    )
+)
+
+
+def gpu_slot(wildcards, resources) -> str:
+    """Command prefix that binds a GPU job to one GPU. A function of `resources`, so Snakemake does not treat
+    the (machine-specific) interpreter and repository paths in it as a rerun trigger."""
+    return _GPU_SLOT if resources.get("gpu", 0) else ""

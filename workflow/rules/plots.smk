@@ -1,0 +1,35 @@
+# Figures (PNG for the HTML report of `snakemake --report`, PDF for papers), captioned from workflow/report/.
+
+
+localrules:
+    plot,
+
+
+rule plot:
+    input:
+        compare="results/compare.csv",
+        per_seed="results/per_seed.csv",
+        metrics=all_cells(f"{RUN}/metrics.csv"),
+    output:
+        png=[
+            report(
+                f"{FIGURES_DIR}/{stem}.png",
+                caption=figure_caption(stem),
+                category="Figures",
+            )
+            for stem in FIGURES
+        ],
+        pdf=[f"{FIGURES_DIR}/{stem}.pdf" for stem in FIGURES],
+    log:
+        "logs/plot.log",
+    benchmark:
+        "benchmarks/plot.tsv"
+    threads: 1
+    params:
+        config=experiment_file,
+        experiment=EXPERIMENT_DIGEST,
+        out_dir=figures_dir,
+    shell:
+        "flow-mbpo-pwm plot --config {params.config:q} --compare {input.compare:q}"
+        " --per-seed {input.per_seed:q} --metrics {input.metrics:q}"
+        " --out-dir {params.out_dir:q} > {log:q} 2>&1"

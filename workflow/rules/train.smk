@@ -1,0 +1,26 @@
+# Train one cell. Resumable state lives in the run folder's undeclared work/ (Snakemake deletes declared outputs
+# of failed jobs, never work/), so a retried, requeued or `--rerun-incomplete` job continues from work/state.pt.
+
+
+rule train:
+    output:
+        final=f"{RUN}/final.pt",
+        metrics=f"{RUN}/metrics.csv",
+        validation=f"{RUN}/validation.csv",
+        summary=f"{RUN}/train_summary.json",
+    log:
+        f"logs/train/{LOG}.log",
+    benchmark:
+        f"benchmarks/train/{LOG}.tsv"
+    threads: 4
+    resources:
+        gpu=1,
+    params:
+        config=experiment_file,
+        gpu_slot=gpu_slot,
+        run_dir=run_dir,
+        cell=cell_digest,
+    shell:
+        "{params.gpu_slot} flow-mbpo-pwm train --config {params.config:q} --task {wildcards.task:q}"
+        " --size {wildcards.size:q} --dynamics {wildcards.dynamics:q} --seed {wildcards.seed:q}"
+        " --run-dir {params.run_dir:q} > {log:q} 2>&1"

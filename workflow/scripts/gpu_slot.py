@@ -1,0 +1,94 @@
+"""Run a command on one free GPU of this machine, or on the CPU when the machine has none.
+
+    python gpu_slot.py -- flow-mbpo-pwm train ...
+
+Snakemake caps how many GPU jobs run at once (`resources: gpu=N`) but never says *which* GPU a job gets, so on a
+multi-GPU workstation every job would land on GPU 0. This wrapper claims a GPU by taking an exclusive `flock` on
+`<lock dir>/gpu-<id>.lock`, sets `CUDA_VISIBLE_DEVICES` to that GPU and `exec`s the command with the lock's file
+descriptor inherited. The kernel releases the lock when the command exits, however it exits (crash, kill -9), so
+a stale lock cannot exist. When every GPU is taken it waits for one.
+
+Left alone (the command runs unchanged):
+- inside a SLURM job (`SLURM_JOB_ID` set): SLURM has already chosen the GPU and set `CUDA_VISIBLE_DEVICES`;
+- `FLOW_MBPO_PWM_GPU_SLOT=off`;
+- no GPU visible (`CUDA_VISIBLE_DEVICES` empty or -1, or no working `nvidia-smi`): the job runs on the CPU.
+
+Candidate GPUs are the entries of `CUDA_VISIBLE_DEVICES` when it is set (so a user can restrict the pool), else
+the indices `nvidia-smi` lists. Locks live in `FLOW_MBPO_PWM_GPU_LOCKS` (default `/tmp/flow-mbpo-pwm-gpus-<uid>`),
+a machine-local folder, so jobs of different snakemake invocations on the same machine share the pool.
+Standard library only: it runs before anything of the project is imported.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import subprocess
+import sys
+import time
+
+POLL_SECONDS = 2.0
+
+
+def visible_gpus(environ: dict[str, str]) -> list[str]:
+    """GPU ids this job may use: CUDA_VISIBLE_DEVICES entries if set, else what nvidia-smi lists."""
+    if "CUDA_VISIBLE_DEVICES" in environ:
+        ids = [entry.strip() for entry in environ["CUDA_VISIBLE_DEVICES"].split(",") if entry.strip()]
+        # CUDA stops at the first invalid entry; "-1" is the conventional "no GPU".
+        return [] if not ids or ids[0].startswith("-") else ids
+    try:
+        listing = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in listing.splitlines() if line.strip()]
+
+
+def claim(gpus: list[str], lock_dir: str) -> tuple[str, int]:
+    """Block until one of `gpus` is free; return it and the open, locked file descriptor."""
+    os.makedirs(lock_dir, exist_ok=True)
+    waiting = False
+    while True:
+        for gpu in gpus:
+            fd = os.open(os.path.join(lock_dir, f"gpu-{gpu}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            return gpu, fd
+        if not waiting:
+            print(f"gpu_slot: all of GPUs {gpus} are busy; waiting for one", file=sys.stderr, flush=True)
+            waiting = True
+        time.sleep(POLL_SECONDS)
+
+
+def main(argv: list[str]) -> int:
+    if argv[:1] == ["--"]:
+        argv = argv[1:]
+    if not argv:
+        print("usage: gpu_slot.py -- COMMAND [ARGS...]", file=sys.stderr)
+        return 2
+    environ = dict(os.environ)
+    if "SLURM_JOB_ID" in environ or environ.get("FLOW_MBPO_PWM_GPU_SLOT", "").lower() == "off":
+        os.execvp(argv[0], argv)
+    gpus = visible_gpus(environ)
+    if not gpus:
+        print("gpu_slot: no GPU visible; running on the CPU", file=sys.stderr, flush=True)
+        os.execvp(argv[0], argv)
+    lock_dir = environ.get("FLOW_MBPO_PWM_GPU_LOCKS", f"/tmp/flow-mbpo-pwm-gpus-{os.getuid()}")
+    gpu, fd = claim(gpus, lock_dir)
+    os.set_inheritable(fd, True)  # the lock lives exactly as long as the command
+    environ["CUDA_VISIBLE_DEVICES"] = gpu
+    print(f"gpu_slot: running on GPU {gpu}", file=sys.stderr, flush=True)
+    os.execvpe(argv[0], argv, environ)
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
