@@ -1,0 +1,162 @@
+"""`select` picks the best validated checkpoint, rejects NaN/Inf, flagged and unreadable ones with a reason, and
+refuses run folders whose records are missing or disagree — writing nothing in that case."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from flow_mbpo_pwm import io
+from flow_mbpo_pwm.checkpoints import load_policy
+from flow_mbpo_pwm.cli import main
+from flow_mbpo_pwm.select import select
+
+
+def run_select(run_dir):
+    out, report = run_dir / "best.pt", run_dir / "selection.json"
+    return select(run_dir, out, report), out, report
+
+
+def test_picks_the_highest_validation_return_and_ties_go_to_the_later_epoch(tmp_path, make_run):
+    run_dir = make_run(tmp_path / "run", [(10, 3.0, ""), (20, 8.5, ""), (30, 8.5, ""), (40, 2.0, "")])
+    rc, out, report = run_select(run_dir)
+    assert rc == 0
+    selection = json.loads(report.read_text())
+    assert selection["chosen"] == {"epoch": 30, "path": "work/checkpoints/epoch_000030.pt", "val_return": 8.5}
+    assert [c["epoch"] for c in selection["candidates"]] == [10, 20, 30, 40]
+    assert selection["rejected"] == []
+    assert "ties" in selection["criterion"]
+
+    # best.pt is the chosen checkpoint, tensors unchanged, with the selection recorded in its meta.
+    best, source = io.torch_load(out), io.torch_load(run_dir / "work/checkpoints/epoch_000030.pt")
+    assert best["meta"]["epoch"] == 30 and best["meta"]["selection"]["epoch"] == 30
+    assert best["meta"]["selection"]["val_return"] == 8.5
+    for part in ("encoder", "actor"):
+        assert best[part].keys() == source[part].keys()
+        assert all(torch.equal(best[part][k], source[part][k]) for k in best[part])
+    _, meta = load_policy(out, "cpu")  # still a loadable policy
+    assert meta["selection"]["source"] == "work/checkpoints/epoch_000030.pt"
+
+
+def test_nan_inf_and_flagged_checkpoints_are_never_chosen(tmp_path, make_run):
+    run_dir = make_run(
+        tmp_path / "run",
+        [(10, 4.0, ""), (20, math.nan, ""), (30, math.inf, ""), (40, 99.0, "collapse: 0.5 < 0.1 x best"),
+         (50, 5.0, "")],
+    )  # fmt: skip
+    rc, _, report = run_select(run_dir)
+    assert rc == 0
+    selection = json.loads(report.read_text())
+    assert selection["chosen"]["epoch"] == 50
+    reasons = {r["epoch"]: r["reason"] for r in selection["rejected"]}
+    assert sorted(reasons) == [20, 30, 40]
+    assert "nan" in reasons[20] and "inf" in reasons[30]
+    assert "collapse guard" in reasons[40] and "0.5 < 0.1 x best" in reasons[40]
+    # JSON has no NaN: the report stays strict JSON.
+    json.loads(report.read_text(), parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+
+
+class NotATensor:
+    """An arbitrary object: a weights-only load must refuse to unpickle it."""
+
+    def __init__(self):
+        self.payload = "anything"
+
+
+@pytest.mark.parametrize("kind", ["pickled_object", "truncated"])
+def test_an_unreadable_checkpoint_is_rejected_naming_the_file(tmp_path, make_run, kind):
+    run_dir = make_run(tmp_path / "run", [(10, 1.0, ""), (20, 7.0, "")])
+    bad = run_dir / "work/checkpoints/epoch_000020.pt"  # the best one by validation return
+    if kind == "pickled_object":
+        torch.save({"format": "flow-mbpo-pwm/policy/1", "meta": NotATensor()}, bad)
+    else:
+        bad.write_bytes(bad.read_bytes()[:100])
+    rc, out, report = run_select(run_dir)
+    assert rc == 0
+    selection = json.loads(report.read_text())
+    assert selection["chosen"]["epoch"] == 10
+    (rejected,) = selection["rejected"]
+    assert rejected["epoch"] == 20 and str(bad) in rejected["reason"]
+    assert io.torch_load(out)["meta"]["epoch"] == 10
+
+
+def test_a_checkpoint_naming_another_epoch_is_rejected(tmp_path, make_run, experiment, task_dims, save_checkpoint):
+    run_dir = make_run(tmp_path / "run", [(10, 1.0, ""), (20, 7.0, "")])
+    config = experiment.cell("pendulum", "tiny", "deterministic", 0)
+    save_checkpoint(run_dir / "work/checkpoints/epoch_000020.pt", config, *task_dims, epoch=10, val_return=7.0)
+    rc, _, report = run_select(run_dir)
+    assert rc == 0
+    selection = json.loads(report.read_text())
+    assert selection["chosen"]["epoch"] == 10
+    assert "epoch" in selection["rejected"][0]["reason"]
+
+
+def test_every_candidate_rejected_is_an_error_and_writes_nothing(tmp_path, make_run, capsys):
+    run_dir = make_run(tmp_path / "run", [(10, math.nan, ""), (20, 5.0, "collapse")])
+    rc, out, report = run_select(run_dir)
+    assert rc != 0
+    err = capsys.readouterr().err
+    assert "every checkpoint was rejected" in err and "epoch 10" in err and "epoch 20" in err
+    assert not out.exists() and not report.exists()
+    assert not [p for p in run_dir.iterdir() if p.name.startswith(".")]  # no temp files left either
+
+
+def test_a_listed_checkpoint_missing_on_disk_is_an_error_naming_it(tmp_path, make_run, capsys):
+    run_dir = make_run(tmp_path / "run", [(10, 1.0, ""), (20, 2.0, "")])
+    missing = run_dir / "work/checkpoints/epoch_000010.pt"
+    missing.unlink()
+    rc, out, report = run_select(run_dir)
+    assert rc != 0
+    assert str(missing) in capsys.readouterr().err
+    assert not out.exists() and not report.exists()
+
+
+def test_validation_rows_that_disagree_with_the_summary_are_an_error(tmp_path, make_run, capsys):
+    run_dir = make_run(tmp_path / "run", [(10, 1.0, ""), (20, 2.0, "")])
+    table = pd.read_csv(run_dir / "validation.csv")
+    table.loc[table.epoch == 20, "val_return_mean"] = 50.0  # the CSV claims a better score than the summary
+    table.to_csv(run_dir / "validation.csv", index=False)
+    rc, out, report = run_select(run_dir)
+    assert rc != 0
+    err = capsys.readouterr().err
+    assert "validation.csv" in err and "epoch 20" in err
+    assert not out.exists() and not report.exists()
+
+
+def test_a_validation_row_without_a_listed_checkpoint_is_an_error(tmp_path, make_run, capsys):
+    run_dir = make_run(tmp_path / "run", [(10, 1.0, ""), (20, 2.0, "")])
+    summary = io.read_json(run_dir / "train_summary.json")
+    summary["checkpoints"] = summary["checkpoints"][:1]
+    io.write_json(run_dir / "train_summary.json", summary)
+    rc, _, _ = run_select(run_dir)
+    assert rc != 0
+    assert "only in validation.csv: epochs [20]" in capsys.readouterr().err
+
+
+def test_a_checkpoint_path_outside_the_run_folder_is_refused(tmp_path, make_run, capsys):
+    run_dir = make_run(tmp_path / "run", [(10, 1.0, "")])
+    summary = io.read_json(run_dir / "train_summary.json")
+    summary["checkpoints"][0]["path"] = "../elsewhere.pt"
+    io.write_json(run_dir / "train_summary.json", summary)
+    rc, _, _ = run_select(run_dir)
+    assert rc != 0
+    assert "not inside the run folder" in capsys.readouterr().err
+
+
+def test_an_incomplete_run_is_refused(tmp_path, make_run, capsys):
+    run_dir = make_run(tmp_path / "run", [(10, 1.0, "")])
+    (run_dir / "train_summary.json").unlink()
+    rc, _, _ = run_select(run_dir)
+    assert rc != 0
+    assert "train_summary.json" in capsys.readouterr().err
+
+
+def test_the_command_line_runs_select(tmp_path, make_run):
+    run_dir = make_run(tmp_path / "run", [(10, 1.0, ""), (20, 2.0, "")])
+    out, report = tmp_path / "out/best.pt", tmp_path / "out/selection.json"
+    assert main(["select", "--run-dir", str(run_dir), "--out", str(out), "--report", str(report)]) == 0
+    assert json.loads(report.read_text())["chosen"]["epoch"] == 20 and out.is_file()
