@@ -11,7 +11,7 @@ observation and `info["final_obs"]` the pre-reset one (equal to `obs` for the ot
 `load_state_dict()` continue bitwise (Ant; Gymnasium backends: see `gym_adapter`).
 
 Overrides accepted by `make`: `episode_length` for every task; for the Ant also `solver`
-("semi_implicit" | "featherstone"), `check_actions`, `use_cuda_graph` and the calibration constants of
+("semi_implicit" | "featherstone"), `check_actions`, `use_cuda_graph`, `deterministic` and the calibration constants of
 `AntCalibration`; for Gymnasium tasks also `check_actions`. An unknown override raises ValueError naming it.
 """
 
@@ -67,7 +67,7 @@ def _make_ant(num_envs: int, device, seed: int, overrides: dict[str, Any]):
 
     from .ant import CALIBRATION_FIELDS, AntCalibration, AntEnv
 
-    env_keys = {"episode_length", "solver", "check_actions", "use_cuda_graph"}
+    env_keys = {"episode_length", "solver", "check_actions", "use_cuda_graph", "deterministic"}
     _reject_unknown("ant", overrides, env_keys | CALIBRATION_FIELDS)
     cal_overrides = {k: v for k, v in overrides.items() if k in CALIBRATION_FIELDS}
     env_kwargs = {k: v for k, v in overrides.items() if k in env_keys}

@@ -137,6 +137,9 @@ class AntEnv:
     non-finite entry is then replaced by zero torque inside the action kernel (the state is never corrupted) and
     counted in `nonfinite_actions` (device tensor), which the caller's guard reads when it syncs anyway, or
     `raise_if_nonfinite_actions()` raises. Default: True on CPU, False on CUDA (no host sync in the hot path).
+
+    Reproducibility: on CPU a seed fixes the trajectory bitwise. On CUDA float atomics (contact and joint force
+    accumulation) make runs differ in the last bits unless `deterministic=True` (slower).
     """
 
     task = "ant"
@@ -152,6 +155,7 @@ class AntEnv:
         calibration: AntCalibration | None = None,
         check_actions: bool | None = None,
         use_cuda_graph: bool = True,
+        deterministic: bool = False,
     ):
         import newton
 
@@ -181,19 +185,25 @@ class AntEnv:
         with wp.ScopedDevice(self._wp_device):
             self.model = build_ant_model(num_envs, cal, self._wp_device, solver)
             model = self.model
+            # CPU kernels run sequentially, so CPU runs are bitwise reproducible either way; on CUDA
+            # `deterministic` sorts contacts and orders float atomics (run-to-run reproducible, slower).
+            mode = wp.DeterministicMode.RUN_TO_RUN if deterministic else wp.DeterministicMode.NOT_GUARANTEED
             if solver == "semi_implicit":
                 self.solver = newton.solvers.SolverSemiImplicit(
                     model,
                     angular_damping=cal.angular_damping,
                     joint_attach_ke=cal.joint_attach_ke,
                     joint_attach_kd=cal.joint_attach_kd,
+                    deterministic=mode,
                 )
             else:
-                self.solver = newton.solvers.SolverFeatherstone(model, angular_damping=cal.angular_damping)
+                self.solver = newton.solvers.SolverFeatherstone(
+                    model, angular_damping=cal.angular_damping, deterministic=mode
+                )
             self.state_0 = model.state()
             self.state_1 = model.state()
             self.control = model.control()
-            self.pipeline = newton.CollisionPipeline(model, deterministic=True)
+            self.pipeline = newton.CollisionPipeline(model, deterministic=deterministic)
             self.contacts = self.pipeline.contacts()
             # Joint coordinates: the state's own for Featherstone (reduced coordinates), recovered by eval_ik
             # from body poses for SemiImplicit (maximal coordinates).
