@@ -160,3 +160,30 @@ def test_the_command_line_runs_select(tmp_path, make_run):
     out, report = tmp_path / "out/best.pt", tmp_path / "out/selection.json"
     assert main(["select", "--run-dir", str(run_dir), "--out", str(out), "--report", str(report)]) == 0
     assert json.loads(report.read_text())["chosen"]["epoch"] == 20 and out.is_file()
+
+
+def test_select_and_evaluate_a_real_training_run(tmp_path, experiment):
+    """The chain train -> select -> evaluate on what `train` really writes (a few epochs of a tiny agent)."""
+    from flow_mbpo_pwm.config import with_overrides
+    from flow_mbpo_pwm.evaluate import evaluate
+    from flow_mbpo_pwm.train import train
+
+    config = with_overrides(
+        experiment.cell("pendulum", "tiny", "deterministic", 0),
+        pwm={"epochs": 2, "horizon": 4, "wm_warmup_steps": 2, "wm_steps": 1, "wm_batch": 8, "buffer_size": 2000,
+             "critic_iterations": 1, "critic_minibatches": 1, "actor_units": (16,), "critic_units": (16,)},
+        run={"log_every": 1, "validate_every": 1, "validation_episodes": 2, "save_state_every": 1, "device": "cpu"},
+    )  # fmt: skip
+    run_dir = tmp_path / "run"
+    assert train(config, run_dir) == 0
+    rc, out, report = run_select(run_dir)
+    assert rc == 0
+    selection = json.loads(report.read_text())
+    validation = pd.read_csv(run_dir / "validation.csv")
+    assert [c["epoch"] for c in selection["candidates"]] == list(validation.epoch) == [1, 2]
+    best = validation[validation.val_return_mean == validation.val_return_mean.max()].epoch.max()
+    assert selection["chosen"]["epoch"] == best
+
+    out_csv, out_h5 = tmp_path / "eval/episodes.csv", tmp_path / "eval/trajectories.h5"
+    assert evaluate(config, experiment.evaluation, out, 3, out_csv, out_h5) == 0
+    assert len(pd.read_csv(out_csv)) == 3
