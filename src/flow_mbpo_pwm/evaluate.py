@@ -92,7 +92,7 @@ def run_episodes(config: TrainConfig, evaluation: EvaluationConfig, checkpoint: 
         check_policy_matches(meta, config, env.obs_dim, env.act_dim)
     except CheckpointError as err:
         raise CheckpointError(f"{checkpoint}: does not match cell {_cell_name(config)}: {err}") from err
-    torch.manual_seed(seed)  # the deterministic action uses no randomness; this pins anything else that might
+    torch.manual_seed(seed)  # the deterministic action draws no random numbers; seeding keeps it so if one ever does
     policy.eval()
     with torch.no_grad():
         arrays = _play(env, policy, episodes, num_envs, device)
