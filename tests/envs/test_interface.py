@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -185,3 +187,33 @@ def test_gym_seeded_determinism():
     assert torch.equal(runs[0], runs[1])
     other = make("gym:InvertedPendulum-v5", 3, "cpu", seed=12).reset()
     assert not torch.equal(other, runs[0][0])
+
+
+def test_gym_classic_control_resume_across_auto_resets():
+    """Pendulum keeps its whole dynamic state in `unwrapped.state`: resume is exact there too."""
+    pytest.importorskip("gymnasium")
+    env = make("gym:Pendulum-v1", 2, "cpu", seed=0, episode_length=8)
+    env.reset()
+    g = torch.Generator().manual_seed(7)
+    for _ in range(3):
+        env.step(random_actions(env, g))
+    saved = env.state_dict()
+    actions = [random_actions(env, g) for _ in range(12)]  # crosses an auto-reset at step 8
+    first = [env.step(a) for a in actions]
+    env.load_state_dict(saved)
+    second = [env.step(a) for a in actions]
+    assert any(step[3].any() for step in first)
+    for a, b in zip(first, second, strict=True):
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_gym_discrete_action_space_is_refused():
+    pytest.importorskip("gymnasium")
+    with pytest.raises(ValueError, match="Box observation and action spaces"):
+        make("gym:CartPole-v1", 2, "cpu", 0)
+
+
+def test_missing_gymnasium_gives_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "gymnasium", None)  # as if the optional extra were not installed
+    with pytest.raises(ImportError, match=r"flow-mbpo-pwm\[gym\]"):
+        make("gym:InvertedPendulum-v5", 1, "cpu", 0)
