@@ -35,7 +35,7 @@ metrics returned as 0-d device tensors, no `.item()` or tensor-valued Python bra
 from __future__ import annotations
 
 import math
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch import nn
@@ -54,6 +54,19 @@ class SequenceSource(Protocol):
     """What the world model trains from: the replay buffer, or an offline dataset with the same `sample`."""
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> ReplayBatch: ...
+
+
+class Rollout(NamedTuple):
+    """One imagined rollout of H steps for N envs (everything but `objective` is detached)."""
+
+    objective: torch.Tensor  # [N] per env: sum over closed segments of sum_t gamma^t r_t + gamma^L V(z_L)
+    latents: torch.Tensor  # [H, N, latent] z_0 .. z_{H-1}
+    rewards: torch.Tensor  # [H, N] model rewards (normalised units)
+    next_values: torch.Tensor  # [H, N] min-ensemble V(z_{i+1}), zero where the real env terminated
+    dones: torch.Tensor  # [H, N] bool: the real env ended its episode at step i
+    episodes: torch.Tensor  # training-episode statistics of the real env (0-d, float64)
+    episode_return_sum: torch.Tensor
+    episode_return_max: torch.Tensor
 
 
 class PWM(nn.Module):
@@ -93,18 +106,34 @@ class PWM(nn.Module):
         """One PWM epoch from the real observations `obs [N, obs_dim]`; returns the env's next observations and
         the epoch's metrics (0-d device tensors)."""
         cfg = self.config.pwm
-        H, gamma, N = cfg.horizon, cfg.gamma, self.num_envs
-        if env.num_envs != N:
-            raise ValueError(f"PWM.epoch: env has {env.num_envs} envs, the agent was built for {N}")
+        if env.num_envs != self.num_envs:
+            raise ValueError(f"PWM.epoch: env has {env.num_envs} envs, the agent was built for {self.num_envs}")
         lrs = self.set_learning_rates(progress)
-        wm, gen, dev = self.world_model, self.generator, self.device
-        warmup_metrics = None
         if not self.warmed_up and buffer.ready():  # host read, only until the warm-up has happened
-            warmup_metrics = self.train_world_model(buffer, cfg.wm_warmup_steps)
+            self.train_world_model(buffer, cfg.wm_warmup_steps)
             self.warmed_up = True
-        update = self.warmed_up
 
-        # 1-2. Imagine H steps from E(o) while the real env takes the same actions (data collection only).
+        # 1-2. Imagine H steps from E(o) while the real env takes the same actions (collect-only before warm-up).
+        rollout, obs = self.imagine(env, obs, buffer, with_grad=self.warmed_up)
+        metrics = self._metrics(lrs, rollout)
+        if not self.warmed_up:
+            return obs, metrics
+        # 3. Actor: one step on the imagined objective, gradients through the model into the actions only.
+        metrics["actor_loss"], metrics["actor_grad_norm"] = self.actor_step(rollout.objective)
+        # 4. Critic: TD(lambda) regression on the rollout's detached latents.
+        metrics["critic_loss"], metrics["critic_grad_norm"] = self.critic_step(rollout)
+        # 5. World model: `wm_steps` steps on replayed sub-trajectories.
+        wm_metrics = self._world_model_steps(buffer, cfg.wm_steps if wm_steps is None else wm_steps)
+        wm_metrics.pop("valid_rows")
+        metrics.update(wm_metrics, updated=torch.ones((), device=self.device))
+        return obs, metrics
+
+    def imagine(self, env: Any, obs: torch.Tensor, buffer: Any, with_grad: bool = True) -> tuple[Rollout, torch.Tensor]:
+        """H imagined steps from `z_0 = E(o)`; the real env takes the same actions and its transitions go to
+        `buffer`. Returns the rollout and the env's observations after the H steps."""
+        cfg = self.config.pwm
+        H, gamma, N, dev = cfg.horizon, cfg.gamma, self.num_envs, self.device
+        wm, gen = self.world_model, self.generator
         latents, model_rewards, next_values, dones = [], [], [], []
         objective = torch.zeros(N, device=dev)  # per env: closed segments' sum_t gamma^t r_t + gamma^L V(z_L)
         segment_return = torch.zeros(N, device=dev)  # discounted model rewards of the open segment
@@ -114,7 +143,7 @@ class PWM(nn.Module):
         episode_max = torch.full((), -math.inf, dtype=torch.float64, device=dev)
         with torch.no_grad():
             z = wm.encode(obs)
-        with torch.set_grad_enabled(update):  # collect-only epochs build no graph
+        with torch.set_grad_enabled(with_grad):  # collect-only epochs build no graph
             for i in range(H):
                 action = self.actor.sample(z.detach(), gen)  # a_i = tanh(pi(sg(z_i)) + noise)
                 reward = wm.reward(z, action)  # r_i = R(z_i, a_i)
@@ -144,84 +173,68 @@ class PWM(nn.Module):
                     z_reset = wm.encode(next_obs)
                 z = torch.where(done.unsqueeze(-1), z_reset, z_next)
                 obs = next_obs
-        if not update:
-            return obs, self._metrics(lrs, episodes, episode_sum, episode_max, objective, zeros=True)
+        rollout = Rollout(
+            objective=objective,
+            latents=torch.stack(latents),
+            rewards=torch.stack(model_rewards),
+            next_values=torch.stack(next_values),
+            dones=torch.stack(dones),
+            episodes=episodes,
+            episode_return_sum=episode_sum,
+            episode_return_max=episode_max,
+        )
+        return rollout, obs
 
-        # 3. Actor: maximise the imagined objective, scaled by the running std of objectives (ret_rms).
+    def actor_step(self, objective: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Maximise the imagined objective scaled by the running std of objectives (ret_rms). Only the actor's
+        parameters receive gradients. Returns (loss, pre-clip grad norm)."""
         self.ret_rms.update(objective.detach())
-        actor_loss = -(objective / self.ret_rms.std().to(objective.dtype)).mean()
-        actor_grad_norm = self._optimize(
-            self.actor_optimizer, list(self.actor.parameters()), actor_loss, cfg.actor_grad_clip
+        loss = -(objective / self.ret_rms.std().to(objective.dtype)).mean()
+        grad_norm = self._optimize(
+            self.actor_optimizer, list(self.actor.parameters()), loss, self.config.pwm.actor_grad_clip
         )
         self.actor.clamp_logstd_()
+        return loss.detach(), grad_norm
 
-        # 4. Critic: TD(lambda) targets on the detached latents; `critic_iterations` passes x minibatches.
+    def critic_step(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor]:
+        """TD(lambda) targets on the detached latents; `critic_iterations` shuffled passes of `critic_minibatches`
+        minibatches, MSE of every ensemble member. Returns mean (loss, pre-clip grad norm)."""
+        cfg = self.config.pwm
+        H, N = rollout.rewards.shape
         with torch.no_grad():
-            targets = td_lambda_targets(
-                torch.stack(model_rewards), torch.stack(next_values), torch.stack(dones), gamma, cfg.lam
-            ).reshape(-1)
-        states = torch.stack(latents).reshape(H * N, -1)
+            targets = td_lambda_targets(rollout.rewards, rollout.next_values, rollout.dones, cfg.gamma, cfg.lam)
+        states, targets = rollout.latents.reshape(H * N, -1), targets.reshape(-1)
         minibatches = min(cfg.critic_minibatches, H * N)
         size = (H * N) // minibatches
-        critic_loss = torch.zeros((), device=dev)
-        critic_grad_norm = torch.zeros((), device=dev)
-        critic_params = list(self.critic.parameters())
+        total_loss = torch.zeros((), device=self.device)
+        total_norm = torch.zeros((), device=self.device)
+        params = list(self.critic.parameters())
         for _ in range(cfg.critic_iterations):
-            order = torch.randperm(H * N, generator=gen, device=dev)
+            order = torch.randperm(H * N, generator=self.generator, device=self.device)
             for b in range(minibatches):
                 idx = order[b * size : (b + 1) * size]
                 loss = (self.critic(states[idx]) - targets[idx]).pow(2).mean()
-                critic_grad_norm += self._optimize(self.critic_optimizer, critic_params, loss, cfg.critic_grad_clip)
-                critic_loss += loss.detach()
+                total_norm += self._optimize(self.critic_optimizer, params, loss, cfg.critic_grad_clip)
+                total_loss += loss.detach()
         updates = cfg.critic_iterations * minibatches
-        critic_loss, critic_grad_norm = critic_loss / updates, critic_grad_norm / updates
+        return total_loss / updates, total_norm / updates
 
-        # 5. World model: `wm_steps` steps on replayed sub-trajectories.
-        wm_metrics = self._world_model_steps(buffer, cfg.wm_steps if wm_steps is None else wm_steps)
-        wm_metrics.pop("valid_rows")
-        if warmup_metrics is not None and (cfg.wm_steps if wm_steps is None else wm_steps) == 0:
-            wm_metrics = warmup_metrics
-
-        metrics = self._metrics(lrs, episodes, episode_sum, episode_max, objective)
-        metrics.update(
-            actor_loss=actor_loss.detach(),
-            critic_loss=critic_loss,
-            actor_grad_norm=actor_grad_norm,
-            critic_grad_norm=critic_grad_norm,
-            **wm_metrics,
-        )
-        return obs, metrics
-
-    def _metrics(
-        self,
-        lrs: dict[str, float],
-        episodes: torch.Tensor,
-        episode_sum: torch.Tensor,
-        episode_max: torch.Tensor,
-        objective: torch.Tensor,
-        zeros: bool = False,
-    ) -> dict[str, torch.Tensor]:
+    def _metrics(self, lrs: dict[str, float], rollout: Rollout) -> dict[str, torch.Tensor]:
         """The epoch's metrics; losses and grad norms start at zero (what a collect-only epoch reports)."""
         dev = self.device
         losses = (
-            "actor_loss",
-            "critic_loss",
-            "wm_loss",
-            "wm_dynamics_loss",
-            "wm_reward_loss",
-            "actor_grad_norm",
-            "critic_grad_norm",
-            "wm_grad_norm",
-        )
+            "actor_loss", "critic_loss", "wm_loss", "wm_dynamics_loss", "wm_reward_loss", "actor_grad_norm",
+            "critic_grad_norm", "wm_grad_norm",
+        )  # fmt: skip
         return {
             **{name: torch.zeros((), device=dev) for name in losses},
             **{f"{name}_lr": torch.full((), lr, device=dev) for name, lr in lrs.items()},
-            "episodes_finished": episodes,
-            "episode_return_sum": episode_sum,
-            "episode_return_max": episode_max,
-            "imagined_objective": objective.detach().mean(),
+            "episodes_finished": rollout.episodes,
+            "episode_return_sum": rollout.episode_return_sum,
+            "episode_return_max": rollout.episode_return_max,
+            "imagined_objective": rollout.objective.detach().mean(),
             "actor_std": self.actor.std().detach().mean(),
-            "updated": torch.full((), 0.0 if zeros else 1.0, device=dev),
+            "updated": torch.zeros((), device=dev),
         }
 
     # ------------------------------------------------------------------------------------------------------------

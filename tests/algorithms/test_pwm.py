@@ -1,0 +1,162 @@
+import math
+
+import pytest
+import torch
+from pwm_helpers import TASK, small_config
+
+from flow_mbpo_pwm import io
+from flow_mbpo_pwm.algorithms.pwm import PWM
+from flow_mbpo_pwm.config import with_overrides
+from flow_mbpo_pwm.data.replay import ReplayBuffer
+from flow_mbpo_pwm.envs import make
+
+EPOCH_METRICS = (
+    "actor_loss", "critic_loss", "wm_loss", "wm_dynamics_loss", "wm_reward_loss", "actor_grad_norm",
+    "critic_grad_norm", "wm_grad_norm", "actor_lr", "critic_lr", "wm_lr", "episodes_finished",
+    "episode_return_sum", "episode_return_max",
+)  # fmt: skip
+
+
+def build(dynamics: str = "deterministic", seed: int = 0, env_seed: int | None = None, **pwm):
+    config = small_config(dynamics, **pwm)
+    torch.manual_seed(seed)
+    env_seed = seed if env_seed is None else env_seed
+    env = make(TASK, config.env.num_envs, "cpu", env_seed, episode_length=config.env.episode_length)
+    agent = PWM(env.obs_dim, env.act_dim, config, "cpu")
+    buffer = ReplayBuffer(config.pwm.buffer_size, env.num_envs, env.obs_dim, env.act_dim, "cpu",
+                          horizon=config.pwm.horizon)  # fmt: skip
+    return agent, env, buffer, env.reset()
+
+
+def run_until_warm(agent, env, buffer, obs, max_epochs: int = 50):
+    for e in range(max_epochs):
+        obs, metrics = agent.epoch(env, obs, buffer, e / 100)
+        if agent.warmed_up:
+            return obs, metrics
+    raise AssertionError("the buffer never became ready")
+
+
+def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def changed(before: dict[str, torch.Tensor], module: torch.nn.Module) -> list[str]:
+    return [k for k, v in module.state_dict().items() if not torch.equal(before[k], v)]
+
+
+@pytest.mark.parametrize("dynamics", ["deterministic", "flow"])
+def test_actor_loss_moves_only_the_actor_with_gradients_through_the_dynamics(dynamics):
+    agent, env, buffer, obs = build(dynamics)
+    obs, _ = run_until_warm(agent, env, buffer, obs)
+    # Gradients reach the actions through the model: d F(z, a) / d a is non-zero (through every flow substep).
+    z = agent.world_model.encode(obs)
+    a = torch.zeros(env.num_envs, env.act_dim, requires_grad=True)
+    (grad_a,) = torch.autograd.grad(agent.world_model.next(z, a, agent.generator).pow(2).sum(), a)
+    assert grad_a.abs().sum() > 0
+
+    rollout, _ = agent.imagine(env, obs, buffer, with_grad=True)
+    assert rollout.objective.requires_grad
+    wm_before, critic_before, actor_before = snapshot(agent.world_model), snapshot(agent.critic), snapshot(agent.actor)
+    for p in [*agent.world_model.parameters(), *agent.critic.parameters()]:
+        p.grad = None
+    loss, grad_norm = agent.actor_step(rollout.objective)
+    assert torch.isfinite(loss) and grad_norm > 0
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in agent.actor.mu_net.parameters())
+    assert changed(actor_before, agent.actor)
+    assert changed(wm_before, agent.world_model) == []
+    assert changed(critic_before, agent.critic) == []
+    assert all(p.grad is None for p in [*agent.world_model.parameters(), *agent.critic.parameters()])
+
+
+def test_epochs_collect_only_until_the_buffer_is_ready():
+    agent, env, buffer, obs = build(horizon=4)
+    before = {f"{name}.{k}": v.clone() for name in ("world_model", "actor", "critic")
+              for k, v in getattr(agent, name).state_dict().items()}  # fmt: skip
+    obs, metrics = agent.epoch(env, obs, buffer, 0.0)  # 4 steps: no finished episode yet
+    assert not agent.warmed_up and metrics["updated"].item() == 0.0
+    assert all(metrics[k].item() == 0.0 for k in ("actor_loss", "critic_loss", "wm_loss"))
+    # Data was collected (running reward statistics moved), but no parameter changed.
+    assert buffer.num_added == 4 and agent.rew_rms.count.item() > 1
+    for name in ("world_model", "actor", "critic"):
+        module = getattr(agent, name)
+        assert all(torch.equal(before[f"{name}.{k}"], v) for k, v in module.state_dict().items())
+
+
+@pytest.mark.parametrize("dynamics", ["deterministic", "flow"])
+def test_a_few_epochs_on_a_real_gym_env_run_with_finite_losses(dynamics):
+    agent, env, buffer, obs = build(dynamics)
+    obs, metrics = run_until_warm(agent, env, buffer, obs)
+    for epoch in range(3):
+        obs, metrics = agent.epoch(env, obs, buffer, 0.5 + epoch / 10)
+        assert set(EPOCH_METRICS) <= set(metrics)
+        assert all(v.dim() == 0 for v in metrics.values())
+        assert metrics["updated"].item() == 1.0
+        for name in EPOCH_METRICS[:11]:
+            assert math.isfinite(metrics[name].item()), name
+        assert metrics["wm_loss"].item() > 0 and metrics["critic_loss"].item() > 0
+    cfg = agent.config.pwm
+    assert metrics["actor_lr"].item() == pytest.approx(cfg.actor_lr + (cfg.lr_min - cfg.actor_lr) * 0.7)
+    assert metrics["wm_lr"].item() == pytest.approx(cfg.wm_lr + (cfg.wm_lr_min - cfg.wm_lr) * 0.7)
+    assert obs.shape == (env.num_envs, env.obs_dim)
+
+
+def test_training_episode_statistics_are_the_real_env_returns():
+    agent, env, buffer, obs = build(num_envs=3, horizon=8)
+    finished, total, best = 0.0, 0.0, -math.inf
+    for e in range(6):
+        obs, m = agent.epoch(env, obs, buffer, e / 10)
+        finished += m["episodes_finished"].item()
+        total += m["episode_return_sum"].item()
+        best = max(best, m["episode_return_max"].item())
+    # Recompute every finished episode's return from the real rewards stored in the buffer (all steps are there).
+    data = buffer.chronological()
+    ended = data["terminated"] | data["truncated"]
+    returns = []
+    for env_id in range(3):
+        running = 0.0
+        for t in range(ended.shape[0]):
+            running += data["reward"][t, env_id].item()
+            if ended[t, env_id]:
+                returns.append(running)
+                running = 0.0
+    assert finished == len(returns) > 0
+    assert total == pytest.approx(sum(returns))
+    assert best == pytest.approx(max(returns))
+
+
+def test_state_dict_round_trip_continues_bitwise(tmp_path):
+    agent, env, buffer, obs = build("flow", seed=3)
+    obs, _ = run_until_warm(agent, env, buffer, obs)
+    obs, _ = agent.epoch(env, obs, buffer, 0.3)
+    # Save everything a resume needs, through the real checkpoint IO (weights_only loading).
+    state = {"agent": agent.state_dict(), "buffer": buffer.state_dict(), "env": env.state_dict(), "obs": obs}
+    io.torch_save(tmp_path / "state.pt", state)
+    loaded = io.torch_load(tmp_path / "state.pt")
+    for e in range(2):
+        obs, metrics_a = agent.epoch(env, obs, buffer, 0.4 + e / 10)
+
+    other, env_b, buffer_b, _ = build("flow", seed=99, env_seed=3)  # another init: all of it must be overwritten
+    other.load_state_dict(loaded["agent"])
+    buffer_b.load_state_dict(loaded["buffer"])
+    env_b.load_state_dict(loaded["env"])
+    obs_b = loaded["obs"]
+    assert other.warmed_up
+    for e in range(2):
+        obs_b, metrics_b = other.epoch(env_b, obs_b, buffer_b, 0.4 + e / 10)
+    assert torch.equal(obs, obs_b)
+    for (k, v), (k2, v2) in zip(agent.state_dict()["modules"].items(), other.state_dict()["modules"].items(),
+                                strict=True):  # fmt: skip
+        assert k == k2 and torch.equal(v, v2), k
+    for name in metrics_a:
+        assert torch.equal(metrics_a[name], metrics_b[name]), name
+
+
+def test_bad_inputs_are_refused_with_clear_errors():
+    agent, env, buffer, obs = build()
+    with pytest.raises(ValueError, match="progress"):
+        agent.epoch(env, obs, buffer, 1.5)
+    other_env = make(TASK, 2, "cpu", 0)
+    with pytest.raises(ValueError, match="2 envs"):
+        agent.epoch(other_env, other_env.reset(), buffer, 0.0)
+    with pytest.raises(ValueError, match="normalize_obs"):
+        PWM(4, 1, with_overrides(small_config(), pwm={"normalize_obs": True}), "cpu")

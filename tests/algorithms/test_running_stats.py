@@ -1,0 +1,37 @@
+import numpy as np
+import torch
+
+from flow_mbpo_pwm.algorithms.running_stats import RunningMeanStd
+
+
+def test_matches_numpy_mean_and_variance_over_the_concatenated_batches():
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(3.0, 2.0, size=(n, 4)) * rng.uniform(0.5, 2.0, size=4) for n in (1, 7, 100, 33)]
+    stats = RunningMeanStd((4,), epsilon=0.0)
+    for batch in batches:
+        stats.update(torch.as_tensor(batch, dtype=torch.float32))
+    everything = np.concatenate(batches).astype(np.float32).astype(np.float64)
+    np.testing.assert_allclose(stats.mean.numpy(), everything.mean(0), rtol=1e-10)
+    np.testing.assert_allclose(stats.var.numpy(), everything.var(0), rtol=1e-10)
+    assert stats.count.item() == len(everything)
+
+
+def test_default_pseudo_count_only_nudges_the_statistics_and_normalize_clips():
+    stats = RunningMeanStd(())
+    data = torch.arange(1000, dtype=torch.float32)
+    stats.update(data[:500])
+    stats.update(data[500:])
+    assert abs(stats.mean.item() - 499.5) < 1e-3
+    assert abs(stats.var.item() - data.double().var(unbiased=False).item()) / stats.var.item() < 1e-6
+    normalized = stats.normalize(torch.tensor([499.5, 1e9, -1e9]), clip=5.0)
+    assert normalized.dtype == torch.float32
+    torch.testing.assert_close(normalized, torch.tensor([0.0, 5.0, -5.0]), atol=1e-6, rtol=0)
+
+
+def test_statistics_are_buffers_in_the_state_dict():
+    stats = RunningMeanStd(())
+    stats.update(torch.tensor([1.0, 2.0, 3.0]))
+    other = RunningMeanStd(())
+    other.load_state_dict(stats.state_dict())
+    assert torch.equal(other.mean, stats.mean) and torch.equal(other.var, stats.var)
+    assert torch.equal(other.count, stats.count)

@@ -1,0 +1,122 @@
+"""The flow-matching dynamics' documented decisions (models/dynamics.py), each protected here."""
+
+import pytest
+import torch
+from torch import nn
+
+from flow_mbpo_pwm.config import DynamicsConfig
+from flow_mbpo_pwm.models.dynamics import DeterministicDynamics, FlowDynamics, TimeEmbedding
+from flow_mbpo_pwm.models.layers import NormedLinear, SimNorm
+
+LATENT, ACT, GROUP = 16, 2, 8
+
+
+def simplex_batch(n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return SimNorm(GROUP)(torch.randn(n, LATENT, generator=g) * 2)
+
+
+def flow(**overrides) -> FlowDynamics:
+    config = DynamicsConfig(kind="flow", **overrides)
+    return FlowDynamics(LATENT, ACT, (64, 64), GROUP, config)
+
+
+def fit(net: nn.Module, inputs: torch.Tensor, target: torch.Tensor, steps: int = 400) -> float:
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    for _ in range(steps):
+        loss = (net(inputs) - target).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return loss.item()
+
+
+def test_velocity_head_ends_in_plain_linear_and_fits_negative_targets_a_simnorm_head_cannot():
+    torch.manual_seed(0)
+    dyn = flow(project="none")
+    assert type(dyn.velocity_net[-1]) is nn.Linear
+    # The fork's velocity target: x1 - x0 between two simplex latents (negative entries, zero group sums).
+    z, z_next = simplex_batch(32, 1), simplex_batch(32, 2)
+    target = z_next - z
+    assert (target < 0).any()
+    tau = torch.rand(32, 1)
+    inputs = torch.cat([(1 - tau) * z + tau * z_next, torch.rand(32, ACT), dyn.time_embedding(tau)], -1)
+    plain_loss = fit(dyn.velocity_net, inputs, target)
+    # The same network with the fork's last layer (Linear -> LayerNorm -> SimNorm).
+    torch.manual_seed(0)
+    defective = flow(project="none").velocity_net
+    defective[-1] = NormedLinear(64, LATENT, act=SimNorm(GROUP))
+    simnorm_loss = fit(defective, inputs, target)
+    # A SimNorm output has group sums 1 vs the target's 0: MSE >= (1/8)^2 per entry whatever it learns.
+    assert simnorm_loss > 1.0 / GROUP**2 * 0.99
+    assert plain_loss < 1e-3
+    assert simnorm_loss > 20 * plain_loss
+
+
+def test_simnorm_projection_is_the_exact_inverse_of_the_log_chart_and_keeps_latents_on_the_simplex():
+    dyn = flow(project="simnorm")
+    z = simplex_batch(10, 3)
+    torch.testing.assert_close(dyn.from_flow_space(dyn.to_flow_space(z)), z)
+    # Whatever the (untrained) velocity field, the integrated latent is a valid SimNorm latent.
+    with torch.no_grad():
+        for p in dyn.velocity_net.parameters():
+            p.normal_(0, 0.5)
+        out = dyn(z, torch.rand(10, ACT))
+    torch.testing.assert_close(out.view(10, -1, GROUP).sum(-1), torch.ones(10, LATENT // GROUP))
+    assert (out > 0).all()
+
+
+def test_projection_none_returns_the_raw_integrated_state():
+    dyn = flow(project="none", integrator="euler", substeps=1)
+    z, a = simplex_batch(6, 4), torch.rand(6, ACT)
+    with torch.no_grad():
+        expected = z + dyn.velocity(z, a, 0.0)  # one Euler step from x0 = z
+        torch.testing.assert_close(dyn(z, a), expected)
+
+
+@pytest.mark.parametrize("project", ["simnorm", "none"])
+def test_flow_loss_trains_the_integrated_latent_onto_the_target(project):
+    torch.manual_seed(0)
+    dyn = flow(project=project, integrator="heun", substeps=4)
+    z, target, a = simplex_batch(16, 5), simplex_batch(16, 6), torch.rand(16, ACT) * 2 - 1
+    gen = torch.Generator().manual_seed(0)
+    opt = torch.optim.Adam(dyn.parameters(), lr=3e-3)
+    initial = (dyn(z, a) - target).pow(2).mean().item()
+    for _ in range(300):
+        loss, _ = dyn.loss(z, a, target, gen)
+        opt.zero_grad()
+        loss.mean().backward()
+        opt.step()
+    with torch.no_grad():
+        final = (dyn(z, a) - target).pow(2).mean().item()
+    assert final < 0.05 * initial
+
+
+def test_noise_source_is_stochastic_and_reproducible_from_the_generator():
+    dyn = flow(source="noise")
+    z, a = simplex_batch(4, 7), torch.rand(4, ACT)
+    with torch.no_grad():
+        first = dyn(z, a, torch.Generator().manual_seed(1))
+        again = dyn(z, a, torch.Generator().manual_seed(1))
+        other = dyn(z, a, torch.Generator().manual_seed(2))
+    torch.testing.assert_close(first, again)
+    assert not torch.allclose(first, other)
+    assert dyn.velocity_net[0].in_features == LATENT + LATENT + ACT + 32  # x, conditioning [z, a], time
+
+
+def test_time_embeddings():
+    tau = torch.tensor([[0.0], [0.5], [1.0]])
+    sinusoidal = TimeEmbedding("sinusoidal", 32)
+    assert sinusoidal(tau).shape == (3, 32) and sinusoidal.dim == 32
+    torch.testing.assert_close(sinusoidal(tau)[0], torch.cat([torch.zeros(16), torch.ones(16)]))
+    raw = TimeEmbedding("raw", 32)
+    assert raw.dim == 1 and torch.equal(raw(tau), tau)
+    assert flow(time_embedding="raw").velocity_net[0].in_features == LATENT + ACT + 1
+
+
+def test_both_dynamics_share_one_interface():
+    z, a, target = simplex_batch(5, 8), torch.rand(5, ACT), simplex_batch(5, 9)
+    for dyn in (DeterministicDynamics(LATENT, ACT, (32,), GROUP), flow()):
+        assert dyn(z, a).shape == (5, LATENT)
+        loss, z_next = dyn.loss(z, a, target, torch.Generator().manual_seed(0))
+        assert loss.shape == (5,) and z_next.shape == (5, LATENT)
