@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from flow_mbpo_pwm import io
@@ -169,7 +170,23 @@ def _play(env: Any, policy: torch.nn.Module, episodes: int, n: int, device: torc
     host["returns"] = host["rewards"].astype("float64").sum(axis=1)
     if not (host["lengths"] >= 1).all():
         raise EvaluationError("internal error: an episode was not recorded")
+    _check_finite(host)
     return host
+
+
+def _check_finite(host: dict[str, Any]) -> None:
+    """Non-finite actions or physics must not turn into numbers in the results table. On CUDA the Ant does not
+    check actions on the host (it replaces NaN by zero torque and counts it), so the recorded actions are checked
+    here; a physics blow-up ends the episode with a non-finite observation and reward."""
+    for name in ("actions", "observations", "rewards", "final_observations"):
+        values = host[name]
+        bad = ~np.isfinite(values.reshape(values.shape[0], -1)).all(axis=1)
+        if bad.any():
+            episodes = np.flatnonzero(bad).tolist()
+            raise EvaluationError(
+                f"non-finite {name} in episode(s) {episodes[:10]}{' ...' if len(episodes) > 10 else ''}"
+                + (" (the policy's actions are NaN/Inf)" if name == "actions" else " (the simulation blew up)")
+            )
 
 
 def write_outputs(result: dict[str, Any], out_csv: Path, out_h5: Path) -> None:

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from flow_mbpo_pwm import envs
+from flow_mbpo_pwm import envs, io
 from flow_mbpo_pwm.checkpoints import load_policy
 from flow_mbpo_pwm.cli import main
 from flow_mbpo_pwm.config import with_overrides
@@ -171,6 +171,32 @@ def test_a_checkpoint_that_does_not_fit_the_cell_is_refused_before_any_step(
     err = capsys.readouterr().err
     assert str(checkpoint) in err and named in err
     assert spy.resets == 0 and spy.steps == 0
+    assert not out_csv.exists() and not out_h5.exists()
+
+
+def nan_policy_checkpoint(checkpoint):
+    """The real checkpoint with its actor's weights set to NaN (a policy whose actions are NaN)."""
+    data = io.torch_load(checkpoint)
+    data["actor"] = {k: torch.full_like(v, float("nan")) for k, v in data["actor"].items()}
+    io.torch_save(checkpoint, data)
+    return checkpoint
+
+
+@pytest.mark.parametrize("host_check", [True, False])
+def test_nan_actions_fail_loudly_and_leave_nothing(
+    tmp_path, experiment, cell, checkpoint, monkeypatch, capsys, host_check
+):
+    """With the env's host check (CPU default) the env refuses the action; without it (the Ant's CUDA default:
+    NaN replaced by zero torque and only counted) evaluate's own check on the recorded actions must catch it."""
+    real = envs.make_from_config
+    monkeypatch.setattr(envs, "make_from_config", lambda *a, **k: real(*a, **k, check_actions=host_check))
+    out_csv, out_h5 = tmp_path / "episodes.csv", tmp_path / "trajectories.h5"
+    if host_check:
+        with pytest.raises(ValueError, match="NaN"):
+            evaluate(cell, experiment.evaluation, nan_policy_checkpoint(checkpoint), 3, out_csv, out_h5)
+    else:
+        assert evaluate(cell, experiment.evaluation, nan_policy_checkpoint(checkpoint), 3, out_csv, out_h5) != 0
+        assert "non-finite actions in episode(s) [0, 1, 2]" in capsys.readouterr().err
     assert not out_csv.exists() and not out_h5.exists()
 
 
