@@ -62,6 +62,7 @@ def test_state_dict_continues_bitwise(env):
     actions = [random_actions(env, g) for _ in range(12)]
     first = [env.step(a) for a in actions]
     env.load_state_dict(saved)
+    assert torch.equal(env.current_obs(), saved["obs"].to(env.current_obs().dtype))
     second = [env.step(a) for a in actions]
     for (o1, r1, te1, tr1, i1), (o2, r2, te2, tr2, i2) in zip(first, second, strict=True):
         assert torch.equal(o1, o2) and torch.equal(r1, r2)

@@ -8,7 +8,14 @@
 Done envs (terminated | truncated) are reset individually inside `step`; `obs` holds their post-reset
 observation and `info["final_obs"]` the pre-reset one (equal to `obs` for the other rows). Every tensor lives on
 `env.device`. Attributes: `num_envs, obs_dim, act_dim, device, max_episode_steps`. `state_dict()` /
-`load_state_dict()` continue bitwise (Ant; Gymnasium backends: see `gym_adapter`).
+`load_state_dict()` continue bitwise (Ant; Gymnasium backends: see `gym_adapter`); after a restore,
+`current_obs()` returns the observation to continue from (no reset needed).
+
+NaN/Inf actions: with `env.check_actions` True (default on CPU) `step` raises ValueError before touching
+anything. With it False (default for the Ant on CUDA, so the hot path has no host sync) a non-finite entry is
+applied as 0 and counted in the device tensor `env.nonfinite_actions`; `env.raise_if_nonfinite_actions()` syncs
+and raises. Either way the simulation state is never corrupted. `env.physics_failures` counts envs reset because
+their state became non-finite (never seen with the calibrated Ant).
 
 Overrides accepted by `make`: `episode_length` for every task; for the Ant also `solver`
 ("semi_implicit" | "featherstone"), `check_actions`, `use_cuda_graph`, `deterministic` and the calibration constants of

@@ -419,6 +419,13 @@ class AntEnv:
             info,
         )
 
+    def current_obs(self) -> torch.Tensor:
+        """The observation of the current state (what the last reset/step returned; restored by
+        load_state_dict), so a resumed run can continue without a reset."""
+        with self._warp_section():
+            pass
+        return self._obs_t.clone()
+
     def reset_envs(self, mask: torch.Tensor) -> torch.Tensor:
         """Reset only the envs where `mask` [N] bool is set (same noise streams as automatic resets); returns
         the full obs [N, 37] (rows not in `mask` untouched)."""

@@ -151,6 +151,10 @@ class GymVectorEnv:
             info,
         )
 
+    def current_obs(self) -> torch.Tensor:
+        """The observation of the current state (restored by load_state_dict)."""
+        return self._to_torch(self._obs)
+
     def raise_if_nonfinite_actions(self) -> None:
         count = int(self.nonfinite_actions.item())
         if count:
