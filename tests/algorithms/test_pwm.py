@@ -160,3 +160,26 @@ def test_bad_inputs_are_refused_with_clear_errors():
         agent.epoch(other_env, other_env.reset(), buffer, 0.0)
     with pytest.raises(ValueError, match="normalize_obs"):
         PWM(4, 1, with_overrides(small_config(), pwm={"normalize_obs": True}), "cpu")
+
+
+@pytest.mark.parametrize("dynamics", ["deterministic", "flow"])
+def test_world_model_loss_definition_and_masking_of_invalid_rows(dynamics):
+    agent, env, buffer, obs = build(dynamics, gamma=1.0)
+    run_until_warm(agent, env, buffer, obs)
+    batch = buffer.sample(8, agent.generator)
+    assert batch.valid.all()
+    losses = agent.world_model_loss(batch)
+    torch.testing.assert_close(losses.total, losses.dynamics + losses.reward)
+    if dynamics == "deterministic":  # with gamma = 1 the latent MSE is the dynamics loss itself
+        torch.testing.assert_close(losses.dynamics, losses.latent_mse)
+    # Rows flagged invalid contribute nothing, and do not dilute the mean of the valid ones.
+    half = batch._replace(valid=torch.arange(8) < 4)
+    first = batch._replace(**{f: getattr(batch, f)[:4] for f in batch._fields})
+    agent.generator.manual_seed(5)
+    masked = agent.world_model_loss(half)
+    agent.generator.manual_seed(5)
+    reference = agent.world_model_loss(first)
+    if dynamics == "deterministic":  # (flow draws tau per row, so only the deterministic loss is comparable)
+        torch.testing.assert_close(masked.total, reference.total)
+    none = agent.world_model_loss(batch._replace(valid=torch.zeros(8, dtype=torch.bool)))
+    assert none.total.item() == 0.0 and none.valid_rows.item() == 0

@@ -69,6 +69,14 @@ class Rollout(NamedTuple):
     episode_return_max: torch.Tensor
 
 
+class WorldModelLoss(NamedTuple):
+    total: torch.Tensor
+    dynamics: torch.Tensor  # latent MSE (deterministic) or rectified-flow loss (flow), discounted
+    reward: torch.Tensor
+    latent_mse: torch.Tensor  # imagined vs encoded latents, undiscounted (comparable across dynamics)
+    valid_rows: torch.Tensor
+
+
 class PWM(nn.Module):
     def __init__(self, obs_dim: int, act_dim: int, config: TrainConfig, device: str | torch.device):
         super().__init__()
@@ -223,8 +231,8 @@ class PWM(nn.Module):
         """The epoch's metrics; losses and grad norms start at zero (what a collect-only epoch reports)."""
         dev = self.device
         losses = (
-            "actor_loss", "critic_loss", "wm_loss", "wm_dynamics_loss", "wm_reward_loss", "actor_grad_norm",
-            "critic_grad_norm", "wm_grad_norm",
+            "actor_loss", "critic_loss", "wm_loss", "wm_dynamics_loss", "wm_reward_loss", "wm_latent_mse",
+            "actor_grad_norm", "critic_grad_norm", "wm_grad_norm",
         )  # fmt: skip
         return {
             **{name: torch.zeros((), device=dev) for name in losses},
@@ -241,10 +249,12 @@ class PWM(nn.Module):
     # World model
     # ------------------------------------------------------------------------------------------------------------
 
-    def world_model_loss(self, batch: ReplayBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def world_model_loss(self, batch: ReplayBatch) -> WorldModelLoss:
         """`L = (1/H) sum_t gamma^t [dyn_t + (R(z_t, a_t) - r_t)^2]` over the batch's valid rows, rolling out from
         `z_0 = E(o_0)` with the model's own predictions; `dyn_t` is the latent MSE (deterministic) or the
-        rectified-flow loss (flow) against `sg(E(o_{t+1}))`. Returns (total, dynamics part, reward part)."""
+        rectified-flow loss (flow) against `sg(E(o_{t+1}))`. Also reports the rollout's undiscounted latent MSE,
+        which — unlike `dyn_t` — means the same for both dynamics (how far imagined latents are from encoded ones).
+        """
         cfg = self.config.pwm
         wm = self.world_model
         obs = batch.obs.transpose(0, 1)  # [H+1, B, obs_dim]
@@ -256,47 +266,46 @@ class PWM(nn.Module):
         z = wm.encode(obs[0])
         dynamics_loss = torch.zeros(obs.shape[1], device=obs.device)
         reward_loss = torch.zeros_like(dynamics_loss)
+        latent_mse = torch.zeros_like(dynamics_loss)
         for t in range(horizon):
             reward_loss = reward_loss + cfg.gamma**t * wm.reward_head.loss(z, action[t], reward[t])
             step_loss, z = wm.dynamics.loss(z, action[t], targets[t], self.generator)
             dynamics_loss = dynamics_loss + cfg.gamma**t * step_loss
+            latent_mse = latent_mse + (z.detach() - targets[t]).pow(2).mean(-1)
         weight = batch.valid.to(dynamics_loss.dtype)
         denominator = horizon * weight.sum().clamp_min(1.0)
-        dynamics_loss = (dynamics_loss * weight).sum() / denominator
-        reward_loss = (reward_loss * weight).sum() / denominator
-        return dynamics_loss + reward_loss, dynamics_loss, reward_loss
+
+        def mean(per_row: torch.Tensor) -> torch.Tensor:
+            return (per_row * weight).sum() / denominator
+
+        dynamics, rewards = mean(dynamics_loss), mean(reward_loss)
+        return WorldModelLoss(dynamics + rewards, dynamics, rewards, mean(latent_mse), weight.sum())
 
     def train_world_model(self, source: SequenceSource, steps: int) -> dict[str, torch.Tensor]:
         """Warm-up or pretraining, called by the host: `steps` world-model updates on batches of `pwm.wm_batch`
         sub-trajectories from `source` (the replay buffer or an offline dataset). Marks the agent warmed up if any
         sampled window was valid (one host read). Returns mean losses and grad norm (0-d device tensors)."""
         metrics = self._world_model_steps(source, steps)
-        if steps > 0 and bool(metrics.pop("valid_rows") > 0):
+        valid_rows = metrics.pop("valid_rows")
+        if steps > 0 and bool(valid_rows > 0):
             self.warmed_up = True
-        metrics.pop("valid_rows", None)
         return metrics
 
     def _world_model_steps(self, source: SequenceSource, steps: int) -> dict[str, torch.Tensor]:
         if steps < 0:
             raise ValueError(f"world-model steps must be >= 0, got {steps}")
         cfg = self.config.pwm
-        totals = torch.zeros(4, device=self.device)
+        totals = torch.zeros(5, device=self.device)
         valid_rows = torch.zeros((), device=self.device)
         params = list(self.world_model.parameters())
         for _ in range(steps):
-            batch = source.sample(cfg.wm_batch, self.generator)
-            loss, dynamics_loss, reward_loss = self.world_model_loss(batch)
-            grad_norm = self._optimize(self.wm_optimizer, params, loss, cfg.wm_grad_clip)
-            totals += torch.stack([loss.detach(), dynamics_loss.detach(), reward_loss.detach(), grad_norm])
-            valid_rows += batch.valid.sum()
+            losses = self.world_model_loss(source.sample(cfg.wm_batch, self.generator))
+            grad_norm = self._optimize(self.wm_optimizer, params, losses.total, cfg.wm_grad_clip)
+            totals += torch.stack([*(x.detach() for x in losses[:4]), grad_norm])
+            valid_rows += losses.valid_rows
         totals = totals / max(steps, 1)
-        return {
-            "wm_loss": totals[0],
-            "wm_dynamics_loss": totals[1],
-            "wm_reward_loss": totals[2],
-            "wm_grad_norm": totals[3],
-            "valid_rows": valid_rows,
-        }
+        names = ("wm_loss", "wm_dynamics_loss", "wm_reward_loss", "wm_latent_mse", "wm_grad_norm")
+        return {**dict(zip(names, totals, strict=True)), "valid_rows": valid_rows}
 
     # ------------------------------------------------------------------------------------------------------------
     # Acting, optimisation helpers, state
