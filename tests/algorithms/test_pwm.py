@@ -29,9 +29,16 @@ def build(dynamics: str = "deterministic", seed: int = 0, env_seed: int | None =
 
 
 def run_until_warm(agent, env, buffer, obs, max_epochs: int = 50):
+    """Collect-only epochs until the buffer is ready, then the warm-up (the caller's host-side rule), then one
+    training epoch."""
     for e in range(max_epochs):
         obs, metrics = agent.epoch(env, obs, buffer, e / 100)
-        if agent.warmed_up:
+        assert metrics["updated"].item() == 0.0
+        if buffer.ready():
+            agent.train_world_model(buffer, agent.config.pwm.wm_warmup_steps)
+            assert agent.warmed_up
+            obs, metrics = agent.epoch(env, obs, buffer, (e + 1) / 100)
+            assert metrics["updated"].item() == 1.0
             return obs, metrics
     raise AssertionError("the buffer never became ready")
 
@@ -72,6 +79,9 @@ def test_epochs_collect_only_until_the_buffer_is_ready():
     agent, env, buffer, obs = build(horizon=4)
     before = {f"{name}.{k}": v.clone() for name in ("world_model", "actor", "critic")
               for k, v in getattr(agent, name).state_dict().items()}  # fmt: skip
+    # A warm-up on a buffer without any full window trains nothing and does not count.
+    agent.train_world_model(buffer, 3)
+    assert not agent.warmed_up
     obs, metrics = agent.epoch(env, obs, buffer, 0.0)  # 4 steps: no finished episode yet
     assert not agent.warmed_up and metrics["updated"].item() == 0.0
     assert all(metrics[k].item() == 0.0 for k in ("actor_loss", "critic_loss", "wm_loss"))

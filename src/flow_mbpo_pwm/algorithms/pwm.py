@@ -19,13 +19,13 @@ Choices, and where they differ from the public PWM code (docs: ../shared/specs/p
 - Learning rates decay linearly with `progress` in [0, 1] (actor and critic to `lr_min`, world model to
   `wm_lr_min`).
 - Grad-norm clipping: actor 1.0, critic 100, world model 20 (from the config). Reported grad norms are pre-clip.
-- Warm-up (as PWM): until the world model has been trained once, epochs only collect data (imagination without
-  gradients, no updates — an actor trained through an untrained model drives the env into short episodes that
-  never yield a training window). The first epoch whose buffer is `ready()` (holds a finished episode and a full
-  within-episode window) first trains the world model for `wm_warmup_steps` steps, then runs as usual. A caller
-  may warm up (or pretrain) earlier with `train_world_model(source, steps)`; that counts once some sampled window
-  was valid. The `ready()` check is the only host read of a device value, and it happens only before warm-up;
-  from then on the epoch never waits on the device. `epoch(..., wm_steps=...)` overrides the per-epoch count.
+- Warm-up (as PWM): until the world model has been trained (`warmed_up`), epochs only collect data (imagination
+  without gradients, no updates — an actor trained through an untrained model drives the env into short episodes
+  that never yield a training window). The caller decides when, on the host: after the buffer holds a finished
+  episode (`buffer.ready()`), `train_world_model(buffer, pwm.wm_warmup_steps)`; pretraining on an offline dataset
+  counts too. `train_world_model` sets `warmed_up` once some sampled window was valid (one host read, outside any
+  epoch). The epoch itself never reads a device value on the host. `epoch(..., wm_steps=...)` overrides the
+  per-epoch count.
 - Observations are not normalised (`pwm.normalize_obs=True` is rejected).
 
 Capture-friendliness: static shapes and loop lengths, RNG from `self.generator` (a torch generator on the device),
@@ -102,7 +102,7 @@ class PWM(nn.Module):
         self.wm_optimizer = torch.optim.Adam(self.world_model.parameters(), lr=cfg.wm_lr)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(config.run.seed)
-        self.warmed_up = False  # host flag: the world model has been trained (see the module docstring)
+        self.warmed_up = False  # host flag: the world model has been trained; until then epochs only collect
 
     # ------------------------------------------------------------------------------------------------------------
     # The epoch
@@ -117,9 +117,6 @@ class PWM(nn.Module):
         if env.num_envs != self.num_envs:
             raise ValueError(f"PWM.epoch: env has {env.num_envs} envs, the agent was built for {self.num_envs}")
         lrs = self.set_learning_rates(progress)
-        if not self.warmed_up and buffer.ready():  # host read, only until the warm-up has happened
-            self.train_world_model(buffer, cfg.wm_warmup_steps)
-            self.warmed_up = True
 
         # 1-2. Imagine H steps from E(o) while the real env takes the same actions (collect-only before warm-up).
         rollout, obs = self.imagine(env, obs, buffer, with_grad=self.warmed_up)
