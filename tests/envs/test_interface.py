@@ -155,6 +155,12 @@ def test_unknown_override_raises_naming_it(task):
         make(task, 2, "cpu", 0, frobnicate=1)
 
 
+@pytest.mark.parametrize("seed", [-1, 1.0, None])
+def test_bad_seed_raises(task, seed):
+    with pytest.raises(ValueError, match="seed"):
+        make(task, 2, "cpu", seed)
+
+
 def test_bad_episode_length_raises(task):
     with pytest.raises(ValueError, match="episode_length"):
         make(task, 2, "cpu", 0, episode_length=0)

@@ -165,8 +165,8 @@ class AntEnv:
             raise ValueError(f"episode_length must be an integer >= 1, got {episode_length!r}")
         if solver not in SOLVERS:
             raise ValueError(f"unknown Ant solver '{solver}'; choose one of {list(SOLVERS)}")
-        if not isinstance(seed, int) or isinstance(seed, bool):
-            raise ValueError(f"seed must be an int, got {seed!r}")
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         self.calibration = calibration or AntCalibration()
         self.calibration.validate()
         self.device, self._wp_device = torch_to_warp_device(device)
@@ -197,8 +197,13 @@ class AntEnv:
                     deterministic=mode,
                 )
             else:
+                # mass matrix refreshed once per env step, as dflex did (the host-side counter stays aligned:
+                # every env step makes exactly `substeps` solver calls)
                 self.solver = newton.solvers.SolverFeatherstone(
-                    model, angular_damping=cal.angular_damping, deterministic=mode
+                    model,
+                    angular_damping=cal.angular_damping,
+                    update_mass_matrix_interval=self.substeps,
+                    deterministic=mode,
                 )
             self.state_0 = model.state()
             self.state_1 = model.state()

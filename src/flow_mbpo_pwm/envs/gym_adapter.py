@@ -63,8 +63,8 @@ class GymVectorEnv:
     ):
         gym = _import_gymnasium()
         check_num_envs(num_envs)
-        if not isinstance(seed, int) or isinstance(seed, bool):
-            raise ValueError(f"seed must be an int, got {seed!r}")
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         try:
             spec = gym.spec(env_id)
         except gym.error.Error as err:
