@@ -376,9 +376,17 @@ class PWM(nn.Module):
         if missing:
             raise KeyError(f"PWM.load_state_dict: missing {sorted(missing)}")
         result = super().load_state_dict(state["modules"], strict=strict)
-        self.actor_optimizer.load_state_dict(state["actor_optimizer"])
-        self.critic_optimizer.load_state_dict(state["critic_optimizer"])
-        self.wm_optimizer.load_state_dict(state["wm_optimizer"])
+        for name in ("actor_optimizer", "critic_optimizer", "wm_optimizer"):
+            optimizer = getattr(self, name)
+            optimizer.load_state_dict(state[name])
+            # A state loaded with map_location=cuda puts Adam's step counters on the GPU; a non-capturable Adam keeps
+            # them on the host (as a fresh one does), else every step would read them back with a sync.
+            if optimizer.defaults.get("capturable") or optimizer.defaults.get("fused"):
+                continue
+            for param_state in optimizer.state.values():
+                step = param_state.get("step")
+                if isinstance(step, torch.Tensor) and step.device.type != "cpu":
+                    param_state["step"] = step.cpu()
         self.generator.set_state(state["generator"].cpu())
         self.warmed_up = bool(state.get("warmed_up", False))
         return result
