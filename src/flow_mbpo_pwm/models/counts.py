@@ -2,8 +2,9 @@
 
 TD-MPC2's preset names ("5M", "48M") count its Q-ensemble and policy, which PWM drops; the world model PWM actually
 trains is smaller. The 5M deterministic world model on Ant (obs 37, act 8) has 1,469,953 parameters (spec: ~1.47M):
-encoder 142,848 + dynamics 795,136 + reward 531,969. The flow variant adds the time embedding's inputs to the
-velocity network's first layer (+32 x 512 at 5M).
+encoder 142,848 + dynamics 795,136 + reward 531,969 — the spec's number exactly. The flow variant adds the time
+embedding's 32 inputs to the velocity network's first layer (+32 x 512 at 5M) and drops the LayerNorm of the last
+layer (-2 x 512): +15,360.
 """
 
 from __future__ import annotations
