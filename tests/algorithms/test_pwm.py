@@ -17,8 +17,8 @@ EPOCH_METRICS = (
 )  # fmt: skip
 
 
-def build(dynamics: str = "deterministic", seed: int = 0, env_seed: int | None = None, **pwm):
-    config = small_config(dynamics, **pwm)
+def build(dynamics: str = "deterministic", seed: int = 0, env_seed: int | None = None, **overrides):
+    config = small_config(dynamics, **overrides)
     torch.manual_seed(seed)
     env_seed = seed if env_seed is None else env_seed
     env = make(TASK, config.env.num_envs, "cpu", env_seed, episode_length=config.env.episode_length)
@@ -92,9 +92,22 @@ def test_epochs_collect_only_until_the_buffer_is_ready():
         assert all(torch.equal(before[f"{name}.{k}"], v) for k, v in module.state_dict().items())
 
 
-@pytest.mark.parametrize("dynamics", ["deterministic", "flow"])
-def test_a_few_epochs_on_a_real_gym_env_run_with_finite_losses(dynamics):
-    agent, env, buffer, obs = build(dynamics)
+VARIANTS = {
+    "deterministic": ("deterministic", {}),
+    "flow": ("flow", {}),
+    "binned-reward": ("deterministic", {"world_model": {"reward_head": "binned"}}),
+    "flow-noise-rk4-raw-time": (
+        "flow",
+        {"dynamics_overrides": {"source": "noise", "integrator": "rk4", "time_embedding": "raw"}},
+    ),
+    "flow-euler-unprojected": ("flow", {"dynamics_overrides": {"integrator": "euler", "project": "none"}}),
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_a_few_epochs_on_a_real_gym_env_run_with_finite_losses(variant):
+    dynamics, overrides = VARIANTS[variant]
+    agent, env, buffer, obs = build(dynamics, **overrides)
     obs, metrics = run_until_warm(agent, env, buffer, obs)
     for epoch in range(3):
         obs, metrics = agent.epoch(env, obs, buffer, 0.5 + epoch / 10)

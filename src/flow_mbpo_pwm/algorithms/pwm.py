@@ -261,14 +261,17 @@ class PWM(nn.Module):
         with torch.no_grad():
             targets = wm.encode(obs[1:])
         z = wm.encode(obs[0])
+        latents, predictions = [], []
         dynamics_loss = torch.zeros(obs.shape[1], device=obs.device)
-        reward_loss = torch.zeros_like(dynamics_loss)
-        latent_mse = torch.zeros_like(dynamics_loss)
         for t in range(horizon):
-            reward_loss = reward_loss + cfg.gamma**t * wm.reward_head.loss(z, action[t], reward[t])
+            latents.append(z)
             step_loss, z = wm.dynamics.loss(z, action[t], targets[t], self.generator)
             dynamics_loss = dynamics_loss + cfg.gamma**t * step_loss
-            latent_mse = latent_mse + (z.detach() - targets[t]).pow(2).mean(-1)
+            predictions.append(z.detach())
+        # The reward term on all rollout latents at once (one pass of the head instead of H).
+        discounts = cfg.gamma ** torch.arange(horizon, device=obs.device, dtype=dynamics_loss.dtype)
+        reward_loss = (discounts.unsqueeze(1) * wm.reward_head.loss(torch.stack(latents), action, reward)).sum(0)
+        latent_mse = (torch.stack(predictions) - targets).pow(2).mean(-1).sum(0)
         weight = batch.valid.to(dynamics_loss.dtype)
         denominator = horizon * weight.sum().clamp_min(1.0)
 
