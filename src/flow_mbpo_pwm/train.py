@@ -160,7 +160,6 @@ class Progression:
 
     epoch: int = 0  # completed epochs
     wall_seconds: float = 0.0  # training wall time of previous attempts
-    warmed_up: bool = False  # the world-model warm-up has run
 
 
 def train(config: TrainConfig, run_dir: Path) -> int:
@@ -246,7 +245,6 @@ class TrainingRun:
             "config": self.config.to_dict(),
             "epoch": p.epoch,
             "wall_seconds": p.wall_seconds + (time.monotonic() - self._attempt_start),
-            "warmed_up": p.warmed_up,
             "agent": self.agent.state_dict(),
             "buffer": self.buffer.state_dict(),
             "env": self.env.state_dict(),
@@ -285,7 +283,6 @@ class TrainingRun:
         self.progression = Progression(
             epoch=int(state["epoch"]),
             wall_seconds=float(state["wall_seconds"]),
-            warmed_up=bool(state["warmed_up"]),
         )
         restore_rng(state["rng"], self.device)
         # Drop what the interrupted attempt wrote after this state was saved, so no row or checkpoint is duplicated.
@@ -367,11 +364,11 @@ class TrainingRun:
         epoch = p.epoch
         progress.advance(epoch)
         last = epoch == cfg.pwm.epochs
-        if not p.warmed_up and self._warmup_due(epoch):
-            # The first world-model update after the buffer holds a finished episode is a long one.
+        if not self.agent.warmed_up and self._warmup_due(epoch):
+            # The first world-model update after the buffer holds a finished episode is a long one; until then the
+            # agent only collects data (PWM.epoch). `agent.warmed_up` is saved with the agent's state.
             progress.message(f"world-model warm-up: {cfg.pwm.wm_warmup_steps} steps after epoch {epoch}")
             self.agent.train_world_model(self.buffer, cfg.pwm.wm_warmup_steps)
-            p.warmed_up = True
         if epoch % cfg.run.guard.check_every == 0:
             self._check_finite()
         if epoch % cfg.run.log_every == 0 or last:

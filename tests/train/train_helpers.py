@@ -77,6 +77,9 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO / "src") + os.pathsep + env.get("PYTHONPATH", "")
     env["PYTHONUNBUFFERED"] = "1"
+    # One intra-op thread: these networks are tiny, and on a busy 2-core CI machine two spinning OpenMP threads per
+    # process made an epoch ~10x slower. Every run of a test uses the same setting, so results stay comparable.
+    env["OMP_NUM_THREADS"] = "1"
     env.update(extra)
     return env
 
