@@ -128,7 +128,7 @@ class PWM(nn.Module):
         # 4. Critic: TD(lambda) regression on the rollout's detached latents.
         metrics["critic_loss"], metrics["critic_grad_norm"] = self.critic_step(rollout)
         # 5. World model: `wm_steps` steps on replayed sub-trajectories.
-        wm_metrics = self._world_model_steps(buffer, cfg.wm_steps if wm_steps is None else wm_steps)
+        wm_metrics = self.world_model_steps(buffer, cfg.wm_steps if wm_steps is None else wm_steps)
         wm_metrics.pop("valid_rows")
         metrics.update(wm_metrics, updated=torch.ones((), device=self.device))
         return obs, metrics
@@ -285,13 +285,15 @@ class PWM(nn.Module):
         """Warm-up or pretraining, called by the host: `steps` world-model updates on batches of `pwm.wm_batch`
         sub-trajectories from `source` (the replay buffer or an offline dataset). Marks the agent warmed up if any
         sampled window was valid (one host read). Returns mean losses and grad norm (0-d device tensors)."""
-        metrics = self._world_model_steps(source, steps)
+        metrics = self.world_model_steps(source, steps)
         valid_rows = metrics.pop("valid_rows")
         if steps > 0 and bool(valid_rows > 0):
             self.warmed_up = True
         return metrics
 
-    def _world_model_steps(self, source: SequenceSource, steps: int) -> dict[str, torch.Tensor]:
+    def world_model_steps(self, source: SequenceSource, steps: int) -> dict[str, torch.Tensor]:
+        """The epoch's world-model phase: `steps` updates, no host reads. Mean losses, latent MSE and grad norm,
+        plus `valid_rows` (sampled rows that were real windows)."""
         if steps < 0:
             raise ValueError(f"world-model steps must be >= 0, got {steps}")
         cfg = self.config.pwm
