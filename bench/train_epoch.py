@@ -1,0 +1,220 @@
+"""Time per PWM epoch, split into env / actor / critic / world model, for the Ant (issue 3).
+
+For each (size preset, dynamics preset) it builds the real env, agent and replay buffer exactly as `train` does,
+collects a few epochs of data, then times epochs phase by phase:
+- env: the real `env.step` calls inside the imagined rollout (H per epoch);
+- actor: the imagined rollout minus the env steps, plus the actor's optimiser step;
+- critic: the critic's TD(lambda) steps (`critic_iterations` x `critic_minibatches`);
+- world model: `wm_steps` world-model steps (batch `wm_batch` x (H+1)).
+On CUDA, phases are timed with CUDA events and the device is synchronised only at the end of each timed epoch
+(benchmark only: the product never synchronises inside an epoch). It also times the unsplit `PWM.epoch` (what
+`train` runs) over the same number of epochs, synchronising once at the end, as a cross-check of the sum.
+
+    PYTHONPATH=src python bench/train_epoch.py --device cpu --epochs 2 --out bench/out/train_epoch_cpu.json
+    PYTHONPATH=src python bench/train_epoch.py --device cuda --epochs 20 --out bench/out/train_epoch_gpu.json
+
+Prints a table and writes every row (plus machine facts) as JSON to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from flow_mbpo_pwm import envs
+from flow_mbpo_pwm.algorithms.pwm import PWM
+from flow_mbpo_pwm.config import DYNAMICS_PRESETS, SIZE_PRESETS, EnvConfig, PWMConfig, RunConfig, TrainConfig
+from flow_mbpo_pwm.data.replay import ReplayBuffer
+
+PHASES = ("env", "actor", "critic", "world_model")
+
+
+class Clock:
+    """Host timer on CPU; CUDA events on the GPU (read after one synchronisation per epoch)."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+
+    def mark(self) -> Any:
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def ms(self, start: Any, end: Any) -> float:
+        return start.elapsed_time(end) if self.cuda else (end - start) * 1e3
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+
+
+class TimedEnv:
+    """Forwards to the real env, recording a (start, end) mark around every `step`."""
+
+    def __init__(self, env: Any, clock: Clock):
+        self._env, self._clock = env, clock
+        self.marks: list[tuple[Any, Any]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._env, name)
+
+    def step(self, actions: torch.Tensor):
+        start = self._clock.mark()
+        out = self._env.step(actions)
+        self.marks.append((start, self._clock.mark()))
+        return out
+
+
+def build(size: str, dynamics: str, args: argparse.Namespace, device: torch.device):
+    dyn = DYNAMICS_PRESETS[dynamics]
+    if dyn.kind == "flow":
+        from dataclasses import replace
+
+        dyn = replace(dyn, substeps=args.substeps, integrator=args.integrator)
+    pwm_overrides = {} if args.wm_batch is None else {"wm_batch": args.wm_batch}
+    config = TrainConfig(
+        task_name="ant",
+        size=size,
+        dynamics_name=dynamics,
+        env=EnvConfig(task=args.task, num_envs=args.num_envs, episode_length=args.episode_length),
+        world_model=SIZE_PRESETS[size],
+        dynamics=dyn,
+        pwm=PWMConfig(**pwm_overrides),
+        run=RunConfig(seed=0, device=str(device)),
+    ).validate()
+    env = envs.make_from_config(config.env, device, seed=0)
+    agent = PWM(env.obs_dim, env.act_dim, config, device)
+    horizon = config.pwm.horizon
+    slots = (args.warmup_epochs + 2 * args.epochs + 2) * horizon + 1
+    buffer = ReplayBuffer(slots * env.num_envs, env.num_envs, env.obs_dim, env.act_dim, device, horizon=horizon)
+    return config, env, agent, buffer
+
+
+def bench_cell(size: str, dynamics: str, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
+    config, env, agent, buffer = build(size, dynamics, args, device)
+    clock = Clock(device)
+    timed_env = TimedEnv(env, clock)
+    obs = env.reset()
+    # Two collect-only epochs give the buffer full windows; one world-model step then marks the agent warmed up.
+    for _ in range(2):
+        obs, _ = agent.epoch(env, obs, buffer, 0.0)
+    agent.train_world_model(buffer, 1)
+    for _ in range(args.warmup_epochs):  # untimed: allocator, kernel caches, cuDNN/cuBLAS heuristics
+        obs, _ = agent.epoch(env, obs, buffer, 0.0)
+    clock.sync()
+
+    per_epoch: list[dict[str, float]] = []
+    for _ in range(args.epochs):
+        timed_env.marks.clear()
+        t0 = clock.mark()
+        rollout, obs = agent.imagine(timed_env, obs, buffer, with_grad=True)
+        agent.actor_step(rollout.objective)
+        t1 = clock.mark()
+        agent.critic_step(rollout)
+        t2 = clock.mark()
+        agent.train_world_model(buffer, config.pwm.wm_steps)
+        t3 = clock.mark()
+        clock.sync()
+        env_ms = sum(clock.ms(a, b) for a, b in timed_env.marks)
+        per_epoch.append(
+            {
+                "env": env_ms,
+                "actor": clock.ms(t0, t1) - env_ms,
+                "critic": clock.ms(t1, t2),
+                "world_model": clock.ms(t2, t3),
+                "total": clock.ms(t0, t3),
+            }
+        )
+
+    # The product path: unsplit epochs, no synchronisation until the end.
+    clock.sync()
+    start = time.perf_counter()
+    for _ in range(args.epochs):
+        obs, _ = agent.epoch(env, obs, buffer, 0.5)
+    clock.sync()
+    epoch_ms = (time.perf_counter() - start) * 1e3 / args.epochs
+
+    mean = {k: sum(e[k] for e in per_epoch) / len(per_epoch) for k in (*PHASES, "total")}
+    dyn = config.dynamics
+    return {
+        "size": size,
+        "dynamics": dynamics,
+        "integrator": dyn.integrator if dyn.kind == "flow" else "",
+        "substeps": dyn.substeps if dyn.kind == "flow" else 0,
+        "num_envs": env.num_envs,
+        "wm_batch": config.pwm.wm_batch,
+        "epochs": args.epochs,
+        **{f"{k}_ms": round(v, 3) for k, v in mean.items()},
+        "epoch_unsplit_ms": round(epoch_ms, 3),
+        "params": agent.parameter_counts(),
+        "per_epoch": per_epoch,
+    }
+
+
+def machine(device: torch.device) -> dict[str, Any]:
+    facts: dict[str, Any] = {
+        "device": str(device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpu": platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    if device.type == "cuda":
+        facts["card"] = torch.cuda.get_device_name(device)
+    return facts
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    parser.add_argument("--task", default="ant", help="env registry id (default: the Newton Ant)")
+    parser.add_argument("--sizes", nargs="+", default=["5M", "48M"], choices=list(SIZE_PRESETS))
+    parser.add_argument("--dynamics", nargs="+", default=["deterministic", "flow"], choices=list(DYNAMICS_PRESETS))
+    parser.add_argument("--substeps", type=int, default=4, help="flow substeps K")
+    parser.add_argument("--integrator", default="heun", choices=["euler", "heun", "rk4"])
+    parser.add_argument("--num-envs", type=int, default=128)
+    parser.add_argument("--episode-length", type=int, default=1000)
+    parser.add_argument("--wm-batch", type=int, default=None, help="override pwm.wm_batch (default: config's 256)")
+    parser.add_argument("--epochs", type=int, default=5, help="timed epochs per cell")
+    parser.add_argument("--warmup-epochs", type=int, default=2, help="untimed epochs before timing")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
+    parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+
+    rows = []
+    header = (
+        f"{'size':>4} {'dynamics':>13} {'envs':>5} {'env':>9} {'actor':>9} {'critic':>9} {'world model':>11} "
+        f"{'sum':>9} {'unsplit':>9}   (ms per epoch)"
+    )
+    print(header, flush=True)
+    for size in args.sizes:
+        for dynamics in args.dynamics:
+            row = bench_cell(size, dynamics, args, device)
+            rows.append(row)
+            name = dynamics if not row["substeps"] else f"{dynamics} {row['integrator']} K={row['substeps']}"
+            print(
+                f"{size:>4} {name:>13} {row['num_envs']:>5} {row['env_ms']:>9.1f} {row['actor_ms']:>9.1f} "
+                f"{row['critic_ms']:>9.1f} {row['world_model_ms']:>11.1f} {row['total_ms']:>9.1f} "
+                f"{row['epoch_unsplit_ms']:>9.1f}",
+                flush=True,
+            )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"machine": machine(device), "args": vars(args) | {"out": str(args.out)},
+                                    "rows": rows}, indent=2) + "\n")  # fmt: skip
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
