@@ -285,7 +285,11 @@ class TrainingRun:
             wall_seconds=float(state["wall_seconds"]),
         )
         restore_rng(state["rng"], self.device)
-        # Drop what the interrupted attempt wrote after this state was saved, so no row or checkpoint is duplicated.
+        self._drop_records_after_state()
+
+    def _drop_records_after_state(self) -> None:
+        """Rewrite the work tables from the rows the state holds and delete checkpoints of later epochs: what an
+        interrupted attempt wrote after its last state save is redone, never duplicated."""
         self._write_work_tables()
         for path in self.folder.checkpoints.glob("epoch_*.pt"):
             if int(path.stem.split("_")[1]) > self.progression.epoch:
@@ -311,6 +315,8 @@ class TrainingRun:
             resumed = self.folder.state.exists()
             if resumed:
                 self._load_state()
+            else:
+                self._drop_records_after_state()  # an attempt killed before its first state save left these
             progress = Progress(cfg.pwm.epochs, self.progression.epoch, self.name)
             try:
                 if resumed:
