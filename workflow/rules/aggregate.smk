@@ -10,8 +10,14 @@ rule aggregate:
         episodes=all_cells(f"{RUN}/eval/episodes.csv"),
         summaries=all_cells(f"{RUN}/train_summary.json"),
     output:
-        compare="results/compare.csv",
-        per_seed="results/per_seed.csv",
+        compare=report(
+            "results/compare.csv", caption=report_caption("compare"), category="Tables"
+        ),
+        per_seed=report(
+            "results/per_seed.csv",
+            caption=report_caption("per_seed"),
+            category="Tables",
+        ),
     log:
         "logs/aggregate.log",
     benchmark:

@@ -84,8 +84,8 @@ def all_cells(pattern: str) -> list[str]:
 FIGURES = list(expected_figures(EXPERIMENT))
 
 
-def figure_caption(stem: str) -> str:
-    """Caption of a figure in the HTML report (`snakemake --report`), written beside the plotting code."""
+def report_caption(stem: str) -> str:
+    """Caption of a figure or table in the HTML report (`snakemake --report`), kept in workflow/report/."""
     return str(Path(workflow.basedir, "workflow", "report", f"{stem}.rst"))
 
 

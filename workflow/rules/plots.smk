@@ -14,7 +14,7 @@ rule plot:
         png=[
             report(
                 f"{FIGURES_DIR}/{stem}.png",
-                caption=figure_caption(stem),
+                caption=report_caption(stem),
                 category="Figures",
             )
             for stem in FIGURES

@@ -1,0 +1,122 @@
+"""The whole smoke DAG through profiles/local, for real, in a scratch directory (the checkout's results/ is never
+touched): compare.csv, figures and the HTML report come out; a second invocation has nothing to do; editing the
+config reruns only what the edit concerns."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pandas as pd
+import pytest
+import yaml
+
+from flow_mbpo_pwm.config import load_experiment
+from flow_mbpo_pwm.plots import expected_figures
+
+from .runner import BIN, REPO, job_stats, snakemake, snakemake_env
+
+pytestmark = pytest.mark.slow
+
+SMOKE = REPO / "config/smoke.yaml"
+
+
+def describe_failure(result, workdir) -> str:
+    logs = sorted((workdir / "logs").rglob("*.log")) if (workdir / "logs").exists() else []
+    tails = "\n".join(f"--- {p}\n{p.read_text(errors='replace')[-2000:]}" for p in logs)
+    return f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}\n{tails}"
+
+
+def check_smoke_results(workdir) -> None:
+    """What a finished smoke run must have produced (shared with the SLURM end-to-end test)."""
+    experiment = load_experiment(SMOKE)
+    compare = pd.read_csv(workdir / "results/compare.csv")
+    assert sorted(zip(compare["task"], compare["size"], compare["dynamics"], strict=True)) == [
+        ("ant", "tiny", "deterministic"),
+        ("ant", "tiny", "flow"),
+    ]
+    assert (compare["n_seeds"] == len(experiment.seeds)).all()
+    assert (compare["n_episodes"] == len(experiment.seeds) * experiment.evaluation.episodes).all()
+    assert compare["return_mean"].notna().all()
+    per_seed = pd.read_csv(workdir / "results/per_seed.csv")
+    assert len(per_seed) == len(experiment.cells())
+    for stem in expected_figures(experiment):
+        png = workdir / "results/figures" / f"{stem}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+        assert (workdir / "results/figures" / f"{stem}.pdf").read_bytes()[:5] == b"%PDF-"
+    for task, size, dynamics, seed in experiment.cells():
+        run = workdir / f"results/{task}/{size}-{dynamics}/seed{seed}"
+        episodes = pd.read_csv(run / "eval/episodes.csv")
+        assert len(episodes) == experiment.evaluation.episodes
+        assert (run / "work/state.pt").is_file()  # the undeclared resume state survives the run
+
+
+def test_smoke_pipeline_end_to_end_through_the_local_profile(tmp_path):
+    workdir = tmp_path / "smoke"
+    args = ("--profile", "profiles/local", "--configfile", str(SMOKE), "--cores", "2")
+    result = snakemake(*args, workdir=workdir, timeout=1500)
+    assert result.returncode == 0, describe_failure(result, workdir)
+    # The profile's cap on concurrent GPU jobs (printed as `gpu=1` or `gpu=Resource("gpu", 1)`).
+    assert re.search(r"Provided resources: gpu=(Resource\(\"gpu\", )?1\b", result.stdout + result.stderr)
+    check_smoke_results(workdir)
+
+    again = snakemake(*args, workdir=workdir)
+    assert again.returncode == 0, again.stderr
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+    # The HTML report picks up the figures and tables with their captions.
+    report = snakemake("--configfile", str(SMOKE), "--report", str(tmp_path / "report.html"), workdir=workdir)
+    assert report.returncode == 0, report.stderr
+    assert (tmp_path / "report.html").stat().st_size > 10_000
+
+    # Editing the config reruns only the jobs whose own settings changed.
+    config = yaml.safe_load(SMOKE.read_text())
+    more_seeds = tmp_path / "more_seeds.yaml"
+    more_seeds.write_text(yaml.safe_dump({**config, "seeds": [*config["seeds"], 7]}))
+    plan = snakemake("-n", "--configfile", str(more_seeds), workdir=workdir)
+    assert job_stats(plan.stdout) == {"train": 2, "select": 2, "evaluate": 2, "aggregate": 1, "plot": 1, "all": 1}
+    more_episodes = tmp_path / "more_episodes.yaml"
+    more_episodes.write_text(yaml.safe_dump({**config, "evaluation": {**config["evaluation"], "episodes": 120}}))
+    plan = snakemake("-n", "--configfile", str(more_episodes), workdir=workdir)
+    assert job_stats(plan.stdout) == {"evaluate": 4, "aggregate": 1, "plot": 1, "all": 1}
+
+
+def test_killed_training_job_resumes_from_its_saved_state(tmp_path):
+    """A training job killed outright (node loss, kill -9 of snakemake and the job) leaves its work/ folder; after
+    `snakemake --unlock`, the next invocation (`rerun-incomplete` is in the profile) reruns the job, which
+    continues from work/state.pt."""
+    workdir = tmp_path / "resume"
+    run = workdir / "results/ant/tiny-flow/seed0"
+    args = ["--profile", "profiles/local", "--configfile", str(SMOKE), "--cores", "2"]
+    target = "results/ant/tiny-flow/seed0/train_summary.json"
+    process = subprocess.Popen(
+        [str(BIN / "snakemake"), target, *args, "--directory", str(workdir)],
+        cwd=REPO, env=snakemake_env(), start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 600
+        while not (run / "work/state.pt").exists():
+            assert process.poll() is None, "snakemake ended before training saved any state"
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert not (run / "train_summary.json").exists()
+
+    # As after any crash of snakemake itself: release its lock on the folder, then run again.
+    assert snakemake("--unlock", *args, workdir=workdir).returncode == 0
+    result = snakemake(target, *args, workdir=workdir, timeout=900)
+    assert result.returncode == 0, describe_failure(result, workdir)
+    log = (workdir / "logs/train/ant/tiny-flow/seed0.log").read_text()
+    assert re.search(r"resumed from \S+state\.pt at epoch [1-9]", log), log[-3000:]
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert (
+        summary["status"] == "completed"
+        and summary["epochs"] == load_experiment(SMOKE).cell("ant", "tiny", "flow", 0).pwm.epochs
+    )
