@@ -51,3 +51,20 @@ def test_changed_config_is_refused_on_resume(tmp_path, write_experiment, capsys)
     assert cli_main(cli_args(changed, run_dir)[3:]) == 2
     err = capsys.readouterr().err
     assert "pwm.wm_lr" in err and "different configuration" in err
+
+
+def test_rerun_of_a_completed_run_rewrites_its_outputs_without_training(tmp_path, write_experiment, capsys):
+    # What a job that died while writing its final outputs (or whose outputs Snakemake deleted) does on restart.
+    run_dir = tmp_path / "run"
+    config = write_experiment({"train": {"pwm": {"epochs": 2}}})
+    assert cli_main(cli_args(config, run_dir)[3:]) == 0
+    summary = json.loads((run_dir / "train_summary.json").read_text())
+    metrics = (run_dir / "metrics.csv").read_text()
+    for name in ("final.pt", "metrics.csv", "validation.csv", "train_summary.json"):
+        (run_dir / name).unlink()
+    capsys.readouterr()
+    assert cli_main(cli_args(config, run_dir)[3:]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    again = json.loads((run_dir / "train_summary.json").read_text())
+    assert again["checkpoints"] == summary["checkpoints"] and again["epochs"] == 2
+    assert (run_dir / "metrics.csv").read_text() == metrics and (run_dir / "final.pt").is_file()
