@@ -35,3 +35,13 @@ def test_statistics_are_buffers_in_the_state_dict():
     other.load_state_dict(stats.state_dict())
     assert torch.equal(other.mean, stats.mean) and torch.equal(other.var, stats.var)
     assert torch.equal(other.count, stats.count)
+
+
+def test_scale_only_normalisation_keeps_the_sign_of_an_alive_bonus():
+    """reward_norm="std": a constant positive reward stays positive (centring would map it to 0)."""
+    stats = RunningMeanStd(())
+    stats.update(torch.tensor([1.0, 1.2, 0.8, 1.0]))
+    std = torch.sqrt(stats.var + 1e-5).float()
+    scaled = stats.normalize(torch.tensor([1.0, -1.0]), clip=5.0, center=False)
+    torch.testing.assert_close(scaled, (torch.tensor([1.0, -1.0]) / std).clamp(-5, 5))
+    assert scaled[0] > 0 and abs(stats.normalize(torch.tensor([1.0]), center=True).item()) < 1e-3

@@ -38,7 +38,8 @@ class RunningMeanStd(nn.Module):
     def std(self) -> torch.Tensor:
         return torch.sqrt(self.var + NORM_EPS)
 
-    def normalize(self, x: torch.Tensor, clip: float | None = None) -> torch.Tensor:
-        """`(x - mean) / std`, optionally clipped to `[-clip, clip]`, in the dtype of `x`."""
-        out = ((x - self.mean) / self.std()).to(x.dtype)
+    def normalize(self, x: torch.Tensor, clip: float | None = None, center: bool = True) -> torch.Tensor:
+        """`(x - mean) / std` (or `x / std` with `center=False`), optionally clipped to `[-clip, clip]`, in the
+        dtype of `x`."""
+        out = (((x - self.mean) if center else x) / self.std()).to(x.dtype)
         return out.clamp(-clip, clip) if clip is not None else out
