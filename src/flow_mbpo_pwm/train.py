@@ -565,7 +565,7 @@ class TrainingRun:
                     "epoch": r["epoch"],
                     "env_steps": r["env_steps"],
                     "path": r["checkpoint"],
-                    "val_return": r["val_return_mean"],
+                    "val_return": _json_number(r["val_return_mean"]),
                     "flagged": r["flagged"],
                     "flag_reason": r["flag_reason"],
                 }
@@ -573,3 +573,8 @@ class TrainingRun:
             ],
         }
         io.write_json(folder.summary, summary)
+
+
+def _json_number(value: float) -> float | None:
+    """JSON has no NaN/Inf: a non-finite number is written as null (readers treat null as NaN)."""
+    return value if math.isfinite(value) else None

@@ -145,3 +145,14 @@ def test_progress_writes_flushed_lines_without_a_terminal():
     lines = stream.getvalue().splitlines()
     assert lines[0] == "[cell] resumed"
     assert lines[1].startswith("[cell] epoch 4/10 wm_loss=0.125 train_return_mean=nan")
+
+
+def test_progress_draws_a_bar_on_a_terminal():
+    stream = stringio.StringIO()
+    progress = Progress(total_epochs=10, start_epoch=0, name="cell", stream=stream, use_bar=True)
+    progress.advance(5)
+    progress.report({"wm_loss": 0.125})
+    progress.message("validation")
+    progress.close()
+    text = stream.getvalue()
+    assert "5/10" in text and "wm_loss=0.125" in text and "[cell] validation" in text
