@@ -9,6 +9,8 @@ collects a few epochs of data, then times epochs phase by phase:
 On CUDA, phases are timed with CUDA events and the device is synchronised only at the end of each timed epoch
 (benchmark only: the product never synchronises inside an epoch). It also times the unsplit `PWM.epoch` (what
 `train` runs) over the same number of epochs, synchronising once at the end, as a cross-check of the sum.
+On CUDA the critic and world-model phases run as captured CUDA graphs (algorithms/graphs.py) unless
+--no-cuda-graphs is given; run both to compare on the same card.
 
     PYTHONPATH=src python bench/train_epoch.py --device cpu --epochs 2 --out bench/out/train_epoch_cpu.json
     PYTHONPATH=src python bench/train_epoch.py --device cuda --epochs 20 --out bench/out/train_epoch_gpu.json
@@ -91,7 +93,7 @@ def build(size: str, dynamics: str, args: argparse.Namespace, device: torch.devi
         run=RunConfig(seed=0, device=str(device)),
     ).validate()
     env = envs.make_from_config(config.env, device, seed=0)
-    agent = PWM(env.obs_dim, env.act_dim, config, device)
+    agent = PWM(env.obs_dim, env.act_dim, config, device, cuda_graphs=args.cuda_graphs)
     horizon = config.pwm.horizon
     slots = (args.warmup_epochs + 2 * args.epochs + 2) * horizon + 1
     buffer = ReplayBuffer(slots * env.num_envs, env.num_envs, env.obs_dim, env.act_dim, device, horizon=horizon)
@@ -117,6 +119,7 @@ def bench_cell(size: str, dynamics: str, args: argparse.Namespace, device: torch
         t0 = clock.mark()
         rollout, obs = agent.imagine(timed_env, obs, buffer, with_grad=True)
         agent.actor_step(rollout.objective)
+        rollout = rollout._replace(objective=rollout.objective.detach())  # as PWM.epoch: free the autograd graph
         t1 = clock.mark()
         agent.critic_step(rollout)
         t2 = clock.mark()
@@ -157,6 +160,10 @@ def bench_cell(size: str, dynamics: str, args: argparse.Namespace, device: torch
         "epochs": args.epochs,
         **{f"{k}_ms": round(v, 3) for k, v in mean.items()},
         "epoch_unsplit_ms": round(epoch_ms, 3),
+        "cuda_graphs": agent.graphs is not None,
+        "captured_phases": [str(name[0] if isinstance(name, tuple) else name) for name in agent.graphs.captured()]
+        if agent.graphs is not None
+        else [],
         "params": agent.parameter_counts(),
         "per_epoch": per_epoch,
     }
@@ -195,6 +202,12 @@ def main(argv: list[str] | None = None) -> int:
         help="epochs of the unsplit PWM.epoch timing (default: --epochs; 0 skips it)",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (CPU)")
+    parser.add_argument(
+        "--cuda-graphs",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="capture the critic and world-model phases in CUDA graphs (CUDA only; default on)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
     args = parser.parse_args(argv)
     if args.threads:

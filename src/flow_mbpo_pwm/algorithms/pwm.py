@@ -43,10 +43,11 @@ import torch
 from torch import nn
 from torch.nn.utils import clip_grad_norm_
 
+from flow_mbpo_pwm.algorithms.graphs import PhaseGraphs, make_capturable, make_eager, set_lr
 from flow_mbpo_pwm.algorithms.returns import td_lambda_targets
 from flow_mbpo_pwm.algorithms.running_stats import RunningMeanStd
 from flow_mbpo_pwm.config import TrainConfig
-from flow_mbpo_pwm.data.replay import ReplayBatch
+from flow_mbpo_pwm.data.replay import ReplayBatch, ReplayBuffer
 from flow_mbpo_pwm.models.actor import Actor
 from flow_mbpo_pwm.models.critic import CriticEnsemble
 from flow_mbpo_pwm.models.world_model import WorldModel
@@ -80,7 +81,14 @@ class WorldModelLoss(NamedTuple):
 
 
 class PWM(nn.Module):
-    def __init__(self, obs_dim: int, act_dim: int, config: TrainConfig, device: str | torch.device):
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        config: TrainConfig,
+        device: str | torch.device,
+        cuda_graphs: bool | None = None,
+    ):
         super().__init__()
         cfg = config.pwm
         if cfg.normalize_obs:
@@ -104,6 +112,14 @@ class PWM(nn.Module):
         self.wm_optimizer = torch.optim.Adam(self.world_model.parameters(), lr=cfg.wm_lr)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(config.run.seed)
+        # On CUDA the critic and world-model phases run as captured CUDA graphs (algorithms/graphs.py); on the CPU
+        # everything stays eager. `cuda_graphs=None` follows the config (`run.cuda_graphs`, default on).
+        if cuda_graphs is None:
+            cuda_graphs = bool(getattr(config.run, "cuda_graphs", True))
+        self.graphs = PhaseGraphs(self.device, self.generator) if cuda_graphs and self.device.type == "cuda" else None
+        if self.graphs is not None:
+            for optimizer in (self.actor_optimizer, self.critic_optimizer, self.wm_optimizer):
+                make_capturable(optimizer, self.device)
         self.warmed_up = False  # host flag: the world model has been trained; until then epochs only collect
 
     # ------------------------------------------------------------------------------------------------------------
@@ -127,6 +143,9 @@ class PWM(nn.Module):
             return obs, metrics
         # 3. Actor: one step on the imagined objective, gradients through the model into the actions only.
         metrics["actor_loss"], metrics["actor_grad_norm"] = self.actor_step(rollout.objective)
+        # Free the imagination's autograd graph: it holds the critic's and world model's gradient accumulators,
+        # created on the caller's stream, which a captured phase must not inherit (graphs.py).
+        rollout = rollout._replace(objective=rollout.objective.detach())
         # 4. Critic: TD(lambda) regression on the rollout's detached latents.
         metrics["critic_loss"], metrics["critic_grad_norm"] = self.critic_step(rollout)
         # 5. World model: `wm_steps` steps on replayed sub-trajectories.
@@ -206,11 +225,19 @@ class PWM(nn.Module):
     def critic_step(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor]:
         """TD(lambda) targets on the detached latents; `critic_iterations` shuffled passes of `critic_minibatches`
         minibatches, MSE of every ensemble member. Returns mean (loss, pre-clip grad norm)."""
+        inputs = (rollout.latents, rollout.rewards, rollout.next_values, rollout.dones)
+        if self.graphs is not None:
+            return self.graphs.run("critic", self._critic_updates, *inputs)  # type: ignore[return-value]
+        return self._critic_updates(*inputs)
+
+    def _critic_updates(
+        self, latents: torch.Tensor, rewards: torch.Tensor, next_values: torch.Tensor, dones: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.config.pwm
-        H, N = rollout.rewards.shape
+        H, N = rewards.shape
         with torch.no_grad():
-            targets = td_lambda_targets(rollout.rewards, rollout.next_values, rollout.dones, cfg.gamma, cfg.lam)
-        states, targets = rollout.latents.reshape(H * N, -1), targets.reshape(-1)
+            targets = td_lambda_targets(rewards, next_values, dones, cfg.gamma, cfg.lam)
+        states, targets = latents.reshape(H * N, -1), targets.reshape(-1)
         minibatches = min(cfg.critic_minibatches, H * N)
         size = (H * N) // minibatches
         total_loss = torch.zeros((), device=self.device)
@@ -299,6 +326,14 @@ class PWM(nn.Module):
         plus `valid_rows` (sampled rows that were real windows)."""
         if steps < 0:
             raise ValueError(f"world-model steps must be >= 0, got {steps}")
+        # The epoch's phase (the replay buffer, `wm_steps` updates) is captured; warm-up/pretraining stay eager.
+        if self.graphs is not None and isinstance(source, ReplayBuffer) and steps == self.config.pwm.wm_steps:
+            return self.graphs.run(  # type: ignore[return-value]
+                ("world_model", source, steps), lambda: self._world_model_steps(source, steps)
+            )
+        return self._world_model_steps(source, steps)
+
+    def _world_model_steps(self, source: SequenceSource, steps: int) -> dict[str, torch.Tensor]:
         cfg = self.config.pwm
         totals = torch.zeros(5, device=self.device)
         valid_rows = torch.zeros((), device=self.device)
@@ -345,7 +380,7 @@ class PWM(nn.Module):
             ("wm", self.wm_optimizer),
         ):
             for group in optimizer.param_groups:
-                group["lr"] = lrs[name]
+                set_lr(group, lrs[name])  # in place where a captured graph holds the lr tensor
         return lrs
 
     @staticmethod
@@ -387,6 +422,11 @@ class PWM(nn.Module):
         for name in ("actor_optimizer", "critic_optimizer", "wm_optimizer"):
             optimizer = getattr(self, name)
             optimizer.load_state_dict(state[name])
+            # The saved groups carry the saving run's mode (capturable, tensor lr); use this agent's.
+            if self.graphs is not None:
+                make_capturable(optimizer, self.device)
+            else:
+                make_eager(optimizer)
             # A state loaded with map_location=cuda puts Adam's step counters on the GPU; a non-capturable Adam keeps
             # them on the host (as a fresh one does), else every step would read them back with a sync.
             if optimizer.defaults.get("capturable") or optimizer.defaults.get("fused"):
@@ -396,5 +436,7 @@ class PWM(nn.Module):
                 if isinstance(step, torch.Tensor) and step.device.type != "cpu":
                     param_state["step"] = step.cpu()
         self.generator.set_state(state["generator"].cpu())
+        if self.graphs is not None:  # the optimisers' state tensors are new objects: capture again
+            self.graphs.reset()
         self.warmed_up = bool(state.get("warmed_up", False))
         return result

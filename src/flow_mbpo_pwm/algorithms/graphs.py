@@ -1,0 +1,155 @@
+"""CUDA-graph capture of the PWM epoch's update phases (the world-model steps and the critic steps).
+
+Why: on a GPU the epoch's cost is kernel launches, not arithmetic (../shared/specs/pwm.md's timing model: a few
+tens of thousands of small kernels per epoch). Capturing a phase once and replaying it launches the whole phase
+with one call.
+
+How a phase runs (`PhaseGraphs.run(name, fn, *inputs)`):
+1. first call: `fn(*inputs)` eagerly, on the capture stream (warm-up: Adam's state, cuBLAS handles and workspaces
+   exist before capture, so no lazy initialisation is recorded into the graph);
+2. second call: the inputs are copied into static tensors, `fn(*static_inputs)` is captured into a
+   `torch.cuda.CUDAGraph` and replayed once (capture records kernels without running them);
+3. later calls: copy the inputs into the static tensors, replay.
+Outputs are cloned after each run, so a caller may keep them across the next replay. The captured code is the
+eager code itself, so captured and eager differ only by floating-point noise (verified on the GPU, see
+bench/RESULTS.md "CUDA graphs").
+
+What a captured phase may touch: tensors whose storage lives as long as the graph (parameters, optimiser state,
+running statistics, replay-buffer storage, the static inputs) — never a tensor that is re-assigned between
+replays. Hence: Adam runs with `capturable=True` and a 0-d device tensor lr that `PWM.set_learning_rates` fills in
+place (`make_capturable`); random numbers come from the agent's device generator, registered with every graph
+(its offset advances on each replay, as in eager mode); and `PWM.load_state_dict` (which replaces the optimisers'
+state tensors) calls `reset()`, so phases are captured again.
+
+Autograd detail: a parameter's gradient accumulator remembers the stream it was created on; one created on the
+default stream and still alive (held by an earlier autograd graph, e.g. the imagined rollout's) makes the captured
+backward wait on the default stream, which capture forbids. `PWM.epoch` frees the rollout's graph before the
+captured phases for that reason. A capture that fails raises (it cannot fall back: the generator is left mid-capture).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+Outputs = dict[str, torch.Tensor] | tuple[torch.Tensor, ...]
+
+
+def make_capturable(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
+    """Put an Adam optimiser in the form a CUDA graph can hold: `capturable=True`, lr a 0-d float32 tensor on
+    `device`, step counters on `device` (float32, as capturable Adam keeps them)."""
+    optimizer.defaults["capturable"] = True
+    for group in optimizer.param_groups:
+        group["capturable"] = True
+        lr = group["lr"]
+        value = float(lr.item()) if isinstance(lr, torch.Tensor) else float(lr)
+        if not (isinstance(lr, torch.Tensor) and lr.device == device and lr.dtype == torch.float32 and lr.dim() == 0):
+            group["lr"] = torch.tensor(value, dtype=torch.float32, device=device)
+    for state in optimizer.state.values():
+        step = state.get("step")
+        if isinstance(step, torch.Tensor) and (step.device != device or step.dtype != torch.float32):
+            state["step"] = step.to(device=device, dtype=torch.float32)
+
+
+def make_eager(optimizer: torch.optim.Optimizer) -> None:
+    """Undo `make_capturable` on an optimiser whose state came from a captured run (e.g. a GPU checkpoint resumed
+    eagerly): float lr, `capturable=False` (step counters are moved to the host by the caller)."""
+    optimizer.defaults["capturable"] = False
+    for group in optimizer.param_groups:
+        group["capturable"] = False
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"] = float(group["lr"].item())
+
+
+def set_lr(group: dict[str, Any], value: float) -> None:
+    """Set a param group's lr: in place for a tensor lr (a captured graph holds that tensor), else assign."""
+    if isinstance(group["lr"], torch.Tensor):
+        group["lr"].fill_(value)
+    else:
+        group["lr"] = value
+
+
+@dataclass
+class _Phase:
+    calls: int = 0
+    graph: torch.cuda.CUDAGraph | None = None
+    inputs: tuple[torch.Tensor, ...] = ()
+    outputs: Any = None
+    keep: list[Any] = field(default_factory=list)  # objects the graph must outlive (nothing reads them)
+
+
+class PhaseGraphs:
+    """Captured phases of one agent, by name. `generator` is the device generator the phases draw from."""
+
+    def __init__(self, device: torch.device, generator: torch.Generator):
+        if device.type != "cuda":
+            raise ValueError(f"PhaseGraphs needs a CUDA device, got {device}")
+        self.device, self.generator = device, generator
+        self.stream = torch.cuda.Stream(device=device)
+        self.phases: dict[Any, _Phase] = {}
+
+    def reset(self) -> None:
+        """Drop every captured graph (they are captured again on their next calls)."""
+        self.phases.clear()
+
+    def captured(self) -> list[Any]:
+        return [name for name, phase in self.phases.items() if phase.graph is not None]
+
+    def run(self, name: Any, fn: Callable[..., Outputs], *inputs: torch.Tensor) -> Outputs:
+        """Run phase `name` = `fn(*inputs)`: eager on the first call, captured on the second, replayed after.
+        `inputs` must keep their shapes and dtypes across calls (they are copied into static tensors)."""
+        phase = self.phases.setdefault(name, _Phase())
+        phase.calls += 1
+        if phase.graph is None:
+            if phase.calls == 1:
+                return self._on_stream(fn, *inputs)
+            try:
+                self._capture(phase, fn, inputs)
+            except Exception as error:
+                # A failed capture leaves the registered generator in capture mode: no safe eager fallback.
+                raise RuntimeError(
+                    f"CUDA graph capture of phase {name!r} failed ({error}); run with run.cuda_graphs=false"
+                ) from error
+        else:
+            for static, value in zip(phase.inputs, inputs, strict=True):
+                if static.shape != value.shape or static.dtype != value.dtype:
+                    raise ValueError(
+                        f"captured phase {name!r}: input changed from {tuple(static.shape)} {static.dtype} to "
+                        f"{tuple(value.shape)} {value.dtype}; captured phases need static shapes"
+                    )
+                static.copy_(value)
+        phase.graph.replay()
+        return _clone(phase.outputs)
+
+    def _on_stream(self, fn: Callable[..., Outputs], *inputs: torch.Tensor) -> Outputs:
+        """Eager warm-up on the capture stream, ordered after and before the caller's stream."""
+        caller = torch.cuda.current_stream(self.device)
+        self.stream.wait_stream(caller)
+        with torch.cuda.stream(self.stream):
+            out = fn(*inputs)
+        caller.wait_stream(self.stream)
+        return out
+
+    def _capture(self, phase: _Phase, fn: Callable[..., Outputs], inputs: tuple[torch.Tensor, ...]) -> None:
+        phase.inputs = tuple(x.detach().clone() for x in inputs)
+        graph = torch.cuda.CUDAGraph()
+        register = getattr(graph, "register_generator_state", None)
+        if register is None:
+            raise RuntimeError(
+                "this torch has no CUDAGraph.register_generator_state (needed for the agent's generator)"
+            )
+        register(self.generator)
+        torch.cuda.synchronize(self.device)
+        with torch.cuda.graph(graph, stream=self.stream, capture_error_mode="thread_local"):
+            phase.outputs = fn(*phase.inputs)
+        phase.graph = graph
+        torch.cuda.current_stream(self.device).wait_stream(self.stream)
+
+
+def _clone(outputs: Outputs) -> Outputs:
+    if isinstance(outputs, dict):
+        return {key: value.clone() for key, value in outputs.items()}
+    return tuple(value.clone() for value in outputs)
