@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -108,6 +109,7 @@ def test_killed_training_job_resumes_from_its_saved_state(tmp_path):
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
     assert not (run / "train_summary.json").exists()
+    assert processes_working_in(workdir) == []  # the training job died with snakemake
 
     # As after any crash of snakemake itself: release its lock on the folder, then run again.
     assert snakemake("--unlock", *args, workdir=workdir).returncode == 0
@@ -120,3 +122,23 @@ def test_killed_training_job_resumes_from_its_saved_state(tmp_path):
         summary["status"] == "completed"
         and summary["epochs"] == load_experiment(SMOKE).cell("ant", "tiny", "flow", 0).pwm.epochs
     )
+
+
+def processes_working_in(folder, wait: float = 10.0) -> list[int]:
+    """PIDs of live processes whose working directory is `folder` (waits a little for the kernel to reap)."""
+    deadline = time.monotonic() + wait
+    while True:
+        found = []
+        for proc in os.listdir("/proc"):
+            if not proc.isdigit():
+                continue
+            try:
+                cwd = os.readlink(f"/proc/{proc}/cwd")
+                state = Path(f"/proc/{proc}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if cwd == str(folder) and state != "Z":
+                found.append(int(proc))
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)

@@ -11,7 +11,9 @@ rule evaluate:
         f"logs/evaluate/{LOG}.log",
     benchmark:
         f"benchmarks/evaluate/{LOG}.tsv"
-    threads: 2
+    # One CPU thread: the work is on the GPU, and in CPU runs the tiny smoke networks gain nothing from
+    # intra-op threads but slow down badly when threads outnumber free cores. profiles/slurm raises it.
+    threads: 1
     resources:
         gpu=1,
     params:
