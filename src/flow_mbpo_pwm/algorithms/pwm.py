@@ -13,11 +13,11 @@ Choices, and where they differ from the public PWM code (docs: ../shared/specs/p
   dynamics, the reward head and the critic. The loss is backpropagated into the actor's parameters only
   (`backward(inputs=...)`), so it never touches world-model or critic parameters (tested).
 - Actor loss = -mean_envs(objective / std(ret_rms)), where `ret_rms` tracks the per-env imagined objectives (as PWM).
-- Rewards: the world model regresses real rewards divided by the running std of real env rewards (`rew_rms`,
-  updated as they are collected; `pwm.reward_norm="meanstd"` also subtracts the running mean, as the spec's
-  rew_rms does) and clipped to +-`reward_clip`. Imagined rewards, values and the actor objective live in those
-  normalised units. Scale-only is the default because centring turns alive-like reward terms into ~0, so an early
-  termination costs nothing; on the Ant a centred run learned to fall (config.py says more).
+- Rewards: by default the world model regresses raw real rewards (`pwm.reward_norm="none"`, as the public PWM
+  configs). `"std"` divides them by the running std of real env rewards (`rew_rms`, updated as they are collected);
+  `"meanstd"` also subtracts the running mean and clips to +-`reward_clip` (the spec's rew_rms). Imagined rewards,
+  values and the actor objective live in those units. Centring turns alive-like reward terms into ~0, so an early
+  termination costs nothing; clipping r/std would flatten every reward of a standing Ant (config.py says more).
 - Learning rates decay linearly with `progress` in [0, 1] (actor and critic to `lr_min`, world model to
   `wm_lr_min`).
 - Grad-norm clipping: actor 1.0, critic 100, world model 20 (from the config). Reported grad norms are pre-clip.
@@ -285,8 +285,11 @@ class PWM(nn.Module):
         wm = self.world_model
         obs = batch.obs.transpose(0, 1)  # [H+1, B, obs_dim]
         action = batch.action.transpose(0, 1)
-        center = cfg.reward_norm == "meanstd"
-        reward = self.rew_rms.normalize(batch.reward, cfg.reward_clip, center=center).transpose(0, 1)
+        reward = batch.reward
+        if cfg.reward_norm != "none":
+            center = cfg.reward_norm == "meanstd"
+            reward = self.rew_rms.normalize(reward, cfg.reward_clip if center else None, center=center)
+        reward = reward.transpose(0, 1)
         horizon = action.shape[0]
         with torch.no_grad():
             targets = wm.encode(obs[1:])
