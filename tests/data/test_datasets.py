@@ -157,7 +157,7 @@ def test_pretraining_lowers_world_model_loss_on_held_out_data(finished_runs, tmp
     agent.train_world_model(train_data, 300)
     after = held_out_losses()
     print("held-out world-model loss (total, dynamics, reward) before", before, "after", after)
-    assert after[0] < 0.9 * before[0] and after[1] < 0.2 * before[1] and after[2] < before[2], (before, after)
+    assert after[0] < 0.5 * before[0] and after[1] < 0.7 * before[1] and after[2] < before[2], (before, after)
 
 
 def test_training_run_pretrains_from_a_dataset(finished_runs, tmp_path):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from train_helpers import cli_args, run_cli
+import pandas as pd
+from train_helpers import LEARNING_RUN, cli_args, deep_update, run_cli
 
 from flow_mbpo_pwm.cli import main as cli_main
 from flow_mbpo_pwm.train import EXIT_COLLAPSED, INJECT_NAN_ENV
@@ -30,16 +31,20 @@ def test_injected_nan_stops_the_run_with_diagnostics_and_no_final_model(tmp_path
 
 
 def test_validation_collapse_flags_rows_and_stops(tmp_path, write_experiment):
-    # collapse_fraction just below 1: any validation below the best so far is a "collapse"; patience 1.
+    # A learning run (whose validation returns move) with a hair-trigger criterion: any validation below the best
+    # so far is a "collapse" (fraction just below 1, patience 1), so the run stops at its first dip.
     guard = {"collapse_after_epochs": 0, "collapse_fraction": 0.999999, "collapse_patience": 1}
-    config = write_experiment({"train": {"pwm": {"epochs": 40}, "run": {"validate_every": 2, "guard": guard}}})
+    config = write_experiment(deep_update(LEARNING_RUN, {"train": {"run": {"validate_every": 10, "guard": guard}}}))
     run_dir = tmp_path / "run"
     done = run_cli(cli_args(config, run_dir))
     assert done.returncode == EXIT_COLLAPSED, done.stdout + done.stderr
     diagnostics = json.loads((run_dir / "work" / "diagnostics.json").read_text())
     assert diagnostics["reason"] == "validation collapse"
-    rows = (run_dir / "work" / "validation.csv").read_text().splitlines()
-    assert rows[-1].split(",")[-2] == "True" and "collapsed" in rows[-1]
+    rows = pd.read_csv(run_dir / "work" / "validation.csv", keep_default_na=False)
+    assert len(rows) >= 2 and list(rows["flagged"]) == [False] * (len(rows) - 1) + [True]
+    assert rows["flag_reason"].iloc[-1].startswith("collapsed: validation return")
+    assert rows["val_return_mean"].iloc[-1] < rows["val_return_mean"].iloc[:-1].max()
+    assert diagnostics["epoch"] == rows["epoch"].iloc[-1] < 300
     assert not (run_dir / "final.pt").exists()
 
 

@@ -11,33 +11,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
-from train_helpers import cli_args, run_cli
+from train_helpers import LEARNING_RUN, cli_args, run_cli
 
 from flow_mbpo_pwm import envs
 from flow_mbpo_pwm.config import load_experiment
-
-EPISODE_LENGTH = 100
-LEARNING_RUN = {
-    "tasks": {"pendulum": {"num_envs": 16, "episode_length": EPISODE_LENGTH}},
-    "train": {
-        "world_model": {"units": [64, 64], "encoder_units": [64], "latent_dim": 64},
-        "pwm": {
-            "epochs": 300,
-            "horizon": 4,
-            "actor_units": [64, 64],
-            "critic_units": [64, 64],
-            "actor_lr": 2e-4,
-            "critic_lr": 2e-4,
-            "critic_iterations": 4,
-            "critic_minibatches": 2,
-            "wm_batch": 64,
-            "wm_steps": 8,
-            "wm_warmup_steps": 200,
-            "buffer_size": 50_000,
-        },
-        "run": {"log_every": 5, "validate_every": 20, "save_state_every": 100, "validation_episodes": 8},
-    },
-}
 
 
 def random_policy_return(config, episodes: int) -> float:

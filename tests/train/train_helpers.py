@@ -45,6 +45,32 @@ TINY_EXPERIMENT: dict[str, Any] = {
 }
 
 
+# Settings with which PWM learns InvertedPendulum (tests/train/test_learning.py): 16 envs, episodes of at most
+# 100 steps, 300 epochs of H=4, latent 64, actor/critic lr 2e-4.
+EPISODE_LENGTH = 100
+LEARNING_RUN = {
+    "tasks": {"pendulum": {"num_envs": 16, "episode_length": EPISODE_LENGTH}},
+    "train": {
+        "world_model": {"units": [64, 64], "encoder_units": [64], "latent_dim": 64},
+        "pwm": {
+            "epochs": 300,
+            "horizon": 4,
+            "actor_units": [64, 64],
+            "critic_units": [64, 64],
+            "actor_lr": 2e-4,
+            "critic_lr": 2e-4,
+            "critic_iterations": 4,
+            "critic_minibatches": 2,
+            "wm_batch": 64,
+            "wm_steps": 8,
+            "wm_warmup_steps": 200,
+            "buffer_size": 50_000,
+        },
+        "run": {"log_every": 5, "validate_every": 20, "save_state_every": 100, "validation_episodes": 8},
+    },
+}
+
+
 def deep_update(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
     out = dict(base)
     for key, value in changes.items():
