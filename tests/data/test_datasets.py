@@ -122,6 +122,14 @@ def test_exported_buffer_loads_back_with_equal_contents(finished_runs, tmp_path)
     assert torch.equal(buffer.valid_start, saved["valid_start"])  # same windows as the run's own buffer
 
 
+def test_export_of_a_folder_without_a_completed_run_fails_clearly(tmp_path, capsys):
+    from flow_mbpo_pwm.data.datasets import export_run
+
+    assert export_run(tmp_path / "nothing", tmp_path / "d.h5") == 1
+    assert "no train_summary.json; export needs a completed training run" in capsys.readouterr().err
+    assert not (tmp_path / "d.h5").exists()
+
+
 def test_dataset_of_another_task_is_refused(finished_runs, tmp_path):
     from flow_mbpo_pwm.data.datasets import export_run, load_dataset
 

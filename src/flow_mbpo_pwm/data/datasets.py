@@ -19,6 +19,7 @@ sample across an episode boundary" rule holds after loading. The oldest steps of
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -111,7 +112,19 @@ _BUFFER_FIELDS = {
 
 def export_run(run_dir: str | Path, out: str | Path) -> int:
     """`flow-mbpo-pwm export-dataset`: write the replay buffer of a completed run (`work/state.pt`) to `out`.
-    Returns the exit code (0); raises `DatasetError` for a run folder that holds no completed run."""
+    Returns the exit code: 0, or 1 with the reason on stderr for a folder that holds no completed run."""
+    try:
+        count = export_run_dataset(run_dir, out)
+    except (DatasetError, io.CheckpointError) as err:
+        print(f"flow-mbpo-pwm export-dataset: {err}", file=sys.stderr)
+        return 1
+    print(f"{run_dir}: exported {count} transitions to {out}")
+    return 0
+
+
+def export_run_dataset(run_dir: str | Path, out: str | Path) -> int:
+    """Write the replay buffer of the completed run in `run_dir` to `out`; returns the number of transitions.
+    Raises `DatasetError` naming the problem."""
     from flow_mbpo_pwm.config import load_train_config
     from flow_mbpo_pwm.data.replay import ReplayBuffer
     from flow_mbpo_pwm.run_folder import RunFolder
@@ -148,9 +161,7 @@ def export_run(run_dir: str | Path, out: str | Path) -> int:
         "source_seed": config.run.seed,
         "source_epochs": config.pwm.epochs,
     }
-    count = write_dataset(out, data, attrs)
-    print(f"{folder.root}: exported {count} transitions ({data['observations'].shape[0]} env streams) to {out}")
-    return 0
+    return write_dataset(out, data, attrs)
 
 
 def load_dataset(
