@@ -16,6 +16,24 @@ import warp as wp
 from flow_mbpo_pwm import envs
 
 
+def make_env_capturable(env, streams) -> None:
+    """Bench-only stand-in for what the env would need to step under a torch CUDA-graph capture (not product
+    code: it reaches into the env's private members). The env's own Warp graph is switched off (Warp refuses
+    `capture_launch` on a capturing stream), and its Warp launches go straight onto torch's current stream,
+    through wrappers made before any capture, with no event handshake."""
+    wrappers = {s.cuda_stream: wp.stream_from_torch(s) for s in streams}
+    env._graph, env._use_cuda_graph = None, False
+
+    @contextlib.contextmanager
+    def section():
+        stream = wrappers[torch.cuda.current_stream(env.device).cuda_stream]
+        with wp.ScopedDevice(env._wp_device), wp.ScopedStream(stream, sync_enter=False):
+            yield
+
+    env._warp_section = section
+    env.supports_torch_graph_capture = True
+
+
 def main(variant: str) -> int:
     device = torch.device("cuda")
     env = envs.make("ant", 128, device, 0)

@@ -94,6 +94,10 @@ def build(size: str, dynamics: str, args: argparse.Namespace, device: torch.devi
     ).validate()
     env = envs.make_from_config(config.env, device, seed=0)
     agent = PWM(env.obs_dim, env.act_dim, config, device, cuda_graphs=args.cuda_graphs)
+    if getattr(args, "capture_imagination", False) and agent.graphs is not None:
+        from probe_env_capture import make_env_capturable
+
+        make_env_capturable(env, [torch.cuda.current_stream(device), agent.graphs.stream])
     horizon = config.pwm.horizon
     slots = (args.warmup_epochs + 2 * args.epochs + 2) * horizon + 1
     buffer = ReplayBuffer(slots * env.num_envs, env.num_envs, env.obs_dim, env.act_dim, device, horizon=horizon)
@@ -161,6 +165,7 @@ def bench_cell(size: str, dynamics: str, args: argparse.Namespace, device: torch
         **{f"{k}_ms": round(v, 3) for k, v in mean.items()},
         "epoch_unsplit_ms": round(epoch_ms, 3),
         "cuda_graphs": agent.graphs is not None,
+        "capture_imagination": bool(getattr(env, "supports_torch_graph_capture", False)),
         "captured_phases": [str(name[0] if isinstance(name, tuple) else name) for name in agent.graphs.captured()]
         if agent.graphs is not None
         else [],
@@ -207,6 +212,12 @@ def main(argv: list[str] | None = None) -> int:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="capture the critic and world-model phases in CUDA graphs (CUDA only; default on)",
+    )
+    parser.add_argument(
+        "--capture-imagination",
+        action="store_true",
+        help="probe: patch the Ant to step under capture (bench/probe_env_capture.py) so PWM.epoch also captures "
+        "the imagination + actor step; only the unsplit timing means anything then",
     )
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
     args = parser.parse_args(argv)

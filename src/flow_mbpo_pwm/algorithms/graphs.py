@@ -1,4 +1,5 @@
-"""CUDA-graph capture of the PWM epoch's update phases (the world-model steps and the critic steps).
+"""CUDA-graph capture of the PWM epoch's phases: the world-model steps, the critic steps and — where the env can
+step under capture (`env.supports_torch_graph_capture`) — the imagination + actor step.
 
 Why: on a GPU the epoch's cost is kernel launches, not arithmetic (../shared/specs/pwm.md's timing model: a few
 tens of thousands of small kernels per epoch). Capturing a phase once and replaying it launches the whole phase
@@ -24,7 +25,11 @@ state tensors) calls `reset()`, so phases are captured again.
 Autograd detail: a parameter's gradient accumulator remembers the stream it was created on; one created on the
 default stream and still alive (held by an earlier autograd graph, e.g. the imagined rollout's) makes the captured
 backward wait on the default stream, which capture forbids. `PWM.epoch` frees the rollout's graph before the
-captured phases for that reason. A capture that fails raises (it cannot fall back: the generator is left mid-capture).
+captured phases for that reason.
+
+Host-side effects of a phase (Python counters) run while it is captured, not on replay: the imagination phase's
+one, the replay buffer's host count of adds, is advanced by `PWM` after each replay. A capture that fails raises
+(it cannot fall back to eager: the registered generator is left mid-capture).
 """
 
 from __future__ import annotations
@@ -98,16 +103,20 @@ class PhaseGraphs:
     def captured(self) -> list[Any]:
         return [name for name, phase in self.phases.items() if phase.graph is not None]
 
-    def run(self, name: Any, fn: Callable[..., Outputs], *inputs: torch.Tensor) -> Outputs:
+    def run(
+        self, name: Any, fn: Callable[..., Outputs], *inputs: torch.Tensor, capture_error_mode: str = "thread_local"
+    ) -> Outputs:
         """Run phase `name` = `fn(*inputs)`: eager on the first call, captured on the second, replayed after.
-        `inputs` must keep their shapes and dtypes across calls (they are copied into static tensors)."""
+        `inputs` must keep their shapes and dtypes across calls (they are copied into static tensors).
+        `capture_error_mode="relaxed"` is for phases that call a library (Warp) that makes calls the stricter
+        modes refuse during capture."""
         phase = self.phases.setdefault(name, _Phase())
         phase.calls += 1
         if phase.graph is None:
             if phase.calls == 1:
                 return self._on_stream(fn, *inputs)
             try:
-                self._capture(phase, fn, inputs)
+                self._capture(phase, fn, inputs, capture_error_mode)
             except Exception as error:
                 # A failed capture leaves the registered generator in capture mode: no safe eager fallback.
                 raise RuntimeError(
@@ -133,7 +142,7 @@ class PhaseGraphs:
         caller.wait_stream(self.stream)
         return out
 
-    def _capture(self, phase: _Phase, fn: Callable[..., Outputs], inputs: tuple[torch.Tensor, ...]) -> None:
+    def _capture(self, phase: _Phase, fn: Callable[..., Outputs], inputs: tuple[torch.Tensor, ...], mode: str) -> None:
         phase.inputs = tuple(x.detach().clone() for x in inputs)
         graph = torch.cuda.CUDAGraph()
         register = getattr(graph, "register_generator_state", None)
@@ -143,7 +152,7 @@ class PhaseGraphs:
             )
         register(self.generator)
         torch.cuda.synchronize(self.device)
-        with torch.cuda.graph(graph, stream=self.stream, capture_error_mode="thread_local"):
+        with torch.cuda.graph(graph, stream=self.stream, capture_error_mode=mode):
             phase.outputs = fn(*phase.inputs)
         phase.graph = graph
         torch.cuda.current_stream(self.device).wait_stream(self.stream)

@@ -137,15 +137,23 @@ class PWM(nn.Module):
         lrs = self.set_learning_rates(progress)
 
         # 1-2. Imagine H steps from E(o) while the real env takes the same actions (collect-only before warm-up).
-        rollout, obs = self.imagine(env, obs, buffer, with_grad=self.warmed_up)
+        # With CUDA graphs and an env that can step under capture, 1-3 run as one captured graph.
+        captured = self.warmed_up and self.graphs is not None and getattr(env, "supports_torch_graph_capture", False)
+        if captured:
+            rollout, obs, actor_metrics = self._imagine_and_act_captured(env, obs, buffer)
+        else:
+            rollout, obs = self.imagine(env, obs, buffer, with_grad=self.warmed_up)
         metrics = self._metrics(lrs, rollout)
         if not self.warmed_up:
             return obs, metrics
-        # 3. Actor: one step on the imagined objective, gradients through the model into the actions only.
-        metrics["actor_loss"], metrics["actor_grad_norm"] = self.actor_step(rollout.objective)
-        # Free the imagination's autograd graph: it holds the critic's and world model's gradient accumulators,
-        # created on the caller's stream, which a captured phase must not inherit (graphs.py).
-        rollout = rollout._replace(objective=rollout.objective.detach())
+        if captured:
+            metrics.update(actor_metrics)
+        else:
+            # 3. Actor: one step on the imagined objective, gradients through the model into the actions only.
+            metrics["actor_loss"], metrics["actor_grad_norm"] = self.actor_step(rollout.objective)
+            # Free the imagination's autograd graph: it holds the critic's and world model's gradient accumulators,
+            # created on the caller's stream, which a captured phase must not inherit (graphs.py).
+            rollout = rollout._replace(objective=rollout.objective.detach())
         # 4. Critic: TD(lambda) regression on the rollout's detached latents.
         metrics["critic_loss"], metrics["critic_grad_norm"] = self.critic_step(rollout)
         # 5. World model: `wm_steps` steps on replayed sub-trajectories.
@@ -210,6 +218,27 @@ class PWM(nn.Module):
             episode_return_max=episode_max,
         )
         return rollout, obs
+
+    def _imagine_and_act_captured(
+        self, env: Any, obs: torch.Tensor, buffer: Any
+    ) -> tuple[Rollout, torch.Tensor, dict[str, torch.Tensor]]:
+        """Steps 1-3 (imagination with the real env, actor step) as one captured phase; the actor's std is read
+        before its update, as `_metrics` does in the eager path."""
+
+        def imagine_and_act(obs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            actor_std = self.actor.std().detach().mean()
+            rollout, next_obs = self.imagine(env, obs, buffer, with_grad=True)
+            loss, grad_norm = self.actor_step(rollout.objective)
+            return (*rollout._replace(objective=rollout.objective.detach()), next_obs, loss, grad_norm, actor_std)
+
+        added = buffer.num_added
+        out = self.graphs.run(("imagine_act", env, buffer), imagine_and_act, obs, capture_error_mode="relaxed")
+        if buffer.num_added == added:  # a replay: the buffer's host-side count of adds did not run
+            buffer.num_added += self.config.pwm.horizon
+        fields = len(Rollout._fields)
+        next_obs, loss, grad_norm, actor_std = out[fields:]
+        actor_metrics = {"actor_loss": loss, "actor_grad_norm": grad_norm, "actor_std": actor_std}
+        return Rollout(*out[:fields]), next_obs, actor_metrics
 
     def actor_step(self, objective: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Maximise the imagined objective scaled by the running std of objectives (ret_rms). Only the actor's
