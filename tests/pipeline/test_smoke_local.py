@@ -84,6 +84,12 @@ def test_smoke_pipeline_end_to_end_through_the_local_profile(tmp_path):
     more_episodes.write_text(yaml.safe_dump({**config, "evaluation": {**config["evaluation"], "episodes": 120}}))
     plan = snakemake("-n", "--configfile", str(more_episodes), workdir=workdir)
     assert job_stats(plan.stdout) == {"evaluate": 4, "aggregate": 1, "plot": 1, "all": 1}
+    longer = tmp_path / "longer.yaml"
+    longer.write_text(
+        yaml.safe_dump({**config, "train": {**config["train"], "pwm": {**config["train"]["pwm"], "epochs": 25}}})
+    )
+    plan = snakemake("-n", "--configfile", str(longer), workdir=workdir)
+    assert job_stats(plan.stdout) == {"train": 4, "select": 4, "evaluate": 4, "aggregate": 1, "plot": 1, "all": 1}
 
 
 def test_killed_training_job_resumes_from_its_saved_state(tmp_path):
