@@ -218,6 +218,9 @@ class RunConfig:
     validation_episodes: int = 16  # run in parallel, one per env
     validation_seed_base: int = 500_000  # validation env seed = validation_seed_base + seed
     save_state_every: int = 250  # epochs between full resumable-state saves (also on SIGTERM / SIGUSR1)
+    # On CUDA: capture the critic, world-model and (where the env can step under capture) imagination + actor
+    # phases of every epoch in CUDA graphs (algorithms/graphs.py); ignored on CPU.
+    cuda_graphs: bool = True
     pretrain_dataset: str = ""  # HDF5 dataset to pretrain the world model from ("" = none)
     pretrain_steps: int = 0
     guard: GuardConfig = field(default_factory=GuardConfig)

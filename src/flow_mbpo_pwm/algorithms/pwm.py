@@ -115,7 +115,7 @@ class PWM(nn.Module):
         # On CUDA the critic and world-model phases run as captured CUDA graphs (algorithms/graphs.py); on the CPU
         # everything stays eager. `cuda_graphs=None` follows the config (`run.cuda_graphs`, default on).
         if cuda_graphs is None:
-            cuda_graphs = bool(getattr(config.run, "cuda_graphs", True))
+            cuda_graphs = config.run.cuda_graphs
         self.graphs = PhaseGraphs(self.device, self.generator) if cuda_graphs and self.device.type == "cuda" else None
         if self.graphs is not None:
             for optimizer in (self.actor_optimizer, self.critic_optimizer, self.wm_optimizer):

@@ -255,6 +255,10 @@ class AntEnv:
         self._graph = None
         self._use_cuda_graph = use_cuda_graph and self.device.type == "cuda"
         self.graph_captured = False
+        # Warp wrappers of torch streams, made outside any capture and reused (see _warp_section).
+        self._stream_wrappers: dict[int, wp.Stream] = {}
+        # The training core may record env.step inside its own torch CUDA graph (PWM's captured imagination).
+        self.supports_torch_graph_capture = self.device.type == "cuda"
 
     @contextlib.contextmanager
     def _warp_section(self):
@@ -266,13 +270,30 @@ class AntEnv:
             if self.device.type != "cuda":
                 yield
                 return
-            torch_stream = wp.stream_from_torch(torch.cuda.current_stream(self.device))
+            torch_stream = self._warp_stream_of(torch.cuda.current_stream(self.device))
+            if torch.cuda.is_current_stream_capturing():
+                # Inside a torch CUDA-graph capture: launch straight onto the capturing stream (no handshake;
+                # Warp cannot launch its own graph or wait on another stream there).
+                with wp.ScopedStream(torch_stream, sync_enter=False):
+                    yield
+                return
             warp_stream = wp.get_stream(self._wp_device)
             warp_stream.wait_stream(torch_stream)
             try:
                 yield
             finally:
                 torch_stream.wait_stream(warp_stream)
+
+    def _warp_stream_of(self, torch_stream: torch.cuda.Stream) -> wp.Stream:
+        wrapper = self._stream_wrappers.get(torch_stream.cuda_stream)
+        if wrapper is None:
+            if torch.cuda.is_current_stream_capturing():
+                raise RuntimeError(
+                    "AntEnv.step under a CUDA-graph capture on a stream it never ran on: step the env once on "
+                    "that stream, outside capture, first (PWM's captured phases do: their first call is eager)"
+                )
+            wrapper = self._stream_wrappers[torch_stream.cuda_stream] = wp.stream_from_torch(torch_stream)
+        return wrapper
 
     # ------------------------------------------------------------------------------------------------------
     # The step as a fixed sequence of launches (captured as one CUDA graph on GPU)
@@ -404,12 +425,15 @@ class AntEnv:
             check_actions_finite(actions)
         self._actions_in_t.copy_(actions.detach())
         with self._warp_section():
-            if self._use_cuda_graph and self._graph is None:
-                self._capture()
-            if self._graph is not None:
-                wp.capture_launch(self._graph)
+            if self.device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+                self._step_launches()  # recorded into the caller's torch graph
             else:
-                self._step_launches()
+                if self._use_cuda_graph and self._graph is None:
+                    self._capture()
+                if self._graph is not None:
+                    wp.capture_launch(self._graph)
+                else:
+                    self._step_launches()
         info = {
             "final_obs": self._final_obs_t.clone(),
             "reward_terms": self._reward_terms_t.clone(),
