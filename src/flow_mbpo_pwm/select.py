@@ -27,6 +27,7 @@ from typing import Any
 
 from flow_mbpo_pwm import io
 from flow_mbpo_pwm.io import CheckpointError
+from flow_mbpo_pwm.run_folder import VALIDATION_COLUMNS
 
 CRITERION = (
     "highest val_return_mean (deterministic policy, validation seeds) recorded during training; "
@@ -34,20 +35,6 @@ CRITERION = (
     "checkpoints are rejected"
 )
 CELL_KEYS = ("task", "size", "dynamics", "seed")
-VALIDATION_COLUMNS = (
-    "task",
-    "size",
-    "dynamics",
-    "seed",
-    "epoch",
-    "env_steps",
-    "val_return_mean",
-    "val_return_std",
-    "val_episodes",
-    "checkpoint",
-    "flagged",
-    "flag_reason",
-)
 
 
 class SelectionError(ValueError):
