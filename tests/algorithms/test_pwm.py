@@ -210,7 +210,7 @@ def test_world_model_loss_definition_and_masking_of_invalid_rows(dynamics):
 
 @pytest.mark.parametrize("reward_norm", ["none", "std", "meanstd"])
 def test_reward_normalisation_of_the_world_model_target(reward_norm):
-    """"none" regresses raw rewards; "std" divides by the running std without clipping; "meanstd" centres and
+    """ "none" regresses raw rewards; "std" divides by the running std without clipping; "meanstd" centres and
     clips (the spec's rew_rms). Checked through the reward term of the world-model loss."""
     agent, env, buffer, obs = build("deterministic", gamma=1.0, reward_norm=reward_norm)
     run_until_warm(agent, env, buffer, obs)
