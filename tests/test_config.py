@@ -18,7 +18,9 @@ def test_default_experiment_has_every_cell():
     ("bad", "key"),
     [
         ({"tasks": {"ant": {"num_envs": 0}}}, "tasks.ant.num_envs"),
-        ({"train": {"world_model": {"task_dim": 96}}}, "world_model.task_dim"),
+        ({"train": {"world_model": {"task_dim": 96}}}, "train.world_model.task_dim"),
+        ({"train": {"pwm": {"gamma": 1.5}}}, "train.pwm.gamma"),
+        ({"train": {"pwm": {"buffer_size": 10}}}, "train.pwm.buffer_size"),
         ({"sizes": ["7M"]}, "sizes"),
         ({"unknown_section": 1}, "unknown_section"),
         ({"train": {"pwm": {"gamma": "high"}}}, "train.pwm.gamma"),

@@ -381,7 +381,7 @@ class ExperimentConfig:
         world_model = _merge(SIZE_PRESETS[size], self.train.world_model, "train.world_model")
         pwm = _merge(PWMConfig(), self.train.pwm, "train.pwm")
         run = _merge(RunConfig(), {**self.train.run, "seed": seed}, "train.run")
-        return TrainConfig(
+        config = TrainConfig(
             task_name=task,
             size=size,
             dynamics_name=dynamics,
@@ -390,7 +390,16 @@ class ExperimentConfig:
             dynamics=self.dynamics[dynamics],
             pwm=pwm,
             run=run,
-        ).validate()
+        )
+        try:
+            return config.validate()
+        except ConfigError as err:  # name the key where the experiment YAML sets it
+            section = err.key.split(".")[0]
+            if section in ("world_model", "pwm", "run"):
+                raise ConfigError(f"train.{err.key}", err.reason) from None
+            if section == "env":
+                raise ConfigError(f"tasks.{task}{err.key[len('env') :]}", err.reason) from None
+            raise
 
 
 def _merge(base: Any, overrides: dict[str, Any], key: str) -> Any:
