@@ -76,6 +76,16 @@ COMPARE_COLUMNS = [
     "train_seconds_std",
     "bootstrap_resamples",
 ]
+# Per-seed values copied from each run's train summary, as they are.
+SUMMARY_FIELDS = (
+    "train_best_return",
+    "final_train_return",
+    "params",
+    "params_world_model",
+    "env_steps",
+    "epochs",
+    "train_seconds",
+)
 PER_SEED_COLUMNS = [
     *RUN,
     "dynamics_kind",
@@ -84,13 +94,7 @@ PER_SEED_COLUMNS = [
     "return_mean",
     "return_median",
     "return_std",
-    "train_best_return",
-    "final_train_return",
-    "params",
-    "params_world_model",
-    "env_steps",
-    "epochs",
-    "train_seconds",
+    *SUMMARY_FIELDS,
 ]
 
 
@@ -326,18 +330,7 @@ def build_tables(
                 "return_mean": returns.mean(),
                 "return_median": float(np.median(returns)),
                 "return_std": returns.std(ddof=1) if returns.size > 1 else float("nan"),
-                **{
-                    k: summary[k]
-                    for k in (
-                        "train_best_return",
-                        "final_train_return",
-                        "params",
-                        "params_world_model",
-                        "env_steps",
-                        "epochs",
-                        "train_seconds",
-                    )
-                },
+                **{k: summary[k] for k in SUMMARY_FIELDS},
             }
         )
     per_seed = _integers(
