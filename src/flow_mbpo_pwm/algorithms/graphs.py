@@ -60,13 +60,20 @@ def make_capturable(optimizer: torch.optim.Optimizer, device: torch.device) -> N
 
 
 def make_eager(optimizer: torch.optim.Optimizer) -> None:
-    """Undo `make_capturable` on an optimiser whose state came from a captured run (e.g. a GPU checkpoint resumed
-    eagerly): float lr, `capturable=False` (step counters are moved to the host by the caller)."""
+    """Undo `make_capturable` on an optimiser whose state came from a captured run or was loaded with
+    map_location=cuda: float lr, `capturable=False`, step counters on the host (as a fresh non-capturable Adam
+    keeps them; on the GPU every step would read them back with a sync). A fused Adam keeps its counters."""
     optimizer.defaults["capturable"] = False
     for group in optimizer.param_groups:
         group["capturable"] = False
         if isinstance(group["lr"], torch.Tensor):
             group["lr"] = float(group["lr"].item())
+    if optimizer.defaults.get("fused"):
+        return
+    for state in optimizer.state.values():
+        step = state.get("step")
+        if isinstance(step, torch.Tensor) and step.device.type != "cpu":
+            state["step"] = step.cpu()
 
 
 def set_lr(group: dict[str, Any], value: float) -> None:

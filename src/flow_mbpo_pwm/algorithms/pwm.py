@@ -454,19 +454,12 @@ class PWM(nn.Module):
         for name in ("actor_optimizer", "critic_optimizer", "wm_optimizer"):
             optimizer = getattr(self, name)
             optimizer.load_state_dict(state[name])
-            # The saved groups carry the saving run's mode (capturable, tensor lr); use this agent's.
+            # The saved groups carry the saving run's mode (capturable, tensor lr, step counters' device); use this
+            # agent's.
             if self.graphs is not None:
                 make_capturable(optimizer, self.device)
             else:
                 make_eager(optimizer)
-            # A state loaded with map_location=cuda puts Adam's step counters on the GPU; a non-capturable Adam keeps
-            # them on the host (as a fresh one does), else every step would read them back with a sync.
-            if optimizer.defaults.get("capturable") or optimizer.defaults.get("fused"):
-                continue
-            for param_state in optimizer.state.values():
-                step = param_state.get("step")
-                if isinstance(step, torch.Tensor) and step.device.type != "cpu":
-                    param_state["step"] = step.cpu()
         self.generator.set_state(state["generator"].cpu())
         if self.graphs is not None:  # the optimisers' state tensors are new objects: capture again
             self.graphs.reset()
