@@ -5,7 +5,9 @@ Formats are plain dicts of tensors and plain values with a `"format"` key, writt
 checkpoint can never run code. Architectures are rebuilt from `meta["config"]` (a `TrainConfig.to_dict()`).
 
 - policy `flow-mbpo-pwm/policy/1`: `{format, meta, encoder, actor}` — what evaluation needs;
-- agent `flow-mbpo-pwm/agent/1` (final.pt): `{format, meta, world_model, actor, critic}` — no optimiser state.
+- agent `flow-mbpo-pwm/agent/1` (final.pt): `{format, meta, world_model, actor, critic}` — no optimiser state;
+- world model `flow-mbpo-pwm/world-model/1` (`pretrain`'s output): `{format, meta, world_model, rew_rms}` — the
+  weights and the reward statistics fitted on the offline data; `train` starts from it (`run.world_model_init`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from flow_mbpo_pwm.models.world_model import build_encoder
 
 POLICY_FORMAT = "flow-mbpo-pwm/policy/1"
 AGENT_FORMAT = "flow-mbpo-pwm/agent/1"
+WORLD_MODEL_FORMAT = "flow-mbpo-pwm/world-model/1"
+# What must agree between a pretrained world model and the run that starts from it: the architecture.
+WORLD_MODEL_CONFIG_SECTIONS = ("world_model", "dynamics")
 POLICY_META_KEYS = (
     "task",
     "size",
@@ -40,13 +45,16 @@ POLICY_META_KEYS = (
 __all__ = [
     "AGENT_FORMAT",
     "POLICY_FORMAT",
+    "WORLD_MODEL_FORMAT",
     "CheckpointError",
     "Policy",
     "check_policy_matches",
     "load_agent",
     "load_policy",
+    "load_world_model",
     "save_agent",
     "save_policy",
+    "save_world_model",
 ]
 
 
@@ -171,3 +179,47 @@ def load_agent(path: str | os.PathLike, device: str | torch.device = "cpu") -> t
     for name in ("world_model", "actor", "critic"):
         _load_into(path, getattr(agent, name), data[name], name)
     return agent, meta
+
+
+def save_world_model(path: str | os.PathLike, agent: Any, meta: dict[str, Any]) -> None:
+    """Write a pretrained world model with the agent's reward statistics. `meta` must hold `config`."""
+    if "config" not in meta:
+        raise ValueError("save_world_model: meta lacks 'config'")
+    meta = {"obs_dim": agent.obs_dim, "act_dim": agent.act_dim, **meta}
+    io.torch_save(
+        path,
+        {
+            "format": WORLD_MODEL_FORMAT,
+            "meta": meta,
+            "world_model": _cpu_state(agent.world_model),
+            "rew_rms": _cpu_state(agent.rew_rms),
+        },
+    )
+
+
+def load_world_model(path: str | os.PathLike, agent: Any) -> dict[str, Any]:
+    """Load a pretrained world model (weights, bitwise) and its reward statistics into `agent`; returns its meta.
+    Raises `CheckpointError` when the file is not such a checkpoint or was trained for another task, observation
+    or action size, or world-model architecture (the first differing key is named)."""
+    from flow_mbpo_pwm.train_state import config_differences
+
+    data = _read(path, WORLD_MODEL_FORMAT, ("world_model", "rew_rms"), agent.device)
+    meta = data["meta"]
+    saved = _config(path, meta)
+    if (meta.get("obs_dim"), meta.get("act_dim")) != (agent.obs_dim, agent.act_dim):
+        raise CheckpointError(
+            f"{path}: pretrained for obs_dim={meta.get('obs_dim')}, act_dim={meta.get('act_dim')}, but this run has "
+            f"obs_dim={agent.obs_dim}, act_dim={agent.act_dim}"
+        )
+    if saved.env.task != agent.config.env.task:
+        raise CheckpointError(f"{path}: pretrained on task {saved.env.task!r}, this run is {agent.config.env.task!r}")
+    for section in WORLD_MODEL_CONFIG_SECTIONS:
+        diffs = config_differences(saved.to_dict()[section], agent.config.to_dict()[section])
+        if diffs:
+            key, had, wants = diffs[0]
+            raise CheckpointError(
+                f"{path}: pretrained with {section}.{key}={had!r}, but this run has {section}.{key}={wants!r}"
+            )
+    _load_into(path, agent.world_model, data["world_model"], "world_model")
+    _load_into(path, agent.rew_rms, data["rew_rms"], "rew_rms")
+    return meta

@@ -29,6 +29,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cell(train)
     train.add_argument("--run-dir", type=Path, required=True, help="the cell's run folder")
     train.add_argument("--epochs", type=int, default=None, help="override pwm.epochs (quick runs)")
+    train.add_argument(
+        "--world-model-init", type=Path, default=None, help="start from this pretrained world model (`pretrain`)"
+    )
+    train.add_argument(
+        "--offline-data", type=Path, default=None, help="HDF5 dataset put into the replay buffer before training"
+    )
+
+    pretrain = stages.add_parser("pretrain", help="pretrain a cell's world model offline on a collected dataset")
+    pretrain.add_argument("--config", type=Path, required=True, help="experiment YAML (e.g. config/config.yaml)")
+    pretrain.add_argument("--task", required=True, help="task name from the config's `tasks`")
+    pretrain.add_argument("--size", required=True, help="size preset from the config's `sizes`")
+    pretrain.add_argument("--dynamics", required=True, help="dynamics variant from the config's `dynamics`")
+    pretrain.add_argument("--dataset", type=Path, required=True, help="HDF5 dataset (`collect`)")
+    pretrain.add_argument("--out", type=Path, required=True, help="world_model.pt to write")
+    pretrain.add_argument("--steps", type=int, default=None, help="override pretrain.steps")
+    pretrain.add_argument("--device", default=None, help="override run.device: auto, cpu, cuda or cuda:N")
 
     export = stages.add_parser("export-dataset", help="write a finished run's replay buffer to an HDF5 dataset")
     export.add_argument("--run-dir", type=Path, required=True)
@@ -89,6 +105,27 @@ def _cell_config(args: argparse.Namespace):
     return experiment, config
 
 
+def _pretrain(args: argparse.Namespace) -> int:
+    from flow_mbpo_pwm.config import load_experiment, with_overrides
+    from flow_mbpo_pwm.data.datasets import DatasetError
+    from flow_mbpo_pwm.io import CheckpointError
+    from flow_mbpo_pwm.pretrain import pretrain
+
+    experiment = load_experiment(args.config)
+    settings = experiment.pretrain
+    # The cell's training config with the pretraining seed: the world model, dynamics and optimiser settings are
+    # the ones training will use.
+    config = experiment.cell(args.task, args.size, args.dynamics, experiment.seeds[0])
+    run = {"seed": settings.seed} | ({"device": args.device} if args.device is not None else {})
+    config = with_overrides(config, run=run)
+    steps = settings.steps if args.steps is None else args.steps
+    try:
+        return pretrain(config, args.dataset, steps, args.out, settings.log_every, settings.save_state_every)
+    except (DatasetError, CheckpointError) as err:
+        print(f"flow-mbpo-pwm pretrain: {err}", file=sys.stderr)
+        return 1
+
+
 def _dispatch(args: argparse.Namespace) -> int | None:
     stage = args.stage
     if stage == "check-config":
@@ -104,7 +141,13 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         _, config = _cell_config(args)
         if args.epochs is not None:
             config = with_overrides(config, pwm={"epochs": args.epochs})
+        offline = {"world_model_init": args.world_model_init, "offline_data": args.offline_data}
+        offline = {key: str(path) for key, path in offline.items() if path is not None}
+        if offline:
+            config = with_overrides(config, run=offline)
         return train(config, args.run_dir)
+    if stage == "pretrain":
+        return _pretrain(args)
     if stage == "export-dataset":
         from flow_mbpo_pwm.data.datasets import export_run
 

@@ -102,6 +102,9 @@ class DynamicsConfig:
     time_embedding_dim: int = 32
     source: Literal["delta", "noise"] = "delta"  # delta: x_0 = z_t; noise: x_0 ~ N(0, I) (stochastic dynamics)
     project: Literal["simnorm", "none"] = "simnorm"  # applied to the integrated latent
+    # deterministic only: z' = SimNorm(log z + f(z, a)) with f's last layer zero at init, so the untrained model
+    # is the copy-the-last-latent baseline (models/dynamics.py); false: z' = F(z, a) as in PWM / TD-MPC2
+    residual: bool = False
 
     def validate(self, key: str = "dynamics") -> None:
         _check(1 <= self.substeps <= 256, f"{key}.substeps", f"must be in [1, 256], got {self.substeps}")
@@ -109,6 +112,11 @@ class DynamicsConfig:
             self.time_embedding_dim >= 2 and self.time_embedding_dim % 2 == 0,
             f"{key}.time_embedding_dim",
             f"must be an even number >= 2, got {self.time_embedding_dim}",
+        )
+        _check(
+            not (self.residual and self.kind == "flow"),
+            f"{key}.residual",
+            "applies to deterministic dynamics only (the delta flow already starts from the current latent)",
         )
 
 
@@ -221,8 +229,10 @@ class RunConfig:
     # On CUDA: capture the critic, world-model and (where the env can step under capture) imagination + actor
     # phases of every epoch in CUDA graphs (algorithms/graphs.py); ignored on CPU.
     cuda_graphs: bool = True
-    pretrain_dataset: str = ""  # HDF5 dataset to pretrain the world model from ("" = none)
-    pretrain_steps: int = 0
+    # The paper's protocol (set by the pipeline from the `pretrain` section; "" = from scratch): start from a world
+    # model pretrained offline (`flow-mbpo-pwm pretrain`), and put an offline dataset into the replay buffer first.
+    world_model_init: str = ""
+    offline_data: str = ""
     guard: GuardConfig = field(default_factory=GuardConfig)
 
     def validate(self, key: str = "run") -> None:
@@ -238,12 +248,6 @@ class RunConfig:
             self.validation_seed_base >= 100_000,
             f"{key}.validation_seed_base",
             "must be >= 100000 so validation seeds never coincide with training seeds",
-        )
-        _check(self.pretrain_steps >= 0, f"{key}.pretrain_steps", "must be >= 0")
-        _check(
-            self.pretrain_steps == 0 or bool(self.pretrain_dataset),
-            f"{key}.pretrain_steps",
-            "is > 0 but run.pretrain_dataset is empty",
         )
         self.guard.validate(f"{key}.guard")
 
@@ -319,6 +323,27 @@ class EvaluationConfig:
 
 
 @dataclass(frozen=True)
+class PretrainConfig:
+    """The PWM paper's single-task protocol: the world model (and the reward statistics) pretrained offline on the
+    reference's experience (`collect`), then `train` starts from it with that data in its replay buffer. One
+    pretrained world model per (task, size, dynamics variant), shared by every seed of the cell, as the paper
+    shared one pretrained model. `enabled: false` trains from scratch."""
+
+    enabled: bool = True
+    steps: int = 100_000  # gradient steps (the paper: 100k for the Ant), batches of `pwm.wm_batch` sequences
+    seed: int = 0  # RNG seed of the pretraining run (network init, batch sampling)
+    seed_buffer: bool = True  # start training with the offline data in the replay buffer (as the public code)
+    log_every: int = 500  # gradient steps between rows of pretrain_metrics.csv
+    save_state_every: int = 5_000  # gradient steps between resumable-state saves (also on SIGTERM)
+
+    def validate(self, key: str = "pretrain") -> None:
+        _check(self.steps >= 1, f"{key}.steps", f"must be >= 1, got {self.steps}")
+        _check(0 <= self.seed < 100_000, f"{key}.seed", f"must be in [0, 100000), got {self.seed}")
+        for name in ("log_every", "save_state_every"):
+            _check(getattr(self, name) >= 1, f"{key}.{name}", f"must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
 class TrainOverrides:
     """The `train:` section: partial overrides applied to every cell (on top of size and dynamics presets)."""
 
@@ -334,6 +359,7 @@ class ExperimentConfig:
     dynamics: dict[str, DynamicsConfig] = field(default_factory=lambda: dict(DYNAMICS_PRESETS))
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     train: TrainOverrides = field(default_factory=TrainOverrides)
 
     def cells(self) -> list[tuple[str, str, str, int]]:
@@ -357,6 +383,11 @@ class ExperimentConfig:
             dyn.validate(f"dynamics.{name}")
         self.evaluation.validate()
         _check("seed" not in self.train.run, "train.run.seed", "is set by the grid's `seeds`, not by train.run")
+        for name in ("world_model_init", "offline_data"):
+            _check(
+                name not in self.train.run, f"train.run.{name}", "is set by the pipeline from the `pretrain` section"
+            )
+        self.pretrain.validate()
         # Every cell must resolve to a valid run config: this applies all cross-field rules before any job runs.
         train_configs = [self.cell(*cell) for cell in self.cells()]
         validation_base = train_configs[0].run.validation_seed_base

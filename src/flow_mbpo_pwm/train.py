@@ -167,8 +167,10 @@ def train(config: TrainConfig, run_dir: Path) -> int:
     folder = RunFolder(Path(run_dir))
     device = resolve_device(config.run.device)
     _check_run_folder(folder, config)
-    if config.run.pretrain_dataset and not Path(config.run.pretrain_dataset).is_file():
-        raise ConfigError("run.pretrain_dataset", f"{config.run.pretrain_dataset} does not exist")
+    for key in ("world_model_init", "offline_data"):
+        path = getattr(config.run, key)
+        if path and not Path(path).is_file():
+            raise ConfigError(f"run.{key}", f"{path} does not exist")
     name = f"{config.task_name}/{config.size}-{config.dynamics_name}/seed{config.run.seed}"
     run = TrainingRun(config, folder, device, name)
     return run.run()
@@ -326,8 +328,8 @@ class TrainingRun:
                         f"training on {self.device}: {cfg.pwm.epochs} epochs x {cfg.pwm.horizon} steps x "
                         f"{self.env.num_envs} envs; parameters {self._parameter_counts()}"
                     )
-                    if self._pretrain(progress):
-                        self._save_state()  # a preempted job does not redo the pretraining
+                    if self._start_from_offline(progress):
+                        self._save_state()  # a preempted job does not redo the loading
                 trained = False
                 while self.progression.epoch < cfg.pwm.epochs:
                     self._one_epoch(progress)
@@ -517,19 +519,23 @@ class TrainingRun:
     # Pretraining and completion
     # ---------------------------------------------------------------------------------------------------------
 
-    def _pretrain(self, progress: Progress) -> bool:
-        """Pretrain the world model on `run.pretrain_dataset` (fresh runs only); True if it did."""
-        cfg = self.config.run
-        if not cfg.pretrain_dataset or cfg.pretrain_steps == 0:
-            return False
-        from flow_mbpo_pwm.data.datasets import load_dataset
+    def _start_from_offline(self, progress: Progress) -> bool:
+        """The paper's protocol (fresh runs only): start from the pretrained world model (`run.world_model_init`,
+        weights and reward statistics; the agent counts as warmed up) and put the offline data into the replay
+        buffer (`run.offline_data`). True if it did either."""
+        from flow_mbpo_pwm import checkpoints
+        from flow_mbpo_pwm.data.datasets import fill_buffer, read_matching_dataset
 
-        dataset = load_dataset(
-            cfg.pretrain_dataset, self.device, self.env.obs_dim, self.env.act_dim, self.config.pwm.horizon
-        )
-        progress.message(f"pretraining the world model for {cfg.pretrain_steps} steps on {cfg.pretrain_dataset}")
-        self.agent.train_world_model(dataset, cfg.pretrain_steps)
-        return True
+        run = self.config.run
+        if run.world_model_init:
+            meta = checkpoints.load_world_model(run.world_model_init, self.agent)
+            self.agent.warmed_up = True
+            progress.message(f"world model from {run.world_model_init} (pretrained {meta.get('steps')} steps)")
+        if run.offline_data:
+            data = read_matching_dataset(run.offline_data, self.env.obs_dim, self.env.act_dim, self.config.pwm.horizon)
+            added = fill_buffer(self.buffer, data)
+            progress.message(f"replay buffer starts with {added} offline transitions from {run.offline_data}")
+        return bool(run.world_model_init or run.offline_data)
 
     def _parameter_counts(self) -> dict[str, int]:
         return self.agent.parameter_counts()  # {world_model, actor, critic, total}

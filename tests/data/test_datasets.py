@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
+from flow_mbpo_pwm import io
 from flow_mbpo_pwm.data.datasets import DATASET_FORMAT, DatasetError, read_dataset, write_dataset
 
 
@@ -117,8 +118,11 @@ def test_exported_buffer_loads_back_with_equal_contents(finished_runs, tmp_path)
     buffer = load_dataset(out, "cpu", obs_dim=4, act_dim=1, horizon=4)
     assert len(buffer) == 4 * 120 and buffer.ready()
     loaded = buffer.chronological()
+    # Equal, except that each stream's last step is marked truncated: the seam after it (fill_buffer).
+    expected_truncated = saved["truncated"].clone()
+    expected_truncated[-1] = ~saved["terminated"][-1]
     for name in loaded:
-        assert torch.equal(loaded[name], saved[name]), name
+        assert torch.equal(loaded[name], expected_truncated if name == "truncated" else saved[name]), name
     assert torch.equal(buffer.valid_start, saved["valid_start"])  # same windows as the run's own buffer
 
 
@@ -168,24 +172,129 @@ def test_pretraining_lowers_world_model_loss_on_held_out_data(finished_runs, tmp
     assert after[0] < 0.5 * before[0] and after[1] < 0.7 * before[1] and after[2] < before[2], (before, after)
 
 
-def test_training_run_pretrains_from_a_dataset(finished_runs, tmp_path):
-    from flow_mbpo_pwm.config import with_overrides
-    from flow_mbpo_pwm.data.datasets import export_run
-    from flow_mbpo_pwm.train import train
+def test_pretrain_then_train_starts_from_the_pretrained_world_model_and_the_offline_data(finished_runs, tmp_path):
+    """The paper's protocol end to end on CPU: export -> `pretrain` -> `train --world-model-init --offline-data`."""
+    import yaml
 
-    experiment, runs = finished_runs
+    from flow_mbpo_pwm import io
+    from flow_mbpo_pwm.cli import main
+    from flow_mbpo_pwm.data.datasets import export_run
+
+    _, runs = finished_runs
     dataset = tmp_path / "d.h5"
-    export_run(runs[0], dataset)
-    config = experiment.cell("pendulum", "tiny", "deterministic", 1)
-    config = with_overrides(config, pwm={"epochs": 5}, run={"pretrain_dataset": str(dataset), "pretrain_steps": 20,
-                                                          "validate_every": 5, "save_state_every": 5})  # fmt: skip
+    assert export_run(runs[0], dataset) == 0
+    config_path = tmp_path / "experiment.yaml"
+    config_path.write_text(yaml.safe_dump({**PRETRAIN_EXPERIMENT, "pretrain": {"steps": 20, "log_every": 10}}))
+    wm_path = tmp_path / "pretrain" / "world_model.pt"
+    cell = ["--config", str(config_path), "--task", "pendulum", "--size", "tiny", "--dynamics", "deterministic"]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        assert train(config, tmp_path / "run") == 0
+        assert main(["pretrain", *cell, "--dataset", str(dataset), "--out", str(wm_path)]) == 0
+        metrics = pd.read_csv(tmp_path / "pretrain" / "pretrain_metrics.csv")
+        assert list(metrics["step"]) == [10, 20] and (metrics["wm_loss"] > 0).all()
+        assert main(["train", *cell, "--seed", "1", "--run-dir", str(tmp_path / "run"), "--epochs", "5",
+                     "--world-model-init", str(wm_path), "--offline-data", str(dataset)]) == 0  # fmt: skip
     finally:
         torch.set_num_threads(threads)
-    assert (tmp_path / "run" / "train_summary.json").is_file()
     # Pretrained, the agent learns from the first epoch; without it the first log window (epochs 1-5) only collects.
     first_row = pd.read_csv(tmp_path / "run" / "metrics.csv").iloc[0]
     assert first_row["actor_loss"] != 0.0 and first_row["wm_loss"] > 0.0
+    # The run's buffer holds the 480 offline transitions before its own 5 x 4 x 4.
+    state = io.torch_load(tmp_path / "run" / "work" / "state.pt")
+    assert state["buffer"]["num_added"] == 120 + 5 * 4
+    assert torch.equal(state["buffer"]["obs"][:120], io.torch_load(runs[0] / "work" / "state.pt")["buffer"]["obs"])
+
+
+def test_a_pretrained_world_model_loads_bitwise_and_refuses_another_architecture(finished_runs, tmp_path):
+    from flow_mbpo_pwm import checkpoints
+    from flow_mbpo_pwm.algorithms.pwm import PWM
+    from flow_mbpo_pwm.config import with_overrides
+
+    experiment, _ = finished_runs
+    config = experiment.cell("pendulum", "tiny", "deterministic", 0)
+    source = PWM(4, 1, config, "cpu")
+    source.rew_rms.update(torch.arange(10.0))
+    checkpoints.save_world_model(tmp_path / "wm.pt", source, {"steps": 3, "config": config.to_dict()})
+    target = PWM(4, 1, with_overrides(config, run={"seed": 7}), "cpu")
+    meta = checkpoints.load_world_model(tmp_path / "wm.pt", target)
+    assert meta["steps"] == 3
+    for (name, a), (_, b) in zip(source.world_model.state_dict().items(), target.world_model.state_dict().items(),
+                                 strict=True):  # fmt: skip
+        assert torch.equal(a, b), name
+    assert torch.equal(source.rew_rms.mean, target.rew_rms.mean) and torch.equal(source.rew_rms.var, target.rew_rms.var)
+    other = PWM(4, 1, with_overrides(config, world_model={"latent_dim": 24}), "cpu")
+    with pytest.raises(checkpoints.CheckpointError, match="world_model.latent_dim=16"):
+        checkpoints.load_world_model(tmp_path / "wm.pt", other)
+    with pytest.raises(checkpoints.CheckpointError, match="obs_dim=4"):
+        checkpoints.load_world_model(tmp_path / "wm.pt", PWM(5, 1, config, "cpu"))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# `pretrain`: resumable, bitwise on CPU; bad datasets refused before any work
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _pretrain(config, dataset, out, steps=40):
+    from flow_mbpo_pwm.pretrain import pretrain
+
+    return pretrain(config, dataset, steps, out, log_every=10, save_state_every=20)
+
+
+def test_a_killed_pretraining_resumes_to_the_uninterrupted_result(finished_runs, tmp_path, monkeypatch):
+    from flow_mbpo_pwm.config import load_experiment
+    from flow_mbpo_pwm.data.datasets import export_run
+    from flow_mbpo_pwm.pretrain import Pretraining
+
+    _, runs = finished_runs
+    dataset = tmp_path / "d.h5"
+    export_run(runs[0], dataset)
+    config = load_experiment(PRETRAIN_EXPERIMENT).cell("pendulum", "tiny", "deterministic", 0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert _pretrain(config, dataset, tmp_path / "a" / "world_model.pt") == 0
+        log = Pretraining._log
+
+        def crash_at_step_30(self, *args):
+            log(self, *args)
+            if self.step == 30:
+                raise KeyboardInterrupt  # killed after the state save at step 20
+
+        monkeypatch.setattr(Pretraining, "_log", crash_at_step_30)
+        with pytest.raises(KeyboardInterrupt):
+            _pretrain(config, dataset, tmp_path / "b" / "world_model.pt")
+        monkeypatch.setattr(Pretraining, "_log", log)
+        assert io.torch_load(tmp_path / "b" / "work" / "state.pt")["step"] == 20
+        assert not (tmp_path / "b" / "world_model.pt").exists()
+        assert _pretrain(config, dataset, tmp_path / "b" / "world_model.pt") == 0
+    finally:
+        torch.set_num_threads(threads)
+    a = io.torch_load(tmp_path / "a" / "world_model.pt")
+    b = io.torch_load(tmp_path / "b" / "world_model.pt")
+    for name, value in a["world_model"].items():
+        assert torch.equal(value, b["world_model"][name]), name
+    assert (tmp_path / "a" / "pretrain_metrics.csv").read_text() != ""
+    rows = [path.read_text().splitlines() for path in (tmp_path / "a" / "pretrain_metrics.csv",
+                                                        tmp_path / "b" / "pretrain_metrics.csv")]  # fmt: skip
+    strip = [[line.split(",")[:4] + line.split(",")[5:] for line in table] for table in rows]  # drop wall_seconds
+    assert strip[0] == strip[1]
+
+
+def test_pretraining_refuses_a_dataset_of_another_shape(finished_runs, tmp_path):
+    from flow_mbpo_pwm.config import load_experiment
+    from flow_mbpo_pwm.data.datasets import DatasetError, write_dataset
+
+    data = {
+        "observations": torch.zeros(2, 3, 4),
+        "actions": torch.zeros(2, 3, 1),
+        "rewards": torch.zeros(2, 3),
+        "next_observations": torch.zeros(2, 3, 4),
+        "terminated": torch.zeros(2, 3, dtype=torch.bool),
+        "truncated": torch.zeros(2, 3, dtype=torch.bool),
+    }
+    write_dataset(tmp_path / "short.h5", data, {"task": "gym:InvertedPendulum-v5"})
+    config = load_experiment(PRETRAIN_EXPERIMENT).cell("pendulum", "tiny", "deterministic", 0)
+    with pytest.raises(DatasetError, match="fewer than horizon"):
+        _pretrain(config, tmp_path / "short.h5", tmp_path / "wm.pt")
+    assert not (tmp_path / "wm.pt").exists()

@@ -120,3 +120,27 @@ def test_both_dynamics_share_one_interface():
         assert dyn(z, a).shape == (5, LATENT)
         loss, z_next = dyn.loss(z, a, target, torch.Generator().manual_seed(0))
         assert loss.shape == (5,) and z_next.shape == (5, LATENT)
+
+
+def test_residual_deterministic_dynamics_start_as_the_copy_baseline_and_stay_on_the_simplex():
+    torch.manual_seed(0)
+    dyn = DeterministicDynamics(LATENT, ACT, (64, 64), GROUP, residual=True)
+    z, a = simplex_batch(32, 3), torch.rand(32, ACT) * 2 - 1
+    assert torch.allclose(dyn(z, a), z, atol=1e-6)  # f starts at zero: z' = SimNorm(log z) = z
+    target = simplex_batch(32, 4)
+    opt = torch.optim.Adam(dyn.parameters(), lr=3e-3)
+    for _ in range(200):
+        loss, z_next = dyn.loss(z, a, target)
+        opt.zero_grad()
+        loss.mean().backward()
+        opt.step()
+    assert loss.mean().item() < 0.1 * (z - target).pow(2).mean().item()  # it learns the change
+    groups = z_next.unflatten(-1, (-1, GROUP))
+    assert (groups > 0).all() and torch.allclose(groups.sum(-1), torch.ones(()), atol=1e-5)
+
+
+def test_residual_is_refused_for_flow_dynamics():
+    from flow_mbpo_pwm.config import ConfigError
+
+    with pytest.raises(ConfigError, match="dynamics.residual"):
+        DynamicsConfig(kind="flow", residual=True).validate()

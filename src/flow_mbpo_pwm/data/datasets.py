@@ -172,8 +172,25 @@ def load_dataset(
     too short for `horizon`."""
     from flow_mbpo_pwm.data.replay import ReplayBuffer
 
+    data = read_matching_dataset(path, obs_dim, act_dim, horizon)
+    num_envs, steps = data["rewards"].shape
+    buffer = ReplayBuffer(steps * num_envs, num_envs, obs_dim, act_dim, device=device, horizon=horizon)
+    fill_buffer(buffer, data)
+    return buffer
+
+
+def read_matching_dataset(path: str | Path, obs_dim: int, act_dim: int, horizon: int) -> dict[str, torch.Tensor]:
+    """The dataset's fields (CPU tensors [E, T, ...]) after checking that it fits the task and the horizon."""
     data, attrs = read_dataset(path)
-    num_envs, steps, data_obs, data_act = _check_shapes(data)
+    check_fits(path, data, attrs, obs_dim, act_dim, horizon)
+    return data
+
+
+def check_fits(
+    path: str | Path, data: dict[str, torch.Tensor], attrs: dict[str, Any], obs_dim: int, act_dim: int, horizon: int
+) -> None:
+    """Raise `DatasetError` unless the dataset's sizes are the task's and its streams hold a `horizon` window."""
+    _, steps, data_obs, data_act = _check_shapes(data)
     if (data_obs, data_act) != (obs_dim, act_dim):
         raise DatasetError(
             f"{path}: holds obs_dim={data_obs}, act_dim={data_act} (task {attrs.get('task')!r}) but this run has "
@@ -181,8 +198,26 @@ def load_dataset(
         )
     if steps < horizon + 1:
         raise DatasetError(f"{path}: {steps} steps per stream, fewer than horizon + 1 = {horizon + 1}")
-    buffer = ReplayBuffer(steps * num_envs, num_envs, obs_dim, act_dim, device=device, horizon=horizon)
-    fields = {name: data[name].to(device) for name in FIELDS}
-    for t in range(steps):
-        buffer.add(*(fields[_BUFFER_FIELDS[k]][:, t] for k in _BUFFER_FIELDS))
-    return buffer
+
+
+def fill_buffer(buffer: ReplayBuffer, data: dict[str, torch.Tensor]) -> int:
+    """Append the dataset's E streams (`[E, T, ...]`) to `buffer`, whose N env columns each hold one time stream.
+
+    Streams go in groups of N, one per column, in the file's order (so when the data outgrow the buffer, the ring
+    keeps the last streams — for a collected dataset, the reference's later, better policies). A short last group
+    is completed with streams from its own start. Each stream's last step is marked truncated: the next thing in
+    that column (another stream, or the training run's own data) does not continue it, so no sampled window
+    crosses the seam. Returns the number of transitions added."""
+    num_streams, steps = data["rewards"].shape
+    n = buffer.num_envs
+    fields = {name: data[name].to(buffer.device) for name in FIELDS}
+    fields["truncated"] = fields["truncated"].clone()
+    fields["truncated"][:, -1] |= ~fields["terminated"][:, -1]
+    added = 0
+    for start in range(0, num_streams, n):
+        streams = (torch.arange(n) % (min(num_streams, start + n) - start) + start).to(buffer.device)
+        group = {name: value.index_select(0, streams) for name, value in fields.items()}
+        for t in range(steps):
+            buffer.add(*(group[_BUFFER_FIELDS[k]][:, t] for k in _BUFFER_FIELDS))
+        added += n * steps
+    return added

@@ -6,7 +6,10 @@ Both modules offer
 - `loss(z, a, target, generator=None) -> (per-sample loss [B], z')`: the training term for one world-model step
   against `target = sg(E(o'))`, and the predicted next latent that the multi-step rollout continues from.
 
-Deterministic: `F` ends in `Linear -> LayerNorm -> SimNorm`; the loss is the latent MSE.
+Deterministic: `F` ends in `Linear -> LayerNorm -> SimNorm`; the loss is the latent MSE. Residual option
+(`residual: true`): `z' = SimNorm(log z + f(z, a))`, the residual taken in the same log-simplex chart as the flow
+(below), with `f` ending in a plain Linear whose weight starts at zero — so the untrained model is exactly the
+copy-the-last-latent baseline, and `f` only has to learn how the latent changes.
 
 Flow matching (documented decisions, each tested in tests/models/test_dynamics.py):
 - The velocity head `v(x, c, tau)` ends in a plain Linear. Its target `x1 - x0` has entries of both signs and no
@@ -38,19 +41,26 @@ from torch import nn
 
 from flow_mbpo_pwm.config import DynamicsConfig
 from flow_mbpo_pwm.models.integrators import integrate
-from flow_mbpo_pwm.models.layers import SimNorm, mlp
+from flow_mbpo_pwm.models.layers import SimNorm, mlp, zero_last_layer
 
 # Smallest probability taken into log space; SimNorm of LayerNorm-bounded logits stays far above it.
 LOG_FLOOR = 1e-12
 
 
 class DeterministicDynamics(nn.Module):
-    def __init__(self, latent_dim: int, act_dim: int, units: tuple[int, ...], simnorm_dim: int):
+    def __init__(self, latent_dim: int, act_dim: int, units: tuple[int, ...], simnorm_dim: int, residual: bool = False):
         super().__init__()
-        self.net = mlp(latent_dim + act_dim, units, latent_dim, last_act=SimNorm(simnorm_dim))
+        self.residual = residual
+        if residual:
+            self.simnorm = SimNorm(simnorm_dim)
+            self.net = mlp(latent_dim + act_dim, units, latent_dim)
+            zero_last_layer(self.net)
+        else:
+            self.net = mlp(latent_dim + act_dim, units, latent_dim, last_act=SimNorm(simnorm_dim))
 
     def forward(self, z: torch.Tensor, a: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self.net(torch.cat([z, a], dim=-1))
+        change = self.net(torch.cat([z, a], dim=-1))
+        return self.simnorm(torch.log(z.clamp_min(LOG_FLOOR)) + change) if self.residual else change
 
     def loss(
         self, z: torch.Tensor, a: torch.Tensor, target: torch.Tensor, generator: torch.Generator | None = None
@@ -130,7 +140,7 @@ def build_dynamics(
     latent_dim: int, act_dim: int, units: tuple[int, ...], simnorm_dim: int, config: DynamicsConfig
 ) -> nn.Module:
     if config.kind == "deterministic":
-        return DeterministicDynamics(latent_dim, act_dim, units, simnorm_dim)
+        return DeterministicDynamics(latent_dim, act_dim, units, simnorm_dim, residual=config.residual)
     if config.kind == "flow":
         return FlowDynamics(latent_dim, act_dim, units, simnorm_dim, config)
     raise ValueError(f"unknown dynamics kind '{config.kind}' (known: deterministic, flow)")
