@@ -65,6 +65,29 @@ def test_concurrent_jobs_get_distinct_gpus_and_the_third_waits(tmp_path):
     _finish(first if holder is second else second, tmp_path / ("a.hold" if holder is second else "b.hold"))
 
 
+def test_jobs_per_gpu_spreads_jobs_over_gpus_first_then_shares_them(tmp_path):
+    pool = {"CUDA_VISIBLE_DEVICES": "0,1", "FLOW_MBPO_PWM_JOBS_PER_GPU": "2"}
+    jobs = []
+    for name in "abc":
+        jobs.append(start(tmp_path, name, pool))
+        wait_for(tmp_path / f"{name}.gpu")  # one at a time, so the order of claims is known
+    assert [(tmp_path / f"{n}.gpu").read_text() for n in "abc"] == ["0", "1", "0"]
+    fourth = start(tmp_path, "d", pool)
+    assert wait_for(tmp_path / "d.gpu") == "1"
+    fifth = start(tmp_path, "e", pool)
+    time.sleep(1.0)
+    assert not (tmp_path / "e.gpu").exists()  # 2 GPUs x 2 slots taken: the fifth waits
+    for job, name in zip([*jobs, fourth], "abcd", strict=True):
+        _finish(job, tmp_path / f"{name}.hold")
+    wait_for(tmp_path / "e.gpu")
+    _finish(fifth, tmp_path / "e.hold")
+
+
+def test_a_bad_jobs_per_gpu_value_is_refused(tmp_path):
+    job = start(tmp_path, "a", {"CUDA_VISIBLE_DEVICES": "0", "FLOW_MBPO_PWM_JOBS_PER_GPU": "zero"}, hold=False)
+    assert job.wait(timeout=30) == 2 and "positive integer" in job.stderr.read()
+
+
 def test_without_a_gpu_the_job_runs_on_the_cpu_unchanged(tmp_path):
     job = start(tmp_path, "cpu", {"CUDA_VISIBLE_DEVICES": "", "PATH": "/nonexistent"}, hold=False)
     assert job.wait(timeout=30) == 0

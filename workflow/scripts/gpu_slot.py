@@ -14,8 +14,12 @@ Left alone (the command runs unchanged):
 - no GPU visible (`CUDA_VISIBLE_DEVICES` empty or -1, or no working `nvidia-smi`): the job runs on the CPU.
 
 Candidate GPUs are the entries of `CUDA_VISIBLE_DEVICES` when it is set (so a user can restrict the pool), else
-the indices `nvidia-smi` lists. Locks live in `FLOW_MBPO_PWM_GPU_LOCKS` (default `/tmp/flow-mbpo-pwm-gpus-<uid>`),
-a machine-local folder, so jobs of different snakemake invocations on the same machine share the pool.
+the indices `nvidia-smi` lists. `FLOW_MBPO_PWM_JOBS_PER_GPU=k` (default 1) lets k jobs share each GPU (lock
+`gpu-<id>.<slot>.lock` for slots 1..k-1); jobs are spread over the GPUs first. Small PWM runs leave most of an
+H200 idle (their kernels are launch-bound), so several per GPU finish sooner — with CUDA MPS running, their
+kernels even overlap; then raise `--resources gpu=N` to GPUs x k. Locks live in `FLOW_MBPO_PWM_GPU_LOCKS`
+(default `/tmp/flow-mbpo-pwm-gpus-<uid>`), a machine-local folder, so jobs of different snakemake invocations on
+the same machine share the pool.
 Standard library only: it runs before anything of the project is imported.
 """
 
@@ -49,23 +53,32 @@ def visible_gpus(environ: dict[str, str]) -> list[str]:
     return [line.strip() for line in listing.splitlines() if line.strip()]
 
 
-def claim(gpus: list[str], lock_dir: str) -> tuple[str, int]:
-    """Block until one of `gpus` is free; return it and the open, locked file descriptor."""
+def claim(gpus: list[str], lock_dir: str, jobs_per_gpu: int = 1) -> tuple[str, int]:
+    """Block until a slot of one of `gpus` is free; return the GPU and the open, locked file descriptor."""
     os.makedirs(lock_dir, exist_ok=True)
     waiting = False
     while True:
-        for gpu in gpus:
-            fd = os.open(os.path.join(lock_dir, f"gpu-{gpu}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            return gpu, fd
+        for slot in range(jobs_per_gpu):
+            gpu, fd = _try_slot(gpus, lock_dir, slot)
+            if fd is not None:
+                return gpu, fd
         if not waiting:
             print(f"gpu_slot: all of GPUs {gpus} are busy; waiting for one", file=sys.stderr, flush=True)
             waiting = True
         time.sleep(POLL_SECONDS)
+
+
+def _try_slot(gpus: list[str], lock_dir: str, slot: int) -> tuple[str, int | None]:
+    for gpu in gpus:
+        name = f"gpu-{gpu}.lock" if slot == 0 else f"gpu-{gpu}.{slot}.lock"
+        fd = os.open(os.path.join(lock_dir, name), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        return gpu, fd
+    return "", None
 
 
 def main(argv: list[str]) -> int:
@@ -82,7 +95,11 @@ def main(argv: list[str]) -> int:
         print("gpu_slot: no GPU visible; running on the CPU", file=sys.stderr, flush=True)
         os.execvp(argv[0], argv)
     lock_dir = environ.get("FLOW_MBPO_PWM_GPU_LOCKS", f"/tmp/flow-mbpo-pwm-gpus-{os.getuid()}")
-    gpu, fd = claim(gpus, lock_dir)
+    jobs_per_gpu = environ.get("FLOW_MBPO_PWM_JOBS_PER_GPU", "1")
+    if not jobs_per_gpu.isdigit() or int(jobs_per_gpu) < 1:
+        print(f"gpu_slot: FLOW_MBPO_PWM_JOBS_PER_GPU must be a positive integer, got {jobs_per_gpu!r}", file=sys.stderr)
+        return 2
+    gpu, fd = claim(gpus, lock_dir, int(jobs_per_gpu))
     os.set_inheritable(fd, True)  # the lock lives exactly as long as the command
     environ["CUDA_VISIBLE_DEVICES"] = gpu
     print(f"gpu_slot: running on GPU {gpu}", file=sys.stderr, flush=True)
