@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The real pipeline on a lent GPU machine (no package registry there): a config's whole DAG through
+# profiles/local on every GPU of the machine, started detached so that it outlives the call that starts it.
+#
+#   bash bench/gpu_grid.sh start CONFIG [JOBS_PER_GPU]   # after `source .wN/setup_on_device.sh` (wheels installed)
+#   bash bench/gpu_grid.sh status                         # progress: jobs done, last lines of the running logs
+#   bash bench/gpu_grid.sh pack OUT_DIR                   # results/ tables, figures, curves and logs -> one tarball
+#
+# What `start` does: puts the wheels of .whl/ (rsl-rl-lib and its missing dependencies) into /tmp/site, a
+# `flow-mbpo-pwm` command on PATH (the machine has no pip-installed package), tries CUDA MPS so that the several
+# jobs sharing a GPU (FLOW_MBPO_PWM_JOBS_PER_GPU, workflow/scripts/gpu_slot.py) overlap their kernels (falls back
+# to plain time-slicing if MPS does not start), compiles the Ant's Warp kernels once, then runs
+# `snakemake all --profile profiles/local --configfile CONFIG --resources gpu=<GPUs x JOBS_PER_GPU>` detached.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+GRID=/tmp/grid
+export PYTHONPATH=/tmp/site:$PWD/src PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1
+
+start() {
+  local config=$1 per_gpu=${2:-3}
+  mkdir -p "$GRID" /tmp/site/bin
+  if compgen -G ".whl/*.whl" >/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+  fi
+  printf '#!/bin/sh\nexec python3 -m flow_mbpo_pwm.cli "$@"\n' > /tmp/site/bin/flow-mbpo-pwm
+  chmod +x /tmp/site/bin/flow-mbpo-pwm
+  nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv | tee "$GRID/card.txt"
+  local gpus
+  gpus=$(nvidia-smi -L | wc -l)
+  export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps/pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps/log
+  mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+  if command -v nvidia-cuda-mps-control >/dev/null && nvidia-cuda-mps-control -d 2>>"$GRID/mps.txt" \
+     && timeout 60 python3 -c "import torch; print(torch.ones(2, device='cuda').sum().item())" >>"$GRID/mps.txt" 2>&1; then
+    echo "MPS on" | tee -a "$GRID/mps.txt"
+  else
+    echo quit | nvidia-cuda-mps-control 2>/dev/null
+    unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+    echo "MPS off (time-slicing)" | tee -a "$GRID/mps.txt"
+  fi
+  # One compile of every Warp kernel the jobs use, instead of one per job.
+  ( time python3 - <<'PY'
+import torch
+from flow_mbpo_pwm import envs
+env = envs.make("ant", 4, "cuda", 0)
+env.reset()
+env.step(torch.zeros(4, 8, device="cuda"))
+torch.cuda.synchronize()
+print("warp kernels ready")
+PY
+  ) > "$GRID/warm.txt" 2>&1
+  export FLOW_MBPO_PWM_JOBS_PER_GPU=$per_gpu
+  setsid nohup snakemake all --profile profiles/local --configfile "$config" --resources gpu=$((gpus * per_gpu)) \
+    --cores "$(nproc)" > "$GRID/snakemake.log" 2>&1 < /dev/null &
+  echo "started: $config, $gpus GPUs x $per_gpu jobs; log $GRID/snakemake.log"
+}
+
+status() {
+  date -u
+  grep -E "^\[.*\]$|steps \([0-9]+%\) done|Error|error|Finished job|Nothing to be done|Complete log" "$GRID/snakemake.log" | tail -n 12
+  nvidia-smi --query-gpu=index,utilization.gpu,memory.used --format=csv,noheader
+  for log in $(ls -t logs/*/*/*/*.log logs/*/*/*.log 2>/dev/null | head -n 12); do
+    echo "== $log"; tail -n 2 "$log" | cut -c1-300
+  done
+}
+
+pack() {
+  local out=$1
+  mkdir -p "$out"
+  find results logs benchmarks -type f \( -name '*.csv' -o -name '*.json' -o -name '*.png' -o -name '*.pdf' \
+    -o -name '*.log' -o -name '*.tsv' -o -name '*.yaml' \) 2>/dev/null \
+    | tar -czf "$out/grid.tar.gz" -T - "$GRID"/*.txt "$GRID/snakemake.log"
+  ls -la "$out"
+}
+
+"$@"
