@@ -278,9 +278,12 @@ def _check_inputs(experiment: ExperimentConfig, episodes: pd.DataFrame, summarie
 
 
 def deterministic_variant(experiment: ExperimentConfig) -> str | None:
-    """The reference variant for ratios: the one dynamics variant of kind 'deterministic'; None if there is none
-    (ratios are then NaN). Several are ambiguous and refused."""
+    """The reference variant for ratios: the one dynamics variant of kind 'deterministic', or among several the one
+    named 'deterministic' (e.g. beside a residual variant); None if there is none (ratios are then NaN). Several
+    without that name are ambiguous and refused."""
     names = [name for name, dyn in experiment.dynamics.items() if dyn.kind == "deterministic"]
+    if len(names) > 1 and "deterministic" in names:
+        return "deterministic"
     if len(names) > 1:
         raise ResultsInputError(
             f"the config has several deterministic dynamics variants {names}; ratio_to_deterministic needs "

@@ -146,11 +146,20 @@ def test_without_a_deterministic_variant_ratios_are_nan(tmp_path):
     assert compare["ratio_note"].str.contains("no deterministic variant").all()
 
 
-def test_several_deterministic_variants_are_refused(tmp_path, capsys):
-    experiment = small_experiment(dynamics={"deterministic": {}, "det-b": {"kind": "deterministic"}}, sizes=("tiny",))
+def test_several_deterministic_variants_are_refused_unless_one_is_named_deterministic(tmp_path, capsys):
+    experiment = small_experiment(dynamics={"det-a": {"kind": "deterministic"}, "det-b": {"kind": "deterministic"}},
+                                  sizes=("tiny",))  # fmt: skip
     episodes, summaries = write_results(tmp_path / "results", experiment, hand_returns)
     assert run(tmp_path, experiment, episodes, summaries)[0] == 1
     assert "several deterministic" in capsys.readouterr().err
+
+    experiment = small_experiment(dynamics={"deterministic": {}, "residual": {"kind": "deterministic",
+                                                                               "residual": True}}, sizes=("tiny",))  # fmt: skip
+    episodes, summaries = write_results(tmp_path / "named", experiment, hand_returns)
+    assert run(tmp_path, experiment, episodes, summaries)[0] == 0
+    compare = pd.read_csv(tmp_path / "compare.csv").set_index("dynamics")
+    assert compare.loc["deterministic", "ratio_to_deterministic"] == 1.0
+    assert compare.loc["residual", "ratio_to_deterministic"] > 0
 
 
 def _refused(tmp_path, capsys, experiment, episodes, summaries, *fragments):
