@@ -57,6 +57,10 @@ class EnvConfig:
     num_envs: int = 128
     episode_length: int = 1000  # steps before truncation
     solver: Literal["semi_implicit", "featherstone"] = "semi_implicit"  # Newton solver (Ant only)
+    # Ant only. "newton": the calibration that makes Newton's Ant stand like dflex's ("F", envs/CALIBRATION.md;
+    # an idle ant stands for free). "dflex": dflex's own contact and joint constants, under which an idle ant sinks
+    # below the termination height within ~20-90 steps, as dflex's did: standing must be earned.
+    calibration: Literal["newton", "dflex"] = "newton"
 
     def validate(self, key: str = "env") -> None:
         _check(bool(self.task), f"{key}.task", "must not be empty")

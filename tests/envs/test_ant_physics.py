@@ -269,3 +269,22 @@ def test_deterministic_mode_matches_default_on_cpu():
             obs = env.step(torch.rand(2, 8, generator=g) * 2 - 1)[0]
         finals.append(obs)
     assert torch.equal(finals[0], finals[1])
+
+
+def test_dflex_calibration_makes_an_idle_ant_fall_within_a_hundred_steps():
+    """`env.calibration: dflex`: with dflex's own constants a zero-torque ant sinks below the termination height
+    within tens of steps (dflex's Ant did; the default calibration keeps it standing, tested above)."""
+    env = make_from_config(EnvConfig(task="ant", num_envs=8, episode_length=1000, calibration="dflex"), "cpu", seed=0)
+    assert env.calibration.contact_ke == 4.0e4 and env.calibration.joint_attach_ke == 1.0e4
+    env.reset()
+    ended = torch.zeros(8, dtype=torch.bool)
+    for _ in range(100):
+        obs, _, terminated, _, _ = env.step(torch.zeros(8, 8))
+        ended |= terminated
+        assert torch.isfinite(obs).all()
+    assert ended.all()
+
+
+def test_calibration_applies_to_the_ant_only():
+    with pytest.raises(ValueError, match="only apply to the Ant"):
+        make_from_config(EnvConfig(task="gym:InvertedPendulum-v5", calibration="dflex"), "cpu", seed=0)

@@ -56,10 +56,18 @@ def make_from_config(env_config, device: str | torch.device, seed: int, num_envs
     """`make` from an `EnvConfig` (task, num_envs, episode_length, solver); `num_envs` overrides the config's."""
     n = env_config.num_envs if num_envs is None else num_envs
     overrides = {"episode_length": env_config.episode_length, **overrides}
+    calibration = getattr(env_config, "calibration", "newton")
     if env_config.task == "ant":
         overrides.setdefault("solver", env_config.solver)
-    elif env_config.solver != "semi_implicit":
-        raise ValueError(f"env.solver='{env_config.solver}' only applies to the Ant, not to '{env_config.task}'")
+        if calibration != "newton":
+            from .ant import CALIBRATION_PRESETS
+
+            overrides = {**CALIBRATION_PRESETS[calibration], **overrides}
+    elif env_config.solver != "semi_implicit" or calibration != "newton":
+        raise ValueError(
+            f"env.solver / env.calibration only apply to the Ant, not to '{env_config.task}' "
+            f"(got solver={env_config.solver!r}, calibration={calibration!r})"
+        )
     return make(env_config.task, n, device, seed, **overrides)
 
 

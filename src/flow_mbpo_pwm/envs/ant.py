@@ -65,6 +65,22 @@ class AntCalibration:
 
 CALIBRATION_FIELDS = frozenset(f.name for f in dataclasses.fields(AntCalibration))
 
+# Named alternatives to the default calibration ("newton" = AntCalibration()), selected by `env.calibration`.
+# "dflex": dflex's own contact and joint constants (shared/specs/ant.md), kept stable on SemiImplicit by the
+# default's limb inertia. The idle ant sinks onto its belly, below the 0.27 m termination height, within 19-89
+# steps (zero torque, 2 x 32 ants, CPU; CALIBRATION.md), as dflex's did (the public PWM curves start at 16-196):
+# a policy must earn standing, which the default calibration gives for free.
+CALIBRATION_PRESETS: dict[str, dict[str, float]] = {
+    "dflex": {
+        "contact_ke": 4.0e4,
+        "contact_kd": 1.0e2,
+        "limit_ke": 1.0e3,
+        "limit_kd": 10.0,
+        "joint_damping": 1.0,
+        "joint_attach_ke": 1.0e4,
+    },
+}
+
 # dflex task constants (shared/specs/ant.md).
 FRAME_DT = 1.0 / 60.0
 ACTION_SCALE = 200.0
