@@ -223,6 +223,13 @@ class RunConfig:
     cuda_graphs: bool = True
     pretrain_dataset: str = ""  # HDF5 dataset to pretrain the world model from ("" = none)
     pretrain_steps: int = 0
+    # Gradient check (diagnostics.py): every `grad_check_every`-th validation (0 = never) compares the world
+    # model's gradient of the H-step return with respect to the actions with the real env's (central differences
+    # of step `grad_check_eps`) from `grad_check_starts` saved validation states. Needs an env that can be placed
+    # in a saved state (the Ant); others report NaN.
+    grad_check_every: int = 4
+    grad_check_starts: int = 4
+    grad_check_eps: float = 0.01
     guard: GuardConfig = field(default_factory=GuardConfig)
 
     def validate(self, key: str = "run") -> None:
@@ -244,6 +251,11 @@ class RunConfig:
             self.pretrain_steps == 0 or bool(self.pretrain_dataset),
             f"{key}.pretrain_steps",
             "is > 0 but run.pretrain_dataset is empty",
+        )
+        _check(self.grad_check_every >= 0, f"{key}.grad_check_every", f"must be >= 0, got {self.grad_check_every}")
+        _check(self.grad_check_starts >= 1, f"{key}.grad_check_starts", f"must be >= 1, got {self.grad_check_starts}")
+        _check(
+            0 < self.grad_check_eps < 0.5, f"{key}.grad_check_eps", f"must be in (0, 0.5), got {self.grad_check_eps}"
         )
         self.guard.validate(f"{key}.guard")
 

@@ -319,3 +319,50 @@ def gradient_cosines(
 def nanmean(values: list[float]) -> float:
     finite = [v for v in values if math.isfinite(v)]
     return sum(finite) / len(finite) if finite else math.nan
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# One validation's diagnostics, as table rows
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def validation_diagnostics(
+    world_model: Any,
+    recorder: EpisodeRecorder,
+    horizon: int,
+    gamma: float,
+    units: RewardUnits = identity,
+    env_returns: JointStateReturns | None = None,
+    eps: float = 0.01,
+    generator: torch.Generator | None = None,
+) -> tuple[list[dict[str, float]], float]:
+    """Per-step errors on the recorded episodes (rows of `step, wm_latent_mse, copy_latent_mse, wm_reward_mse`) and
+    the mean gradient cosine over the recorded start states (NaN without `env_returns` or start states).
+
+    Windows start every `horizon` steps: consecutive starts would share all but one transition, costing H times
+    the compute for little new information."""
+    errors = horizon_errors(world_model, cut_windows(recorder.record, horizon, stride=horizon), units, generator)
+    columns = torch.stack(list(errors)).double().cpu().tolist()  # the one host read of the errors
+    rows = [
+        {"step": h + 1, **{name: values[h] for name, values in zip(HorizonErrors._fields, columns, strict=True)}}
+        for h in range(horizon)
+    ]
+    starts = recorder.start_states(horizon) if env_returns is not None else None
+    grad = math.nan
+    if starts is not None:
+        grad = nanmean(gradient_cosines(world_model, starts, env_returns, gamma, eps, generator))
+    return rows, grad
+
+
+def summary_columns(rows: list[dict[str, float]], grad_cosine: float) -> dict[str, float]:
+    """validation.csv's diagnostic columns: the first and the last step, and the gradient cosine."""
+    first, last = rows[0], rows[-1]
+    return {
+        "wm_latent_mse_h1": first["wm_latent_mse"],
+        "copy_latent_mse_h1": first["copy_latent_mse"],
+        "wm_latent_mse_hH": last["wm_latent_mse"],
+        "copy_latent_mse_hH": last["copy_latent_mse"],
+        "wm_reward_mse_h1": first["wm_reward_mse"],
+        "wm_reward_mse_hH": last["wm_reward_mse"],
+        "grad_cosine": grad_cosine,
+    }
