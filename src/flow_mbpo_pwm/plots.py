@@ -4,7 +4,9 @@ Figures (stems listed by `expected_figures`, so the Snakemake rule declares its 
 - learning_curves: training-episode return against environment steps, mean and 95% CI over seeds;
 - final_returns: evaluation return per cell with the bootstrap 95% CI from compare.csv and per-seed means;
 - wall_clock: training seconds per cell with per-seed values;
-- substeps_ablation: evaluation return against flow substeps K (only when flow variants differ in K).
+- substeps_ablation: evaluation return against flow substeps K (only when flow variants differ in K);
+- wm_diagnostics: where learning stalls (wm_diagnostics.csv): the world model's latent error over the copy
+  baseline's per imagined step at each run's last validation, and the model-vs-env gradient cosine over env steps.
 One panel per (task, size): rows are tasks, columns sizes. Colours follow the config's dynamics order everywhere.
 """
 
@@ -24,6 +26,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from flow_mbpo_pwm.aggregate import CELL, RUN, ResultsInputError, cell_name, check_cells, read_csv  # noqa: E402
 from flow_mbpo_pwm.config import ExperimentConfig  # noqa: E402
@@ -34,13 +37,14 @@ PANEL_SIZE = (4.2, 3.2)  # inches per panel
 METRICS_COLUMNS = [*RUN, "env_steps", "train_return_mean"]
 COMPARE_COLUMNS = [*CELL, "return_mean", "return_ci_low", "return_ci_high", "train_seconds"]
 PER_SEED_COLUMNS = [*RUN, "return_mean", "train_seconds"]
+WM_DIAGNOSTICS_COLUMNS = [*RUN, "epoch", "env_steps", "step", "wm_latent_mse", "copy_latent_mse", "grad_cosine"]
 RETURN_LABEL = "evaluation episode return"
 SECONDS_LABEL = "training wall-clock (seconds)"
 
 
 def expected_figures(experiment: ExperimentConfig) -> list[str]:
     """The figure stems `plot` writes for this experiment (each as .png and .pdf)."""
-    stems = ["learning_curves", "final_returns", "wall_clock"]
+    stems = ["learning_curves", "final_returns", "wall_clock", "wm_diagnostics"]
     return [*stems, "substeps_ablation"] if has_substeps_ablation(experiment) else stems
 
 
@@ -49,7 +53,14 @@ def has_substeps_ablation(experiment: ExperimentConfig) -> bool:
     return len(substeps) > 1
 
 
-def plot(experiment: ExperimentConfig, compare: Path, per_seed: Path, metrics: list[Path], out_dir: Path) -> int:
+def plot(
+    experiment: ExperimentConfig,
+    compare: Path,
+    per_seed: Path,
+    metrics: list[Path],
+    out_dir: Path,
+    wm_diagnostics: list[Path],
+) -> int:
     """Write every figure of `expected_figures(experiment)` to `out_dir`. Returns 0, or 1 with a message."""
     try:
         compare_frame = _read_table(compare, COMPARE_COLUMNS, CELL, "compare table")
@@ -59,6 +70,9 @@ def plot(experiment: ExperimentConfig, compare: Path, per_seed: Path, metrics: l
         check_cells(experiment, per_seed_frame[RUN].itertuples(index=False, name=None), "per_seed.csv rows")
         metrics_frame = read_metrics(metrics)
         check_cells(experiment, metrics_frame[RUN].drop_duplicates().itertuples(index=False, name=None), "metrics")
+        diagnostics_frame = read_wm_diagnostics(wm_diagnostics)
+        runs = diagnostics_frame[RUN].drop_duplicates().itertuples(index=False, name=None)
+        check_cells(experiment, runs, "world-model diagnostics")
     except ResultsInputError as err:
         print(f"flow-mbpo-pwm plot: {err}", file=sys.stderr)
         return 1
@@ -67,6 +81,7 @@ def plot(experiment: ExperimentConfig, compare: Path, per_seed: Path, metrics: l
         "learning_curves": learning_curves_figure(experiment, metrics_frame),
         "final_returns": final_returns_figure(experiment, compare_frame, per_seed_frame),
         "wall_clock": wall_clock_figure(experiment, compare_frame, per_seed_frame),
+        "wm_diagnostics": wm_diagnostics_figure(experiment, diagnostics_frame),
     }
     if has_substeps_ablation(experiment):
         figures["substeps_ablation"] = substeps_ablation_figure(experiment, compare_frame)
@@ -106,6 +121,22 @@ def read_metrics(paths: Sequence[Path]) -> pd.DataFrame:
         frames.append(frame)
     if not frames:
         raise ResultsInputError("no metrics files given")
+    return pd.concat(frames, ignore_index=True)
+
+
+def read_wm_diagnostics(paths: Sequence[Path]) -> pd.DataFrame:
+    """Every run's wm_diagnostics.csv in one frame, one row per (run, epoch, step); a run must not come from two
+    files."""
+    frames, sources = [], {}
+    for path in paths:
+        frame = _read_table(path, WM_DIAGNOSTICS_COLUMNS, [*RUN, "epoch", "step"], "world-model diagnostics file")
+        for run in frame[RUN].drop_duplicates().itertuples(index=False, name=None):
+            if run in sources:
+                raise ResultsInputError(f"diagnostics of {cell_name(*run)} appear in {sources[run]} and {path}")
+            sources[run] = path
+        frames.append(frame)
+    if not frames:
+        raise ResultsInputError("no world-model diagnostics files given")
     return pd.concat(frames, ignore_index=True)
 
 
@@ -268,6 +299,46 @@ def substeps_ablation_figure(experiment: ExperimentConfig, compare: pd.DataFrame
         ax.set_ylabel(f"{RETURN_LABEL}\n(mean, 95% CI)")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
+    return figure
+
+
+def wm_diagnostics_figure(experiment: ExperimentConfig, diagnostics: pd.DataFrame) -> Figure:
+    """Per task two rows of (task, size) panels: the latent error of the model's own rollout over the copy
+    baseline's against the imagined step, at each run's last validation (mean over seeds, 95% CI; 1 = no better
+    than copying the last latent); and the gradient cosine against env steps (1 = the model's return gradient
+    points where the env's does)."""
+    tasks, sizes = list(experiment.tasks), list(experiment.sizes)
+    figure = Figure(figsize=(PANEL_SIZE[0] * len(sizes), 2 * PANEL_SIZE[1] * len(tasks) + 0.6), layout="constrained")
+    axes = figure.subplots(2 * len(tasks), len(sizes), squeeze=False)
+    palette = _palette(experiment)
+    last_epoch = diagnostics.groupby(RUN)["epoch"].transform("max")
+    last = diagnostics[diagnostics["epoch"] == last_epoch]
+    last = last.assign(ratio=last["wm_latent_mse"] / last["copy_latent_mse"])
+    measured = diagnostics[(diagnostics["step"] == 1) & np.isfinite(diagnostics["grad_cosine"])]
+    common = {"hue": "dynamics", "hue_order": list(experiment.dynamics), "palette": palette, "legend": False}
+    band = {"estimator": "mean", "errorbar": ("ci", 95), "n_boot": 1000, "seed": 0}
+    for row, task in enumerate(tasks):
+        for col, size in enumerate(sizes):
+            ratio_ax, cosine_ax = axes[2 * row, col], axes[2 * row + 1, col]
+            panel = last[(last["task"] == task) & (last["size"] == size)]
+            if not panel.empty:
+                sns.lineplot(data=panel, x="step", y="ratio", marker="o", ax=ratio_ax, **common, **band)
+            ratio_ax.axhline(1.0, ls="--", color="0.4", lw=1)
+            ratio_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ratio_ax.set_title(f"{task} · {size}: latent error at the last validation")
+            _label(ratio_ax, "imagined step h", "latent MSE / copy baseline")
+            points = measured[(measured["task"] == task) & (measured["size"] == size)]
+            if points.empty:
+                cosine_ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=cosine_ax.transAxes)
+            else:
+                sns.lineplot(data=points, x="env_steps", y="grad_cosine", marker="o", ax=cosine_ax, **common, **band)
+            cosine_ax.axhline(0.0, ls="--", color="0.4", lw=1)
+            cosine_ax.set_ylim(-1.05, 1.05)
+            cosine_ax.set_title(f"{task} · {size}: return gradient, model vs env")
+            _label(cosine_ax, "environment steps", "cosine similarity")
+    for ax in axes.flat:
+        ax.grid(True, alpha=0.3)
+    _figure_legend(figure, experiment)
     return figure
 
 
