@@ -20,6 +20,8 @@ from flow_mbpo_pwm.diagnostics import (
     model_return,
     reward_units,
     start_steps,
+    summary_columns,
+    validation_diagnostics,
 )
 
 OBS, ACT, T, N, H = 3, 2, 40, 5, 4
@@ -72,6 +74,14 @@ def test_identity_model_error_equals_the_copy_baseline_at_every_step():
     assert errors.wm_latent_mse.shape == (H,)
     assert torch.equal(errors.wm_latent_mse, errors.copy_latent_mse)
     assert (errors.copy_latent_mse > 0).all()
+
+
+def test_validation_rows_give_ratio_one_for_the_identity_model_and_no_cosine_without_an_env():
+    rows, grad = validation_diagnostics(LinearSystemModel(lambda z, a: z), linear_system_record(), H, 0.99)
+    assert [r["step"] for r in rows] == list(range(1, H + 1))
+    assert all(r["latent_ratio"] == 1.0 for r in rows) and math.isnan(grad)
+    summary = summary_columns(rows, grad)
+    assert summary["latent_ratio_hH"] == 1.0 and summary["wm_latent_mse_hH"] == rows[-1]["wm_latent_mse"]
 
 
 def test_model_equal_to_the_data_dynamics_has_zero_latent_and_reward_error():

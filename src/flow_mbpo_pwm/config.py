@@ -226,10 +226,12 @@ class RunConfig:
     # Gradient check (diagnostics.py): every `grad_check_every`-th validation (0 = never) compares the world
     # model's gradient of the H-step return with respect to the actions with the real env's (central differences
     # of step `grad_check_eps`) from `grad_check_starts` saved validation states. Needs an env that can be placed
-    # in a saved state (the Ant); others report NaN.
+    # in a saved state (the Ant); others report NaN. eps: on the CPU Ant (H = 16, a state in contact after 60 random
+    # steps) central differences at 0.003 and 0.001 agree to cosine 0.99, at 0.01 vs 0.003 only 0.80 (contact kinks):
+    # 0.003 measures the local gradient, which is what the actor follows through the model.
     grad_check_every: int = 4
     grad_check_starts: int = 4
-    grad_check_eps: float = 0.01
+    grad_check_eps: float = 0.003
     guard: GuardConfig = field(default_factory=GuardConfig)
 
     def validate(self, key: str = "run") -> None:

@@ -336,22 +336,28 @@ def validation_diagnostics(
     eps: float = 0.01,
     generator: torch.Generator | None = None,
 ) -> tuple[list[dict[str, float]], float]:
-    """Per-step errors on the recorded episodes (rows of `step, wm_latent_mse, copy_latent_mse, wm_reward_mse`) and
+    """Per-step errors on the recorded episodes (rows of `step, wm_latent_mse, copy_latent_mse, wm_reward_mse,
+    latent_ratio` = model / copy baseline) and
     the mean gradient cosine over the recorded start states (NaN without `env_returns` or start states).
 
     Windows start every `horizon` steps: consecutive starts would share all but one transition, costing H times
     the compute for little new information."""
     errors = horizon_errors(world_model, cut_windows(recorder.record, horizon, stride=horizon), units, generator)
     columns = torch.stack(list(errors)).double().cpu().tolist()  # the one host read of the errors
-    rows = [
-        {"step": h + 1, **{name: values[h] for name, values in zip(HorizonErrors._fields, columns, strict=True)}}
-        for h in range(horizon)
-    ]
+    rows = []
+    for h in range(horizon):
+        row = {"step": h + 1, **{name: values[h] for name, values in zip(HorizonErrors._fields, columns, strict=True)}}
+        rows.append({**row, "latent_ratio": ratio(row["wm_latent_mse"], row["copy_latent_mse"])})
     starts = recorder.start_states(horizon) if env_returns is not None else None
     grad = math.nan
     if starts is not None:
         grad = nanmean(gradient_cosines(world_model, starts, env_returns, gamma, eps, generator))
     return rows, grad
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    """`numerator / denominator`, NaN where undefined (a zero or NaN baseline)."""
+    return numerator / denominator if denominator > 0 else math.nan
 
 
 def summary_columns(rows: list[dict[str, float]], grad_cosine: float) -> dict[str, float]:
@@ -362,6 +368,7 @@ def summary_columns(rows: list[dict[str, float]], grad_cosine: float) -> dict[st
         "copy_latent_mse_h1": first["copy_latent_mse"],
         "wm_latent_mse_hH": last["wm_latent_mse"],
         "copy_latent_mse_hH": last["copy_latent_mse"],
+        "latent_ratio_hH": last["latent_ratio"],
         "wm_reward_mse_h1": first["wm_reward_mse"],
         "wm_reward_mse_hH": last["wm_reward_mse"],
         "grad_cosine": grad_cosine,

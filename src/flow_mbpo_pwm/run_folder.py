@@ -27,18 +27,18 @@ VALIDATION_COLUMNS: tuple[str, ...] = (
 )  # fmt: skip
 
 # World-model diagnostics of each validation (diagnostics.py), appended to validation.csv: latent error of the
-# model's own rollout and of the copy-the-last-latent baseline at steps 1 and H, reward error at steps 1 and H, and
-# the model-vs-env return-gradient cosine (NaN when not measured). Readers of validation.csv need only the columns
-# above.
+# model's own rollout and of the copy-the-last-latent baseline at steps 1 and H (and their ratio at H), reward error
+# at steps 1 and H, and the model-vs-env return-gradient cosine (NaN when not measured). Readers of validation.csv
+# need only the columns above.
 VALIDATION_DIAGNOSTIC_COLUMNS: tuple[str, ...] = (
-    "wm_latent_mse_h1", "copy_latent_mse_h1", "wm_latent_mse_hH", "copy_latent_mse_hH", "wm_reward_mse_h1",
-    "wm_reward_mse_hH", "grad_cosine",
+    "wm_latent_mse_h1", "copy_latent_mse_h1", "wm_latent_mse_hH", "copy_latent_mse_hH", "latent_ratio_hH",
+    "wm_reward_mse_h1", "wm_reward_mse_hH", "grad_cosine",
 )  # fmt: skip
 
 # wm_diagnostics.csv: one row per validation and imagined step 1..H (grad_cosine repeated on the rows of its epoch).
 WM_DIAGNOSTICS_COLUMNS: tuple[str, ...] = (
     "task", "size", "dynamics", "seed", "epoch", "env_steps", "step", "wm_latent_mse", "copy_latent_mse",
-    "wm_reward_mse", "grad_cosine",
+    "latent_ratio", "wm_reward_mse", "grad_cosine",
 )  # fmt: skip
 
 

@@ -478,8 +478,11 @@ class TrainingRun:
 
             rows = 2 * cfg.pwm.horizon * self.env.act_dim
             seed = cfg.run.validation_seed_base + cfg.run.seed  # unused: every row is placed in a saved state
+            # Ordered float atomics on the GPU: rows with the same inputs then give the same outputs, so a finite
+            # difference measures the perturbation, not the atomics' summation order.
+            exact = {"deterministic": True} if cfg.env.task == "ant" else {}
             self.gradient_env = envs.make_from_config(
-                cfg.env, self.device, seed=seed, num_envs=rows, episode_length=cfg.pwm.horizon
+                cfg.env, self.device, seed=seed, num_envs=rows, episode_length=cfg.pwm.horizon, **exact
             )
         return diagnostics.JointStateReturns(self.gradient_env, cfg.pwm.gamma, self._reward_units())
 
