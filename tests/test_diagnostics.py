@@ -14,6 +14,7 @@ from flow_mbpo_pwm.diagnostics import (
     cosine,
     cut_windows,
     finite_difference_gradient,
+    gradient_agreement,
     gradient_cosine,
     horizon_errors,
     model_gradient,
@@ -176,6 +177,19 @@ def test_gradient_cosine_is_one_when_the_model_return_is_the_env_return():
     assert gradient_cosine(lambda a: toy_returns(a.unsqueeze(0))[0], toy_returns, actions, 1e-4) == pytest.approx(
         1.0, abs=1e-8
     )
+
+
+def test_per_step_cosine_finds_the_step_where_the_model_gradient_goes_wrong():
+    actions = toy_actions()
+
+    def wrong_last_action(a):  # the model ignores how the last action moves x (its reward term is cut off)
+        cut = torch.cat([a[:-1], a[-1:].detach()])
+        return toy_returns(cut.unsqueeze(0))[0]
+
+    agreement = gradient_agreement(wrong_last_action, toy_returns, actions, 1e-4)
+    assert agreement.per_step[:-1] == pytest.approx([1.0, 1.0], abs=1e-8)
+    assert math.isnan(agreement.per_step[-1])  # a zero model gradient has no direction
+    assert 0 < agreement.cosine < 1
 
 
 def test_gradient_cosine_is_minus_one_for_a_negated_model():

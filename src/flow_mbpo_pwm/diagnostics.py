@@ -252,14 +252,31 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return value if math.isfinite(value) else math.nan
 
 
+class GradientAgreement(NamedTuple):
+    cosine: float  # over the whole action sequence
+    per_step: list[float]  # over the gradient with respect to a_t alone, t = 0..H-1: where along the horizon it fails
+
+
+def gradient_agreement(
+    discounted_return: Callable[[torch.Tensor], torch.Tensor],
+    env_returns: Callable[[torch.Tensor], torch.Tensor],
+    actions: torch.Tensor,
+    eps: float,
+) -> GradientAgreement:
+    """Cosines between the model's autograd gradient and the env's finite-difference gradient of the return."""
+    model = model_gradient(discounted_return, actions)
+    env = finite_difference_gradient(env_returns, actions, eps)
+    return GradientAgreement(cosine(model, env), [cosine(model[t], env[t]) for t in range(actions.shape[0])])
+
+
 def gradient_cosine(
     discounted_return: Callable[[torch.Tensor], torch.Tensor],
     env_returns: Callable[[torch.Tensor], torch.Tensor],
     actions: torch.Tensor,
     eps: float,
 ) -> float:
-    """Cosine between the model's autograd gradient and the env's finite-difference gradient of the return."""
-    return cosine(model_gradient(discounted_return, actions), finite_difference_gradient(env_returns, actions, eps))
+    """The cosine over the whole action sequence (`gradient_agreement`)."""
+    return gradient_agreement(discounted_return, env_returns, actions, eps).cosine
 
 
 class JointStateReturns:
@@ -303,8 +320,8 @@ def gradient_cosines(
     gamma: float,
     eps: float,
     generator: torch.Generator | None = None,
-) -> list[float]:
-    """The gradient cosine at every start state. Actions are kept `eps` inside [-1, 1]: the env clips them, so a
+) -> list[GradientAgreement]:
+    """The gradient agreement at every start state. Actions are kept `eps` inside [-1, 1]: the env clips them, so a
     perturbation past the bound would measure the clip, not the dynamics."""
     cosines = []
     with eval_mode(world_model):
@@ -312,7 +329,7 @@ def gradient_cosines(
             actions = starts.actions[s].clamp(-1.0 + eps, 1.0 - eps)
             discounted = model_return(world_model, starts.obs[s], gamma, generator)
             returns = env_returns.at(starts.joint_q[s], starts.joint_qd[s])
-            cosines.append(gradient_cosine(discounted, returns, actions, eps))
+            cosines.append(gradient_agreement(discounted, returns, actions, eps))
     return cosines
 
 
@@ -337,21 +354,25 @@ def validation_diagnostics(
     generator: torch.Generator | None = None,
 ) -> tuple[list[dict[str, float]], float]:
     """Per-step errors on the recorded episodes (rows of `step, wm_latent_mse, copy_latent_mse, wm_reward_mse,
-    latent_ratio` = model / copy baseline) and
+    latent_ratio` = model / copy baseline, `grad_cosine_step` = the gradient cosine with respect to the action
+    a_{h-1} alone) and
     the mean gradient cosine over the recorded start states (NaN without `env_returns` or start states).
 
     Windows start every `horizon` steps: consecutive starts would share all but one transition, costing H times
     the compute for little new information."""
     errors = horizon_errors(world_model, cut_windows(recorder.record, horizon, stride=horizon), units, generator)
     columns = torch.stack(list(errors)).double().cpu().tolist()  # the one host read of the errors
+    starts = recorder.start_states(horizon) if env_returns is not None else None
+    grad, grad_per_step = math.nan, [math.nan] * horizon
+    if starts is not None:
+        agreements = gradient_cosines(world_model, starts, env_returns, gamma, eps, generator)
+        grad = nanmean([a.cosine for a in agreements])
+        grad_per_step = [nanmean([a.per_step[t] for a in agreements]) for t in range(horizon)]
     rows = []
     for h in range(horizon):
         row = {"step": h + 1, **{name: values[h] for name, values in zip(HorizonErrors._fields, columns, strict=True)}}
-        rows.append({**row, "latent_ratio": ratio(row["wm_latent_mse"], row["copy_latent_mse"])})
-    starts = recorder.start_states(horizon) if env_returns is not None else None
-    grad = math.nan
-    if starts is not None:
-        grad = nanmean(gradient_cosines(world_model, starts, env_returns, gamma, eps, generator))
+        row["latent_ratio"] = ratio(row["wm_latent_mse"], row["copy_latent_mse"])
+        rows.append({**row, "grad_cosine_step": grad_per_step[h]})
     return rows, grad
 
 

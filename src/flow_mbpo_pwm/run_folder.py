@@ -35,10 +35,11 @@ VALIDATION_DIAGNOSTIC_COLUMNS: tuple[str, ...] = (
     "wm_reward_mse_h1", "wm_reward_mse_hH", "grad_cosine",
 )  # fmt: skip
 
-# wm_diagnostics.csv: one row per validation and imagined step 1..H (grad_cosine repeated on the rows of its epoch).
+# wm_diagnostics.csv: one row per validation and imagined step 1..H (grad_cosine repeated on the rows of its epoch;
+# grad_cosine_step: the cosine of the gradients with respect to that step's action alone).
 WM_DIAGNOSTICS_COLUMNS: tuple[str, ...] = (
     "task", "size", "dynamics", "seed", "epoch", "env_steps", "step", "wm_latent_mse", "copy_latent_mse",
-    "latent_ratio", "wm_reward_mse", "grad_cosine",
+    "latent_ratio", "wm_reward_mse", "grad_cosine", "grad_cosine_step",
 )  # fmt: skip
 
 

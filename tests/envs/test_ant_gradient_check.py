@@ -37,6 +37,8 @@ def test_ant_gradient_cosine_is_finite_and_bounded(ant_env):
     assert states is not None and states.actions.shape == (len(starts), H, ant_env.act_dim)
 
     probe_env = make("ant", 2 * H * ant_env.act_dim, "cpu", seed=1, episode_length=H)
-    cosines = gradient_cosines(model, states, JointStateReturns(probe_env, 0.99), 0.99, eps=0.01)
-    assert len(cosines) == len(starts)
-    assert all(math.isfinite(c) and -1.0 <= c <= 1.0 for c in cosines), cosines
+    agreements = gradient_cosines(model, states, JointStateReturns(probe_env, 0.99), 0.99, eps=0.01)
+    assert len(agreements) == len(starts)
+    for agreement in agreements:
+        assert all(math.isfinite(c) and -1.0 <= c <= 1.0 for c in [agreement.cosine, *agreement.per_step]), agreement
+        assert len(agreement.per_step) == H

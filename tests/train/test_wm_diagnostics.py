@@ -41,6 +41,7 @@ def test_training_writes_diagnostics_and_a_resumed_run_writes_the_same(tmp_path,
     # after the world model is trained its reward head has a gradient: the cosine is measured
     assert math.isfinite(validation["grad_cosine"].iloc[-1]) and -1 <= validation["grad_cosine"].iloc[-1] <= 1
     assert (last["grad_cosine"] == validation["grad_cosine"].iloc[-1]).all()
+    assert last["grad_cosine_step"].between(-1, 1).all()
     assert validation["wm_latent_mse_hH"].iloc[-1] == last["wm_latent_mse"].iloc[-1]
     assert validation["copy_latent_mse_h1"].iloc[-1] == last["copy_latent_mse"].iloc[0]
     assert (table["latent_ratio"] == table["wm_latent_mse"] / table["copy_latent_mse"]).all()
