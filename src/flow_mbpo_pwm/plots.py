@@ -6,7 +6,8 @@ Figures (stems listed by `expected_figures`, so the Snakemake rule declares its 
 - wall_clock: training seconds per cell with per-seed values;
 - substeps_ablation: evaluation return against flow substeps K (only when flow variants differ in K);
 - wm_diagnostics: where learning stalls (wm_diagnostics.csv): the world model's latent error over the copy
-  baseline's per imagined step at each run's last validation, and the model-vs-env gradient cosine over env steps.
+  baseline's per imagined step at each run's last validation, the model-vs-env gradient cosine over env steps, and
+  that cosine per action step at the last check.
 One panel per (task, size): rows are tasks, columns sizes. Colours follow the config's dynamics order everywhere.
 """
 
@@ -37,7 +38,9 @@ PANEL_SIZE = (4.2, 3.2)  # inches per panel
 METRICS_COLUMNS = [*RUN, "env_steps", "train_return_mean"]
 COMPARE_COLUMNS = [*CELL, "return_mean", "return_ci_low", "return_ci_high", "train_seconds"]
 PER_SEED_COLUMNS = [*RUN, "return_mean", "train_seconds"]
-WM_DIAGNOSTICS_COLUMNS = [*RUN, "epoch", "env_steps", "step", "wm_latent_mse", "copy_latent_mse", "grad_cosine"]
+WM_DIAGNOSTICS_COLUMNS = [
+    *RUN, "epoch", "env_steps", "step", "wm_latent_mse", "copy_latent_mse", "grad_cosine", "grad_cosine_step",
+]  # fmt: skip
 RETURN_LABEL = "evaluation episode return"
 SECONDS_LABEL = "training wall-clock (seconds)"
 
@@ -303,41 +306,58 @@ def substeps_ablation_figure(experiment: ExperimentConfig, compare: pd.DataFrame
 
 
 def wm_diagnostics_figure(experiment: ExperimentConfig, diagnostics: pd.DataFrame) -> Figure:
-    """Per task two rows of (task, size) panels: the latent error of the model's own rollout over the copy
-    baseline's against the imagined step, at each run's last validation (mean over seeds, 95% CI; 1 = no better
-    than copying the last latent); and the gradient cosine against env steps (1 = the model's return gradient
-    points where the env's does)."""
+    """Per task three rows of (task, size) panels, means over seeds with 95% CIs:
+    - the latent error of the model's own rollout over the copy baseline's against the imagined step, at each run's
+      last validation (1 = no better than copying the last latent);
+    - the gradient cosine against env steps (1 = the model's return gradient points where the env's does);
+    - the gradient cosine of each action alone against its step, at each run's last gradient check."""
     tasks, sizes = list(experiment.tasks), list(experiment.sizes)
-    figure = Figure(figsize=(PANEL_SIZE[0] * len(sizes), 2 * PANEL_SIZE[1] * len(tasks) + 0.6), layout="constrained")
-    axes = figure.subplots(2 * len(tasks), len(sizes), squeeze=False)
-    palette = _palette(experiment)
-    last_epoch = diagnostics.groupby(RUN)["epoch"].transform("max")
-    last = diagnostics[diagnostics["epoch"] == last_epoch]
+    figure = Figure(figsize=(PANEL_SIZE[0] * len(sizes), 3 * PANEL_SIZE[1] * len(tasks) + 0.6), layout="constrained")
+    axes = figure.subplots(3 * len(tasks), len(sizes), squeeze=False)
+    last = diagnostics[diagnostics["epoch"] == diagnostics.groupby(RUN)["epoch"].transform("max")]
     last = last.assign(ratio=last["wm_latent_mse"] / last["copy_latent_mse"])
-    measured = diagnostics[(diagnostics["step"] == 1) & np.isfinite(diagnostics["grad_cosine"])]
-    common = {"hue": "dynamics", "hue_order": list(experiment.dynamics), "palette": palette, "legend": False}
-    band = {"estimator": "mean", "errorbar": ("ci", 95), "n_boot": 1000, "seed": 0}
+    checked = diagnostics[np.isfinite(diagnostics["grad_cosine"])]
+    last_checked = checked[checked["epoch"] == checked.groupby(RUN)["epoch"].transform("max")]
+    lines = {
+        "hue": "dynamics",
+        "hue_order": list(experiment.dynamics),
+        "palette": _palette(experiment),
+        "legend": False,
+        "marker": "o",
+        "estimator": "mean",
+        "errorbar": ("ci", 95),
+        "n_boot": 1000,
+        "seed": 0,
+    }
+
+    def draw(ax: Axes, frame: pd.DataFrame, x: str, y: str, reference: float, title: str, xlabel: str, ylabel: str):
+        if frame.empty:
+            ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
+        else:
+            sns.lineplot(data=frame, x=x, y=y, ax=ax, **lines)
+        ax.axhline(reference, ls="--", color="0.4", lw=1)
+        ax.set_title(title)
+        _label(ax, xlabel, ylabel)
+        ax.grid(True, alpha=0.3)
+
     for row, task in enumerate(tasks):
         for col, size in enumerate(sizes):
-            ratio_ax, cosine_ax = axes[2 * row, col], axes[2 * row + 1, col]
-            panel = last[(last["task"] == task) & (last["size"] == size)]
-            if not panel.empty:
-                sns.lineplot(data=panel, x="step", y="ratio", marker="o", ax=ratio_ax, **common, **band)
-            ratio_ax.axhline(1.0, ls="--", color="0.4", lw=1)
-            ratio_ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ratio_ax.set_title(f"{task} · {size}: latent error at the last validation")
-            _label(ratio_ax, "imagined step h", "latent MSE / copy baseline")
-            points = measured[(measured["task"] == task) & (measured["size"] == size)]
-            if points.empty:
-                cosine_ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=cosine_ax.transAxes)
-            else:
-                sns.lineplot(data=points, x="env_steps", y="grad_cosine", marker="o", ax=cosine_ax, **common, **band)
-            cosine_ax.axhline(0.0, ls="--", color="0.4", lw=1)
-            cosine_ax.set_ylim(-1.05, 1.05)
-            cosine_ax.set_title(f"{task} · {size}: return gradient, model vs env")
-            _label(cosine_ax, "environment steps", "cosine similarity")
-    for ax in axes.flat:
-        ax.grid(True, alpha=0.3)
+            ratio_ax, cosine_ax, step_ax = (axes[3 * row + k, col] for k in range(3))
+
+            def panel(frame: pd.DataFrame, task: str = task, size: str = size) -> pd.DataFrame:
+                return frame[(frame["task"] == task) & (frame["size"] == size)]
+
+            name = f"{task} · {size}"
+            draw(ratio_ax, panel(last), "step", "ratio", 1.0, f"{name}: latent error at the last validation",
+                 "imagined step h", "latent MSE / copy baseline")  # fmt: skip
+            draw(cosine_ax, panel(checked[checked["step"] == 1]), "env_steps", "grad_cosine", 0.0,
+                 f"{name}: return gradient, model vs env", "environment steps", "cosine similarity")  # fmt: skip
+            draw(step_ax, panel(last_checked), "step", "grad_cosine_step", 0.0,
+                 f"{name}: gradient per action, last check", "action of step h", "cosine similarity")  # fmt: skip
+            for ax in (ratio_ax, step_ax):
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            for ax in (cosine_ax, step_ax):
+                ax.set_ylim(-1.05, 1.05)
     _figure_legend(figure, experiment)
     return figure
 

@@ -130,7 +130,8 @@ def write_wm_diagnostics(path: Path, cell: tuple[str, str, str, int], validation
             wm = copy * (0.5 if dynamics != "deterministic" else 1.2) * (1 + rng.normal(0, 0.05))
             rows.append({"task": task, "size": size, "dynamics": dynamics, "seed": seed, "epoch": 25 * v,
                          "env_steps": 1600 * v, "step": step, "wm_latent_mse": wm, "copy_latent_mse": copy,
-                         "wm_reward_mse": 0.1 * step, "grad_cosine": cosine})  # fmt: skip
+                         "wm_reward_mse": 0.1 * step, "grad_cosine": cosine,
+                         "grad_cosine_step": cosine / step})  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(path, index=False)
     return path

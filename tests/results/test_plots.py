@@ -151,8 +151,8 @@ def test_wm_diagnostics_figure_shows_the_copy_ratio_and_the_gradient_cosine(tmp_
     compare, per_seed, metrics, diagnostics = results_tree(tmp_path, two_tasks)
     frame = read_wm_diagnostics(diagnostics)
     figure = wm_diagnostics_figure(two_tasks, frame)
-    assert len(figure.axes) == 8  # per task a ratio row and a cosine row, one panel per size
-    ratio_ax, cosine_ax = figure.axes[0], figure.axes[2]
+    assert len(figure.axes) == 12  # per task a ratio row and two cosine rows, one panel per size
+    ratio_ax, cosine_ax, step_ax = figure.axes[0], figure.axes[2], figure.axes[4]
     assert ratio_ax.get_title() == "ant · tiny: latent error at the last validation"
     assert ratio_ax.get_ylabel() == "latent MSE / copy baseline" and cosine_ax.get_ylabel() == "cosine similarity"
     # one mean line per dynamics variant (plus the dashed reference); the flow fixture sits at ~half the baseline
@@ -163,6 +163,10 @@ def test_wm_diagnostics_figure_shows_the_copy_ratio_and_the_gradient_cosine(tmp_
     # the cosine is drawn only where it was measured (NaN at the first validation)
     cosine_lines = [line for line in cosine_ax.get_lines() if line.get_linestyle() != "--"]
     assert all(len(line.get_xdata()) == 2 for line in cosine_lines)
+    # per action step at the last check (epoch 75 of the fixture: cosine / step)
+    step_lines = [line for line in step_ax.get_lines() if line.get_linestyle() != "--"]
+    assert len(step_lines) == 2 and list(step_lines[0].get_xdata()) == [1, 2, 3, 4]
+    assert step_ax.get_title() == "ant · tiny: gradient per action, last check"
 
     out = tmp_path / "figures"
     assert plot(two_tasks, compare, per_seed, metrics, out, diagnostics[:-1]) == 1
@@ -174,4 +178,5 @@ def test_wm_diagnostics_figure_says_when_the_cosine_was_never_measured(tmp_path)
     *_, diagnostics = results_tree(tmp_path, experiment)
     frame = read_wm_diagnostics(diagnostics).assign(grad_cosine=float("nan"))
     figure = wm_diagnostics_figure(experiment, frame)
-    assert [t.get_text() for t in figure.axes[len(experiment.sizes)].texts] == ["not measured"]
+    for ax in figure.axes[len(experiment.sizes) :]:  # both cosine rows
+        assert [t.get_text() for t in ax.texts] == ["not measured"]
