@@ -6,9 +6,11 @@ accumulated on the device and read once every `run.log_every` epochs; the non-fi
 only other host synchronisation points.
 
 Run folder (docs/contracts.md "Run folder"): everything resumable lives in `work/`; the declared outputs
-(`final.pt`, `metrics.csv`, `validation.csv`, `train_summary.json`, the last one last) are written only when the
-run completes. Restarting the same command continues from `work/state.pt`; rows written after that state was saved
-are dropped, so a resumed run's tables equal an uninterrupted run's. On CPU the continuation is bitwise exact.
+(`final.pt`, `metrics.csv`, `validation.csv`, `wm_diagnostics.csv`, `train_summary.json`, the last one last) are
+written only when the run completes. Each validation also measures where learning stalls (diagnostics.py) on its
+own recorded episodes: columns of validation.csv and rows of wm_diagnostics.csv. Restarting the same command
+continues from `work/state.pt`; rows written after that state was saved are dropped, so a resumed run's tables
+equal an uninterrupted run's. On CPU the continuation is bitwise exact.
 
 Exit codes (returned to `cli.py`):
 - 0  completed (or already complete);
