@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--compare", type=Path, required=True)
     plot.add_argument("--per-seed", type=Path, required=True)
     plot.add_argument("--metrics", type=Path, nargs="+", required=True, help="every cell's metrics.csv")
+    plot.add_argument("--wm-diagnostics", type=Path, nargs="+", required=True, help="every cell's wm_diagnostics.csv")
     plot.add_argument("--out-dir", type=Path, required=True)
 
     params = stages.add_parser("params", help="print true parameter counts per size and dynamics preset")
@@ -173,7 +174,8 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         from flow_mbpo_pwm.config import load_experiment
         from flow_mbpo_pwm.plots import plot
 
-        return plot(load_experiment(args.config), args.compare, args.per_seed, args.metrics, args.out_dir)
+        experiment = load_experiment(args.config)
+        return plot(experiment, args.compare, args.per_seed, args.metrics, args.out_dir, args.wm_diagnostics)
     if stage == "params":
         from flow_mbpo_pwm.models.counts import print_parameter_counts
 

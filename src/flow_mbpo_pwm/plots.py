@@ -4,7 +4,10 @@ Figures (stems listed by `expected_figures`, so the Snakemake rule declares its 
 - learning_curves: training-episode return against environment steps, mean and 95% CI over seeds;
 - final_returns: evaluation return per cell with the bootstrap 95% CI from compare.csv and per-seed means;
 - wall_clock: training seconds per cell with per-seed values;
-- substeps_ablation: evaluation return against flow substeps K (only when flow variants differ in K).
+- substeps_ablation: evaluation return against flow substeps K (only when flow variants differ in K);
+- wm_diagnostics: where learning stalls (wm_diagnostics.csv): the world model's latent error over the copy
+  baseline's per imagined step at each run's last validation, the model-vs-env gradient cosine over env steps, and
+  that cosine per action step at the last check.
 One panel per (task, size): rows are tasks, columns sizes. Colours follow the config's dynamics order everywhere.
 """
 
@@ -24,6 +27,7 @@ import seaborn as sns  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from flow_mbpo_pwm.aggregate import CELL, RUN, ResultsInputError, cell_name, check_cells, read_csv  # noqa: E402
 from flow_mbpo_pwm.config import ExperimentConfig  # noqa: E402
@@ -34,13 +38,16 @@ PANEL_SIZE = (4.2, 3.2)  # inches per panel
 METRICS_COLUMNS = [*RUN, "env_steps", "train_return_mean"]
 COMPARE_COLUMNS = [*CELL, "return_mean", "return_ci_low", "return_ci_high", "train_seconds"]
 PER_SEED_COLUMNS = [*RUN, "return_mean", "train_seconds"]
+WM_DIAGNOSTICS_COLUMNS = [
+    *RUN, "epoch", "env_steps", "step", "wm_latent_mse", "copy_latent_mse", "grad_cosine", "grad_cosine_step",
+]  # fmt: skip
 RETURN_LABEL = "evaluation episode return"
 SECONDS_LABEL = "training wall-clock (seconds)"
 
 
 def expected_figures(experiment: ExperimentConfig) -> list[str]:
     """The figure stems `plot` writes for this experiment (each as .png and .pdf)."""
-    stems = ["learning_curves", "final_returns", "wall_clock"]
+    stems = ["learning_curves", "final_returns", "wall_clock", "wm_diagnostics"]
     return [*stems, "substeps_ablation"] if has_substeps_ablation(experiment) else stems
 
 
@@ -49,7 +56,14 @@ def has_substeps_ablation(experiment: ExperimentConfig) -> bool:
     return len(substeps) > 1
 
 
-def plot(experiment: ExperimentConfig, compare: Path, per_seed: Path, metrics: list[Path], out_dir: Path) -> int:
+def plot(
+    experiment: ExperimentConfig,
+    compare: Path,
+    per_seed: Path,
+    metrics: list[Path],
+    out_dir: Path,
+    wm_diagnostics: list[Path],
+) -> int:
     """Write every figure of `expected_figures(experiment)` to `out_dir`. Returns 0, or 1 with a message."""
     try:
         compare_frame = _read_table(compare, COMPARE_COLUMNS, CELL, "compare table")
@@ -59,6 +73,9 @@ def plot(experiment: ExperimentConfig, compare: Path, per_seed: Path, metrics: l
         check_cells(experiment, per_seed_frame[RUN].itertuples(index=False, name=None), "per_seed.csv rows")
         metrics_frame = read_metrics(metrics)
         check_cells(experiment, metrics_frame[RUN].drop_duplicates().itertuples(index=False, name=None), "metrics")
+        diagnostics_frame = read_wm_diagnostics(wm_diagnostics)
+        runs = diagnostics_frame[RUN].drop_duplicates().itertuples(index=False, name=None)
+        check_cells(experiment, runs, "world-model diagnostics")
     except ResultsInputError as err:
         print(f"flow-mbpo-pwm plot: {err}", file=sys.stderr)
         return 1
@@ -67,6 +84,7 @@ def plot(experiment: ExperimentConfig, compare: Path, per_seed: Path, metrics: l
         "learning_curves": learning_curves_figure(experiment, metrics_frame),
         "final_returns": final_returns_figure(experiment, compare_frame, per_seed_frame),
         "wall_clock": wall_clock_figure(experiment, compare_frame, per_seed_frame),
+        "wm_diagnostics": wm_diagnostics_figure(experiment, diagnostics_frame),
     }
     if has_substeps_ablation(experiment):
         figures["substeps_ablation"] = substeps_ablation_figure(experiment, compare_frame)
@@ -106,6 +124,22 @@ def read_metrics(paths: Sequence[Path]) -> pd.DataFrame:
         frames.append(frame)
     if not frames:
         raise ResultsInputError("no metrics files given")
+    return pd.concat(frames, ignore_index=True)
+
+
+def read_wm_diagnostics(paths: Sequence[Path]) -> pd.DataFrame:
+    """Every run's wm_diagnostics.csv in one frame, one row per (run, epoch, step); a run must not come from two
+    files."""
+    frames, sources = [], {}
+    for path in paths:
+        frame = _read_table(path, WM_DIAGNOSTICS_COLUMNS, [*RUN, "epoch", "step"], "world-model diagnostics file")
+        for run in frame[RUN].drop_duplicates().itertuples(index=False, name=None):
+            if run in sources:
+                raise ResultsInputError(f"diagnostics of {cell_name(*run)} appear in {sources[run]} and {path}")
+            sources[run] = path
+        frames.append(frame)
+    if not frames:
+        raise ResultsInputError("no world-model diagnostics files given")
     return pd.concat(frames, ignore_index=True)
 
 
@@ -268,6 +302,63 @@ def substeps_ablation_figure(experiment: ExperimentConfig, compare: pd.DataFrame
         ax.set_ylabel(f"{RETURN_LABEL}\n(mean, 95% CI)")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
+    return figure
+
+
+def wm_diagnostics_figure(experiment: ExperimentConfig, diagnostics: pd.DataFrame) -> Figure:
+    """Per task three rows of (task, size) panels, means over seeds with 95% CIs:
+    - the latent error of the model's own rollout over the copy baseline's against the imagined step, at each run's
+      last validation (1 = no better than copying the last latent);
+    - the gradient cosine against env steps (1 = the model's return gradient points where the env's does);
+    - the gradient cosine of each action alone against its step, at each run's last gradient check."""
+    tasks, sizes = list(experiment.tasks), list(experiment.sizes)
+    figure = Figure(figsize=(PANEL_SIZE[0] * len(sizes), 3 * PANEL_SIZE[1] * len(tasks) + 0.6), layout="constrained")
+    axes = figure.subplots(3 * len(tasks), len(sizes), squeeze=False)
+    last = diagnostics[diagnostics["epoch"] == diagnostics.groupby(RUN)["epoch"].transform("max")]
+    last = last.assign(ratio=last["wm_latent_mse"] / last["copy_latent_mse"])
+    checked = diagnostics[np.isfinite(diagnostics["grad_cosine"])]
+    last_checked = checked[checked["epoch"] == checked.groupby(RUN)["epoch"].transform("max")]
+    lines = {
+        "hue": "dynamics",
+        "hue_order": list(experiment.dynamics),
+        "palette": _palette(experiment),
+        "legend": False,
+        "marker": "o",
+        "estimator": "mean",
+        "errorbar": ("ci", 95),
+        "n_boot": 1000,
+        "seed": 0,
+    }
+
+    def draw(ax: Axes, frame: pd.DataFrame, x: str, y: str, reference: float, title: str, xlabel: str, ylabel: str):
+        if frame.empty:
+            ax.text(0.5, 0.5, "not measured", ha="center", va="center", transform=ax.transAxes)
+        else:
+            sns.lineplot(data=frame, x=x, y=y, ax=ax, **lines)
+        ax.axhline(reference, ls="--", color="0.4", lw=1)
+        ax.set_title(title)
+        _label(ax, xlabel, ylabel)
+        ax.grid(True, alpha=0.3)
+
+    for row, task in enumerate(tasks):
+        for col, size in enumerate(sizes):
+            ratio_ax, cosine_ax, step_ax = (axes[3 * row + k, col] for k in range(3))
+
+            def panel(frame: pd.DataFrame, task: str = task, size: str = size) -> pd.DataFrame:
+                return frame[(frame["task"] == task) & (frame["size"] == size)]
+
+            name = f"{task} · {size}"
+            draw(ratio_ax, panel(last), "step", "ratio", 1.0, f"{name}: latent error at the last validation",
+                 "imagined step h", "latent MSE / copy baseline")  # fmt: skip
+            draw(cosine_ax, panel(checked[checked["step"] == 1]), "env_steps", "grad_cosine", 0.0,
+                 f"{name}: return gradient, model vs env", "environment steps", "cosine similarity")  # fmt: skip
+            draw(step_ax, panel(last_checked), "step", "grad_cosine_step", 0.0,
+                 f"{name}: gradient per action, last check", "action of step h", "cosine similarity")  # fmt: skip
+            for ax in (ratio_ax, step_ax):
+                ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            for ax in (cosine_ax, step_ax):
+                ax.set_ylim(-1.05, 1.05)
+    _figure_legend(figure, experiment)
     return figure
 
 

@@ -1,7 +1,7 @@
-"""The run folder of one training cell: its paths and its two CSV tables (docs/contracts.md "Run folder").
+"""The run folder of one training cell: its paths and its CSV tables (docs/contracts.md "Run folder").
 
-Declared outputs (`final.pt`, `metrics.csv`, `validation.csv`, `train_summary.json`) appear only when training
-completes; everything a restart needs lives in `work/`, which Snakemake never deletes.
+Declared outputs (`final.pt`, `metrics.csv`, `validation.csv`, `wm_diagnostics.csv`, `train_summary.json`) appear
+only when training completes; everything a restart needs lives in `work/`, which Snakemake never deletes.
 """
 
 from __future__ import annotations
@@ -24,6 +24,22 @@ METRICS_COLUMNS: tuple[str, ...] = (
 VALIDATION_COLUMNS: tuple[str, ...] = (
     "task", "size", "dynamics", "seed", "epoch", "env_steps", "val_return_mean", "val_return_std", "val_episodes",
     "checkpoint", "flagged", "flag_reason",
+)  # fmt: skip
+
+# World-model diagnostics of each validation (diagnostics.py), appended to validation.csv: latent error of the
+# model's own rollout and of the copy-the-last-latent baseline at steps 1 and H (and their ratio at H), reward error
+# at steps 1 and H, and the model-vs-env return-gradient cosine (NaN when not measured). Readers of validation.csv
+# need only the columns above.
+VALIDATION_DIAGNOSTIC_COLUMNS: tuple[str, ...] = (
+    "wm_latent_mse_h1", "copy_latent_mse_h1", "wm_latent_mse_hH", "copy_latent_mse_hH", "latent_ratio_hH",
+    "wm_reward_mse_h1", "wm_reward_mse_hH", "grad_cosine",
+)  # fmt: skip
+
+# wm_diagnostics.csv: one row per validation and imagined step 1..H (grad_cosine repeated on the rows of its epoch;
+# grad_cosine_step: the cosine of the gradients with respect to that step's action alone).
+WM_DIAGNOSTICS_COLUMNS: tuple[str, ...] = (
+    "task", "size", "dynamics", "seed", "epoch", "env_steps", "step", "wm_latent_mse", "copy_latent_mse",
+    "latent_ratio", "wm_reward_mse", "grad_cosine", "grad_cosine_step",
 )  # fmt: skip
 
 
@@ -56,6 +72,10 @@ class RunFolder:
         return self.work / "validation.csv"
 
     @property
+    def work_wm_diagnostics(self) -> Path:
+        return self.work / "wm_diagnostics.csv"
+
+    @property
     def checkpoints(self) -> Path:
         return self.work / "checkpoints"
 
@@ -79,11 +99,15 @@ class RunFolder:
         return self.root / "validation.csv"
 
     @property
+    def wm_diagnostics(self) -> Path:
+        return self.root / "wm_diagnostics.csv"
+
+    @property
     def summary(self) -> Path:
         return self.root / "train_summary.json"
 
     def declared_outputs(self) -> tuple[Path, ...]:
-        return (self.final, self.metrics, self.validation, self.summary)
+        return (self.final, self.metrics, self.validation, self.wm_diagnostics, self.summary)
 
 
 def _cell(value: Any) -> str:

@@ -6,9 +6,11 @@ accumulated on the device and read once every `run.log_every` epochs; the non-fi
 only other host synchronisation points.
 
 Run folder (docs/contracts.md "Run folder"): everything resumable lives in `work/`; the declared outputs
-(`final.pt`, `metrics.csv`, `validation.csv`, `train_summary.json`, the last one last) are written only when the
-run completes. Restarting the same command continues from `work/state.pt`; rows written after that state was saved
-are dropped, so a resumed run's tables equal an uninterrupted run's. On CPU the continuation is bitwise exact.
+(`final.pt`, `metrics.csv`, `validation.csv`, `wm_diagnostics.csv`, `train_summary.json`, the last one last) are
+written only when the run completes. Each validation also measures where learning stalls (diagnostics.py) on its
+own recorded episodes: columns of validation.csv and rows of wm_diagnostics.csv. Restarting the same command
+continues from `work/state.pt`; rows written after that state was saved are dropped, so a resumed run's tables
+equal an uninterrupted run's. On CPU the continuation is bitwise exact.
 
 Exit codes (returned to `cli.py`):
 - 0  completed (or already complete);
@@ -36,11 +38,18 @@ from typing import Any
 
 import torch
 
-from flow_mbpo_pwm import io
+from flow_mbpo_pwm import diagnostics, io
 from flow_mbpo_pwm.config import ConfigError, TrainConfig, dump_yaml
 from flow_mbpo_pwm.guard import CollapseDetector, CollapseError, NonFiniteMonitor, nonfinite_parameters
 from flow_mbpo_pwm.progress import Progress
-from flow_mbpo_pwm.run_folder import METRICS_COLUMNS, VALIDATION_COLUMNS, RunFolder, write_table
+from flow_mbpo_pwm.run_folder import (
+    METRICS_COLUMNS,
+    VALIDATION_COLUMNS,
+    VALIDATION_DIAGNOSTIC_COLUMNS,
+    WM_DIAGNOSTICS_COLUMNS,
+    RunFolder,
+    write_table,
+)
 from flow_mbpo_pwm.train_state import (
     STATE_FORMAT,
     capture_rng,
@@ -68,6 +77,8 @@ WINDOW_MEAN_METRICS = (
 )
 # Metrics that must stay finite; any NaN/Inf among them stops the run at the next guard check.
 GUARDED_METRICS = (*WINDOW_MEAN_METRICS, "episode_return_sum")
+# validation.csv: the validation itself, then the world-model diagnostics measured on its episodes.
+VALIDATION_TABLE_COLUMNS = (*VALIDATION_COLUMNS, *VALIDATION_DIAGNOSTIC_COLUMNS)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -238,6 +249,8 @@ class TrainingRun:
         self.progression = Progression()
         self.metrics_rows: list[dict[str, Any]] = []
         self.validation_rows: list[dict[str, Any]] = []
+        self.wm_diagnostic_rows: list[dict[str, Any]] = []
+        self.gradient_env: Any = None  # the gradient check's env, built at its first use
         self.obs = self.env.reset()
 
     def _state(self) -> dict[str, Any]:
@@ -257,6 +270,7 @@ class TrainingRun:
             "collapse": self.collapse.state_dict(),
             "metrics_rows": list(self.metrics_rows),
             "validation_rows": list(self.validation_rows),
+            "wm_diagnostic_rows": list(self.wm_diagnostic_rows),
             # Last, so that nothing above (e.g. a state_dict that clones through an RNG) perturbs what is saved.
             "rng": capture_rng(self.device),
         }
@@ -282,6 +296,7 @@ class TrainingRun:
         self.collapse.load_state_dict(state["collapse"])
         self.metrics_rows = list(state["metrics_rows"])
         self.validation_rows = list(state["validation_rows"])
+        self.wm_diagnostic_rows = list(state.get("wm_diagnostic_rows", []))
         self.progression = Progression(
             epoch=int(state["epoch"]),
             wall_seconds=float(state["wall_seconds"]),
@@ -430,28 +445,74 @@ class TrainingRun:
         )
 
     @torch.no_grad()
-    def _validation_returns(self) -> torch.Tensor:
+    def _validation_returns(
+        self, recorder: diagnostics.EpisodeRecorder | None = None, start_steps: tuple[int, ...] = ()
+    ) -> torch.Tensor:
         """First-episode return of every validation env under the deterministic policy, run in parallel.
         Every env finishes its first episode within `max_episode_steps` (truncation), so the loop has a fixed
-        length and no host reads."""
+        length and no host reads. `recorder` keeps every step on the device (the world-model diagnostics' held-out
+        data) and, before each of `start_steps`, one env's state (the gradient check's start states)."""
         env = self.val_env
         obs = env.reset()
         returns = torch.zeros(env.num_envs, dtype=torch.float64, device=self.device)
         running = torch.ones(env.num_envs, dtype=torch.bool, device=self.device)
-        for _ in range(env.max_episode_steps):
-            obs, reward, terminated, truncated, _ = env.step(self.agent.act(obs, deterministic=True))
+        for t in range(env.max_episode_steps):
+            if recorder is not None and t in start_steps:
+                recorder.add_joint_state(t, len(recorder.joint_states) % env.num_envs, *env.joint_state())
+            actions = self.agent.act(obs, deterministic=True)
+            next_obs, reward, terminated, truncated, info = env.step(actions)
+            if recorder is not None:
+                recorder.add(t, obs, actions, reward, info["final_obs"], terminated | truncated)
+            obs = next_obs
             returns += reward.double() * running
             running &= ~(terminated | truncated)
         return returns
+
+    def _gradient_check_env(self, epoch: int) -> diagnostics.JointStateReturns | None:
+        """The gradient check's returns at this validation, or None when it is not due (every
+        `run.grad_check_every`-th validation and the last) or the env cannot be placed in a saved state. Its env is
+        a dedicated one of 2 H A rows with H-step episodes, built once."""
+        cfg = self.config
+        every = cfg.run.grad_check_every
+        due = every > 0 and ((len(self.validation_rows) + 1) % every == 0 or epoch == cfg.pwm.epochs)
+        if not due or not diagnostics.JointStateReturns.supported(self.val_env):
+            return None
+        if self.gradient_env is None:
+            from flow_mbpo_pwm import envs
+
+            rows = 2 * cfg.pwm.horizon * self.env.act_dim
+            seed = cfg.run.validation_seed_base + cfg.run.seed  # unused: every row is placed in a saved state
+            # Ordered float atomics on the GPU: rows with the same inputs then give the same outputs, so a finite
+            # difference measures the perturbation, not the atomics' summation order.
+            exact = {"deterministic": True} if cfg.env.task == "ant" else {}
+            self.gradient_env = envs.make_from_config(
+                cfg.env, self.device, seed=seed, num_envs=rows, episode_length=cfg.pwm.horizon, **exact
+            )
+        return diagnostics.JointStateReturns(self.gradient_env, cfg.pwm.gamma, self._reward_units())
+
+    def _reward_units(self) -> diagnostics.RewardUnits:
+        pwm = self.config.pwm
+        return diagnostics.reward_units(pwm.reward_norm, self.agent.rew_rms, pwm.reward_clip)
 
     def _validate(self, progress: Progress) -> None:
         from flow_mbpo_pwm import checkpoints
 
         self._check_finite()
-        returns = self._validation_returns().cpu()
+        cfg, env, epoch = self.config, self.val_env, self.progression.epoch
+        gradient_returns = self._gradient_check_env(epoch)
+        starts = diagnostics.start_steps(env.max_episode_steps, cfg.pwm.horizon, cfg.run.grad_check_starts)
+        recorder = diagnostics.EpisodeRecorder(
+            env.max_episode_steps, env.num_envs, env.obs_dim, env.act_dim, self.device
+        )
+        returns = self._validation_returns(recorder, tuple(starts) if gradient_returns else ()).cpu()
         mean = float(returns.mean())
         std = float(returns.std(unbiased=False))
-        epoch = self.progression.epoch
+        # Seeded by the epoch, so a resumed run measures the same (only a noise-source flow draws from it).
+        generator = torch.Generator(device=self.device).manual_seed(epoch)
+        step_rows, grad_cosine = diagnostics.validation_diagnostics(
+            self.agent.world_model, recorder, cfg.pwm.horizon, cfg.pwm.gamma, self._reward_units(),
+            gradient_returns, cfg.run.grad_check_eps, generator,
+        )  # fmt: skip
         reason = self.collapse.update(epoch, mean)
         path = self.folder.checkpoint(epoch)
         meta = {
@@ -474,11 +535,17 @@ class TrainingRun:
             "checkpoint": str(path.relative_to(self.folder.root)),
             "flagged": bool(reason),
             "flag_reason": reason,
+            **diagnostics.summary_columns(step_rows, grad_cosine),
         }
         self.validation_rows.append(row)
-        write_table(self.folder.work_validation, VALIDATION_COLUMNS, self.validation_rows)
+        keys = {**self._cell_keys(), "epoch": epoch, "env_steps": self.env_steps}
+        self.wm_diagnostic_rows.extend({**keys, **r, "grad_cosine": grad_cosine} for r in step_rows)
+        self._write_work_tables()
         progress.message(
-            f"validation at epoch {epoch}: return {mean:.4g} +- {std:.3g}" + (f" FLAGGED ({reason})" if reason else "")
+            f"validation at epoch {epoch}: return {mean:.4g} +- {std:.3g}"
+            + (f" FLAGGED ({reason})" if reason else "")
+            + f"; step-H latent error {row['wm_latent_mse_hH']:.3g} (copy baseline {row['copy_latent_mse_hH']:.3g})"
+            + (f", gradient cosine {grad_cosine:.3f}" if not math.isnan(grad_cosine) else "")
         )
         if self.collapse.should_stop:
             raise CollapseError(
@@ -542,7 +609,8 @@ class TrainingRun:
 
     def _write_work_tables(self) -> None:
         write_table(self.folder.work_metrics, METRICS_COLUMNS, self.metrics_rows)
-        write_table(self.folder.work_validation, VALIDATION_COLUMNS, self.validation_rows)
+        write_table(self.folder.work_validation, VALIDATION_TABLE_COLUMNS, self.validation_rows)
+        write_table(self.folder.work_wm_diagnostics, WM_DIAGNOSTICS_COLUMNS, self.wm_diagnostic_rows)
 
     def _finish(self) -> None:
         from flow_mbpo_pwm import checkpoints
@@ -555,7 +623,8 @@ class TrainingRun:
             {**self._cell_keys(), "epoch": self.progression.epoch, "config": self.config.to_dict()},
         )
         write_table(folder.metrics, METRICS_COLUMNS, self.metrics_rows)
-        write_table(folder.validation, VALIDATION_COLUMNS, self.validation_rows)
+        write_table(folder.validation, VALIDATION_TABLE_COLUMNS, self.validation_rows)
+        write_table(folder.wm_diagnostics, WM_DIAGNOSTICS_COLUMNS, self.wm_diagnostic_rows)
         returns = [r["train_return_mean"] for r in self.metrics_rows if math.isfinite(r["train_return_mean"])]
         summary = {
             **self._cell_keys(),

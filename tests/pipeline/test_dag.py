@@ -68,6 +68,7 @@ def test_run_folders_and_shell_lines_follow_the_contract(tmp_path):
         f"{run}/final.pt",
         f"{run}/metrics.csv",
         f"{run}/validation.csv",
+        f"{run}/wm_diagnostics.csv",
         f"{run}/train_summary.json",
     ]
     # Resumable training state (work/) is never a declared output: Snakemake would delete it when a job fails.
@@ -101,7 +102,7 @@ def test_rule_graph_is_train_select_evaluate_aggregate_plot(tmp_path):
         ("select", "evaluate"),
         ("evaluate", "aggregate"),
         ("train", "aggregate"),  # train_summary.json
-        ("train", "plot"),  # metrics.csv learning curves
+        ("train", "plot"),  # metrics.csv learning curves, wm_diagnostics.csv
         ("aggregate", "plot"),
         ("aggregate", "all"),
         ("plot", "all"),

@@ -14,14 +14,16 @@ from flow_mbpo_pwm.plots import (
     learning_curves_figure,
     plot,
     read_metrics,
+    read_wm_diagnostics,
     substeps_ablation_figure,
     wall_clock_figure,
+    wm_diagnostics_figure,
 )
 
 try:
-    from .fixtures_results import run_dir, small_experiment, write_metrics, write_results
+    from .fixtures_results import run_dir, small_experiment, write_metrics, write_results, write_wm_diagnostics
 except ImportError:  # tests/results is not a package
-    from fixtures_results import run_dir, small_experiment, write_metrics, write_results
+    from fixtures_results import run_dir, small_experiment, write_metrics, write_results, write_wm_diagnostics
 
 ABLATION = {"deterministic": {}, "flow-k2": {"kind": "flow", "substeps": 2}, "flow-k8": {"kind": "flow", "substeps": 8}}
 
@@ -31,13 +33,16 @@ def returns(cell):
 
 
 def results_tree(tmp_path, experiment):
-    """compare.csv and per_seed.csv from the real `aggregate`, and one metrics.csv per run."""
+    """compare.csv and per_seed.csv from the real `aggregate`, and one metrics.csv and wm_diagnostics.csv per run."""
     root = tmp_path / "results"
     episodes, summaries = write_results(root, experiment, returns)
     compare, per_seed = root / "compare.csv", root / "per_seed.csv"
     assert aggregate(experiment, episodes, summaries, compare, per_seed, 200) == 0
     metrics = [write_metrics(run_dir(root, *cell) / "metrics.csv", cell) for cell in experiment.cells()]
-    return compare, per_seed, metrics
+    diagnostics = [
+        write_wm_diagnostics(run_dir(root, *cell) / "wm_diagnostics.csv", cell) for cell in experiment.cells()
+    ]
+    return compare, per_seed, metrics, diagnostics
 
 
 def assert_images(out_dir, stems):
@@ -51,10 +56,10 @@ def assert_images(out_dir, stems):
 
 def test_plot_writes_every_expected_figure(tmp_path):
     experiment = small_experiment()
-    assert expected_figures(experiment) == ["learning_curves", "final_returns", "wall_clock"]
-    compare, per_seed, metrics = results_tree(tmp_path, experiment)
+    assert expected_figures(experiment) == ["learning_curves", "final_returns", "wall_clock", "wm_diagnostics"]
+    compare, per_seed, metrics, diagnostics = results_tree(tmp_path, experiment)
     out = tmp_path / "figures"
-    assert plot(experiment, compare, per_seed, metrics, out) == 0
+    assert plot(experiment, compare, per_seed, metrics, out, diagnostics) == 0
     assert_images(out, expected_figures(experiment))
     assert sorted(p.name for p in out.iterdir()) == sorted(
         f"{stem}.{fmt}" for stem in expected_figures(experiment) for fmt in ("png", "pdf")
@@ -64,9 +69,9 @@ def test_plot_writes_every_expected_figure(tmp_path):
 def test_substeps_ablation_only_when_flow_substeps_differ(tmp_path):
     experiment = small_experiment(dynamics=ABLATION, sizes=("tiny",))
     assert expected_figures(experiment)[-1] == "substeps_ablation"
-    compare, per_seed, metrics = results_tree(tmp_path, experiment)
+    compare, per_seed, metrics, diagnostics = results_tree(tmp_path, experiment)
     out = tmp_path / "figures"
-    assert plot(experiment, compare, per_seed, metrics, out) == 0
+    assert plot(experiment, compare, per_seed, metrics, out, diagnostics) == 0
     assert_images(out, expected_figures(experiment))
 
     figure = substeps_ablation_figure(experiment, pd.read_csv(compare))
@@ -82,7 +87,7 @@ def test_substeps_ablation_only_when_flow_substeps_differ(tmp_path):
 
 def test_figures_have_one_panel_per_task_and_size(tmp_path):
     two_tasks = small_experiment(tasks=("ant", "ant-b"))
-    compare, per_seed, metrics = results_tree(tmp_path, two_tasks)
+    compare, per_seed, metrics, diagnostics = results_tree(tmp_path, two_tasks)
     compare, per_seed, metrics_frame = pd.read_csv(compare), pd.read_csv(per_seed), read_metrics(metrics)
 
     curves = learning_curves_figure(two_tasks, metrics_frame)
@@ -115,21 +120,22 @@ def test_figures_have_one_panel_per_task_and_size(tmp_path):
 
 def test_plot_refuses_inputs_that_are_not_the_grid(tmp_path, capsys):
     experiment = small_experiment()
-    compare, per_seed, metrics = results_tree(tmp_path, experiment)
+    compare, per_seed, metrics, diagnostics = results_tree(tmp_path, experiment)
     out = tmp_path / "figures"
-    assert plot(experiment, compare, per_seed, metrics[:-1], out) == 1
+    assert plot(experiment, compare, per_seed, metrics[:-1], out, diagnostics) == 1
     assert "missing metrics for 1 cell(s): ant/5M-flow/seed2" in capsys.readouterr().err
-    assert plot(experiment, compare, per_seed, [*metrics, metrics[0]], out) == 1
+    assert plot(experiment, compare, per_seed, [*metrics, metrics[0]], out, diagnostics) == 1
     assert "appear in" in capsys.readouterr().err
     frame = pd.read_csv(compare)
     frame.iloc[:-1].to_csv(compare, index=False)
-    assert plot(experiment, compare, per_seed, metrics, out) == 1
+    assert plot(experiment, compare, per_seed, metrics, out, diagnostics) == 1
     assert "missing compare.csv rows for 1 cell(s): ant/5M-flow\n" in capsys.readouterr().err
     assert not out.exists()
 
 
 @pytest.mark.parametrize(
-    "stem", ["learning_curves", "final_returns", "wall_clock", "substeps_ablation", "compare", "per_seed"]
+    "stem",
+    ["learning_curves", "final_returns", "wall_clock", "substeps_ablation", "wm_diagnostics", "compare", "per_seed"],
 )
 def test_report_captions_exist_and_are_valid_rst(stem):
     from docutils.core import publish_doctree
@@ -138,3 +144,39 @@ def test_report_captions_exist_and_are_valid_rst(stem):
     # halt_level 2: any docutils warning (broken markup) raises instead of rendering garbage in the report
     tree = publish_doctree(caption.read_text(), settings_overrides={"halt_level": 2, "report_level": 2})
     assert len(tree.astext().split()) > 20
+
+
+def test_wm_diagnostics_figure_shows_the_copy_ratio_and_the_gradient_cosine(tmp_path, capsys):
+    two_tasks = small_experiment(tasks=("ant", "ant-b"))
+    compare, per_seed, metrics, diagnostics = results_tree(tmp_path, two_tasks)
+    frame = read_wm_diagnostics(diagnostics)
+    figure = wm_diagnostics_figure(two_tasks, frame)
+    assert len(figure.axes) == 12  # per task a ratio row and two cosine rows, one panel per size
+    ratio_ax, cosine_ax, step_ax = figure.axes[0], figure.axes[2], figure.axes[4]
+    assert ratio_ax.get_title() == "ant · tiny: latent error at the last validation"
+    assert ratio_ax.get_ylabel() == "latent MSE / copy baseline" and cosine_ax.get_ylabel() == "cosine similarity"
+    # one mean line per dynamics variant (plus the dashed reference); the flow fixture sits at ~half the baseline
+    lines = [line for line in ratio_ax.get_lines() if line.get_linestyle() != "--"]
+    assert len(lines) == 2
+    flow_ratio = lines[1].get_ydata()
+    assert list(lines[1].get_xdata()) == [1, 2, 3, 4] and all(0.4 < r < 0.6 for r in flow_ratio)
+    # the cosine is drawn only where it was measured (NaN at the first validation)
+    cosine_lines = [line for line in cosine_ax.get_lines() if line.get_linestyle() != "--"]
+    assert all(len(line.get_xdata()) == 2 for line in cosine_lines)
+    # per action step at the last check (epoch 75 of the fixture: cosine / step)
+    step_lines = [line for line in step_ax.get_lines() if line.get_linestyle() != "--"]
+    assert len(step_lines) == 2 and list(step_lines[0].get_xdata()) == [1, 2, 3, 4]
+    assert step_ax.get_title() == "ant · tiny: gradient per action, last check"
+
+    out = tmp_path / "figures"
+    assert plot(two_tasks, compare, per_seed, metrics, out, diagnostics[:-1]) == 1
+    assert "missing world-model diagnostics for 1 cell(s)" in capsys.readouterr().err
+
+
+def test_wm_diagnostics_figure_says_when_the_cosine_was_never_measured(tmp_path):
+    experiment = small_experiment()
+    *_, diagnostics = results_tree(tmp_path, experiment)
+    frame = read_wm_diagnostics(diagnostics).assign(grad_cosine=float("nan"))
+    figure = wm_diagnostics_figure(experiment, frame)
+    for ax in figure.axes[len(experiment.sizes) :]:  # both cosine rows
+        assert [t.get_text() for t in ax.texts] == ["not measured"]

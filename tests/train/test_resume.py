@@ -43,6 +43,8 @@ def _assert_same_run(reference: Path, other: Path) -> None:
         assert len(ta) == len(tb) and tb["epoch"].is_unique, table
         ta, tb = ta.drop(columns=["wall_seconds"], errors="ignore"), tb.drop(columns=["wall_seconds"], errors="ignore")
         pd.testing.assert_frame_equal(ta, tb, check_exact=True)
+    diagnostics = [pd.read_csv(run / "wm_diagnostics.csv") for run in (reference, other)]
+    pd.testing.assert_frame_equal(*diagnostics, check_exact=True)
 
 
 def _wait_for(proc: subprocess.Popen, condition, timeout: float = 300) -> None:

@@ -10,6 +10,7 @@ rule plot:
         compare="results/compare.csv",
         per_seed="results/per_seed.csv",
         metrics=all_cells(f"{RUN}/metrics.csv"),
+        wm_diagnostics=all_cells(f"{RUN}/wm_diagnostics.csv"),
     output:
         png=[
             report(
@@ -32,4 +33,5 @@ rule plot:
     shell:
         "flow-mbpo-pwm plot --config {params.config:q} --compare {input.compare:q}"
         " --per-seed {input.per_seed:q} --metrics {input.metrics:q}"
+        " --wm-diagnostics {input.wm_diagnostics:q}"
         " --out-dir {params.out_dir:q} > {log:q} 2>&1"

@@ -7,6 +7,7 @@ rule train:
         final=f"{RUN}/final.pt",
         metrics=f"{RUN}/metrics.csv",
         validation=f"{RUN}/validation.csv",
+        wm_diagnostics=f"{RUN}/wm_diagnostics.csv",
         summary=f"{RUN}/train_summary.json",
     log:
         f"logs/train/{LOG}.log",

@@ -1,0 +1,396 @@
+"""Diagnostics that say where PWM's learning stalls, measured at validation time on held-out real data.
+
+Three questions, each answered per imagined step h = 1..H:
+- Does the world model predict latents better than doing nothing? `latent_errors`: roll out from `z_0 = E(o_0)`
+  with the model's own predictions and compare with `E(o_h)`, next to the copy baseline that predicts `E(o_0)` for
+  every h. A ratio near 1 means the dynamics have learned nothing the actor can use.
+- Does the reward head score imagined latents right? The same rollout's `R(z_{h-1}, a_{h-1})` against the real
+  reward `r_{h-1}`, in the units the world model regresses (`reward_units`). Step h = 1 is scored on an encoded
+  latent, the later ones on imagined latents, so their growth is the cost of compounding latent error.
+- Does the model's gradient point where the real env's does? `gradient_cosine`: the cosine between the model's
+  gradient of the H-step discounted return `sum_t gamma^t r_t` with respect to the action sequence (autograd) and
+  the real env's gradient of the same return (central finite differences from one saved state). The actor only
+  ever sees the model's gradient; if it disagrees with the env's, better model losses do not help the policy.
+
+Held-out data: the validation episodes (validation env and seeds) of the deterministic policy `tanh(mu)`, recorded
+on the device by `EpisodeRecorder` while validation runs. Not the exploration policy: its noise would be drawn from
+the agent's generator and so change the training run; the data cover what the validated policy visits.
+
+Pure functions over tensors and a world model (anything with `encode(o)`, `next(z, a, generator)`,
+`reward(z, a)`); no file IO. The only env code is `JointStateReturns`, for envs that can be placed in a saved state
+(the Ant's `joint_state`/`set_joint_state`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+from typing import Any, NamedTuple
+
+import torch
+
+RewardUnits = Callable[[torch.Tensor], torch.Tensor]
+
+
+def identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def reward_units(reward_norm: str, rew_rms: Any, reward_clip: float) -> RewardUnits:
+    """Raw env rewards -> the units the world model regresses (mirrors `PWM.world_model_loss`)."""
+    if reward_norm == "none":
+        return identity
+    center = reward_norm == "meanstd"
+    return lambda r: rew_rms.normalize(r, reward_clip if center else None, center=center)
+
+
+@contextlib.contextmanager
+def eval_mode(module: Any) -> Iterator[None]:
+    """Eval mode for the duration, restoring the previous mode (our models have no mode-dependent layers today;
+    this keeps the diagnostics honest if one is added)."""
+    was_training = getattr(module, "training", None)
+    if was_training is not None:
+        module.eval()
+    try:
+        yield
+    finally:
+        if was_training:
+            module.train()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Held-out real sequences
+# ------------------------------------------------------------------------------------------------------------------
+
+
+class EpisodeRecord(NamedTuple):
+    """T steps of N envs, time-major."""
+
+    obs: torch.Tensor  # [T, N, obs_dim] the observation each action was taken from
+    actions: torch.Tensor  # [T, N, act_dim]
+    rewards: torch.Tensor  # [T, N] raw env rewards
+    next_obs: torch.Tensor  # [T, N, obs_dim] the observation after the step, pre-reset (info["final_obs"])
+    dones: torch.Tensor  # [T, N] bool: the episode ended at this step
+
+
+class StartStates(NamedTuple):
+    """Saved env states for the gradient check: S starts, each with its open-loop action sequence."""
+
+    obs: torch.Tensor  # [S, obs_dim]
+    joint_q: torch.Tensor  # [S, coords]
+    joint_qd: torch.Tensor  # [S, dofs]
+    actions: torch.Tensor  # [S, H, act_dim] the actions the policy took from there
+
+
+class EpisodeRecorder:
+    """Preallocated device buffers filled step by step: no host reads while validation runs."""
+
+    def __init__(self, steps: int, num_envs: int, obs_dim: int, act_dim: int, device: torch.device):
+        def empty(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+            return torch.zeros(steps, num_envs, *shape, dtype=dtype, device=device)
+
+        self.record = EpisodeRecord(empty(obs_dim), empty(act_dim), empty(), empty(obs_dim), empty(dtype=torch.bool))
+        self.joint_states: dict[int, tuple[int, torch.Tensor, torch.Tensor]] = {}  # step -> (env, q, qd)
+
+    def add(
+        self,
+        t: int,
+        obs: torch.Tensor,
+        actions: torch.Tensor,
+        rewards: torch.Tensor,
+        next_obs: torch.Tensor,
+        dones: torch.Tensor,
+    ) -> None:
+        for buffer, value in zip(self.record, (obs, actions, rewards, next_obs, dones), strict=True):
+            buffer[t].copy_(value)
+
+    def add_joint_state(self, t: int, env_index: int, joint_q: torch.Tensor, joint_qd: torch.Tensor) -> None:
+        """The env state before step `t` of env `env_index` (joint coordinates and rates, one row)."""
+        self.joint_states[t] = (env_index, joint_q[env_index].clone(), joint_qd[env_index].clone())
+
+    def start_states(self, horizon: int) -> StartStates | None:
+        """The saved states whose H following actions were recorded; None when there are none."""
+        steps = self.record.actions.shape[0]
+        kept = sorted((t, s) for t, s in self.joint_states.items() if t + horizon <= steps)
+        if not kept:
+            return None
+        rec = self.record
+        return StartStates(
+            obs=torch.stack([rec.obs[t, e] for t, (e, _, _) in kept]),
+            joint_q=torch.stack([q for _, (_, q, _) in kept]),
+            joint_qd=torch.stack([qd for _, (_, _, qd) in kept]),
+            actions=torch.stack([rec.actions[t : t + horizon, e] for t, (e, _, _) in kept]),
+        )
+
+
+def start_steps(episode_steps: int, horizon: int, count: int) -> list[int]:
+    """`count` steps spread over the episode (not the first: every start state would be a fresh reset), each with
+    H steps left; fewer when the episode is too short."""
+    room = episode_steps - horizon
+    if room < 0 or count < 1:
+        return []
+    return sorted({(k + 1) * room // (count + 1) for k in range(count)})
+
+
+class Windows(NamedTuple):
+    """B real sub-trajectories of H transitions inside one episode."""
+
+    obs: torch.Tensor  # [B, H+1, obs_dim] o_0 .. o_H
+    actions: torch.Tensor  # [B, H, act_dim]
+    rewards: torch.Tensor  # [B, H] raw
+
+
+def cut_windows(record: EpisodeRecord, horizon: int, stride: int = 1) -> Windows:
+    """Every window of `horizon` transitions starting at a multiple of `stride` in which an episode ends at most at
+    the last transition (whose next observation is the real pre-reset one), as the replay buffer samples them.
+    Reads the done mask on the host once (validation time only)."""
+    T, N = record.dones.shape
+    device = record.obs.device
+    if horizon < 1 or stride < 1:
+        raise ValueError(f"horizon and stride must be >= 1, got {horizon} and {stride}")
+    starts = torch.arange(0, max(T - horizon + 1, 0), stride, device=device)
+    ends = torch.cat([torch.zeros(1, N, dtype=torch.long, device=device), record.dones.long().cumsum(0)])
+    # episode ends among transitions t .. t+H-2 (the window's last transition may end it)
+    inside = ends[starts + horizon - 1] - ends[starts]
+    start_idx, env = (inside == 0).nonzero(as_tuple=True)
+    t0 = starts[start_idx]
+    steps = t0.unsqueeze(1) + torch.arange(horizon, device=device)  # [B, H]
+    rows = env.unsqueeze(1)
+    obs = torch.cat([record.obs[t0, env].unsqueeze(1), record.next_obs[steps, rows]], dim=1)
+    return Windows(obs=obs, actions=record.actions[steps, rows], rewards=record.rewards[steps, rows])
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# World-model errors along the horizon
+# ------------------------------------------------------------------------------------------------------------------
+
+
+class HorizonErrors(NamedTuple):
+    """Per step h = 1..H (index h-1), mean over windows; NaN when there was no window."""
+
+    wm_latent_mse: torch.Tensor  # [H] MSE(z_h, E(o_h)), z_h imagined from z_0 = E(o_0)
+    copy_latent_mse: torch.Tensor  # [H] MSE(E(o_0), E(o_h)): the copy-the-last-latent baseline
+    wm_reward_mse: torch.Tensor  # [H] (R(z_{h-1}, a_{h-1}) - r_{h-1})^2 in the world model's reward units
+
+
+@torch.no_grad()
+def horizon_errors(
+    world_model: Any,
+    windows: Windows,
+    units: RewardUnits = identity,
+    generator: torch.Generator | None = None,
+) -> HorizonErrors:
+    """Latent and reward errors of the model's own H-step rollout on real windows (MSE over latent entries)."""
+    horizon = windows.actions.shape[1]
+    if windows.obs.shape[0] == 0:
+        nan = torch.full((horizon,), math.nan, device=windows.obs.device)
+        return HorizonErrors(nan, nan.clone(), nan.clone())
+    with eval_mode(world_model):
+        encoded = world_model.encode(windows.obs.transpose(0, 1))  # [H+1, B, latent]
+        actions = windows.actions.transpose(0, 1)
+        rewards = units(windows.rewards).transpose(0, 1)
+        z = encoded[0]
+        latent, copy, reward = [], [], []
+        for h in range(horizon):
+            reward.append((world_model.reward(z, actions[h]) - rewards[h]).pow(2).mean())
+            z = world_model.next(z, actions[h], generator)
+            latent.append((z - encoded[h + 1]).pow(2).mean())
+            copy.append((encoded[0] - encoded[h + 1]).pow(2).mean())
+    return HorizonErrors(torch.stack(latent), torch.stack(copy), torch.stack(reward))
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Gradient agreement
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def model_return(
+    world_model: Any, obs: torch.Tensor, gamma: float, generator: torch.Generator | None = None
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`actions [H, A] -> sum_t gamma^t R(z_t, a_t)` imagined from `z_0 = E(obs)` (differentiable in the actions;
+    the world model's parameters are not touched)."""
+    with torch.no_grad():
+        z0 = world_model.encode(obs.unsqueeze(0))
+
+    def discounted_return(actions: torch.Tensor) -> torch.Tensor:
+        z, total = z0, torch.zeros((), device=actions.device)
+        for t in range(actions.shape[0]):
+            a = actions[t].unsqueeze(0)
+            total = total + gamma**t * world_model.reward(z, a).sum()
+            z = world_model.next(z, a, generator)
+        return total
+
+    return discounted_return
+
+
+def model_gradient(discounted_return: Callable[[torch.Tensor], torch.Tensor], actions: torch.Tensor) -> torch.Tensor:
+    """d return / d actions by autograd, `[H, A]`."""
+    with torch.enable_grad():
+        a = actions.detach().clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(discounted_return(a), a)
+    return grad
+
+
+def finite_difference_gradient(
+    env_returns: Callable[[torch.Tensor], torch.Tensor], actions: torch.Tensor, eps: float
+) -> torch.Tensor:
+    """Central differences of a batched return `env_returns(actions [M, H, A]) -> [M]` at `actions [H, A]`: one
+    call with M = 2 H A sequences (each entry moved by +eps, then each by -eps)."""
+    H, A = actions.shape
+    n = H * A
+    steps = eps * torch.eye(n, dtype=actions.dtype, device=actions.device).view(n, H, A)
+    returns = env_returns(torch.cat([actions + steps, actions - steps])).double()
+    return ((returns[:n] - returns[n:]) / (2 * eps)).view(H, A)
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Cosine similarity of two flattened vectors; NaN if either is zero or non-finite (no direction to compare)."""
+    a, b = a.double().flatten(), b.double().flatten()
+    norms = a.norm() * b.norm()
+    value = float(a @ b / norms) if float(norms) > 0 else math.nan
+    return value if math.isfinite(value) else math.nan
+
+
+class GradientAgreement(NamedTuple):
+    cosine: float  # over the whole action sequence
+    per_step: list[float]  # over the gradient with respect to a_t alone, t = 0..H-1: where along the horizon it fails
+
+
+def gradient_agreement(
+    discounted_return: Callable[[torch.Tensor], torch.Tensor],
+    env_returns: Callable[[torch.Tensor], torch.Tensor],
+    actions: torch.Tensor,
+    eps: float,
+) -> GradientAgreement:
+    """Cosines between the model's autograd gradient and the env's finite-difference gradient of the return."""
+    model = model_gradient(discounted_return, actions)
+    env = finite_difference_gradient(env_returns, actions, eps)
+    return GradientAgreement(cosine(model, env), [cosine(model[t], env[t]) for t in range(actions.shape[0])])
+
+
+def gradient_cosine(
+    discounted_return: Callable[[torch.Tensor], torch.Tensor],
+    env_returns: Callable[[torch.Tensor], torch.Tensor],
+    actions: torch.Tensor,
+    eps: float,
+) -> float:
+    """The cosine over the whole action sequence (`gradient_agreement`)."""
+    return gradient_agreement(discounted_return, env_returns, actions, eps).cosine
+
+
+class JointStateReturns:
+    """Discounted returns of action sequences, every row of `env` started from one saved state.
+
+    `env` is a dedicated env (never the training or validation env) with `2 H A` rows and episodes of H steps; it
+    needs `joint_state`/`set_joint_state` (the Ant). Each call resets it (episode counters to 0, so no row is
+    truncated before its H-th step) and broadcasts the state to every row. Rewards after a row's termination do not
+    count, as in the real env."""
+
+    def __init__(self, env: Any, gamma: float, units: RewardUnits = identity):
+        self.env, self.gamma, self.units = env, gamma, units
+
+    @staticmethod
+    def supported(env: Any) -> bool:
+        return hasattr(env, "set_joint_state") and hasattr(env, "joint_state")
+
+    def at(self, joint_q: torch.Tensor, joint_qd: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        def returns(actions: torch.Tensor) -> torch.Tensor:
+            env = self.env
+            rows, horizon = actions.shape[:2]
+            if rows != env.num_envs:
+                raise ValueError(f"JointStateReturns: {rows} action sequences for an env of {env.num_envs} rows")
+            env.reset()
+            env.set_joint_state(joint_q.expand(rows, -1), joint_qd.expand(rows, -1))
+            total = torch.zeros(rows, dtype=torch.float64, device=env.device)
+            running = torch.ones(rows, dtype=torch.bool, device=env.device)
+            for t in range(horizon):
+                _, reward, terminated, truncated, _ = env.step(actions[:, t].to(env.device))
+                total += self.gamma**t * self.units(reward).double() * running
+                running &= ~(terminated | truncated)
+            return total
+
+        return returns
+
+
+def gradient_cosines(
+    world_model: Any,
+    starts: StartStates,
+    env_returns: JointStateReturns,
+    gamma: float,
+    eps: float,
+    generator: torch.Generator | None = None,
+) -> list[GradientAgreement]:
+    """The gradient agreement at every start state. Actions are kept `eps` inside [-1, 1]: the env clips them, so a
+    perturbation past the bound would measure the clip, not the dynamics."""
+    cosines = []
+    with eval_mode(world_model):
+        for s in range(starts.obs.shape[0]):
+            actions = starts.actions[s].clamp(-1.0 + eps, 1.0 - eps)
+            discounted = model_return(world_model, starts.obs[s], gamma, generator)
+            returns = env_returns.at(starts.joint_q[s], starts.joint_qd[s])
+            cosines.append(gradient_agreement(discounted, returns, actions, eps))
+    return cosines
+
+
+def nanmean(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# One validation's diagnostics, as table rows
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def validation_diagnostics(
+    world_model: Any,
+    recorder: EpisodeRecorder,
+    horizon: int,
+    gamma: float,
+    units: RewardUnits = identity,
+    env_returns: JointStateReturns | None = None,
+    eps: float = 0.01,
+    generator: torch.Generator | None = None,
+) -> tuple[list[dict[str, float]], float]:
+    """Per-step errors on the recorded episodes (rows of `step, wm_latent_mse, copy_latent_mse, wm_reward_mse,
+    latent_ratio` = model / copy baseline, `grad_cosine_step` = the gradient cosine with respect to the action
+    a_{h-1} alone) and
+    the mean gradient cosine over the recorded start states (NaN without `env_returns` or start states).
+
+    Windows start every `horizon` steps: consecutive starts would share all but one transition, costing H times
+    the compute for little new information."""
+    errors = horizon_errors(world_model, cut_windows(recorder.record, horizon, stride=horizon), units, generator)
+    columns = torch.stack(list(errors)).double().cpu().tolist()  # the one host read of the errors
+    starts = recorder.start_states(horizon) if env_returns is not None else None
+    grad, grad_per_step = math.nan, [math.nan] * horizon
+    if starts is not None:
+        agreements = gradient_cosines(world_model, starts, env_returns, gamma, eps, generator)
+        grad = nanmean([a.cosine for a in agreements])
+        grad_per_step = [nanmean([a.per_step[t] for a in agreements]) for t in range(horizon)]
+    rows = []
+    for h in range(horizon):
+        row = {"step": h + 1, **{name: values[h] for name, values in zip(HorizonErrors._fields, columns, strict=True)}}
+        row["latent_ratio"] = ratio(row["wm_latent_mse"], row["copy_latent_mse"])
+        rows.append({**row, "grad_cosine_step": grad_per_step[h]})
+    return rows, grad
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    """`numerator / denominator`, NaN where undefined (a zero or NaN baseline)."""
+    return numerator / denominator if denominator > 0 else math.nan
+
+
+def summary_columns(rows: list[dict[str, float]], grad_cosine: float) -> dict[str, float]:
+    """validation.csv's diagnostic columns: the first and the last step, and the gradient cosine."""
+    first, last = rows[0], rows[-1]
+    return {
+        "wm_latent_mse_h1": first["wm_latent_mse"],
+        "copy_latent_mse_h1": first["copy_latent_mse"],
+        "wm_latent_mse_hH": last["wm_latent_mse"],
+        "copy_latent_mse_hH": last["copy_latent_mse"],
+        "latent_ratio_hH": last["latent_ratio"],
+        "wm_reward_mse_h1": first["wm_reward_mse"],
+        "wm_reward_mse_hH": last["wm_reward_mse"],
+        "grad_cosine": grad_cosine,
+    }

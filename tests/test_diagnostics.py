@@ -1,0 +1,211 @@
+"""Diagnostics of where learning stalls (`flow_mbpo_pwm.diagnostics`) on cases with a known answer: hand-built world
+models over a known linear system, a smooth toy return, and hand-placed episode ends."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from flow_mbpo_pwm.algorithms.running_stats import RunningMeanStd
+from flow_mbpo_pwm.diagnostics import (
+    EpisodeRecorder,
+    cosine,
+    cut_windows,
+    finite_difference_gradient,
+    gradient_agreement,
+    gradient_cosine,
+    horizon_errors,
+    model_gradient,
+    model_return,
+    reward_units,
+    start_steps,
+    summary_columns,
+    validation_diagnostics,
+)
+
+OBS, ACT, T, N, H = 3, 2, 40, 5, 4
+A_MATRIX = torch.tensor([[0.9, 0.1, 0.0], [0.0, 0.8, 0.2], [0.1, 0.0, 0.7]])
+B_MATRIX = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, -0.5]])
+
+
+def true_next(o: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    return o @ A_MATRIX.T + a @ B_MATRIX.T
+
+
+def true_reward(o: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+    return o.sum(-1) - 0.1 * a.pow(2).sum(-1)
+
+
+class LinearSystemModel:
+    """A world model over observations as latents (E = identity): `next` is `dynamics`, `reward` is `true_reward`."""
+
+    def __init__(self, dynamics):
+        self.dynamics = dynamics
+
+    def encode(self, o):
+        return o
+
+    def next(self, z, a, generator=None):
+        return self.dynamics(z, a)
+
+    def reward(self, z, a):
+        return true_reward(z, a)
+
+
+def linear_system_record(dones_at=()):
+    """T steps of N envs of the linear system with random actions; episodes end (and restart at a fresh random
+    observation) at the (t, env) pairs in `dones_at`."""
+    gen = torch.Generator().manual_seed(0)
+    recorder = EpisodeRecorder(T, N, OBS, ACT, torch.device("cpu"))
+    obs = torch.randn(N, OBS, generator=gen)
+    for t in range(T):
+        actions = torch.rand(N, ACT, generator=gen) * 2 - 1
+        next_obs = true_next(obs, actions)
+        done = torch.tensor([(t, n) in dones_at for n in range(N)])
+        recorder.add(t, obs, actions, true_reward(obs, actions), next_obs, done)
+        obs = torch.where(done.unsqueeze(1), torch.randn(N, OBS, generator=gen), next_obs)
+    return recorder
+
+
+def test_identity_model_error_equals_the_copy_baseline_at_every_step():
+    windows = cut_windows(linear_system_record().record, H)
+    errors = horizon_errors(LinearSystemModel(lambda z, a: z), windows)
+    assert errors.wm_latent_mse.shape == (H,)
+    assert torch.equal(errors.wm_latent_mse, errors.copy_latent_mse)
+    assert (errors.copy_latent_mse > 0).all()
+
+
+def test_validation_rows_give_ratio_one_for_the_identity_model_and_no_cosine_without_an_env():
+    rows, grad = validation_diagnostics(LinearSystemModel(lambda z, a: z), linear_system_record(), H, 0.99)
+    assert [r["step"] for r in rows] == list(range(1, H + 1))
+    assert all(r["latent_ratio"] == 1.0 for r in rows) and math.isnan(grad)
+    summary = summary_columns(rows, grad)
+    assert summary["latent_ratio_hH"] == 1.0 and summary["wm_latent_mse_hH"] == rows[-1]["wm_latent_mse"]
+
+
+def test_model_equal_to_the_data_dynamics_has_zero_latent_and_reward_error():
+    windows = cut_windows(linear_system_record(dones_at={(7, 1), (20, 3)}).record, H)
+    errors = horizon_errors(LinearSystemModel(true_next), windows)
+    assert errors.wm_latent_mse.abs().max() < 1e-10
+    assert errors.wm_reward_mse.abs().max() < 1e-10
+    assert (errors.copy_latent_mse > 1e-3).all()
+
+
+def test_reward_error_grows_along_the_horizon_when_only_the_dynamics_are_wrong():
+    windows = cut_windows(linear_system_record().record, H)
+    errors = horizon_errors(LinearSystemModel(lambda z, a: z), windows)
+    assert float(errors.wm_reward_mse[0]) < 1e-10  # scored on E(o_0): no imagined latent yet
+    assert (errors.wm_reward_mse[1:] > 1e-3).all()
+
+
+def test_reward_error_is_in_the_world_models_units():
+    rms = RunningMeanStd(())
+    rms.update(torch.tensor([0.0, 4.0, 8.0]))
+    std = float(rms.std())
+    assert reward_units("none", rms, 5.0)(torch.tensor([3.0])).item() == 3.0
+    assert reward_units("std", rms, 5.0)(torch.tensor([3.0])).item() == pytest.approx(3.0 / std)
+    assert reward_units("meanstd", rms, 0.1)(torch.tensor([100.0])).item() == pytest.approx(0.1)
+
+
+def test_windows_never_cross_an_episode_end():
+    ends = {(5, 0), (6, 0), (10, 2), (T - 1, 4), (0, 3)}
+    recorder = EpisodeRecorder(T, N, 2, 1, torch.device("cpu"))
+    episode = torch.zeros(N)
+    for t in range(T):
+        done = torch.tensor([(t, n) in ends for n in range(N)])
+        obs = torch.stack([episode, torch.full((N,), float(t))], dim=1)  # (episode id, time)
+        next_obs = torch.stack([episode, torch.full((N,), float(t + 1))], dim=1)
+        recorder.add(t, obs, torch.zeros(N, 1), torch.zeros(N), next_obs, done)
+        episode = episode + done.float()
+    windows = cut_windows(recorder.record, H)
+    # every window lies in one episode and its observations are consecutive
+    assert (windows.obs[:, :, 0] == windows.obs[:, :1, 0]).all()
+    assert (windows.obs[:, 1:, 1] - windows.obs[:, :-1, 1] == 1).all()
+
+    # and every such window is found: T - H + 1 starts per env, minus those with an end before their last step
+    def crossing(t, n):
+        return any((s, n) in ends for s in range(t, t + H - 1))
+
+    expected = sum(not crossing(t, n) for t in range(T - H + 1) for n in range(N))
+    assert windows.obs.shape == (expected, H + 1, 2)
+    strided = cut_windows(recorder.record, H, stride=H)
+    assert (strided.obs[:, 0, 1] % H == 0).all()
+
+
+def test_no_window_gives_nan_errors():
+    recorder = EpisodeRecorder(3, 2, OBS, ACT, torch.device("cpu"))
+    windows = cut_windows(recorder.record, H)  # episodes shorter than the horizon
+    assert windows.obs.shape[0] == 0
+    errors = horizon_errors(LinearSystemModel(true_next), windows)
+    assert all(math.isnan(float(v)) for v in errors.wm_latent_mse)
+
+
+def test_start_steps_leave_a_horizon_and_skip_the_reset():
+    assert start_steps(1000, 16, 4) == [196, 393, 590, 787]
+    assert start_steps(10, 16, 4) == []
+    assert all(0 < t <= 50 - 4 for t in start_steps(50, 4, 3))
+
+
+# A smooth toy system: x_{t+1} = x_t + a_t (vectors of A entries), r_t = -|x_{t+1} - goal|^2. Its return as a function
+# of the action sequence is known in closed form through autograd, so a "model" with the same return must agree.
+GOAL = torch.tensor([0.3, -0.2], dtype=torch.float64)
+X0 = torch.tensor([0.1, 0.4], dtype=torch.float64)
+GAMMA = 0.9
+
+
+def toy_returns(actions: torch.Tensor) -> torch.Tensor:
+    """Batched: `[M, H, A] -> [M]`."""
+    x = X0.expand(actions.shape[0], -1)
+    total = torch.zeros(actions.shape[0], dtype=actions.dtype)
+    for t in range(actions.shape[1]):
+        x = x + actions[:, t]
+        total = total + GAMMA**t * -(x - GOAL).pow(2).sum(-1)
+    return total
+
+
+def toy_actions():
+    return torch.tensor([[0.2, -0.1], [0.0, 0.3], [-0.4, 0.1]], dtype=torch.float64)
+
+
+def test_gradient_cosine_is_one_when_the_model_return_is_the_env_return():
+    actions = toy_actions()
+    fd = finite_difference_gradient(toy_returns, actions, 1e-4)
+    exact = model_gradient(lambda a: toy_returns(a.unsqueeze(0))[0], actions)
+    assert torch.allclose(fd, exact, atol=1e-6)
+    assert gradient_cosine(lambda a: toy_returns(a.unsqueeze(0))[0], toy_returns, actions, 1e-4) == pytest.approx(
+        1.0, abs=1e-8
+    )
+
+
+def test_per_step_cosine_finds_the_step_where_the_model_gradient_goes_wrong():
+    actions = toy_actions()
+
+    def wrong_last_action(a):  # the model ignores how the last action moves x (its reward term is cut off)
+        cut = torch.cat([a[:-1], a[-1:].detach()])
+        return toy_returns(cut.unsqueeze(0))[0]
+
+    agreement = gradient_agreement(wrong_last_action, toy_returns, actions, 1e-4)
+    assert agreement.per_step[:-1] == pytest.approx([1.0, 1.0], abs=1e-8)
+    assert math.isnan(agreement.per_step[-1])  # a zero model gradient has no direction
+    assert 0 < agreement.cosine < 1
+
+
+def test_gradient_cosine_is_minus_one_for_a_negated_model():
+    actions = toy_actions()
+    negated = gradient_cosine(lambda a: -toy_returns(a.unsqueeze(0))[0], toy_returns, actions, 1e-4)
+    assert negated == pytest.approx(-1.0, abs=1e-8)
+
+
+def test_cosine_of_a_zero_gradient_is_nan():
+    assert math.isnan(cosine(torch.zeros(3), torch.ones(3)))
+    assert cosine(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0])) == 0.0
+
+
+def test_model_return_rolls_out_the_world_model():
+    model = LinearSystemModel(true_next)
+    obs = torch.tensor([0.5, -0.5, 1.0])
+    actions = torch.tensor([[0.1, 0.2], [-0.3, 0.4]])
+    expected = true_reward(obs, actions[0]) + 0.5 * true_reward(true_next(obs, actions[0]), actions[1])
+    assert model_return(model, obs, 0.5)(actions).item() == pytest.approx(expected.item())
