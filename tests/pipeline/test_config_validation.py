@@ -51,6 +51,8 @@ BROKEN = [
     ("unknown size", {**SMOKE, "sizes": ["7M"]}, "sizes"),
     ("shell characters in a variant name", {**SMOKE, "dynamics": {"flow;rm -rf ~": {"kind": "flow"}}}, "flow;rm -rf ~"),
     ("shell characters in a task name", {**SMOKE, "tasks": {"ant $(reboot)": {}}}, "ant $(reboot)"),
+    ("unknown task name", {**SMOKE, "tasks": {"antt": {}}}, "tasks.antt.task"),
+    ("infinite learning rate", {**SMOKE, "train": {"pwm": {"actor_lr": float("inf")}}}, "train.pwm.actor_lr"),
     ("duplicated seeds", {**SMOKE, "seeds": [0, 1, 0]}, "seeds"),
     ("negative seed", {**SMOKE, "seeds": [-1]}, "seeds"),
     ("seed set per run", {**SMOKE, "train": {"run": {"seed": 3}}}, "seed"),
