@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from flow_mbpo_pwm.config import ExperimentConfig
-from flow_mbpo_pwm.io import read_json, write_csv
+from flow_mbpo_pwm.io import InputError, read_json, write_csv
 from flow_mbpo_pwm.statistics import (
     hierarchical_bootstrap,
     iqm,
@@ -98,7 +98,7 @@ PER_SEED_COLUMNS = [
 ]
 
 
-class ResultsInputError(ValueError):
+class ResultsInputError(InputError):
     """Inputs that do not match the experiment's grid or the stage contracts."""
 
 

@@ -536,12 +536,22 @@ def _dynamics_variants(variants: Any) -> dict[str, Any]:
 
 def _read_yaml(path: str | Path) -> Any:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError("<file>", f"{path} is a directory, expected a YAML file")
     if not path.is_file():
         raise ConfigError("<file>", f"{path} does not exist")
     try:
         return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError("<file>", f"{path} is not valid YAML ({err})") from err
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError("<file>", f"{path} is not valid YAML ({yaml_problem(err)})") from err
+
+
+def yaml_problem(err: Exception) -> str:
+    """A YAML parse error on one line ("line 3, column 7: expected ','"); PyYAML's own message spans several."""
+    mark, problem = getattr(err, "problem_mark", None), getattr(err, "problem", None)
+    if mark is not None and problem:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    return " ".join(str(err).split())
 
 
 def load_train_config(path: str | Path) -> TrainConfig:

@@ -33,7 +33,12 @@ INTEGRITY_ALGORITHM = "sha256"
 STALE_TEMP_SECONDS = 3600.0
 
 
-class CheckpointError(ValueError):
+class InputError(ValueError):
+    """Bad input that a user can fix: its message names the file or value and says what is wrong. The CLI prints
+    it (no traceback) and exits with code 1; every stage's own input error derives from it."""
+
+
+class CheckpointError(InputError):
     """A checkpoint or data file that cannot be used: missing, unreadable, damaged, unsafe or of the wrong kind."""
 
 
@@ -177,7 +182,7 @@ def torch_load(path: str | os.PathLike, map_location: Any = "cpu", verify: bool 
         raise CheckpointError(f"{path}: refused to load: it holds objects other than tensors ({err})") from err
     except PermissionError as err:
         raise CheckpointError(f"{path}: cannot be read ({err.strerror})") from err
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
+    except Exception as err:  # torch raises whatever its parser hits on garbage (RuntimeError, KeyError, ...)
         raise CheckpointError(f"{path}: damaged or not a torch checkpoint, cannot be read ({err})") from err
     if isinstance(data, dict) and INTEGRITY_KEY in data:
         record = data.pop(INTEGRITY_KEY)

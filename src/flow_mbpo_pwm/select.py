@@ -37,7 +37,7 @@ CRITERION = (
 CELL_KEYS = ("task", "size", "dynamics", "seed")
 
 
-class SelectionError(ValueError):
+class SelectionError(io.InputError):
     """The run folder cannot be selected from: missing or inconsistent records, or no usable checkpoint."""
 
 

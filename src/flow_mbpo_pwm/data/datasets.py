@@ -34,7 +34,7 @@ DATASET_FORMAT = "flow-mbpo-pwm/dataset/1"
 FIELDS = ("observations", "actions", "rewards", "next_observations", "terminated", "truncated")
 
 
-class DatasetError(ValueError):
+class DatasetError(io.InputError):
     """A dataset file that is missing, malformed, or does not fit the task it is used for."""
 
 
