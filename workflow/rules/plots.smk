@@ -24,6 +24,8 @@ rule plot:
         "logs/plot.log",
     benchmark:
         "benchmarks/plot.tsv"
+    conda:
+        STATS_ENV
     threads: 1
     params:
         config=experiment_file,
