@@ -123,3 +123,14 @@ def test_stale_temps_are_removed_and_fresh_ones_kept(tmp_path):
     os.utime(stale, (old, old))
     io.write_text(tmp_path / "state.pt", "new")
     assert sorted(p.name for p in tmp_path.iterdir()) == [fresh.name, "state.pt"]
+
+
+def test_temp_names_never_match_what_readers_glob(tmp_path):
+    """A temp left by a killed writer of a policy checkpoint is hidden: `train` and `select` glob `epoch_*.pt`."""
+    names = []
+    with pytest.raises(RuntimeError), io.atomic_path(tmp_path / "epoch_000004.pt") as tmp:
+        names.append(tmp.name)
+        raise RuntimeError("killed")
+    (tmp_path / names[0]).write_text("half a checkpoint")  # what a SIGKILL (no cleanup) leaves
+    assert names[0].startswith(".epoch_000004.pt.") and names[0].endswith(".tmp")
+    assert list(tmp_path.glob("epoch_*.pt")) == [] and list(tmp_path.glob("*.pt")) == []

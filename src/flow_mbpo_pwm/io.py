@@ -179,16 +179,30 @@ def torch_load(path: str | os.PathLike, map_location: Any = "cpu", verify: bool 
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        raise CheckpointError(f"{path}: refused to load: it holds objects other than tensors ({err})") from err
+        raise CheckpointError(
+            f"{path}: refused to load: it holds objects other than tensors, or is no torch checkpoint at all "
+            f"({_torch_reason(err)})"
+        ) from err
     except PermissionError as err:
         raise CheckpointError(f"{path}: cannot be read ({err.strerror})") from err
     except Exception as err:  # torch raises whatever its parser hits on garbage (RuntimeError, KeyError, ...)
-        raise CheckpointError(f"{path}: damaged or not a torch checkpoint, cannot be read ({err})") from err
+        raise CheckpointError(
+            f"{path}: damaged or not a torch checkpoint, cannot be read ({_torch_reason(err)})"
+        ) from err
     if isinstance(data, dict) and INTEGRITY_KEY in data:
         record = data.pop(INTEGRITY_KEY)
         if verify:
             _verify(path, data, record)
     return data
+
+
+def _torch_reason(err: Exception) -> str:
+    """The gist of a torch.load error on one line (torch's weights-only message is a paragraph of advice)."""
+    text = str(err) or type(err).__name__
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation", 1)[0]
+    text = " ".join(text.split())
+    return text if len(text) <= 200 else text[:200] + " ..."
 
 
 def _verify(path: Path, data: dict[str, Any], record: Any) -> None:
