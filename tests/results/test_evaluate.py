@@ -209,11 +209,10 @@ def test_a_checkpoint_with_nan_weights_is_refused_before_any_step(
     assert not out_csv.exists() and not out_h5.exists()
 
 
-def test_a_damaged_checkpoint_is_refused_before_any_step(tmp_path, experiment, cell, checkpoint, monkeypatch, capsys):
-    data = torch.load(checkpoint, weights_only=True)
-    first = next(iter(data["actor"]))
-    data["actor"][first].view(-1)[0] += 1.0  # bytes of a weight changed on disk; the integrity record is the old one
-    torch.save(data, checkpoint)
+def test_a_damaged_checkpoint_is_refused_before_any_step(
+    tmp_path, experiment, cell, checkpoint, flip_bytes, monkeypatch, capsys
+):
+    flip_bytes(checkpoint)  # bits flipped inside a weight tensor of the file
     spy = EnvSpy(monkeypatch)
     out_csv, out_h5 = tmp_path / "episodes.csv", tmp_path / "trajectories.h5"
     assert evaluate(cell, experiment.evaluation, checkpoint, 3, out_csv, out_h5) == 1

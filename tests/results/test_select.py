@@ -67,18 +67,16 @@ class NotATensor:
         self.payload = "anything"
 
 
-@pytest.mark.parametrize("kind", ["pickled_object", "truncated", "weight_changed", "nan_weights"])
-def test_an_unreadable_checkpoint_is_rejected_naming_the_file(tmp_path, make_run, kind):
+@pytest.mark.parametrize("kind", ["pickled_object", "truncated", "bytes_flipped", "nan_weights"])
+def test_an_unreadable_checkpoint_is_rejected_naming_the_file(tmp_path, make_run, flip_bytes, capsys, kind):
     run_dir = make_run(tmp_path / "run", [(10, 1.0, ""), (20, 7.0, "")])
     bad = run_dir / "work/checkpoints/epoch_000020.pt"  # the best one by validation return
     if kind == "pickled_object":
         torch.save({"format": "flow-mbpo-pwm/policy/1", "meta": NotATensor()}, bad)
     elif kind == "truncated":
         bad.write_bytes(bad.read_bytes()[:100])
-    elif kind == "weight_changed":  # bytes of a weight changed on disk; the integrity record is the old one
-        data = torch.load(bad, weights_only=True)
-        data["actor"][next(iter(data["actor"]))].view(-1)[0] += 1.0
-        torch.save(data, bad)
+    elif kind == "bytes_flipped":  # inside a weight tensor: still a loadable file, refused by its integrity record
+        flip_bytes(bad)
     else:  # an intact file of a policy whose weights are not finite
         data = io.torch_load(bad)
         data["encoder"] = {k: torch.full_like(v, float("inf")) for k, v in data["encoder"].items()}
@@ -89,6 +87,9 @@ def test_an_unreadable_checkpoint_is_rejected_naming_the_file(tmp_path, make_run
     assert selection["chosen"]["epoch"] == 10
     (rejected,) = selection["rejected"]
     assert rejected["epoch"] == 20 and str(bad) in rejected["reason"]
+    if kind == "bytes_flipped":
+        assert "damaged checkpoint" in rejected["reason"]
+    assert f"rejected epoch 20: unreadable checkpoint: {bad}" in capsys.readouterr().err
     assert io.torch_load(out)["meta"]["epoch"] == 10
 
 
