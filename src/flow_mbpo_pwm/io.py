@@ -138,7 +138,8 @@ def _feed(digest: Any, value: Any, where: str) -> None:
     if isinstance(value, torch.Tensor):
         flat = value.detach().cpu().contiguous().reshape(-1)
         digest.update(f"{where}\0tensor\0{value.dtype}\0{tuple(value.shape)}\0".encode())
-        digest.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+        if flat.numel():
+            digest.update(flat.view(torch.uint8).numpy())  # the buffer itself: no copy of a GB replay buffer
     elif isinstance(value, dict):
         digest.update(f"{where}\0dict\0{len(value)}\0".encode())
         for key, item in value.items():
