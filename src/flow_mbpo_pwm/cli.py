@@ -83,7 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cell(evaluate)
     evaluate.add_argument("--checkpoint", type=Path, required=True, help="policy checkpoint (best.pt)")
     evaluate.add_argument(
-        "--episodes", type=_positive_int, default=None, help="override evaluation.episodes (default: the config's)"
+        "--episodes",
+        type=_positive_int,
+        default=None,
+        help="override evaluation.episodes (default: the config's; `aggregate` accepts only the config's number)",
     )
     evaluate.add_argument("--out-csv", type=Path, required=True, help="one row per episode")
     evaluate.add_argument("--out-h5", type=Path, required=True, help="trajectories (observations, actions, rewards)")

@@ -16,6 +16,7 @@ shape and bytes and every plain value, in the dict's order. `torch_load` verifie
 from __future__ import annotations
 
 import functools
+import glob
 import hashlib
 import json
 import os
@@ -57,7 +58,7 @@ def umask() -> int:
 
 def _remove_stale_temps(target: Path) -> None:
     cutoff = time.time() - STALE_TEMP_SECONDS
-    for stale in target.parent.glob(f".{target.name}.*.tmp"):
+    for stale in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
         with suppress(OSError):  # gone already, or not ours to remove: ignoring it is safe
             if stale.stat().st_mtime < cutoff:
                 stale.unlink()
