@@ -186,7 +186,7 @@ def torch_load(path: str | os.PathLike, map_location: Any = "cpu", verify: bool 
             f"({_torch_reason(err)})"
         ) from err
     except PermissionError as err:
-        raise CheckpointError(f"{path}: cannot be read ({err.strerror})") from err
+        raise CheckpointError(f"{path}: cannot be read ({err.strerror}); check its permissions") from err
     except Exception as err:  # torch raises whatever its parser hits on garbage (RuntimeError, KeyError, ...)
         raise CheckpointError(
             f"{path}: damaged or not a torch checkpoint, cannot be read ({_torch_reason(err)})"
