@@ -31,6 +31,14 @@ def test_default_experiment_has_every_cell():
         ({"seeds": [0, 0]}, "seeds"),
         ({"tasks": {"ant;rm -rf": {}}}, "tasks"),
         ({"evaluation": {"seed_base": 500_001}}, "evaluation.seed_base"),
+        ({"train": {"pwm": {"actor_lr": float("inf")}}}, "train.pwm.actor_lr"),
+        ({"train": {"pwm": {"min_logstd": float("-inf")}}}, "train.pwm.min_logstd"),
+        ({"train": {"world_model": {"bin_max": float("nan")}}}, "train.world_model.bin_max"),
+        ({"tasks": {"antt": {}}}, "tasks.antt.task"),
+        ({"tasks": {"pendulum": {"task": "gym:"}}}, "tasks.pendulum.task"),
+        ({"tasks": {"ant": [1, 2]}}, "tasks.ant"),
+        ({"dynamics": {"flow": 4}}, "dynamics.flow"),
+        (["tasks", "sizes"], "<root>"),
     ],
 )
 def test_bad_config_is_rejected_naming_the_key(bad, key):

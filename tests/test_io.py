@@ -45,3 +45,92 @@ def test_torch_load_names_missing_and_garbage_files(tmp_path):
     garbage.write_bytes(b"not a checkpoint")
     with pytest.raises(io.CheckpointError, match="garbage.pt"):
         io.torch_load(garbage)
+
+
+def _flip_a_weight_byte(path, needle: bytes) -> None:
+    """Flip one byte inside a tensor's storage: the zip layout stays valid, only the weights change."""
+    data = bytearray(path.read_bytes())
+    at = data.find(needle)
+    assert at > 0, "tensor bytes not found in the file"
+    data[at] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_tensor_bytes_are_refused(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    weights = torch.full((64,), 1.25)
+    io.torch_save(path, {"format": "x", "w": weights})
+    _flip_a_weight_byte(path, weights.numpy().tobytes()[:16])
+    with pytest.raises(io.CheckpointError, match=r"ckpt.pt: damaged checkpoint"):
+        io.torch_load(path)
+    assert not torch.equal(io.torch_load(path, verify=False)["w"], weights)  # the damage is real and silent
+
+
+def test_changed_plain_value_is_refused_and_resave_rewrites_the_record(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    io.torch_save(path, {"format": "x", "w": torch.arange(3.0), "meta": {"epoch": 7}})
+    data = torch.load(path, weights_only=True)
+    data["meta"]["epoch"] = 8  # an edit that keeps the old record
+    torch.save(data, path)
+    with pytest.raises(io.CheckpointError, match="damaged"):
+        io.torch_load(path)
+    loaded = io.torch_load(path, verify=False)
+    assert "integrity" not in loaded
+    io.torch_save(path, loaded)  # a deliberate re-save (e.g. select's best.pt) gets a fresh record
+    assert io.torch_load(path)["meta"]["epoch"] == 8
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p.write_bytes(b""), "empty"),
+        (lambda p: p.mkdir(), "is a directory"),
+        (lambda p: p.write_bytes(p.with_name("good.pt").read_bytes()[:200]), "damaged or not a torch checkpoint"),
+    ],
+    ids=["empty", "directory", "truncated"],
+)
+def test_unusable_files_are_named(tmp_path, make, message):
+    io.torch_save(tmp_path / "good.pt", {"w": torch.zeros(1000)})
+    path = tmp_path / "bad.pt"
+    make(path)
+    with pytest.raises(io.CheckpointError, match=f"bad.pt: .*{message}"):
+        io.torch_load(path)
+
+
+def test_files_get_the_umask_mode(tmp_path):
+    import os
+
+    previous = os.umask(0o022)
+    io.umask.cache_clear()
+    try:
+        io.write_text(tmp_path / "a.txt", "x")
+        io.torch_save(tmp_path / "b.pt", {"w": torch.zeros(2)})
+        modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    finally:
+        os.umask(previous)
+        io.umask.cache_clear()
+    assert modes == {"a.txt": 0o644, "b.pt": 0o644}
+
+
+def test_stale_temps_are_removed_and_fresh_ones_kept(tmp_path):
+    import os
+    import time
+
+    stale, fresh = tmp_path / ".state.pt.abc123.tmp", tmp_path / ".state.pt.def456.tmp"
+    stale.write_text("left by a killed writer")
+    fresh.write_text("a writer still at work")
+    old = time.time() - 2 * io.STALE_TEMP_SECONDS
+    os.utime(stale, (old, old))
+    io.write_text(tmp_path / "state.pt", "new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [fresh.name, "state.pt"]
+
+
+def test_temp_names_never_match_what_readers_glob(tmp_path):
+    """A temp left by a killed writer of a policy checkpoint is hidden: `train` and `select` glob `epoch_*.pt`."""
+    names = []
+    with pytest.raises(RuntimeError), io.atomic_path(tmp_path / "epoch_000004.pt") as tmp:
+        names.append(tmp.name)
+        raise RuntimeError("killed")
+    (tmp_path / names[0]).write_text("half a checkpoint")  # what a SIGKILL (no cleanup) leaves
+    assert names[0].startswith(".epoch_000004.pt.") and names[0].endswith(".tmp")
+    assert list(tmp_path.glob("epoch_*.pt")) == [] and list(tmp_path.glob("*.pt")) == []

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from flow_mbpo_pwm.config import ExperimentConfig
-from flow_mbpo_pwm.io import read_json, write_csv
+from flow_mbpo_pwm.io import InputError, read_json, write_csv
 from flow_mbpo_pwm.statistics import (
     hierarchical_bootstrap,
     iqm,
@@ -98,7 +98,7 @@ PER_SEED_COLUMNS = [
 ]
 
 
-class ResultsInputError(ValueError):
+class ResultsInputError(InputError):
     """Inputs that do not match the experiment's grid or the stage contracts."""
 
 
@@ -147,6 +147,8 @@ def _name_list(cells: Iterable[tuple[Any, ...]], limit: int = 20) -> str:
 def read_csv(path: Path, what: str) -> pd.DataFrame:
     """A results CSV with the cell-key columns read as strings (a size such as `5M` or a task named `1` stays text)."""
     path = Path(path)
+    if path.is_dir():
+        raise ResultsInputError(f"{what} {path} is a directory, expected a CSV file")
     if not path.is_file():
         raise ResultsInputError(f"{what} {path} does not exist")
     try:
@@ -257,6 +259,19 @@ def _check_inputs(experiment: ExperimentConfig, episodes: pd.DataFrame, summarie
             files = sorted(set(rows["source"]))
             details.append(f"{cell_name(*key)} (episodes {sorted(set(rows['episode']))[:5]} in {files})")
         problems.append("duplicated episodes for " + "; ".join(details[:20]))
+    # A run evaluated on another number of episodes (e.g. `evaluate --episodes` by hand, or a stale file from an
+    # older config) would be averaged with the others as if it were comparable.
+    expected = experiment.evaluation.episodes
+    wrong_count = [
+        f"{cell_name(*key)} ({rows['episode'].nunique()} in {sorted(set(rows['source']))[0]})"
+        for key, rows in episodes.groupby(RUN, sort=True)
+        if sorted(set(rows["episode"])) != list(range(expected))
+    ]
+    if wrong_count:
+        problems.append(
+            f"runs not evaluated on episodes 0..{expected - 1} (the config's evaluation.episodes = {expected}): "
+            + "; ".join(wrong_count[:20])
+        )
     duplicated = summaries[summaries.duplicated(subset=RUN, keep=False)]
     if not duplicated.empty:
         details = [f"{cell_name(*key)} ({sorted(rows['source'])})" for key, rows in duplicated.groupby(RUN)]

@@ -8,6 +8,8 @@ checkpoint can never run code. Architectures are rebuilt from `meta["config"]` (
 - agent `flow-mbpo-pwm/agent/1` (final.pt): `{format, meta, world_model, actor, critic}` — no optimiser state;
 - world model `flow-mbpo-pwm/world-model/1` (`pretrain`'s output): `{format, meta, world_model, rew_rms}` — the
   weights and the reward statistics fitted on the offline data; `train` starts from it (`run.world_model_init`).
+
+Loading refuses damaged files (the integrity record `io.torch_save` writes) and weights that are not finite.
 """
 
 from __future__ import annotations
@@ -122,6 +124,12 @@ def _config(path: str | os.PathLike, meta: dict[str, Any]) -> TrainConfig:
 
 
 def _load_into(path: str | os.PathLike, module: nn.Module, state: dict[str, Any], name: str) -> None:
+    # A policy with NaN/Inf weights would act NaN (refused by the env) or be scored as garbage: refuse it here,
+    # naming the tensor, rather than deep inside evaluation.
+    if isinstance(state, dict):
+        for key, value in state.items():
+            if torch.is_tensor(value) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                raise CheckpointError(f"{path}: {name} weight '{key}' holds NaN or Inf values; refusing to use it")
     try:
         module.load_state_dict(state)
     except (RuntimeError, KeyError) as err:

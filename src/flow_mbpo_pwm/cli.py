@@ -1,15 +1,33 @@
-"""`flow-mbpo-pwm`: one console script, one subcommand per pipeline stage. Argument parsing only.
+"""`flow-mbpo-pwm`: one console script, one subcommand per pipeline stage. Argument parsing and error reporting.
 
 Stage modules are imported lazily, so `aggregate` and `plot` run on a login node without torch or Warp.
+
+Every expected failure ends in one line on stderr that names the file, key or option, and an exit code from
+`exit_codes.py` (listed by `--help`). Only a bug shows a traceback; `--debug` or FLOW_MBPO_PWM_DEBUG=1 shows it
+for every error.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 from pathlib import Path
 
+from flow_mbpo_pwm import __version__, exit_codes
 from flow_mbpo_pwm.config import ConfigError
+from flow_mbpo_pwm.io import InputError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
 
 
 def _add_cell(parser: argparse.ArgumentParser) -> None:
@@ -18,22 +36,50 @@ def _add_cell(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", required=True, help="size preset from the config's `sizes`")
     parser.add_argument("--dynamics", required=True, help="dynamics variant from the config's `dynamics`")
     parser.add_argument("--seed", type=int, required=True, help="training seed from the config's `seeds`")
-    parser.add_argument("--device", default=None, help="override run.device: auto, cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--device", default=None, help="override run.device: auto, cpu, cuda or cuda:N (default: the config's)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="flow-mbpo-pwm", description=__doc__.splitlines()[0])
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: given after the subcommand it sets `debug`, absent it leaves the main parser's value alone.
+    common.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help=f"show the Python traceback of an error (also: {exit_codes.DEBUG_ENV}=1)",
+    )
+    kwargs = {"epilog": exit_codes.HELP, "formatter_class": argparse.RawDescriptionHelpFormatter}
+    parser = argparse.ArgumentParser(prog="flow-mbpo-pwm", description=__doc__.splitlines()[0], **kwargs)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"show the Python traceback of an error (also: {exit_codes.DEBUG_ENV}=1)",
+    )
     stages = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
 
-    train = stages.add_parser("train", help="train one cell (resumes from the run folder's saved state)")
+    def stage(name: str, help: str) -> argparse.ArgumentParser:
+        return stages.add_parser(name, help=help, description=help, parents=[common], **kwargs)
+
+    train = stage("train", "train one cell (resumes from the run folder's saved state)")
     _add_cell(train)
     train.add_argument("--run-dir", type=Path, required=True, help="the cell's run folder")
-    train.add_argument("--epochs", type=int, default=None, help="override pwm.epochs (quick runs)")
     train.add_argument(
-        "--world-model-init", type=Path, default=None, help="start from this pretrained world model (`pretrain`)"
+        "--epochs", type=_positive_int, default=None, help="override pwm.epochs, for quick runs (default: the config's)"
     )
     train.add_argument(
-        "--offline-data", type=Path, default=None, help="HDF5 dataset put into the replay buffer before training"
+        "--world-model-init",
+        type=Path,
+        default=None,
+        help="start a fresh run from this pretrained world model (`pretrain`'s world_model.pt; default: none)",
+    )
+    train.add_argument(
+        "--offline-data",
+        type=Path,
+        default=None,
+        help="HDF5 dataset put into a fresh run's replay buffer before training (default: none)",
     )
 
     pretrain = stages.add_parser("pretrain", help="pretrain a cell's world model offline on a collected dataset")
@@ -43,57 +89,95 @@ def build_parser() -> argparse.ArgumentParser:
     pretrain.add_argument("--dynamics", required=True, help="dynamics variant from the config's `dynamics`")
     pretrain.add_argument("--dataset", type=Path, required=True, help="HDF5 dataset (`collect`)")
     pretrain.add_argument("--out", type=Path, required=True, help="world_model.pt to write")
-    pretrain.add_argument("--steps", type=int, default=None, help="override pretrain.steps")
-    pretrain.add_argument("--device", default=None, help="override run.device: auto, cpu, cuda or cuda:N")
+    pretrain.add_argument(
+        "--steps", type=_positive_int, default=None, help="override pretrain.steps (default: the config's)"
+    )
+    pretrain.add_argument(
+        "--device", default=None, help="override run.device: auto, cpu, cuda or cuda:N (default: the config's)"
+    )
 
-    export = stages.add_parser("export-dataset", help="write a finished run's replay buffer to an HDF5 dataset")
-    export.add_argument("--run-dir", type=Path, required=True)
+    export = stage("export-dataset", "write a finished run's replay buffer to an HDF5 dataset")
+    export.add_argument("--run-dir", type=Path, required=True, help="a completed run folder")
     export.add_argument("--out", type=Path, required=True, help="HDF5 file to write")
 
-    select = stages.add_parser("select", help="pick the checkpoint with the best validation return")
-    select.add_argument("--run-dir", type=Path, required=True)
+    select = stage("select", "pick the checkpoint with the best validation return")
+    select.add_argument("--run-dir", type=Path, required=True, help="a completed run folder")
     select.add_argument("--out", type=Path, required=True, help="where to write best.pt")
     select.add_argument("--report", type=Path, required=True, help="where to write selection.json")
 
-    evaluate = stages.add_parser("evaluate", help="run held-out episodes with the deterministic policy")
+    evaluate = stage("evaluate", "run held-out episodes with the deterministic policy")
     _add_cell(evaluate)
     evaluate.add_argument("--checkpoint", type=Path, required=True, help="policy checkpoint (best.pt)")
-    evaluate.add_argument("--episodes", type=int, default=None, help="override evaluation.episodes")
+    evaluate.add_argument(
+        "--episodes",
+        type=_positive_int,
+        default=None,
+        help="override evaluation.episodes (default: the config's; `aggregate` accepts only the config's number)",
+    )
     evaluate.add_argument("--out-csv", type=Path, required=True, help="one row per episode")
     evaluate.add_argument("--out-h5", type=Path, required=True, help="trajectories (observations, actions, rewards)")
 
-    aggregate = stages.add_parser("aggregate", help="statistics over all cells -> compare.csv")
-    aggregate.add_argument("--config", type=Path, required=True)
+    aggregate = stage("aggregate", "statistics over all cells -> compare.csv")
+    aggregate.add_argument("--config", type=Path, required=True, help="experiment YAML")
     aggregate.add_argument("--episodes", type=Path, nargs="+", required=True, help="every cell's episodes CSV")
     aggregate.add_argument("--summaries", type=Path, nargs="+", required=True, help="every cell's train_summary.json")
     aggregate.add_argument("--out", type=Path, required=True, help="compare.csv")
     aggregate.add_argument("--out-per-seed", type=Path, required=True, help="long-format per-seed table")
-    aggregate.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples")
+    aggregate.add_argument("--bootstrap", type=_positive_int, default=2000, help="bootstrap resamples (default: 2000)")
 
-    plot = stages.add_parser("plot", help="figures (PNG and PDF)")
-    plot.add_argument("--config", type=Path, required=True)
-    plot.add_argument("--compare", type=Path, required=True)
-    plot.add_argument("--per-seed", type=Path, required=True)
+    plot = stage("plot", "figures (PNG and PDF)")
+    plot.add_argument("--config", type=Path, required=True, help="experiment YAML")
+    plot.add_argument("--compare", type=Path, required=True, help="compare.csv of `aggregate`")
+    plot.add_argument("--per-seed", type=Path, required=True, help="per_seed.csv of `aggregate`")
     plot.add_argument("--metrics", type=Path, nargs="+", required=True, help="every cell's metrics.csv")
     plot.add_argument("--wm-diagnostics", type=Path, nargs="+", required=True, help="every cell's wm_diagnostics.csv")
-    plot.add_argument("--out-dir", type=Path, required=True)
+    plot.add_argument("--out-dir", type=Path, required=True, help="folder for the figures")
 
-    params = stages.add_parser("params", help="print true parameter counts per size and dynamics preset")
-    params.add_argument("--obs-dim", type=int, default=37)
-    params.add_argument("--act-dim", type=int, default=8)
+    params = stage("params", "print true parameter counts per size and dynamics preset")
+    params.add_argument("--obs-dim", type=_positive_int, default=37, help="observation size (default: 37, the Ant)")
+    params.add_argument("--act-dim", type=_positive_int, default=8, help="action size (default: 8, the Ant)")
 
-    check = stages.add_parser("check-config", help="validate an experiment config and list its cells")
-    check.add_argument("config", type=Path)
+    check = stage("check-config", "validate an experiment config and list its cells")
+    check.add_argument("config", type=Path, help="experiment YAML")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get(exit_codes.DEBUG_ENV, "") not in ("", "0")
     try:
-        return _dispatch(args) or 0
-    except ConfigError as err:
-        print(f"flow-mbpo-pwm {args.stage}: invalid configuration: {err}", file=sys.stderr)
-        return 2
+        return _dispatch(args) or exit_codes.OK
+    except (Exception, KeyboardInterrupt) as err:
+        known = None if debug else describe(err)
+        if known is None:
+            raise  # a bug (or --debug): the traceback is what a developer needs
+        code, message = known
+        print(f"flow-mbpo-pwm {args.stage}: {message}", file=sys.stderr)
+        return code
+
+
+def describe(err: BaseException) -> tuple[int, str] | None:
+    """(exit code, one-line message) for an expected failure; None for anything else (a bug)."""
+    if isinstance(err, KeyboardInterrupt):
+        return exit_codes.INTERRUPTED, "interrupted (Ctrl-C)"
+    if isinstance(err, ConfigError):
+        return exit_codes.INVALID_CONFIG, f"invalid configuration: {err}"
+    if isinstance(err, InputError):
+        return exit_codes.BAD_INPUT, str(err)
+    if isinstance(err, OSError):
+        where = " -> ".join(str(name) for name in (err.filename, err.filename2) if name is not None)
+        reason = err.strerror or str(err)
+        hint = {
+            errno.EACCES: "check the permissions of that path or choose another",
+            errno.EROFS: "choose a writable location",
+            errno.EISDIR: "a folder is where a file belongs; move it away or choose another path",
+            errno.ENOTDIR: "a file is where a folder belongs; move it away or choose another path",
+            errno.EEXIST: "a file is where a folder belongs; move it away or choose another path",
+            errno.ENOSPC: "free some space and rerun",
+            errno.EDQUOT: "free some space and rerun",
+        }.get(err.errno, "")
+        return exit_codes.IO_ERROR, f"{where + ': ' if where else ''}{reason}{'; ' + hint if hint else ''}"
+    return None
 
 
 def _cell_config(args: argparse.Namespace):
@@ -108,8 +192,6 @@ def _cell_config(args: argparse.Namespace):
 
 def _pretrain(args: argparse.Namespace) -> int:
     from flow_mbpo_pwm.config import load_experiment, with_overrides
-    from flow_mbpo_pwm.data.datasets import DatasetError
-    from flow_mbpo_pwm.io import CheckpointError
     from flow_mbpo_pwm.pretrain import pretrain
 
     experiment = load_experiment(args.config)
@@ -120,11 +202,7 @@ def _pretrain(args: argparse.Namespace) -> int:
     run = {"seed": settings.seed} | ({"device": args.device} if args.device is not None else {})
     config = with_overrides(config, run=run)
     steps = settings.steps if args.steps is None else args.steps
-    try:
-        return pretrain(config, args.dataset, steps, args.out, settings.log_every, settings.save_state_every)
-    except (DatasetError, CheckpointError) as err:
-        print(f"flow-mbpo-pwm pretrain: {err}", file=sys.stderr)
-        return 1
+    return pretrain(config, args.dataset, steps, args.out, settings.log_every, settings.save_state_every)
 
 
 def _dispatch(args: argparse.Namespace) -> int | None:

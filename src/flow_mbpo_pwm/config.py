@@ -13,6 +13,7 @@ generated from these dataclasses (`experiment_schema()`), so the two cannot drif
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -64,6 +65,15 @@ class EnvConfig:
 
     def validate(self, key: str = "env") -> None:
         _check(bool(self.task), f"{key}.task", "must not be empty")
+        # The env registry's names (envs.make), checked here so that `snakemake -n` refuses a typo before any job
+        # instead of `train` failing an hour into a cluster queue. Whether a Gymnasium id exists is only known
+        # where gymnasium is installed (the job), not on a login node.
+        _check(
+            self.task == "ant" or (self.task.startswith("gym:") and len(self.task) > len("gym:")),
+            f"{key}.task",
+            f"unknown task '{self.task}': must be 'ant' or 'gym:<Gymnasium id>' (e.g. 'gym:InvertedPendulum-v5'); "
+            "a task name other than these needs `task:` set in its settings",
+        )
         _check(self.num_envs >= 1, f"{key}.num_envs", f"must be >= 1, got {self.num_envs}")
         _check(self.episode_length >= 1, f"{key}.episode_length", f"must be >= 1, got {self.episode_length}")
 
@@ -526,6 +536,9 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
         return value
     if hint is float:
         _check(isinstance(value, (int, float)) and not isinstance(value, bool), key, f"must be a number, got {value!r}")
+        # NaN passes no range check but also fails none reliably (every comparison is False), and +-inf passes
+        # one-sided ones (e.g. a learning rate > 0): neither is ever a meaningful setting.
+        _check(math.isfinite(value), key, f"must be a finite number, got {value!r}")
         return float(value)
     if hint is str:
         _check(isinstance(value, str), key, f"must be a string, got {value!r}")
@@ -536,6 +549,12 @@ def _convert(hint: Any, value: Any, key: str) -> Any:
 def load_experiment(source: str | Path | dict[str, Any]) -> ExperimentConfig:
     """Load and fully validate an experiment config from a YAML path or an already-parsed mapping."""
     data = _read_yaml(source) if isinstance(source, (str, Path)) else source
+    where = f"{source} " if isinstance(source, (str, Path)) else ""
+    _check(
+        data is None or isinstance(data, dict),
+        "<root>",
+        f"the experiment config {where}must be a mapping of sections (tasks, sizes, ...), got {type(data).__name__}",
+    )
     data = dict(data or {})
     # Sizes and dynamics variants may be given by preset name only; dynamics variants merge over their preset.
     if "dynamics" in data:
@@ -543,6 +562,8 @@ def load_experiment(source: str | Path | dict[str, Any]) -> ExperimentConfig:
     if "tasks" in data:
         tasks = data["tasks"]
         _check(isinstance(tasks, dict), "tasks", "must be a mapping of task name -> env settings")
+        for name, spec in tasks.items():
+            _check(spec is None or isinstance(spec, dict), f"tasks.{name}", "must be a mapping of env settings")
         data["tasks"] = {name: ({"task": name} | (spec or {})) for name, spec in tasks.items()}
     experiment = from_dict(ExperimentConfig, data)
     return experiment.validate()
@@ -552,6 +573,7 @@ def _dynamics_variants(variants: Any) -> dict[str, Any]:
     _check(isinstance(variants, dict), "dynamics", "must be a mapping of variant name -> dynamics settings")
     resolved = {}
     for name, spec in variants.items():
+        _check(spec is None or isinstance(spec, dict), f"dynamics.{name}", "must be a mapping of dynamics settings")
         spec = dict(spec or {})
         kind = spec.get("kind", name if name in DYNAMICS_PRESETS else None)
         _check(
@@ -563,12 +585,22 @@ def _dynamics_variants(variants: Any) -> dict[str, Any]:
 
 def _read_yaml(path: str | Path) -> Any:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError("<file>", f"{path} is a directory, expected a YAML file")
     if not path.is_file():
         raise ConfigError("<file>", f"{path} does not exist")
     try:
         return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError("<file>", f"{path} is not valid YAML ({err})") from err
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError("<file>", f"{path} is not valid YAML ({yaml_problem(err)})") from err
+
+
+def yaml_problem(err: Exception) -> str:
+    """A YAML parse error on one line ("line 3, column 7: expected ','"); PyYAML's own message spans several."""
+    mark, problem = getattr(err, "problem_mark", None), getattr(err, "problem", None)
+    if mark is not None and problem:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    return " ".join(str(err).split())
 
 
 def load_train_config(path: str | Path) -> TrainConfig:

@@ -37,7 +37,7 @@ CRITERION = (
 CELL_KEYS = ("task", "size", "dynamics", "seed")
 
 
-class SelectionError(ValueError):
+class SelectionError(io.InputError):
     """The run folder cannot be selected from: missing or inconsistent records, or no usable checkpoint."""
 
 
@@ -95,6 +95,8 @@ def select(run_dir: Path, out: Path, report: Path) -> int:
         print(f"flow-mbpo-pwm select: {err}", file=sys.stderr)
         return 1
     chosen = selection.chosen
+    for cand in selection.rejected:  # in the job's log too, not only in selection.json: a damaged file needs a look
+        print(f"flow-mbpo-pwm select: rejected epoch {cand.epoch}: {cand.rejection}", file=sys.stderr)
     print(
         f"{run_dir}: selected epoch {chosen.epoch} (val_return {chosen.val_return:.3f}) from "
         f"{len(selection.candidates)} checkpoints, {len(selection.rejected)} rejected"

@@ -18,6 +18,10 @@ Exit codes (returned to `cli.py`):
      folder holds such a stopped run (delete `work/diagnostics.json` to retry it anyway);
 - 75 preempted (SIGTERM / SIGUSR1): state saved, rerun the same command to continue (75 = EX_TEMPFAIL, "try
      again", which is what a requeued SLURM job or a Snakemake retry does);
+- 130 interrupted by Ctrl-C (SIGINT): state saved the same way, rerun to continue (128 + SIGINT, as a shell
+     reports it). A second Ctrl-C stops at once, keeping the last saved state;
+- 1  a damaged or unusable `work/state.pt` or `work/config.yaml` (raised as `CheckpointError` naming the file and
+     which file to delete to start afresh, reported by `cli.py`);
 - 2  invalid configuration, incl. a run folder whose saved config differs from the requested one (raised as
      `ConfigError`, reported by `cli.py`).
 
@@ -30,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import signal
 import time
 from dataclasses import dataclass
@@ -38,8 +43,8 @@ from typing import Any
 
 import torch
 
-from flow_mbpo_pwm import diagnostics, io
-from flow_mbpo_pwm.config import ConfigError, TrainConfig, dump_yaml
+from flow_mbpo_pwm import diagnostics, exit_codes, io
+from flow_mbpo_pwm.config import ConfigError, TrainConfig, dump_yaml, yaml_problem
 from flow_mbpo_pwm.guard import CollapseDetector, CollapseError, NonFiniteMonitor, nonfinite_parameters
 from flow_mbpo_pwm.progress import Progress
 from flow_mbpo_pwm.run_folder import (
@@ -58,9 +63,10 @@ from flow_mbpo_pwm.train_state import (
     seed_everything,
 )
 
-EXIT_COMPLETED = 0
-EXIT_COLLAPSED = 3
-EXIT_PREEMPTED = 75
+EXIT_COMPLETED = exit_codes.OK
+EXIT_COLLAPSED = exit_codes.COLLAPSED
+EXIT_PREEMPTED = exit_codes.PREEMPTED
+EXIT_INTERRUPTED = exit_codes.INTERRUPTED
 INJECT_NAN_ENV = "FLOW_MBPO_PWM_INJECT_NAN_EPOCH"
 
 # Per-epoch training metrics averaged over a log window (names as `PWM.epoch` returns them). Learning rates are
@@ -79,6 +85,25 @@ WINDOW_MEAN_METRICS = (
 GUARDED_METRICS = (*WINDOW_MEAN_METRICS, "episode_return_sum")
 # validation.csv: the validation itself, then the world-model diagnostics measured on its episodes.
 VALIDATION_TABLE_COLUMNS = (*VALIDATION_COLUMNS, *VALIDATION_DIAGNOSTIC_COLUMNS)
+# What `TrainingRun._state` writes and `_load_state` needs.
+STATE_KEYS = (
+    "format",
+    "config",
+    "epoch",
+    "wall_seconds",
+    "agent",
+    "buffer",
+    "env",
+    "val_env",
+    "obs",
+    "window",
+    "nonfinite",
+    "collapse",
+    "metrics_rows",
+    "validation_rows",
+    "wm_diagnostic_rows",
+    "rng",
+)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -91,16 +116,20 @@ def resolve_device(name: str) -> torch.device:
 
 
 class StopSignals:
-    """SIGTERM / SIGUSR1 (SLURM's notice before preemption) only set a flag; the loop saves and exits at the next
-    epoch boundary, so a state file is never written from inside a signal handler."""
+    """SIGTERM / SIGUSR1 (SLURM's notice before preemption) and SIGINT (Ctrl-C) only set a flag; the loop saves and
+    exits at the next epoch boundary, so a state file is never written from inside a signal handler. A second
+    Ctrl-C is a user who will not wait for the epoch to end: it stops at once (KeyboardInterrupt), and the last
+    saved state, written atomically, stays as it was."""
 
-    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
     def __init__(self) -> None:
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
 
     def _handler(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and self.received == signal.SIGINT:
+            raise KeyboardInterrupt
         self.received = signum
 
     def __enter__(self) -> StopSignals:
@@ -190,9 +219,7 @@ def train(config: TrainConfig, run_dir: Path) -> int:
 def _check_run_folder(folder: RunFolder, config: TrainConfig) -> None:
     """Refuse a folder that holds a different run or a collapsed one; write the resolved config."""
     if folder.work_config.exists():
-        import yaml
-
-        saved = yaml.safe_load(folder.work_config.read_text())
+        saved = _read_saved_config(folder)
         diffs = config_differences(saved, config.to_dict())
         if diffs:
             listed = "; ".join(f"{k}: saved {a!r}, requested {b!r}" for k, a, b in diffs)
@@ -205,6 +232,22 @@ def _check_run_folder(folder: RunFolder, config: TrainConfig) -> None:
     text = dump_yaml(config)
     io.write_text(folder.work_config, text)
     io.write_text(folder.config, text)
+
+
+def _read_saved_config(folder: RunFolder) -> dict[str, Any]:
+    import yaml
+
+    path = folder.work_config
+    # Deleting it is safe: it is rewritten from the requested config, and work/state.pt carries its own copy,
+    # which the resume still checks.
+    remedy = f"delete {path} to continue (or the run folder {folder.root} to start this run afresh)"
+    try:
+        saved = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise io.CheckpointError(f"{path}: damaged, not valid YAML ({yaml_problem(err)}); {remedy}") from err
+    if not isinstance(saved, dict):
+        raise io.CheckpointError(f"{path}: damaged, not a mapping of config sections; {remedy}")
+    return saved
 
 
 class TrainingRun:
@@ -280,12 +323,34 @@ class TrainingRun:
         io.torch_save(self.folder.state, self._state())
 
     def _load_state(self) -> None:
-        state = io.torch_load(self.folder.state, map_location=self.device)
+        """Restore `work/state.pt`. Whatever is wrong with the file (damaged, truncated, of another format, lacking
+        a key, holding pieces that do not fit) ends in one `CheckpointError` that names it and says to delete it."""
+        path = self.folder.state
+        afresh = f"delete {path} (or the run folder {self.folder.root}) to start this run afresh"
+        try:
+            state = io.torch_load(path, map_location=self.device)
+        except io.CheckpointError as err:
+            raise io.CheckpointError(f"cannot resume: {err}; {afresh}") from err
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-            raise io.CheckpointError(f"{self.folder.state}: not a training state of format {STATE_FORMAT}")
+            found = state.get("format") if isinstance(state, dict) else type(state).__name__
+            raise io.CheckpointError(f"{path}: not a training state of format {STATE_FORMAT} ({found!r}); {afresh}")
+        missing = [key for key in STATE_KEYS if key not in state]
+        if missing:
+            raise io.CheckpointError(f"{path}: damaged training state, it lacks the keys {missing}; {afresh}")
+        if not isinstance(state["config"], dict):
+            raise io.CheckpointError(f"{path}: damaged training state, its config is not a mapping; {afresh}")
         diffs = config_differences(state["config"], self.config.to_dict())
         if diffs:
             raise ConfigError(diffs[0][0], f"differs from the config saved in {self.folder.state}: {diffs}")
+        try:
+            self._restore(state)
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as err:
+            raise io.CheckpointError(
+                f"{path}: damaged training state, it does not fit this run ({type(err).__name__}: {err}); {afresh}"
+            ) from err
+        self._drop_records_after_state()
+
+    def _restore(self, state: dict[str, Any]) -> None:
         self.agent.load_state_dict(state["agent"])
         self.buffer.load_state_dict(state["buffer"])
         self.env.load_state_dict(state["env"])
@@ -302,14 +367,14 @@ class TrainingRun:
             wall_seconds=float(state["wall_seconds"]),
         )
         restore_rng(state["rng"], self.device)
-        self._drop_records_after_state()
 
     def _drop_records_after_state(self) -> None:
         """Rewrite the work tables from the rows the state holds and delete checkpoints of later epochs: what an
         interrupted attempt wrote after its last state save is redone, never duplicated."""
         self._write_work_tables()
         for path in self.folder.checkpoints.glob("epoch_*.pt"):
-            if int(path.stem.split("_")[1]) > self.progression.epoch:
+            epoch = re.fullmatch(r"epoch_(\d+)\.pt", path.name)
+            if epoch and int(epoch.group(1)) > self.progression.epoch:
                 path.unlink()
 
     # ---------------------------------------------------------------------------------------------------------
@@ -351,11 +416,13 @@ class TrainingRun:
                     trained = True
                     if stop.received is not None and self.progression.epoch < cfg.pwm.epochs:
                         self._save_state()
+                        interrupted = stop.received == signal.SIGINT
                         progress.message(
-                            f"preempted ({signal.Signals(stop.received).name}) at epoch {self.progression.epoch}, "
-                            f"state saved to {self.folder.state}; rerun the same command to continue"
+                            f"{'interrupted' if interrupted else 'preempted'} ({signal.Signals(stop.received).name}) "
+                            f"at epoch {self.progression.epoch}, state saved to {self.folder.state}; "
+                            "rerun the same command to continue"
                         )
-                        return EXIT_PREEMPTED
+                        return EXIT_INTERRUPTED if interrupted else EXIT_PREEMPTED
                 if trained or not resumed:
                     self._save_state()  # the finished run's state: `export-dataset` reads its replay buffer
                 # A signal during these last writes is ignored: finishing takes seconds, and all of it is atomic.

@@ -93,3 +93,23 @@ def test_agent_round_trip(agent, tmp_path):
     with pytest.raises(CheckpointError, match="not a flow-mbpo-pwm/agent/1"):
         checkpoints.save_policy(tmp_path / "policy.pt", agent, meta_for(agent.config))
         checkpoints.load_agent(tmp_path / "policy.pt")
+
+
+def test_non_finite_weights_are_refused_naming_the_tensor(agent, tmp_path):
+    path = tmp_path / "policy.pt"
+    with torch.no_grad():
+        next(agent.actor.parameters()).view(-1)[0] = float("inf")
+    checkpoints.save_policy(path, agent, meta_for(agent.config))  # intact file, poisoned weights
+    name = next(iter(agent.actor.state_dict()))
+    with pytest.raises(CheckpointError, match=f"policy.pt: actor weight '{name}' holds NaN or Inf"):
+        checkpoints.load_policy(path)
+
+
+def test_a_checkpoint_changed_on_disk_is_refused(agent, tmp_path):
+    path = tmp_path / "policy.pt"
+    checkpoints.save_policy(path, agent, meta_for(agent.config))
+    data = torch.load(path, weights_only=True)
+    data["actor"][next(iter(data["actor"]))].view(-1)[0] += 1.0  # keeps the old integrity record
+    torch.save(data, path)
+    with pytest.raises(CheckpointError, match="policy.pt: damaged checkpoint"):
+        checkpoints.load_policy(path)

@@ -134,6 +134,25 @@ def test_export_of_a_folder_without_a_completed_run_fails_clearly(tmp_path, caps
     assert not (tmp_path / "d.h5").exists()
 
 
+def test_export_of_a_damaged_state_fails_clearly(finished_runs, tmp_path, capsys):
+    import shutil
+
+    from flow_mbpo_pwm import io
+    from flow_mbpo_pwm.data.datasets import export_run
+
+    _, runs = finished_runs
+    run = tmp_path / "run"
+    shutil.copytree(runs[0], run)
+    state = run / "work" / "state.pt"
+    io.torch_save(state, {**io.torch_load(state), "buffer": [1, 2]})  # intact file, nonsense buffer
+    assert export_run(run, tmp_path / "d.h5") == 1
+    assert f"{state}: damaged training state, it holds no replay buffer" in capsys.readouterr().err
+    state.write_bytes(state.read_bytes()[:1000])
+    assert export_run(run, tmp_path / "d.h5") == 1
+    assert f"{state}: damaged or not a torch checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "d.h5").exists()
+
+
 def test_dataset_of_another_task_is_refused(finished_runs, tmp_path):
     from flow_mbpo_pwm.data.datasets import export_run, load_dataset
 

@@ -51,6 +51,8 @@ BROKEN = [
     ("unknown size", {**SMOKE, "sizes": ["7M"]}, "sizes"),
     ("shell characters in a variant name", {**SMOKE, "dynamics": {"flow;rm -rf ~": {"kind": "flow"}}}, "flow;rm -rf ~"),
     ("shell characters in a task name", {**SMOKE, "tasks": {"ant $(reboot)": {}}}, "ant $(reboot)"),
+    ("unknown task name", {**SMOKE, "tasks": {"antt": {}}}, "tasks.antt.task"),
+    ("infinite learning rate", {**SMOKE, "train": {"pwm": {"actor_lr": float("inf")}}}, "train.pwm.actor_lr"),
     ("duplicated seeds", {**SMOKE, "seeds": [0, 1, 0]}, "seeds"),
     ("negative seed", {**SMOKE, "seeds": [-1]}, "seeds"),
     ("seed set per run", {**SMOKE, "train": {"run": {"seed": 3}}}, "seed"),
@@ -90,3 +92,15 @@ def test_broken_config_stops_snakemake_before_any_job(tmp_path, case, bad, key):
     assert key in error_lines(output), output[-3000:]
     assert not (workdir / "results").exists() and not (workdir / "logs").exists()
     assert "Job stats" not in output
+
+
+def test_unknown_task_fails_the_dry_run(tmp_path):
+    """A typo in a task id is caught by the config check itself, so `snakemake -n` fails before listing any job
+    (instead of the dry run passing and `train` failing on the cluster)."""
+    configfile = tmp_path / "typo.yaml"
+    configfile.write_text(yaml.safe_dump({**SMOKE, "tasks": {"antt": {"num_envs": 8}}}))
+    result = snakemake("-n", "--configfile", str(configfile), workdir=tmp_path / "work")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "config key 'tasks.antt.task': unknown task 'antt'" in output, output[-3000:]
+    assert "Job stats" not in output and not (tmp_path / "work" / "results").exists()

@@ -81,8 +81,9 @@ def test_run_folders_and_shell_lines_follow_the_contract(tmp_path):
         result.stdout,
     )
     assert shell is not None, result.stdout
-    # The effective config the CLI reads is the one snakemake validated.
-    assert load_experiment(tmp_path / shell.group(1)) == load_experiment(REPO / "config/smoke.yaml")
+    # A dry run writes nothing: the effective config file is written only when jobs run (its content is checked
+    # by the smoke run, tests/pipeline/test_smoke_local.py).
+    assert not (tmp_path / "results").exists()
     figures = {
         f"results/figures/{stem}.{ext}"
         for stem in expected_figures(load_experiment(REPO / "config/smoke.yaml"))
@@ -115,22 +116,53 @@ def test_table_target_builds_only_what_the_table_needs(tmp_path):
     assert "plot" not in job_stats(result.stdout) and "all" not in job_stats(result.stdout)
 
 
-def test_lint_finds_nothing_but_the_missing_conda_environments(tmp_path):
-    """`snakemake --lint` is clean apart from one recommendation we decline on purpose: the software is the
-    pip-installed package (README), not a per-rule conda environment or container."""
-    # (`--lint json` is ignored by snakemake 9.27's command line, so the text form is parsed.)
+def test_lint_is_clean_and_writes_nothing(tmp_path):
+    """`snakemake --lint` finds nothing (every rule declares its conda environment), and neither it nor the graph
+    commands write into the working directory."""
     result = snakemake("--lint", "--configfile", "config/config.yaml", workdir=tmp_path)
-    found, where = [], None
-    for line in (result.stdout + result.stderr).splitlines():
-        header = re.match(r"^Lints for (?:rule (\w+)|snakefile (\S+)) ", line)
-        if header:
-            where = header.group(1) or header.group(2)
-        lint = re.match(r"^    \* (.*):$", line)
-        if lint:
-            found.append((where, lint.group(1)))
-    unexpected = [item for item in found if item[1] != "Specify a conda environment or container for each rule."]
-    assert unexpected == []
-    assert {rule for rule, _ in found} == {"train", "select", "evaluate", "aggregate", "plot"}
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Lints for" not in result.stdout + result.stderr
+    for command in (["--rulegraph"], ["--dag"], ["-n", "-p"]):
+        assert snakemake(*command, "--configfile", "config/smoke.yaml", workdir=tmp_path).returncode == 0
+    assert not (tmp_path / "results").exists()
+
+
+def _pinned(env_file: str) -> dict[str, str]:
+    """name -> version of the pip pins of a conda env file (extras dropped)."""
+    import yaml
+
+    dependencies = yaml.safe_load((REPO / "workflow/envs" / env_file).read_text())["dependencies"]
+    (pip,) = [item["pip"] for item in dependencies if isinstance(item, dict)]
+    return {re.sub(r"\[.*\]", "", pin.split("==")[0]).lower(): pin.split("==")[1] for pin in pip}
+
+
+@pytest.mark.parametrize("env_file", ["pipeline.yaml", "stats.yaml"])
+def test_conda_environments_pin_the_versions_the_tests_run_with(env_file):
+    """The envs of `--software-deployment-method conda` hold the software this suite runs with (the virtualenv of
+    `make install`), so a cluster run under conda runs tested code. Pins are exact (`==`)."""
+    from importlib.metadata import version
+
+    pins = _pinned(env_file)
+    assert pins, env_file
+    for name, pinned in pins.items():
+        assert version(name).split("+")[0] == pinned, f"{env_file}: {name}=={pinned}, but the tests run {version(name)}"
+    if env_file == "pipeline.yaml":  # everything the package needs (pyproject's dependencies + the gym extra)
+        from importlib.metadata import requires
+
+        needed = {re.split(r"[<>=\[; ]", r)[0].lower() for r in requires("flow-mbpo-pwm") if "extra ==" not in r}
+        assert needed <= set(pins), needed - set(pins)
+
+
+def test_every_rule_declares_an_existing_conda_environment():
+    for rule_file in (REPO / "workflow/rules").glob("*.smk"):
+        text = rule_file.read_text()
+        rules = re.findall(r"^rule (\w+):", text, flags=re.MULTILINE)
+        envs = re.findall(r"^    conda:\n        (\w+)$", text, flags=re.MULTILINE)
+        assert len(envs) == len(rules), rule_file.name
+    common = (REPO / "workflow/rules/common.smk").read_text()
+    for env in re.findall(r'^\w+_ENV = "\.\./envs/(\S+)"$', common, flags=re.MULTILINE):
+        assert (REPO / "workflow/envs" / env).is_file()
+        assert (REPO / "workflow/envs" / env.replace(".yaml", ".post-deploy.sh")).is_file()
 
 
 def test_snakefmt_is_clean():

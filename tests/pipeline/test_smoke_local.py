@@ -56,14 +56,49 @@ def check_smoke_results(workdir) -> None:
         assert (run / "work/state.pt").is_file()  # the undeclared resume state survives the run
 
 
+def check_shareable_modes(workdir) -> None:
+    """Every file the pipeline wrote has the mode umask 022 gives (0644), so a lab group can read results/: the
+    tables, checkpoints (policy, best, final, resume state), figures and the effective config."""
+    results = workdir / "results"
+    run = results / "ant/tiny-flow/seed0"
+    (config_file,) = (results / "config").glob("*.yaml")
+    # The effective config the jobs read is the one snakemake validated (written only by a run, not a dry run).
+    assert load_experiment(config_file) == load_experiment(SMOKE)
+    named = [
+        results / "compare.csv",
+        results / "per_seed.csv",
+        next((results / "figures").glob("*.png")),
+        next((results / "figures").glob("*.pdf")),
+        config_file,
+        run / "final.pt",
+        run / "best.pt",
+        run / "selection.json",
+        run / "eval/trajectories.h5",
+        run / "work/state.pt",
+        next((run / "work/checkpoints").glob("epoch_*.pt")),
+    ]
+    files = [p for p in results.rglob("*") if p.is_file()]
+    assert set(named) <= set(files)
+    wrong = {
+        str(p.relative_to(workdir)): oct(p.stat().st_mode & 0o777) for p in files if p.stat().st_mode & 0o777 != 0o644
+    }
+    assert wrong == {}
+    assert not [p for p in files if p.name.endswith(".tmp")]  # no temp file of an atomic write left behind
+
+
 def test_smoke_pipeline_end_to_end_through_the_local_profile(tmp_path):
     workdir = tmp_path / "smoke"
     args = ("--profile", "profiles/local", "--configfile", str(SMOKE), "--cores", "2")
-    result = snakemake(*args, workdir=workdir, timeout=1500)
+    previous_umask = os.umask(0o022)  # inherited by snakemake and its jobs: the usual umask of a shared cluster
+    try:
+        result = snakemake(*args, workdir=workdir, timeout=1500)
+    finally:
+        os.umask(previous_umask)
     assert result.returncode == 0, describe_failure(result, workdir)
     # The profile's cap on concurrent GPU jobs (printed as `gpu=1` or `gpu=Resource("gpu", 1)`).
     assert re.search(r"Provided resources: gpu=(Resource\(\"gpu\", )?1\b", result.stdout + result.stderr)
     check_smoke_results(workdir)
+    check_shareable_modes(workdir)
 
     again = snakemake(*args, workdir=workdir)
     assert again.returncode == 0, again.stderr

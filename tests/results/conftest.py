@@ -134,3 +134,21 @@ def write_validation_csv(path: Path, rows: list[dict]) -> None:
     from flow_mbpo_pwm.run_folder import VALIDATION_COLUMNS, write_table
 
     write_table(path, VALIDATION_COLUMNS, rows)
+
+
+def flip_weight_bytes(path: Path, module: str = "actor") -> None:
+    """Flip bits inside the bytes of `module`'s largest weight tensor, in place in the file: the zip layout and
+    every other byte stay as they were (what a bad disk or a broken copy does)."""
+    data = torch.load(path, weights_only=True)
+    weight = max(data[module].values(), key=lambda t: t.numel())
+    needle = weight.contiguous().numpy().tobytes()[:32]
+    raw = bytearray(path.read_bytes())
+    at = raw.find(needle)
+    assert at >= 0 and raw.find(needle, at + 1) < 0, "weight bytes not found exactly once"
+    raw[at + 5] ^= 0x10
+    path.write_bytes(bytes(raw))
+
+
+@pytest.fixture
+def flip_bytes() -> Callable[..., None]:
+    return flip_weight_bytes

@@ -21,6 +21,7 @@ def small_experiment(
     seeds: tuple[int, ...] = (0, 1, 2),
     sizes: tuple[str, ...] = ("tiny", "5M"),
     tasks: tuple[str, ...] = ("ant",),
+    episodes: int = 8,
 ) -> ExperimentConfig:
     return load_experiment(
         {
@@ -28,7 +29,7 @@ def small_experiment(
             "sizes": list(sizes),
             "dynamics": dynamics if dynamics is not None else {"deterministic": {}, "flow": {}},
             "seeds": list(seeds),
-            "evaluation": {"episodes": 8},
+            "evaluation": {"episodes": episodes},
         }
     )
 

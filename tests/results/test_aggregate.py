@@ -92,7 +92,7 @@ def test_compare_has_the_fixed_columns_and_hand_computed_values(tmp_path):
 
 
 def test_ratio_ci_brackets_the_true_ratio_on_synthetic_data(tmp_path):
-    experiment = small_experiment(seeds=tuple(range(8)), sizes=("tiny",))
+    experiment = small_experiment(seeds=tuple(range(8)), sizes=("tiny",), episodes=50)
 
     def returns(cell):
         rng = np.random.default_rng(cell[3] + (100 if cell[2] == "flow" else 0))
@@ -307,3 +307,27 @@ def test_results_modules_do_not_import_the_gpu_stack():
         "bad = [m for m in ('torch', 'warp', 'newton') if m in sys.modules]; assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("kept", [5, 9], ids=["fewer", "more"])
+def test_a_run_with_another_number_of_episodes_is_refused_by_name(tmp_path, capsys, kept):
+    experiment = small_experiment()  # evaluation.episodes = 8
+    episodes, summaries = write_results(tmp_path / "results", experiment, hand_returns)
+    write_episodes(episodes[4], ("ant", "tiny", "flow", 1), np.arange(float(kept)))
+    _refused(
+        tmp_path,
+        capsys,
+        experiment,
+        episodes,
+        summaries,
+        "evaluation.episodes = 8",
+        f"ant/tiny-flow/seed1 ({kept} in {episodes[4]})",
+    )
+
+
+def test_a_directory_given_as_episodes_file_is_named(tmp_path, capsys):
+    experiment = small_experiment()
+    episodes, summaries = write_results(tmp_path / "results", experiment, hand_returns)
+    folder = tmp_path / "folder.csv"
+    folder.mkdir()
+    _refused(tmp_path, capsys, experiment, [*episodes, folder], summaries, f"{folder} is a directory")

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from flow_mbpo_pwm import envs, io
+from flow_mbpo_pwm import checkpoints, envs, io
 from flow_mbpo_pwm.checkpoints import load_policy
 from flow_mbpo_pwm.cli import main
 from flow_mbpo_pwm.config import with_overrides
@@ -182,6 +182,46 @@ def nan_policy_checkpoint(checkpoint):
     return checkpoint
 
 
+def nan_actions_after_loading(monkeypatch):
+    """Policies whose actions are NaN although their checkpoint is finite (a checkpoint with NaN weights is refused
+    by `load_policy`), to reach the checks that guard the episodes themselves."""
+    real = checkpoints.load_policy
+
+    def load_policy(path, device="cpu"):
+        policy, meta = real(path, device)
+        with torch.no_grad():
+            for p in policy.actor.parameters():
+                p.fill_(float("nan"))
+        return policy, meta
+
+    monkeypatch.setattr(checkpoints, "load_policy", load_policy)
+
+
+def test_a_checkpoint_with_nan_weights_is_refused_before_any_step(
+    tmp_path, experiment, cell, checkpoint, monkeypatch, capsys
+):
+    spy = EnvSpy(monkeypatch)
+    out_csv, out_h5 = tmp_path / "episodes.csv", tmp_path / "trajectories.h5"
+    assert evaluate(cell, experiment.evaluation, nan_policy_checkpoint(checkpoint), 3, out_csv, out_h5) != 0
+    err = capsys.readouterr().err
+    assert str(checkpoint) in err and "actor weight" in err and "NaN or Inf" in err
+    assert spy.resets == 0 and spy.steps == 0
+    assert not out_csv.exists() and not out_h5.exists()
+
+
+def test_a_damaged_checkpoint_is_refused_before_any_step(
+    tmp_path, experiment, cell, checkpoint, flip_bytes, monkeypatch, capsys
+):
+    flip_bytes(checkpoint)  # bits flipped inside a weight tensor of the file
+    spy = EnvSpy(monkeypatch)
+    out_csv, out_h5 = tmp_path / "episodes.csv", tmp_path / "trajectories.h5"
+    assert evaluate(cell, experiment.evaluation, checkpoint, 3, out_csv, out_h5) == 1
+    err = capsys.readouterr().err
+    assert str(checkpoint) in err and "damaged checkpoint" in err
+    assert spy.resets == 0 and spy.steps == 0
+    assert not out_csv.exists() and not out_h5.exists()
+
+
 @pytest.mark.parametrize("host_check", [True, False])
 def test_nan_actions_fail_loudly_and_leave_nothing(
     tmp_path, experiment, cell, checkpoint, monkeypatch, capsys, host_check
@@ -190,12 +230,13 @@ def test_nan_actions_fail_loudly_and_leave_nothing(
     NaN replaced by zero torque and only counted) evaluate's own check on the recorded actions must catch it."""
     real = envs.make_from_config
     monkeypatch.setattr(envs, "make_from_config", lambda *a, **k: real(*a, **k, check_actions=host_check))
+    nan_actions_after_loading(monkeypatch)
     out_csv, out_h5 = tmp_path / "episodes.csv", tmp_path / "trajectories.h5"
     if host_check:
         with pytest.raises(ValueError, match="NaN"):
-            evaluate(cell, experiment.evaluation, nan_policy_checkpoint(checkpoint), 3, out_csv, out_h5)
+            evaluate(cell, experiment.evaluation, checkpoint, 3, out_csv, out_h5)
     else:
-        assert evaluate(cell, experiment.evaluation, nan_policy_checkpoint(checkpoint), 3, out_csv, out_h5) != 0
+        assert evaluate(cell, experiment.evaluation, checkpoint, 3, out_csv, out_h5) != 0
         assert "non-finite actions in episode(s) [0, 1, 2]" in capsys.readouterr().err
     assert not out_csv.exists() and not out_h5.exists()
 

@@ -67,20 +67,29 @@ class NotATensor:
         self.payload = "anything"
 
 
-@pytest.mark.parametrize("kind", ["pickled_object", "truncated"])
-def test_an_unreadable_checkpoint_is_rejected_naming_the_file(tmp_path, make_run, kind):
+@pytest.mark.parametrize("kind", ["pickled_object", "truncated", "bytes_flipped", "nan_weights"])
+def test_an_unreadable_checkpoint_is_rejected_naming_the_file(tmp_path, make_run, flip_bytes, capsys, kind):
     run_dir = make_run(tmp_path / "run", [(10, 1.0, ""), (20, 7.0, "")])
     bad = run_dir / "work/checkpoints/epoch_000020.pt"  # the best one by validation return
     if kind == "pickled_object":
         torch.save({"format": "flow-mbpo-pwm/policy/1", "meta": NotATensor()}, bad)
-    else:
+    elif kind == "truncated":
         bad.write_bytes(bad.read_bytes()[:100])
+    elif kind == "bytes_flipped":  # inside a weight tensor: still a loadable file, refused by its integrity record
+        flip_bytes(bad)
+    else:  # an intact file of a policy whose weights are not finite
+        data = io.torch_load(bad)
+        data["encoder"] = {k: torch.full_like(v, float("inf")) for k, v in data["encoder"].items()}
+        io.torch_save(bad, data)
     rc, out, report = run_select(run_dir)
     assert rc == 0
     selection = json.loads(report.read_text())
     assert selection["chosen"]["epoch"] == 10
     (rejected,) = selection["rejected"]
     assert rejected["epoch"] == 20 and str(bad) in rejected["reason"]
+    if kind == "bytes_flipped":
+        assert "damaged checkpoint" in rejected["reason"]
+    assert f"rejected epoch 20: unreadable checkpoint: {bad}" in capsys.readouterr().err
     assert io.torch_load(out)["meta"]["epoch"] == 10
 
 
@@ -187,3 +196,15 @@ def test_select_and_evaluate_a_real_training_run(tmp_path, experiment):
     out_csv, out_h5 = tmp_path / "eval/episodes.csv", tmp_path / "eval/trajectories.h5"
     assert evaluate(config, experiment.evaluation, out, 3, out_csv, out_h5) == 0
     assert len(pd.read_csv(out_csv)) == 3
+
+
+def test_an_output_path_that_is_a_folder_is_an_io_error_and_writes_nothing(tmp_path, make_run, capsys):
+    run_dir = make_run(tmp_path / "run", [(10, 1.0, "")])
+    out, report = tmp_path / "best.pt", tmp_path / "selection.json"
+    out.mkdir()
+    code = main(["select", "--run-dir", str(run_dir), "--out", str(out), "--report", str(report)])
+    assert code == 74
+    err = capsys.readouterr().err
+    assert str(out) in err and "a folder is where a file belongs" in err, err
+    assert not report.exists() and list(out.iterdir()) == []
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp file left

@@ -22,6 +22,8 @@ rule aggregate:
         "logs/aggregate.log",
     benchmark:
         "benchmarks/aggregate.tsv"
+    conda:
+        STATS_ENV
     threads: 1
     params:
         config=experiment_file,

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 import re
 import shlex
 import sys
@@ -43,17 +44,34 @@ def _digest(data) -> str:
 # invocation with another config writes another file and can never change what a running job reads.
 EXPERIMENT_DIGEST = _digest(config)
 EXPERIMENT_FILE = f"results/config/{EXPERIMENT_DIGEST}.yaml"
-if not Path(EXPERIMENT_FILE).is_file():
-    write_text(
-        EXPERIMENT_FILE, yaml.safe_dump(json.loads(json.dumps(config)), sort_keys=False)
-    )
+
+
+def _write_experiment_file() -> None:
+    """Write EXPERIMENT_FILE if jobs are going to run. Not at parse time: `snakemake -n`, `--lint`, `--rulegraph`
+    and `--dag` must leave results/ untouched, and only once the DAG is built does `workflow` know whether this is a
+    dry run (no executor at all for lint and graphs). Not as a rule's output either: a new digest would then be a
+    changed input of every job, and any config edit would rerun them all."""
+    if workflow.executor_plugin is None or workflow.dryrun:
+        return
+    if not Path(EXPERIMENT_FILE).is_file():
+        text = yaml.safe_dump(json.loads(json.dumps(config)), sort_keys=False)
+        write_text(EXPERIMENT_FILE, text)
 
 
 def experiment_file(wildcards, output) -> str:
-    """The effective config's path. Taking `output` makes it a derived parameter, which Snakemake leaves out of
-    its params rerun trigger: a changed config reruns only the jobs whose own settings changed (`cell_digest`,
-    `evaluation_digest`, `EXPERIMENT_DIGEST` below), not every job."""
+    """The effective config's path (written when the first job that reads it is scheduled). Taking `output` makes
+    it a derived parameter, which Snakemake leaves out of its params rerun trigger: a changed config reruns only
+    the jobs whose own settings changed (`cell_digest`, `evaluation_digest`, `EXPERIMENT_DIGEST` below), not
+    every job."""
+    _write_experiment_file()
     return EXPERIMENT_FILE
+
+
+# The software environments of the rules, used only with `--software-deployment-method conda`. The envs' post-deploy scripts
+# install this repository's package from here: Snakemake runs them from copies in .snakemake/conda/.
+os.environ.setdefault("FLOW_MBPO_PWM_SOURCE", workflow.basedir)
+PIPELINE_ENV = "../envs/pipeline.yaml"
+STATS_ENV = "../envs/stats.yaml"
 
 
 def cell_digest(wildcards) -> str:

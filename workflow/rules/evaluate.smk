@@ -11,6 +11,8 @@ rule evaluate:
         f"logs/evaluate/{LOG}.log",
     benchmark:
         f"benchmarks/evaluate/{LOG}.tsv"
+    conda:
+        PIPELINE_ENV
     # One CPU thread: the work is on the GPU, and in CPU runs the tiny smoke networks gain nothing from
     # intra-op threads but slow down badly when threads outnumber free cores. profiles/slurm raises it.
     threads: 1

@@ -25,6 +25,8 @@ rule plot:
         "logs/plot.log",
     benchmark:
         "benchmarks/plot.tsv"
+    conda:
+        STATS_ENV
     threads: 1
     params:
         config=experiment_file,

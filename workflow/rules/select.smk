@@ -11,6 +11,10 @@ rule select:
         report=f"{RUN}/selection.json",
     log:
         f"logs/select/{LOG}.log",
+    benchmark:
+        f"benchmarks/select/{LOG}.tsv"
+    conda:
+        PIPELINE_ENV
     threads: 1
     resources:
         gpu=0,

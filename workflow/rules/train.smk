@@ -13,6 +13,8 @@ rule train:
         f"logs/train/{LOG}.log",
     benchmark:
         f"benchmarks/train/{LOG}.tsv"
+    conda:
+        PIPELINE_ENV
     # One CPU thread: the work is on the GPU, and in CPU runs the tiny smoke networks gain nothing from
     # intra-op threads but slow down badly when threads outnumber free cores. profiles/slurm raises it.
     threads: 1

@@ -34,7 +34,7 @@ DATASET_FORMAT = "flow-mbpo-pwm/dataset/1"
 FIELDS = ("observations", "actions", "rewards", "next_observations", "terminated", "truncated")
 
 
-class DatasetError(ValueError):
+class DatasetError(io.InputError):
     """A dataset file that is missing, malformed, or does not fit the task it is used for."""
 
 
@@ -136,20 +136,25 @@ def export_run_dataset(run_dir: str | Path, out: str | Path) -> int:
         raise DatasetError(f"{folder.state}: missing; export reads the replay buffer of the run's final state")
     config = load_train_config(folder.work_config)
     state = io.torch_load(folder.state)
+    if not isinstance(state, dict) or not isinstance(state.get("buffer"), dict):
+        raise DatasetError(f"{folder.state}: damaged training state, it holds no replay buffer")
     if state.get("epoch") != config.pwm.epochs:
         raise DatasetError(
             f"{folder.state}: holds epoch {state.get('epoch')}, not the final epoch {config.pwm.epochs} "
             "(the run is not complete)"
         )
     saved = state["buffer"]
-    buffer = ReplayBuffer(
-        capacity=int(saved["slots"]) * int(saved["num_envs"]),
-        num_envs=int(saved["num_envs"]),
-        obs_dim=int(saved["obs_dim"]),
-        act_dim=int(saved["act_dim"]),
-        horizon=int(saved["horizon"]),
-    )
-    buffer.load_state_dict(saved)
+    try:
+        buffer = ReplayBuffer(
+            capacity=int(saved["slots"]) * int(saved["num_envs"]),
+            num_envs=int(saved["num_envs"]),
+            obs_dim=int(saved["obs_dim"]),
+            act_dim=int(saved["act_dim"]),
+            horizon=int(saved["horizon"]),
+        )
+        buffer.load_state_dict(saved)
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise DatasetError(f"{folder.state}: damaged replay buffer ({type(err).__name__}: {err})") from err
     # [T, E, ...] oldest first -> [E, T, ...]
     data = {_BUFFER_FIELDS[k]: v.transpose(0, 1).contiguous() for k, v in buffer.chronological().items()}
     attrs = {

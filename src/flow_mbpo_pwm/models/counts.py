@@ -27,6 +27,12 @@ def parameter_counts(
     """`{world_model, actor, critic, total}` for one size preset and dynamics preset."""
     pwm = pwm or PWMConfig()
     wm_config = SIZE_PRESETS[size]
+    # On the meta device: shapes only, no memory, so counting a 48M model (or any obs_dim) allocates nothing.
+    with torch.device("meta"):
+        return _build_and_count(obs_dim, act_dim, wm_config, dynamics, pwm)
+
+
+def _build_and_count(obs_dim: int, act_dim: int, wm_config, dynamics: str, pwm: PWMConfig) -> dict[str, int]:
     world_model = WorldModel(obs_dim, act_dim, wm_config, DYNAMICS_PRESETS[dynamics])
     actor = Actor(wm_config.latent_dim, act_dim, pwm.actor_units, pwm.init_logstd, pwm.min_logstd)
     critic = CriticEnsemble(wm_config.latent_dim, pwm.critic_units, pwm.num_critics)
