@@ -15,8 +15,8 @@ from flow_mbpo_pwm.config import ConfigError
 def _add_cell(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, required=True, help="experiment YAML (e.g. config/config.yaml)")
     parser.add_argument("--task", required=True, help="task name from the config's `tasks`")
-    parser.add_argument("--size", required=True, help="size preset from the config's `sizes`")
-    parser.add_argument("--dynamics", required=True, help="dynamics variant from the config's `dynamics`")
+    parser.add_argument("--size", required=True, help="size preset from the config's `sizes` (or `reference`)")
+    parser.add_argument("--dynamics", required=True, help="dynamics variant from the config's `dynamics` (or `ppo`)")
     parser.add_argument("--seed", type=int, required=True, help="training seed from the config's `seeds`")
     parser.add_argument("--device", default=None, help="override run.device: auto, cpu, cuda or cuda:N")
 
@@ -33,6 +33,22 @@ def build_parser() -> argparse.ArgumentParser:
     export = stages.add_parser("export-dataset", help="write a finished run's replay buffer to an HDF5 dataset")
     export.add_argument("--run-dir", type=Path, required=True)
     export.add_argument("--out", type=Path, required=True, help="HDF5 file to write")
+
+    ref = stages.add_parser("reference", help="train the model-free PPO reference (rsl-rl) of one task and seed")
+    ref.add_argument("--config", type=Path, required=True, help="experiment YAML (its `reference` section)")
+    ref.add_argument("--task", required=True, help="task name from the config's `tasks`")
+    ref.add_argument("--seed", type=int, required=True, help="seed from the config's `seeds`")
+    ref.add_argument("--run-dir", type=Path, required=True, help="results/{task}/reference/seed{seed}")
+    ref.add_argument("--device", default=None, help="override reference.device: auto, cpu, cuda or cuda:N")
+    ref.add_argument("--env-steps", type=int, default=None, help="override reference.env_steps")
+    ref.add_argument("--max-minutes", type=float, default=None, help="override reference.max_minutes (0 = none)")
+
+    coll = stages.add_parser("collect", help="offline HDF5 dataset from the reference's snapshots (with noise)")
+    coll.add_argument("--config", type=Path, required=True, help="experiment YAML (its `collect` section)")
+    coll.add_argument("--task", required=True, help="task name from the config's `tasks`")
+    coll.add_argument("--reference-dir", type=Path, required=True, help="a completed reference run folder")
+    coll.add_argument("--out", type=Path, required=True, help="HDF5 file to write")
+    coll.add_argument("--device", default=None, help="override reference.device: auto, cpu, cuda or cuda:N")
 
     select = stages.add_parser("select", help="pick the checkpoint with the best validation return")
     select.add_argument("--run-dir", type=Path, required=True)
@@ -80,9 +96,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _cell_config(args: argparse.Namespace):
-    from flow_mbpo_pwm.config import load_experiment, with_overrides
+    from flow_mbpo_pwm.config import REFERENCE_DYNAMICS, REFERENCE_SIZE, load_experiment, with_overrides
 
     experiment = load_experiment(args.config)
+    if (args.size, args.dynamics) == (REFERENCE_SIZE, REFERENCE_DYNAMICS):  # the PPO reference (evaluate only)
+        from flow_mbpo_pwm.reference import evaluation_cell
+
+        return experiment, evaluation_cell(experiment, args.task, args.seed, args.device)
     config = experiment.cell(args.task, args.size, args.dynamics, args.seed)
     if args.device is not None:
         config = with_overrides(config, run={"device": args.device})
@@ -105,6 +125,17 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         if args.epochs is not None:
             config = with_overrides(config, pwm={"epochs": args.epochs})
         return train(config, args.run_dir)
+    if stage == "reference":
+        from flow_mbpo_pwm.config import load_experiment
+        from flow_mbpo_pwm.reference import reference
+
+        overrides = {"device": args.device, "env_steps": args.env_steps, "max_minutes": args.max_minutes}
+        return reference(load_experiment(args.config), args.task, args.seed, args.run_dir, **overrides)
+    if stage == "collect":
+        from flow_mbpo_pwm.collect import collect
+        from flow_mbpo_pwm.config import load_experiment
+
+        return collect(load_experiment(args.config), args.task, args.reference_dir, args.out, args.device)
     if stage == "export-dataset":
         from flow_mbpo_pwm.data.datasets import export_run
 
