@@ -212,3 +212,13 @@ def test_bad_inputs_give_clear_errors(finished, config_path, tmp_path, capsys):
     code = main(["evaluate", "--config", str(disabled), *cell, "--checkpoint", str(finished / "policy.pt"),
                  "--out-csv", str(tmp_path / "e.csv"), "--out-h5", str(tmp_path / "e.h5")])  # fmt: skip
     assert code == 2 and "reference.enabled" in capsys.readouterr().err
+
+
+def test_wall_clock_cap_stops_the_run_and_saves_the_final_policy(config_path, tmp_path):
+    run = tmp_path / "capped"
+    args = ["reference", "--config", str(config_path), "--task", "ant", "--seed", "1", "--run-dir", str(run)]
+    assert main([*args, "--max-minutes", "0.0001"]) == 0  # 6 ms: over after the first iteration
+    summary = io.read_json(run / "train_summary.json")
+    assert summary["stopped_by"] == "max_minutes" and summary["epochs"] == 1 and summary["env_steps"] == 128
+    assert [c["env_steps"] for c in summary["checkpoints"]] == [0, 128]  # untrained and final
+    assert (run / "policy.pt").read_bytes() == (run / "snapshots" / "step_000000000128.pt").read_bytes()
