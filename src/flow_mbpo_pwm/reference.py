@@ -60,19 +60,53 @@ RESUMABLE_CHANGES = ("reference.device", "reference.max_minutes")
 
 @dataclasses.dataclass(frozen=True)
 class ReferenceFolder:
+    """The paths of one reference run folder (module docstring)."""
+
     root: Path
 
-    work = property(lambda self: self.root / "work")
-    settings = property(lambda self: self.work / "settings.yaml")
-    state = property(lambda self: self.work / "state.pt")
-    work_metrics = property(lambda self: self.work / "metrics.csv")
-    work_validation = property(lambda self: self.work / "validation.csv")
-    work_snapshots = property(lambda self: self.work / "snapshots")
-    snapshots = property(lambda self: self.root / "snapshots")
-    policy = property(lambda self: self.root / "policy.pt")
-    metrics = property(lambda self: self.root / "metrics.csv")
-    validation = property(lambda self: self.root / "validation.csv")
-    summary = property(lambda self: self.root / "train_summary.json")
+    @property
+    def work(self) -> Path:
+        return self.root / "work"
+
+    @property
+    def settings(self) -> Path:
+        return self.work / "settings.yaml"
+
+    @property
+    def state(self) -> Path:
+        return self.work / "state.pt"
+
+    @property
+    def work_metrics(self) -> Path:
+        return self.work / "metrics.csv"
+
+    @property
+    def work_validation(self) -> Path:
+        return self.work / "validation.csv"
+
+    @property
+    def work_snapshots(self) -> Path:
+        return self.work / "snapshots"
+
+    @property
+    def snapshots(self) -> Path:
+        return self.root / "snapshots"
+
+    @property
+    def policy(self) -> Path:
+        return self.root / "policy.pt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.csv"
+
+    @property
+    def validation(self) -> Path:
+        return self.root / "validation.csv"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "train_summary.json"
 
     @staticmethod
     def snapshot_name(env_steps: int) -> str:
