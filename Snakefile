@@ -1,5 +1,7 @@
 # Flow-MBPO-PWM: does a flow-matching world model beat a deterministic one inside PWM?
 # One chain per cell (task x size x dynamics x seed): train -> select -> evaluate, then aggregate -> plot.
+# Beside the grid: the model-free PPO reference (reference -> evaluate_reference, in the same tables and figures)
+# and an offline dataset collected from its snapshots (collect).
 
 from snakemake.utils import min_version, validate
 
@@ -19,6 +21,9 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/select.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/reference.smk"
+include: "workflow/rules/collect.smk"
+include: "workflow/rules/pretrain.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/plots.smk"
 
@@ -29,3 +34,4 @@ rule all:
         "results/compare.csv",
         "results/per_seed.csv",
         rules.plot.output,
+        datasets(),

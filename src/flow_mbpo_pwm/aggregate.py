@@ -1,9 +1,12 @@
 """`flow-mbpo-pwm aggregate`: every cell's evaluation episodes and training summary -> `compare.csv` and
 `per_seed.csv`. pandas/numpy only: runs on a login node without torch or Warp.
 
-The inputs must be exactly the experiment's grid: a missing cell, a duplicated cell or episode, a cell the config
-does not list, or a run that did not complete is refused (naming the cells) instead of averaged over. Every column
-is explained in docs/compare-columns.md.
+The PPO reference (`flow-mbpo-pwm reference`) is part of the grid when `reference.enabled`: one row per task with
+size "reference" and dynamics "ppo" in both tables (no ratio to deterministic).
+
+The inputs must be exactly the experiment's grid (PWM cells and reference runs): a missing cell, a duplicated
+cell or episode, a cell the config does not list, or a run that did not complete is refused (naming the cells)
+instead of averaged over. Every column is explained in docs/compare-columns.md.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from flow_mbpo_pwm.config import ExperimentConfig
+from flow_mbpo_pwm.config import REFERENCE_DYNAMICS, ExperimentConfig
 from flow_mbpo_pwm.io import InputError, read_json, write_csv
 from flow_mbpo_pwm.statistics import (
     hierarchical_bootstrap,
@@ -133,8 +136,8 @@ def aggregate(
 
 
 def cell_name(task: str, size: str, dynamics: str, seed: int | None = None) -> str:
-    """A cell as it appears in the results tree, e.g. `ant/5M-flow/seed3`."""
-    name = f"{task}/{size}-{dynamics}"
+    """A cell as it appears in the results tree, e.g. `ant/5M-flow/seed3` (the PPO reference: `ant/reference/seed3`)."""
+    name = f"{task}/{size}" if dynamics == REFERENCE_DYNAMICS else f"{task}/{size}-{dynamics}"
     return name if seed is None else f"{name}/seed{seed}"
 
 
@@ -234,12 +237,23 @@ def _int_or_none(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
+def grid_runs(experiment: ExperimentConfig) -> list[tuple[str, str, str, int]]:
+    """Every run the tables hold: the PWM grid's cells, then the PPO reference's runs (when enabled)."""
+    return [*experiment.cells(), *experiment.reference_cells()]
+
+
+def dynamics_kind(experiment: ExperimentConfig, dynamics: str) -> str:
+    """`deterministic` / `flow` for a PWM variant; `ppo` for the model-free reference."""
+    return REFERENCE_DYNAMICS if dynamics == REFERENCE_DYNAMICS else experiment.dynamics[dynamics].kind
+
+
 def check_cells(
     experiment: ExperimentConfig, found: Iterable[tuple[Any, ...]], what: str, per_seed: bool = True
 ) -> None:
     """Refuse `found` unless it is exactly the experiment's grid: run keys (task, size, dynamics, seed), or cell
     keys (task, size, dynamics) when `per_seed` is False."""
-    expected = set(experiment.cells()) if per_seed else {cell[:3] for cell in experiment.cells()}
+    runs = grid_runs(experiment)
+    expected = set(runs) if per_seed else {cell[:3] for cell in runs}
     found = set(found)
     problems = []
     if expected - found:
@@ -319,8 +333,9 @@ def _rng(task: str, size: str, dynamics: str, stream: str) -> np.random.Generato
 
 
 def _substeps(experiment: ExperimentConfig, dynamics: str) -> float:
-    variant = experiment.dynamics[dynamics]
-    return float(variant.substeps) if variant.kind == "flow" else float("nan")
+    if dynamics_kind(experiment, dynamics) != "flow":
+        return float("nan")
+    return float(experiment.dynamics[dynamics].substeps)
 
 
 def build_tables(
@@ -333,7 +348,7 @@ def build_tables(
     by_run = {key: rows["return"].to_numpy(dtype=float) for key, rows in episodes.groupby(RUN, sort=False)}
 
     per_seed_rows = []
-    for task, size, dynamics, seed in experiment.cells():
+    for task, size, dynamics, seed in grid_runs(experiment):
         returns = by_run[(task, size, dynamics, seed)]
         summary = summaries.loc[(task, size, dynamics, seed)]
         per_seed_rows.append(
@@ -342,7 +357,7 @@ def build_tables(
                 "size": size,
                 "dynamics": dynamics,
                 "seed": seed,
-                "dynamics_kind": experiment.dynamics[dynamics].kind,
+                "dynamics_kind": dynamics_kind(experiment, dynamics),
                 "substeps": _substeps(experiment, dynamics),
                 "n_episodes": returns.size,
                 "return_mean": returns.mean(),
@@ -415,7 +430,7 @@ def _cell_row(
         "task": task,
         "size": size,
         "dynamics": dynamics,
-        "dynamics_kind": experiment.dynamics[dynamics].kind,
+        "dynamics_kind": dynamics_kind(experiment, dynamics),
         "substeps": _substeps(experiment, dynamics),
         "n_seeds": len(groups),
         "n_episodes": pooled.size,
@@ -448,9 +463,13 @@ def _add_ratios(
     compare: pd.DataFrame, mean_draws: dict[tuple[str, str, str], np.ndarray], reference: str | None
 ) -> None:
     """Ratio of each variant's mean return to the reference (deterministic) variant's of the same task and size,
-    with a CI from the two cells' independent bootstrap distributions. The reference row itself is exactly 1."""
+    with a CI from the two cells' independent bootstrap distributions. The reference row itself is exactly 1.
+    The PPO reference rows get none (empty ratio columns): they are not a world-model variant."""
     ratios = []
     for row in compare.itertuples(index=False):
+        if row.dynamics == REFERENCE_DYNAMICS:
+            ratios.append((math.nan, math.nan, math.nan, "model-free PPO reference: no ratio"))
+            continue
         if reference is None:
             ratios.append((math.nan, math.nan, math.nan, "undefined: the config has no deterministic variant"))
             continue

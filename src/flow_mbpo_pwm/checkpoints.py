@@ -25,6 +25,7 @@ from flow_mbpo_pwm.config import ConfigError, TrainConfig, from_dict
 from flow_mbpo_pwm.io import CheckpointError
 from flow_mbpo_pwm.models.actor import Actor
 from flow_mbpo_pwm.models.world_model import build_encoder
+from flow_mbpo_pwm.reference_policy import REFERENCE_POLICY_FORMAT, policy_from_data
 
 POLICY_FORMAT = "flow-mbpo-pwm/policy/1"
 AGENT_FORMAT = "flow-mbpo-pwm/agent/1"
@@ -106,7 +107,10 @@ def save_policy(path: str | os.PathLike, agent_or_models: Any, meta: dict[str, A
 
 
 def _read(path: str | os.PathLike, fmt: str, keys: tuple[str, ...], device: Any) -> dict[str, Any]:
-    data = io.torch_load(path, map_location=device)
+    return _check(path, io.torch_load(path, map_location=device), fmt, keys)
+
+
+def _check(path: str | os.PathLike, data: Any, fmt: str, keys: tuple[str, ...]) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("format") != fmt:
         found = data.get("format") if isinstance(data, dict) else type(data).__name__
         raise CheckpointError(f"{path}: not a {fmt} checkpoint (format: {found!r})")
@@ -136,10 +140,14 @@ def _load_into(path: str | os.PathLike, module: nn.Module, state: dict[str, Any]
         raise CheckpointError(f"{path}: {name} weights do not match the architecture of meta.config ({err})") from err
 
 
-def load_policy(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Policy, dict[str, Any]]:
-    """`(policy, meta)`; raises `CheckpointError` naming the problem (missing file, wrong format, unsafe or
-    mismatched contents)."""
-    data = _read(path, POLICY_FORMAT, ("encoder", "actor"), device)
+def load_policy(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """`(policy, meta)` of a PWM policy checkpoint, or of the PPO reference's (`flow-mbpo-pwm/reference-policy/1`,
+    deterministic action = the Gaussian's mean); raises `CheckpointError` naming the problem (missing file, wrong
+    format, unsafe or mismatched contents)."""
+    data = io.torch_load(path, map_location=device)
+    if isinstance(data, dict) and data.get("format") == REFERENCE_POLICY_FORMAT:
+        return policy_from_data(path, data, device)
+    data = _check(path, data, POLICY_FORMAT, ("encoder", "actor"))
     meta = data["meta"]
     config = _config(path, meta)
     obs_dim, act_dim = int(meta["obs_dim"]), int(meta["act_dim"])

@@ -33,8 +33,8 @@ def _positive_int(text: str) -> int:
 def _add_cell(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, required=True, help="experiment YAML (e.g. config/config.yaml)")
     parser.add_argument("--task", required=True, help="task name from the config's `tasks`")
-    parser.add_argument("--size", required=True, help="size preset from the config's `sizes`")
-    parser.add_argument("--dynamics", required=True, help="dynamics variant from the config's `dynamics`")
+    parser.add_argument("--size", required=True, help="size preset from the config's `sizes` (or `reference`)")
+    parser.add_argument("--dynamics", required=True, help="dynamics variant from the config's `dynamics` (or `ppo`)")
     parser.add_argument("--seed", type=int, required=True, help="training seed from the config's `seeds`")
     parser.add_argument(
         "--device", default=None, help="override run.device: auto, cpu, cuda or cuda:N (default: the config's)"
@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="HDF5 dataset put into a fresh run's replay buffer before training (default: none)",
     )
 
-    pretrain = stages.add_parser("pretrain", help="pretrain a cell's world model offline on a collected dataset")
+    pretrain = stage("pretrain", "pretrain a cell's world model offline on a collected dataset")
     pretrain.add_argument("--config", type=Path, required=True, help="experiment YAML (e.g. config/config.yaml)")
     pretrain.add_argument("--task", required=True, help="task name from the config's `tasks`")
     pretrain.add_argument("--size", required=True, help="size preset from the config's `sizes`")
@@ -99,6 +99,33 @@ def build_parser() -> argparse.ArgumentParser:
     export = stage("export-dataset", "write a finished run's replay buffer to an HDF5 dataset")
     export.add_argument("--run-dir", type=Path, required=True, help="a completed run folder")
     export.add_argument("--out", type=Path, required=True, help="HDF5 file to write")
+
+    ref = stage("reference", "train the model-free PPO reference (rsl-rl) of one task and seed")
+    ref.add_argument("--config", type=Path, required=True, help="experiment YAML (its `reference` section)")
+    ref.add_argument("--task", required=True, help="task name from the config's `tasks`")
+    ref.add_argument("--seed", type=int, required=True, help="seed from the config's `seeds`")
+    ref.add_argument("--run-dir", type=Path, required=True, help="results/{task}/reference/seed{seed}")
+    ref.add_argument(
+        "--device", default=None, help="override reference.device: auto, cpu, cuda or cuda:N (default: the config's)"
+    )
+    ref.add_argument(
+        "--env-steps", type=_positive_int, default=None, help="override reference.env_steps (default: the config's)"
+    )
+    ref.add_argument(
+        "--max-minutes",
+        type=float,
+        default=None,
+        help="override reference.max_minutes, 0 = none (default: the config's)",
+    )
+
+    coll = stage("collect", "offline HDF5 dataset from the reference's snapshots (with their exploration noise)")
+    coll.add_argument("--config", type=Path, required=True, help="experiment YAML (its `collect` section)")
+    coll.add_argument("--task", required=True, help="task name from the config's `tasks`")
+    coll.add_argument("--reference-dir", type=Path, required=True, help="a completed reference run folder")
+    coll.add_argument("--out", type=Path, required=True, help="HDF5 file to write")
+    coll.add_argument(
+        "--device", default=None, help="override reference.device: auto, cpu, cuda or cuda:N (default: the config's)"
+    )
 
     select = stage("select", "pick the checkpoint with the best validation return")
     select.add_argument("--run-dir", type=Path, required=True, help="a completed run folder")
@@ -181,9 +208,13 @@ def describe(err: BaseException) -> tuple[int, str] | None:
 
 
 def _cell_config(args: argparse.Namespace):
-    from flow_mbpo_pwm.config import load_experiment, with_overrides
+    from flow_mbpo_pwm.config import REFERENCE_DYNAMICS, REFERENCE_SIZE, load_experiment, with_overrides
 
     experiment = load_experiment(args.config)
+    if (args.size, args.dynamics) == (REFERENCE_SIZE, REFERENCE_DYNAMICS):  # the PPO reference (evaluate only)
+        from flow_mbpo_pwm.reference import evaluation_cell
+
+        return experiment, evaluation_cell(experiment, args.task, args.seed, args.device)
     config = experiment.cell(args.task, args.size, args.dynamics, args.seed)
     if args.device is not None:
         config = with_overrides(config, run={"device": args.device})
@@ -227,6 +258,17 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         return train(config, args.run_dir)
     if stage == "pretrain":
         return _pretrain(args)
+    if stage == "reference":
+        from flow_mbpo_pwm.config import load_experiment
+        from flow_mbpo_pwm.reference import reference
+
+        overrides = {"device": args.device, "env_steps": args.env_steps, "max_minutes": args.max_minutes}
+        return reference(load_experiment(args.config), args.task, args.seed, args.run_dir, **overrides)
+    if stage == "collect":
+        from flow_mbpo_pwm.collect import collect
+        from flow_mbpo_pwm.config import load_experiment
+
+        return collect(load_experiment(args.config), args.task, args.reference_dir, args.out, args.device)
     if stage == "export-dataset":
         from flow_mbpo_pwm.data.datasets import export_run
 

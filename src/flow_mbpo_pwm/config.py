@@ -350,6 +350,104 @@ class EvaluationConfig:
         _check(self.num_envs >= 1, f"{key}.num_envs", f"must be >= 1, got {self.num_envs}")
 
 
+# The model-free reference (`flow-mbpo-pwm reference`, rsl-rl's PPO) appears in every table under these cell keys.
+# Size presets are tiny/5M/48M, and config validation refuses a dynamics variant named "ppo", so they never clash.
+REFERENCE_SIZE = "reference"
+REFERENCE_DYNAMICS = "ppo"
+
+
+@dataclass(frozen=True)
+class ReferenceConfig:
+    """PPO from rsl-rl-lib on the same batched env: the model-free reference every PWM cell is compared with,
+    and the source of the offline dataset (`collect`). Defaults: what reaches ~5k held-out Ant return on one
+    H200 in minutes (4096 envs, horizon 32, observation normalisation, adaptive-KL learning rate)."""
+
+    enabled: bool = True
+    num_envs: int = 4096
+    env_steps: int = 400_000_000  # budget in env steps (all envs together); the run stops at this or max_minutes
+    max_minutes: float = 0.0  # wall-clock cap of training (0 = none)
+    horizon: int = 32  # rsl-rl num_steps_per_env: env steps per env between PPO updates
+    actor_units: tuple[int, ...] = (256, 128, 64)
+    critic_units: tuple[int, ...] = (256, 128, 64)
+    activation: Literal["elu", "relu", "tanh"] = "elu"
+    empirical_normalization: bool = True  # running mean/std of observations (saved with the policy)
+    init_noise_std: float = 1.0
+    learning_rate: float = 1e-3
+    schedule: Literal["adaptive", "fixed"] = "adaptive"  # adaptive: lr follows desired_kl
+    desired_kl: float = 0.01
+    gamma: float = 0.99
+    lam: float = 0.95
+    learning_epochs: int = 5
+    mini_batches: int = 4
+    clip_param: float = 0.2
+    value_loss_coef: float = 1.0
+    entropy_coef: float = 0.0
+    max_grad_norm: float = 1.0
+    snapshots: int = 8  # policies saved evenly over training, the untrained one and the final one included
+    validation_episodes: int = 16  # held-out deterministic episodes per snapshot (validation seeds, as PWM's)
+    log_every: int = 10  # PPO iterations per metrics row
+    save_state_every: int = 50  # PPO iterations between resumable-state saves (also on SIGTERM / SIGUSR1)
+    device: str = "auto"
+
+    def validate(self, key: str = "reference") -> None:
+        for name in ("num_envs", "env_steps", "horizon", "learning_epochs", "mini_batches", "validation_episodes",
+                     "log_every", "save_state_every"):  # fmt: skip
+            _check(getattr(self, name) >= 1, f"{key}.{name}", f"must be >= 1, got {getattr(self, name)}")
+        _check(self.snapshots >= 2, f"{key}.snapshots", f"must be >= 2 (untrained and final), got {self.snapshots}")
+        _check(self.max_minutes >= 0, f"{key}.max_minutes", f"must be >= 0 (0 = no cap), got {self.max_minutes}")
+        _check(
+            self.env_steps >= self.num_envs * self.horizon,
+            f"{key}.env_steps",
+            f"must cover at least one PPO iteration (num_envs x horizon = {self.num_envs * self.horizon})",
+        )
+        _check(
+            self.env_steps >= (self.snapshots - 1) * self.num_envs * self.horizon,
+            f"{key}.snapshots",
+            f"{self.snapshots} snapshots need env_steps >= (snapshots - 1) x num_envs x horizon "
+            f"= {(self.snapshots - 1) * self.num_envs * self.horizon} (one PPO iteration between snapshots)",
+        )
+        _check(
+            self.num_envs * self.horizon % self.mini_batches == 0,
+            f"{key}.mini_batches",
+            f"must divide num_envs x horizon = {self.num_envs * self.horizon}",
+        )
+        for name in ("init_noise_std", "learning_rate", "desired_kl", "clip_param", "max_grad_norm"):
+            _check(getattr(self, name) > 0, f"{key}.{name}", f"must be > 0, got {getattr(self, name)}")
+        for name in ("value_loss_coef", "entropy_coef"):
+            _check(getattr(self, name) >= 0, f"{key}.{name}", f"must be >= 0, got {getattr(self, name)}")
+        _check(0.0 < self.gamma <= 1.0, f"{key}.gamma", f"must be in (0, 1], got {self.gamma}")
+        _check(0.0 <= self.lam <= 1.0, f"{key}.lam", f"must be in [0, 1], got {self.lam}")
+        for name in ("actor_units", "critic_units"):
+            value = getattr(self, name)
+            _check(
+                len(value) >= 1 and all(u >= 1 for u in value),
+                f"{key}.{name}",
+                f"needs at least one hidden layer of size >= 1, got {list(value)}",
+            )
+        _check(
+            bool(re.match(r"^(auto|cpu|cuda(:[0-9]+)?)$", self.device)),
+            f"{key}.device",
+            f"must be auto, cpu, cuda or cuda:N, got '{self.device}'",
+        )
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    """`collect`: an offline dataset from the reference's snapshots (standing to running), each run with its own
+    exploration noise, for world-model pretraining."""
+
+    seed: int = 0  # which reference seed's snapshots to use (one of `seeds`)
+    num_envs: int = 128  # envs per snapshot; each becomes one stream of the dataset
+    steps_per_snapshot: int = 1000  # env steps per env and snapshot
+    noise_scale: float = 1.0  # multiplier of each snapshot's own exploration std
+    env_seed_base: int = 2_000_000  # env seed of snapshot k = env_seed_base + k (disjoint from other seeds)
+
+    def validate(self, key: str = "collect") -> None:
+        for name in ("num_envs", "steps_per_snapshot"):
+            _check(getattr(self, name) >= 1, f"{key}.{name}", f"must be >= 1, got {getattr(self, name)}")
+        _check(self.noise_scale >= 0, f"{key}.noise_scale", f"must be >= 0, got {self.noise_scale}")
+
+
 @dataclass(frozen=True)
 class PretrainConfig:
     """The PWM paper's single-task protocol: the world model (and the reward statistics) pretrained offline on the
@@ -389,6 +487,8 @@ class ExperimentConfig:
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     train: TrainOverrides = field(default_factory=TrainOverrides)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    collect: CollectConfig = field(default_factory=CollectConfig)
 
     def cells(self) -> list[tuple[str, str, str, int]]:
         """Every (task, size, dynamics, seed) of the grid, in a stable order."""
@@ -416,6 +516,12 @@ class ExperimentConfig:
                 name not in self.train.run, f"train.run.{name}", "is set by the pipeline from the `pretrain` section"
             )
         self.pretrain.validate()
+        _check(
+            not self.pretrain.enabled or self.reference.enabled,
+            "pretrain.enabled",
+            "needs the reference (reference.enabled: true): the offline dataset is collected from its snapshots; "
+            "set pretrain.enabled: false to train from scratch",
+        )
         # Every cell must resolve to a valid run config: this applies all cross-field rules before any job runs.
         train_configs = [self.cell(*cell) for cell in self.cells()]
         validation_base = train_configs[0].run.validation_seed_base
@@ -425,7 +531,35 @@ class ExperimentConfig:
             f"must be >= run.validation_seed_base + 100000 = {validation_base + 100_000} so evaluation seeds "
             "are disjoint from validation seeds",
         )
+        self._validate_reference()
         return self
+
+    def _validate_reference(self) -> None:
+        """The PPO reference and the collect stage (their cell keys must not clash with the PWM grid)."""
+        _check(
+            REFERENCE_DYNAMICS not in self.dynamics,
+            f"dynamics.{REFERENCE_DYNAMICS}",
+            f"the name '{REFERENCE_DYNAMICS}' is reserved for the PPO reference's rows; rename the variant",
+        )
+        self.reference.validate()
+        self.collect.validate()
+        _check(
+            self.collect.seed in self.seeds,
+            "collect.seed",
+            f"{self.collect.seed} is not one of the reference seeds (= `seeds`: {list(self.seeds)})",
+        )
+        _check(
+            self.collect.env_seed_base >= self.evaluation.seed_base + 100_000,
+            "collect.env_seed_base",
+            f"must be >= evaluation.seed_base + 100000 = {self.evaluation.seed_base + 100_000} so collection "
+            "seeds are disjoint from training, validation and evaluation seeds",
+        )
+
+    def reference_cells(self) -> list[tuple[str, str, str, int]]:
+        """The PPO reference runs as (task, "reference", "ppo", seed), one per task and seed; none when disabled."""
+        if not self.reference.enabled:
+            return []
+        return [(t, REFERENCE_SIZE, REFERENCE_DYNAMICS, seed) for t in self.tasks for seed in self.seeds]
 
     def cell(self, task: str, size: str, dynamics: str, seed: int) -> TrainConfig:
         """The fully resolved, validated config of one training run."""

@@ -9,6 +9,9 @@ Figures (stems listed by `expected_figures`, so the Snakemake rule declares its 
   baseline's per imagined step at each run's last validation, the model-vs-env gradient cosine over env steps, and
   that cosine per action step at the last check.
 One panel per (task, size): rows are tasks, columns sizes. Colours follow the config's dynamics order everywhere.
+The model-free PPO reference (when `reference.enabled`) is drawn in every panel of its task, in grey: a labelled
+band (95% CI) and line (mean) in final_returns, and its training curve in learning_curves, clipped to the env-step
+range of that panel's PWM runs so returns are compared per environment step.
 """
 
 from __future__ import annotations
@@ -26,11 +29,12 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from flow_mbpo_pwm.aggregate import CELL, RUN, ResultsInputError, cell_name, check_cells, read_csv  # noqa: E402
-from flow_mbpo_pwm.config import ExperimentConfig  # noqa: E402
+from flow_mbpo_pwm.config import REFERENCE_DYNAMICS, REFERENCE_SIZE, ExperimentConfig  # noqa: E402
 from flow_mbpo_pwm.io import atomic_path  # noqa: E402
 
 FORMATS = ("png", "pdf")
@@ -42,6 +46,8 @@ WM_DIAGNOSTICS_COLUMNS = [
     *RUN, "epoch", "env_steps", "step", "wm_latent_mse", "copy_latent_mse", "grad_cosine", "grad_cosine_step",
 ]  # fmt: skip
 RETURN_LABEL = "evaluation episode return"
+REFERENCE_COLOR = "0.35"
+REFERENCE_LABEL = "PPO reference (rsl-rl)"
 SECONDS_LABEL = "training wall-clock (seconds)"
 
 
@@ -176,7 +182,9 @@ def _label(ax: Axes, x: str, y: str) -> None:
 
 def _figure_legend(figure: Figure, experiment: ExperimentConfig) -> None:
     palette = _palette(experiment)
-    handles = [Patch(color=palette[name], label=name) for name in experiment.dynamics]
+    handles: list = [Patch(color=palette[name], label=name) for name in experiment.dynamics]
+    if experiment.reference.enabled:
+        handles.append(Line2D([], [], color=REFERENCE_COLOR, ls="--", label=REFERENCE_LABEL))
     figure.legend(handles=handles, title="dynamics", loc="outside lower center", ncols=len(handles))
 
 
@@ -187,6 +195,23 @@ def learning_curves_figure(experiment: ExperimentConfig, metrics: pd.DataFrame) 
     finished = metrics.dropna(subset=["train_return_mean"])  # windows where no training episode ended
     for (task, size), ax in zip(_panel_keys(experiment), axes.flat, strict=True):
         panel = finished[(finished["task"] == task) & (finished["size"] == size)]
+        reference = finished[(finished["task"] == task) & (finished["dynamics"] == REFERENCE_DYNAMICS)]
+        if not panel.empty:
+            reference = reference[reference["env_steps"] <= panel["env_steps"].max()]
+        if not reference.empty:
+            sns.lineplot(
+                data=reference,
+                x="env_steps",
+                y="train_return_mean",
+                color=REFERENCE_COLOR,
+                linestyle="--",
+                estimator="mean",
+                errorbar=("ci", 95),
+                n_boot=1000,
+                seed=0,
+                ax=ax,
+                legend=False,
+            )
         if not panel.empty:
             sns.lineplot(
                 data=panel,
@@ -249,8 +274,29 @@ def final_returns_figure(experiment: ExperimentConfig, compare: pd.DataFrame, pe
         cells = compare[(compare["task"] == task) & (compare["size"] == size)]
         runs = per_seed[(per_seed["task"] == task) & (per_seed["size"] == size)]
         _per_cell_points(ax, experiment, cells, runs, "return_mean", "return_ci_low", "return_ci_high", bars=False)
+        _reference_band(ax, compare[(compare["task"] == task) & (compare["size"] == REFERENCE_SIZE)])
         _label(ax, "dynamics", f"{RETURN_LABEL}\n(mean, 95% CI; dots: seeds)")
     return figure
+
+
+def _reference_band(ax: Axes, reference: pd.DataFrame) -> None:
+    """The PPO reference's evaluation return across the panel: its 95% CI as a band, its mean as a labelled line."""
+    if reference.empty:
+        return
+    row = reference.iloc[0]
+    mean, low, high = (float(row[k]) for k in ("return_mean", "return_ci_low", "return_ci_high"))
+    if np.isfinite([low, high]).all():
+        ax.axhspan(low, high, color=REFERENCE_COLOR, alpha=0.15, lw=0)
+    ax.axhline(mean, color=REFERENCE_COLOR, ls="--", lw=1.5)
+    ax.annotate(
+        f"{REFERENCE_LABEL}: {mean:.4g}",
+        xy=(0.02, mean),
+        xycoords=("axes fraction", "data"),
+        xytext=(0, 3),
+        textcoords="offset points",
+        fontsize="small",
+        color=REFERENCE_COLOR,
+    )
 
 
 def wall_clock_figure(experiment: ExperimentConfig, compare: pd.DataFrame, per_seed: pd.DataFrame) -> Figure:

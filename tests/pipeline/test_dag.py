@@ -7,6 +7,7 @@ import shutil
 import subprocess
 
 import pytest
+import yaml
 
 from flow_mbpo_pwm.config import load_experiment
 from flow_mbpo_pwm.plots import expected_figures
@@ -14,22 +15,32 @@ from flow_mbpo_pwm.plots import expected_figures
 from .runner import BIN, REPO, dry_run_jobs, job_stats, snakemake, snakemake_env
 
 CELL_RULES = ("train", "select", "evaluate")
+REFERENCE_RULES = ("reference", "evaluate_reference", "collect")  # GPU jobs beside the grid
 
 
 def expected_counts(config_path: str) -> dict[str, int]:
-    cells = len(load_experiment(REPO / config_path).cells())
-    return {**dict.fromkeys(CELL_RULES, cells), "aggregate": 1, "plot": 1, "all": 1}
+    experiment = load_experiment(REPO / config_path)
+    counts = {**dict.fromkeys(CELL_RULES, len(experiment.cells())), "aggregate": 1, "plot": 1, "all": 1}
+    if experiment.reference.enabled:  # one PPO reference run per task and seed, one dataset per task
+        runs = len(experiment.reference_cells())
+        counts |= {"reference": runs, "evaluate_reference": runs, "collect": len(experiment.tasks)}
+    return counts
 
 
 @pytest.mark.parametrize(
-    ("config_path", "cells"),
-    [("config/config.yaml", 1 * 2 * 2 * 5), ("config/smoke.yaml", 1 * 1 * 2 * 2), ("config/ablation.yaml", 5 * 5)],
+    ("config_path", "cells", "reference_runs"),
+    [
+        ("config/config.yaml", 1 * 2 * 2 * 5, 5),
+        ("config/smoke.yaml", 1 * 1 * 2 * 2, 2),
+        ("config/ablation.yaml", 5 * 5, 0),  # reference disabled there
+    ],
 )
-def test_dry_run_has_one_chain_per_cell_and_one_aggregate(tmp_path, config_path, cells):
+def test_dry_run_has_one_chain_per_cell_and_one_aggregate(tmp_path, config_path, cells, reference_runs):
     result = snakemake("-n", "--configfile", config_path, workdir=tmp_path)
     assert result.returncode == 0, result.stderr
     assert job_stats(result.stdout) == expected_counts(config_path)
     assert expected_counts(config_path)["train"] == cells
+    assert expected_counts(config_path).get("reference", 0) == reference_runs
 
 
 def test_default_config_is_config_yaml(tmp_path):
@@ -107,7 +118,49 @@ def test_rule_graph_is_train_select_evaluate_aggregate_plot(tmp_path):
         ("aggregate", "plot"),
         ("aggregate", "all"),
         ("plot", "all"),
+        ("reference", "evaluate_reference"),
+        ("evaluate_reference", "aggregate"),
+        ("reference", "aggregate"),  # train_summary.json
+        ("reference", "plot"),  # metrics.csv learning curve
+        ("reference", "collect"),
+        ("collect", "all"),
     }
+
+
+def test_reference_and_collect_folders_and_shell_lines(tmp_path):
+    result = snakemake("-n", "-p", "--configfile", "config/smoke.yaml", workdir=tmp_path)
+    jobs = dry_run_jobs(result.stdout)
+    reference = next(j for j in jobs if j.rule == "reference" and "seed=1" in j.fields["wildcards"])
+    run = "results/ant/reference/seed1"
+    assert reference.fields["output"].split(", ") == [
+        f"{run}/policy.pt",
+        f"{run}/metrics.csv",
+        f"{run}/validation.csv",
+        f"{run}/train_summary.json",
+    ]
+    assert reference.fields["log"] == "logs/reference/ant/reference/seed1.log"
+    assert re.search(
+        rf"flow-mbpo-pwm reference --config results/config/[0-9a-f]{{16}}\.yaml --task ant --seed 1 --run-dir {run}"
+        r" > logs/reference/ant/reference/seed1\.log 2>&1",
+        result.stdout,
+    )
+    evaluate = next(j for j in jobs if j.rule == "evaluate_reference" and "seed=1" in j.fields["wildcards"])
+    assert evaluate.fields["output"].split(", ") == [f"{run}/eval/episodes.csv", f"{run}/eval/trajectories.h5"]
+    assert "--size reference --dynamics ppo --seed 1" in result.stdout
+    collect = next(j for j in jobs if j.rule == "collect")
+    assert collect.fields["output"] == "results/ant/offline/dataset.h5"
+    assert collect.fields["input"] == "results/ant/reference/seed0/train_summary.json"  # collect.seed 0
+    # train never depends on the dataset (the pretraining stage consumes it).
+    assert not [j for j in jobs if j.rule == "train" and "dataset.h5" in j.fields.get("input", "")]
+
+
+def test_disabled_reference_removes_its_jobs(tmp_path):
+    config = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
+    path = tmp_path / "no_reference.yaml"
+    path.write_text(yaml.safe_dump({**config, "reference": {"enabled": False}}))
+    result = snakemake("-n", "--configfile", str(path), workdir=tmp_path / "work")
+    assert result.returncode == 0, result.stderr
+    assert set(job_stats(result.stdout)) == {*CELL_RULES, "aggregate", "plot", "all"}
 
 
 def test_table_target_builds_only_what_the_table_needs(tmp_path):
@@ -181,7 +234,7 @@ def test_slurm_profile_asks_gpus_for_gpu_rules_only(tmp_path):
     jobs = slurm_dry_run(tmp_path)
     for job in jobs:
         resources = job.resources
-        if job.rule in ("train", "evaluate"):
+        if job.rule in ("train", "evaluate", *REFERENCE_RULES):
             assert resources["gpu"] == "1" and resources["gpu_model"] == "h200"
             assert int(resources["runtime"]) > 0 and int(resources["mem_mb"]) > 0
             assert int(resources["cpus_per_gpu"]) >= 1 and "cpus_per_task" not in resources
@@ -192,7 +245,7 @@ def test_slurm_profile_asks_gpus_for_gpu_rules_only(tmp_path):
         else:  # aggregate, plot, all run on the submit host
             assert "gpu_model" not in resources and "gpu" not in resources and "runtime" not in resources
         assert resources["slurm_partition"] and resources["slurm_account"]
-    assert {job.rule for job in jobs} == {*CELL_RULES, "aggregate", "plot", "all"}
+    assert {job.rule for job in jobs} == {*CELL_RULES, *REFERENCE_RULES, "aggregate", "plot", "all"}
 
 
 def test_slurm_profile_switches_to_l40s_in_one_line(tmp_path):
@@ -211,6 +264,6 @@ def test_local_profile_pins_gpu_jobs_only(tmp_path):
     shells = [line for line in result.stdout.splitlines() if "flow-mbpo-pwm " in line and ">" in line]
     for line in shells:
         pinned = "gpu_slot.py -- flow-mbpo-pwm" in line
-        gpu_stage = re.search(r"flow-mbpo-pwm (train|evaluate) ", line) is not None
+        gpu_stage = re.search(r"flow-mbpo-pwm (train|evaluate|reference|collect) ", line) is not None
         assert pinned == gpu_stage, line
-    assert len(shells) == 4 + 4 + 4 + 1 + 1
+    assert len(shells) == 4 + 4 + 4 + 1 + 1 + 2 + 2 + 1  # + reference, its evaluation, collect

@@ -37,6 +37,7 @@ def check_smoke_results(workdir) -> None:
     experiment = load_experiment(SMOKE)
     compare = pd.read_csv(workdir / "results/compare.csv")
     assert sorted(zip(compare["task"], compare["size"], compare["dynamics"], strict=True)) == [
+        ("ant", "reference", "ppo"),  # the PPO reference (rsl-rl)
         ("ant", "tiny", "deterministic"),
         ("ant", "tiny", "flow"),
     ]
@@ -44,7 +45,7 @@ def check_smoke_results(workdir) -> None:
     assert (compare["n_episodes"] == len(experiment.seeds) * experiment.evaluation.episodes).all()
     assert compare["return_mean"].notna().all()
     per_seed = pd.read_csv(workdir / "results/per_seed.csv")
-    assert len(per_seed) == len(experiment.cells())
+    assert len(per_seed) == len(experiment.cells()) + len(experiment.reference_cells())
     for stem in expected_figures(experiment):
         png = workdir / "results/figures" / f"{stem}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
@@ -54,6 +55,15 @@ def check_smoke_results(workdir) -> None:
         episodes = pd.read_csv(run / "eval/episodes.csv")
         assert len(episodes) == experiment.evaluation.episodes
         assert (run / "work/state.pt").is_file()  # the undeclared resume state survives the run
+    for task, _, _, seed in experiment.reference_cells():
+        run = workdir / f"results/{task}/reference/seed{seed}"
+        assert len(pd.read_csv(run / "eval/episodes.csv")) == experiment.evaluation.episodes
+        assert len(list((run / "snapshots").glob("step_*.pt"))) == experiment.reference.snapshots
+        assert (run / "work/state.pt").is_file()
+    from flow_mbpo_pwm.data.datasets import read_dataset
+
+    data, attrs = read_dataset(workdir / "results/ant/offline/dataset.h5")
+    assert data["observations"].shape[0] == experiment.reference.snapshots * experiment.collect.num_envs
 
 
 def check_shareable_modes(workdir) -> None:
@@ -114,11 +124,14 @@ def test_smoke_pipeline_end_to_end_through_the_local_profile(tmp_path):
     more_seeds = tmp_path / "more_seeds.yaml"
     more_seeds.write_text(yaml.safe_dump({**config, "seeds": [*config["seeds"], 7]}))
     plan = snakemake("-n", "--configfile", str(more_seeds), workdir=workdir)
-    assert job_stats(plan.stdout) == {"train": 2, "select": 2, "evaluate": 2, "aggregate": 1, "plot": 1, "all": 1}
+    assert job_stats(plan.stdout) == {
+        "train": 2, "select": 2, "evaluate": 2, "reference": 1, "evaluate_reference": 1, "aggregate": 1, "plot": 1,
+        "all": 1,
+    }  # fmt: skip
     more_episodes = tmp_path / "more_episodes.yaml"
     more_episodes.write_text(yaml.safe_dump({**config, "evaluation": {**config["evaluation"], "episodes": 120}}))
     plan = snakemake("-n", "--configfile", str(more_episodes), workdir=workdir)
-    assert job_stats(plan.stdout) == {"evaluate": 4, "aggregate": 1, "plot": 1, "all": 1}
+    assert job_stats(plan.stdout) == {"evaluate": 4, "evaluate_reference": 2, "aggregate": 1, "plot": 1, "all": 1}
     longer = tmp_path / "longer.yaml"
     longer.write_text(
         yaml.safe_dump({**config, "train": {**config["train"], "pwm": {**config["train"]["pwm"], "epochs": 25}}})

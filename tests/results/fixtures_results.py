@@ -11,9 +11,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from flow_mbpo_pwm.aggregate import grid_runs
 from flow_mbpo_pwm.config import ExperimentConfig, load_experiment
 
-PARAMS = {"tiny": 20_000, "5M": 5_000_000}
+PARAMS = {"tiny": 20_000, "5M": 5_000_000, "reference": 100_000}
 
 
 def small_experiment(
@@ -22,6 +23,7 @@ def small_experiment(
     sizes: tuple[str, ...] = ("tiny", "5M"),
     tasks: tuple[str, ...] = ("ant",),
     episodes: int = 8,
+    reference: bool = False,
 ) -> ExperimentConfig:
     return load_experiment(
         {
@@ -30,6 +32,7 @@ def small_experiment(
             "dynamics": dynamics if dynamics is not None else {"deterministic": {}, "flow": {}},
             "seeds": list(seeds),
             "evaluation": {"episodes": episodes},
+            "reference": {"enabled": reference, "num_envs": 4, "env_steps": 1000, "horizon": 8, "snapshots": 3},
         }
     )
 
@@ -144,9 +147,9 @@ def write_results(
     returns: Callable[[tuple[str, str, str, int]], np.ndarray],
     best: Callable[[tuple[str, str, str, int]], float | None] = lambda cell: 10.0 + cell[3],
 ) -> tuple[list[Path], list[Path]]:
-    """Episodes CSVs and training summaries for every cell of `experiment`."""
+    """Episodes CSVs and training summaries for every run of `experiment` (PWM cells and PPO reference runs)."""
     episodes, summaries = [], []
-    for cell in experiment.cells():
+    for cell in grid_runs(experiment):
         folder = run_dir(root, *cell)
         episodes.append(write_episodes(folder / "eval" / "episodes.csv", cell, returns(cell)))
         summaries.append(write_summary(folder / "train_summary.json", cell, best(cell), seconds=100.0 + 10 * cell[3]))

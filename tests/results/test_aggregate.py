@@ -43,7 +43,7 @@ REQUIRED = [
 def hand_returns(cell):
     """Seed s of a cell returns base * (s + 1) + (0, 1, ..., 7); flow doubles the deterministic base."""
     task, size, dynamics, seed = cell
-    base = {"tiny": 10.0, "5M": 20.0}[size] * (2.0 if dynamics == "flow" else 1.0)
+    base = {"tiny": 10.0, "5M": 20.0, "reference": 50.0}[size] * (2.0 if dynamics == "flow" else 1.0)
     return base * (seed + 1) + np.arange(8.0)
 
 
@@ -265,6 +265,44 @@ def test_bad_summary_files_are_refused(tmp_path, capsys):
     _refused(tmp_path, capsys, experiment, episodes, summaries, "not a readable CSV")
 
 
+def test_reference_runs_are_rows_of_both_tables_without_a_ratio(tmp_path, capsys):
+    experiment = small_experiment(sizes=("tiny",), reference=True)
+    episodes, summaries = write_results(tmp_path / "results", experiment, hand_returns)
+    code, out, per_seed_path = run(tmp_path, experiment, episodes, summaries)
+    assert code == 0
+    compare, per_seed = pd.read_csv(out), pd.read_csv(per_seed_path)
+    assert list(zip(compare["size"], compare["dynamics"], strict=True)) == [
+        ("tiny", "deterministic"),
+        ("tiny", "flow"),
+        ("reference", "ppo"),
+    ]
+    reference = compare.iloc[2]
+    assert reference["dynamics_kind"] == "ppo" and reference["n_seeds"] == 3
+    pooled = np.concatenate([hand_returns(("ant", "reference", "ppo", s)) for s in (0, 1, 2)])
+    assert reference["return_mean"] == pytest.approx(pooled.mean())
+    assert reference[["ratio_to_deterministic", "ratio_ci_low", "ratio_ci_high", "substeps"]].isna().all()
+    means = [np.concatenate([hand_returns(("ant", "tiny", d, s)) for s in (0, 1, 2)]).mean() for d in ("flow", "deterministic")]
+    assert compare.iloc[1]["ratio_to_deterministic"] == pytest.approx(means[0] / means[1])  # PWM ratios untouched
+    assert sorted(per_seed.loc[per_seed["dynamics"] == "ppo", "seed"]) == [0, 1, 2]
+    # Missing reference runs are refused by name, like any cell.
+    (tmp_path / "refused").mkdir()
+    _refused(
+        tmp_path / "refused",
+        capsys,
+        experiment,
+        [p for p in episodes if "reference-ppo" not in str(p)],
+        summaries,
+        "missing episodes for 3 cell(s): ant/reference/seed0, ant/reference/seed1, ant/reference/seed2",
+    )
+
+
+def test_disabled_reference_is_not_expected(tmp_path, capsys):
+    experiment = small_experiment(sizes=("tiny",), reference=True)
+    episodes, summaries = write_results(tmp_path / "results", experiment, hand_returns)
+    disabled = small_experiment(sizes=("tiny",), reference=False)
+    _refused(tmp_path, capsys, disabled, episodes, summaries, "cell(s) not in the config's grid: ant/reference/seed0")
+
+
 def test_cli_aggregate_end_to_end(tmp_path):
     experiment = small_experiment(sizes=("tiny",))
     config = tmp_path / "config.yaml"
@@ -276,6 +314,7 @@ def test_cli_aggregate_end_to_end(tmp_path):
                 "dynamics": {"deterministic": {}, "flow": {}},
                 "seeds": [0, 1, 2],
                 "evaluation": {"episodes": 8},
+                "reference": {"enabled": False},
             }
         )
     )

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from flow_mbpo_pwm.aggregate import aggregate
+from flow_mbpo_pwm.aggregate import aggregate, grid_runs
 from flow_mbpo_pwm.plots import (
     expected_figures,
     final_returns_figure,
@@ -38,7 +38,7 @@ def results_tree(tmp_path, experiment):
     episodes, summaries = write_results(root, experiment, returns)
     compare, per_seed = root / "compare.csv", root / "per_seed.csv"
     assert aggregate(experiment, episodes, summaries, compare, per_seed, 200) == 0
-    metrics = [write_metrics(run_dir(root, *cell) / "metrics.csv", cell) for cell in experiment.cells()]
+    metrics = [write_metrics(run_dir(root, *cell) / "metrics.csv", cell) for cell in grid_runs(experiment)]
     diagnostics = [
         write_wm_diagnostics(run_dir(root, *cell) / "wm_diagnostics.csv", cell) for cell in experiment.cells()
     ]
@@ -116,6 +116,32 @@ def test_figures_have_one_panel_per_task_and_size(tmp_path):
     assert len(clock.axes) == 4 and clock.axes[0].get_ylabel() == "training wall-clock (seconds)"
     heights = [p.get_height() for p in clock.axes[0].patches]
     assert heights == pytest.approx([110.0, 110.0])  # mean of 100 + 10 * seed over seeds 0, 1, 2
+
+
+def test_reference_is_a_band_in_final_returns_and_a_clipped_curve_in_learning_curves(tmp_path):
+    experiment = small_experiment(reference=True)
+    compare, per_seed, metrics = results_tree(tmp_path, experiment)
+    assert plot(experiment, compare, per_seed, metrics, tmp_path / "figures") == 0
+    assert_images(tmp_path / "figures", expected_figures(experiment))
+    compare, per_seed, metrics_frame = pd.read_csv(compare), pd.read_csv(per_seed), read_metrics(metrics)
+    # The reference trains on many more env steps than PWM: its curve must stop at PWM's last env step.
+    reference_metrics = metrics_frame["dynamics"] == "ppo"
+    metrics_frame.loc[reference_metrics, "env_steps"] *= 3
+    curves = learning_curves_figure(experiment, metrics_frame)
+    pwm_max = metrics_frame.loc[~reference_metrics, "env_steps"].max()
+    for ax in curves.axes:
+        assert len(ax.get_lines()) == 3  # two variants + the reference
+        assert max(line.get_xdata().max() for line in ax.get_lines()) <= pwm_max
+    assert [t.get_text() for t in curves.legends[0].get_texts()] == ["deterministic", "flow", "PPO reference (rsl-rl)"]
+
+    final = final_returns_figure(experiment, compare, per_seed)
+    row = compare[compare["dynamics"] == "ppo"].iloc[0]
+    for ax in final.axes:
+        labels = [t.get_text() for t in ax.texts]
+        assert labels == [f"PPO reference (rsl-rl): {row['return_mean']:.4g}"]
+        lines = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+        assert lines[0].get_ydata()[0] == pytest.approx(row["return_mean"])
+    assert [t.get_text() for t in final.axes[0].get_xticklabels()] == ["deterministic", "flow"]
 
 
 def test_plot_refuses_inputs_that_are_not_the_grid(tmp_path, capsys):

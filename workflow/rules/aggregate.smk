@@ -7,8 +7,10 @@ localrules:
 
 rule aggregate:
     input:
-        episodes=all_cells(f"{RUN}/eval/episodes.csv"),
-        summaries=all_cells(f"{RUN}/train_summary.json"),
+        episodes=all_cells(f"{RUN}/eval/episodes.csv")
+        + reference_runs(f"{REFERENCE}/eval/episodes.csv"),
+        summaries=all_cells(f"{RUN}/train_summary.json")
+        + reference_runs(f"{REFERENCE}/train_summary.json"),
     output:
         compare=report(
             "results/compare.csv", caption=report_caption("compare"), category="Tables"

@@ -1,5 +1,6 @@
 # Grid helpers shared by every rule: the validated experiment, run-folder paths, wildcard constraints.
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -97,6 +98,104 @@ def all_cells(pattern: str) -> list[str]:
         pattern.format(task=task, size=size, dynamics=dynamics, seed=seed)
         for task, size, dynamics, seed in EXPERIMENT.cells()
     ]
+
+
+# The model-free PPO reference (rsl-rl), one run per task and seed, and the offline dataset collected from the
+# snapshots of one of them. Its cell keys in the tables are size "reference", dynamics "ppo".
+REFERENCE = "results/{task}/reference/seed{seed}"
+REFERENCE_LOG = "{task}/reference/seed{seed}"
+DATASET = "results/{task}/offline/dataset.h5"
+
+
+def reference_runs(pattern: str) -> list[str]:
+    """`pattern` (with {task}, {seed}) over every reference run; empty when `reference.enabled` is false."""
+    return [
+        pattern.format(task=task, seed=seed)
+        for task, _, _, seed in EXPERIMENT.reference_cells()
+    ]
+
+
+def datasets() -> list[str]:
+    """The offline dataset of every task (needs the reference, so none when it is disabled)."""
+    if not EXPERIMENT.reference.enabled:
+        return []
+    return [DATASET.format(task=task) for task in EXPERIMENT.tasks]
+
+
+def reference_dir(wildcards) -> str:
+    return REFERENCE.format(**wildcards)
+
+
+def _reference_settings_digest(task: str, seed: int) -> str:
+    from flow_mbpo_pwm.reference import reference_settings
+
+    return _digest(reference_settings(EXPERIMENT, task, seed))
+
+
+def reference_digest(wildcards) -> str:
+    """Fingerprint of one reference run's settings (a params rerun trigger)."""
+    return _reference_settings_digest(wildcards.task, int(wildcards.seed))
+
+
+def reference_evaluation_digest(wildcards) -> str:
+    """Fingerprint of what a reference run's evaluation depends on: its settings and `evaluation`."""
+    evaluation = {
+        f: getattr(EXPERIMENT.evaluation, f)
+        for f in ("episodes", "num_envs", "seed_base")
+    }
+    return _digest({"reference": reference_digest(wildcards), "evaluation": evaluation})
+
+
+def collect_reference_dir(wildcards) -> str:
+    """The reference run whose snapshots `collect` uses: seed `collect.seed` of the task."""
+    return REFERENCE.format(task=wildcards.task, seed=EXPERIMENT.collect.seed)
+
+
+def collect_summary(wildcards) -> str:
+    return f"{collect_reference_dir(wildcards)}/train_summary.json"
+
+
+def collect_digest(wildcards) -> str:
+    """Fingerprint of what the dataset depends on: the `collect` section and its reference run's settings."""
+    collect = dataclasses.asdict(EXPERIMENT.collect)
+    reference = _reference_settings_digest(wildcards.task, EXPERIMENT.collect.seed)
+    return _digest({"reference": reference, "collect": collect})
+
+
+# The paper's protocol (`pretrain:`): one world model per (task, size, dynamics variant), pretrained offline on the
+# task's dataset; every seed of the cell starts training from it and, with `pretrain.seed_buffer`, from the data.
+PRETRAINED = "results/{task}/pretrain/{size}-{dynamics}"
+
+
+def pretrain_digest(wildcards) -> str:
+    """Fingerprint of what a pretrained world model depends on (a params rerun trigger): the `pretrain` section and
+    the cell's settings that pretraining uses (env, world model, dynamics, PWM; not the training seed).
+    """
+    cell = EXPERIMENT.cell(
+        wildcards.task, wildcards.size, wildcards.dynamics, EXPERIMENT.seeds[0]
+    ).to_dict()
+    used = {key: cell[key] for key in ("env", "world_model", "dynamics", "pwm")}
+    return _digest({"pretrain": dataclasses.asdict(EXPERIMENT.pretrain), **used})
+
+
+def train_inputs(wildcards) -> dict[str, str]:
+    """The pretrained world model and the offline data a cell's training starts from (none from scratch)."""
+    if not EXPERIMENT.pretrain.enabled:
+        return {}
+    inputs = {"world_model": f"{PRETRAINED.format(**wildcards)}/world_model.pt"}
+    if EXPERIMENT.pretrain.seed_buffer:
+        inputs["offline_data"] = DATASET.format(task=wildcards.task)
+    return inputs
+
+
+def offline_flags(wildcards, input) -> str:
+    """`train`'s flags for the inputs of `train_inputs`, quoted."""
+    flags = {"world_model": "--world-model-init", "offline_data": "--offline-data"}
+    return " ".join(
+        f"{flag} {shlex.quote(str(input[name]))}"
+        for name, flag in flags.items()
+        if name in input.keys()
+    )
 
 
 FIGURES = list(expected_figures(EXPERIMENT))

@@ -9,7 +9,8 @@ rule plot:
     input:
         compare="results/compare.csv",
         per_seed="results/per_seed.csv",
-        metrics=all_cells(f"{RUN}/metrics.csv"),
+        metrics=all_cells(f"{RUN}/metrics.csv")
+        + reference_runs(f"{REFERENCE}/metrics.csv"),
         wm_diagnostics=all_cells(f"{RUN}/wm_diagnostics.csv"),
     output:
         png=[

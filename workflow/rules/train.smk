@@ -3,6 +3,8 @@
 
 
 rule train:
+    input:
+        unpack(train_inputs),
     output:
         final=f"{RUN}/final.pt",
         metrics=f"{RUN}/metrics.csv",
@@ -25,7 +27,8 @@ rule train:
         gpu_slot=gpu_slot,
         run_dir=run_dir,
         cell=cell_digest,
+        offline=offline_flags,
     shell:
         "{params.gpu_slot} flow-mbpo-pwm train --config {params.config:q} --task {wildcards.task:q}"
         " --size {wildcards.size:q} --dynamics {wildcards.dynamics:q} --seed {wildcards.seed:q}"
-        " --run-dir {params.run_dir:q} > {log:q} 2>&1"
+        " --run-dir {params.run_dir:q} {params.offline} > {log:q} 2>&1"
