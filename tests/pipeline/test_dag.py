@@ -15,7 +15,7 @@ from flow_mbpo_pwm.plots import expected_figures
 from .runner import BIN, REPO, dry_run_jobs, job_stats, snakemake, snakemake_env
 
 CELL_RULES = ("train", "select", "evaluate")
-REFERENCE_RULES = ("reference", "evaluate_reference", "collect")  # GPU jobs beside the grid
+REFERENCE_RULES = ("reference", "evaluate_reference", "collect", "pretrain")  # GPU jobs beside the grid
 
 
 def expected_counts(config_path: str) -> dict[str, int]:
@@ -24,6 +24,8 @@ def expected_counts(config_path: str) -> dict[str, int]:
     if experiment.reference.enabled:  # one PPO reference run per task and seed, one dataset per task
         runs = len(experiment.reference_cells())
         counts |= {"reference": runs, "evaluate_reference": runs, "collect": len(experiment.tasks)}
+    if experiment.pretrain.enabled:  # one pretrained world model per (task, size, dynamics variant)
+        counts["pretrain"] = len(experiment.tasks) * len(experiment.sizes) * len(experiment.dynamics)
     return counts
 
 
@@ -32,7 +34,7 @@ def expected_counts(config_path: str) -> dict[str, int]:
     [
         ("config/config.yaml", 1 * 2 * 2 * 5, 5),
         ("config/smoke.yaml", 1 * 1 * 2 * 2, 2),
-        ("config/ablation.yaml", 5 * 5, 0),  # reference disabled there
+        ("config/ablation.yaml", 5 * 5, 5),
     ],
 )
 def test_dry_run_has_one_chain_per_cell_and_one_aggregate(tmp_path, config_path, cells, reference_runs):
@@ -86,9 +88,15 @@ def test_run_folders_and_shell_lines_follow_the_contract(tmp_path):
     assert not [job for job in jobs if "/work/" in job.fields.get("output", "")]
     assert train.fields["log"] == "logs/train/ant/tiny-flow/seed1.log"
     assert train.fields["benchmark"] == "benchmarks/train/ant/tiny-flow/seed1.tsv"
+    # The paper's protocol: training starts from the cell's pretrained world model, with the task's offline data.
+    assert train.fields["input"].split(", ") == [
+        "results/ant/pretrain/tiny-flow/world_model.pt",
+        "results/ant/offline/dataset.h5",
+    ]
     shell = re.search(
         r"flow-mbpo-pwm train --config (results/config/[0-9a-f]{16}\.yaml) --task ant --size tiny --dynamics flow"
-        rf" --seed 1 --run-dir {run} > logs/train/ant/tiny-flow/seed1\.log 2>&1",
+        rf" --seed 1 --run-dir {run} --world-model-init results/ant/pretrain/tiny-flow/world_model\.pt"
+        r" --offline-data results/ant/offline/dataset\.h5 > logs/train/ant/tiny-flow/seed1\.log 2>&1",
         result.stdout,
     )
     assert shell is not None, result.stdout
@@ -124,6 +132,9 @@ def test_rule_graph_is_train_select_evaluate_aggregate_plot(tmp_path):
         ("reference", "plot"),  # metrics.csv learning curve
         ("reference", "collect"),
         ("collect", "all"),
+        ("collect", "pretrain"),  # the paper's protocol: reference -> collect -> pretrain -> train
+        ("collect", "train"),  # the offline data seeds the replay buffer
+        ("pretrain", "train"),
     }
 
 
@@ -150,14 +161,36 @@ def test_reference_and_collect_folders_and_shell_lines(tmp_path):
     collect = next(j for j in jobs if j.rule == "collect")
     assert collect.fields["output"] == "results/ant/offline/dataset.h5"
     assert collect.fields["input"] == "results/ant/reference/seed0/train_summary.json"  # collect.seed 0
-    # train never depends on the dataset (the pretraining stage consumes it).
-    assert not [j for j in jobs if j.rule == "train" and "dataset.h5" in j.fields.get("input", "")]
+    pretrain = next(j for j in jobs if j.rule == "pretrain" and "dynamics=flow" in j.fields["wildcards"])
+    assert pretrain.fields["input"] == "results/ant/offline/dataset.h5"
+    assert pretrain.fields["output"].split(", ") == [
+        "results/ant/pretrain/tiny-flow/world_model.pt",
+        "results/ant/pretrain/tiny-flow/pretrain_metrics.csv",
+    ]
+    assert re.search(
+        r"flow-mbpo-pwm pretrain --config results/config/[0-9a-f]{16}\.yaml --task ant --size tiny --dynamics flow"
+        r" --dataset results/ant/offline/dataset\.h5 --out results/ant/pretrain/tiny-flow/world_model\.pt"
+        r" > logs/pretrain/ant/tiny-flow\.log 2>&1",
+        result.stdout,
+    )
+
+
+def test_from_scratch_is_one_switch_away(tmp_path):
+    """`pretrain.enabled: false`: no pretraining, and training neither waits for nor reads the offline data."""
+    config = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
+    path = tmp_path / "scratch.yaml"
+    path.write_text(yaml.safe_dump({**config, "pretrain": {"enabled": False}}))
+    result = snakemake("-n", "-p", "--configfile", str(path), workdir=tmp_path / "work")
+    assert result.returncode == 0, result.stderr
+    assert "pretrain" not in job_stats(result.stdout)
+    assert not [j for j in dry_run_jobs(result.stdout) if j.rule == "train" and j.fields.get("input")]
+    assert "--world-model-init" not in result.stdout and "--offline-data" not in result.stdout
 
 
 def test_disabled_reference_removes_its_jobs(tmp_path):
     config = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
     path = tmp_path / "no_reference.yaml"
-    path.write_text(yaml.safe_dump({**config, "reference": {"enabled": False}}))
+    path.write_text(yaml.safe_dump({**config, "reference": {"enabled": False}, "pretrain": {"enabled": False}}))
     result = snakemake("-n", "--configfile", str(path), workdir=tmp_path / "work")
     assert result.returncode == 0, result.stderr
     assert set(job_stats(result.stdout)) == {*CELL_RULES, "aggregate", "plot", "all"}
@@ -264,6 +297,6 @@ def test_local_profile_pins_gpu_jobs_only(tmp_path):
     shells = [line for line in result.stdout.splitlines() if "flow-mbpo-pwm " in line and ">" in line]
     for line in shells:
         pinned = "gpu_slot.py -- flow-mbpo-pwm" in line
-        gpu_stage = re.search(r"flow-mbpo-pwm (train|evaluate|reference|collect) ", line) is not None
+        gpu_stage = re.search(r"flow-mbpo-pwm (train|evaluate|reference|collect|pretrain) ", line) is not None
         assert pinned == gpu_stage, line
-    assert len(shells) == 4 + 4 + 4 + 1 + 1 + 2 + 2 + 1  # + reference, its evaluation, collect
+    assert len(shells) == 4 + 4 + 4 + 1 + 1 + 2 + 2 + 1 + 2  # + reference, its evaluation, collect, pretrain
