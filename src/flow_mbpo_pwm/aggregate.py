@@ -248,11 +248,15 @@ def dynamics_kind(experiment: ExperimentConfig, dynamics: str) -> str:
 
 
 def check_cells(
-    experiment: ExperimentConfig, found: Iterable[tuple[Any, ...]], what: str, per_seed: bool = True
+    experiment: ExperimentConfig,
+    found: Iterable[tuple[Any, ...]],
+    what: str,
+    per_seed: bool = True,
+    pwm_only: bool = False,
 ) -> None:
     """Refuse `found` unless it is exactly the experiment's grid: run keys (task, size, dynamics, seed), or cell
-    keys (task, size, dynamics) when `per_seed` is False."""
-    runs = grid_runs(experiment)
+    keys (task, size, dynamics) when `per_seed` is False; the PWM runs alone (no reference) when `pwm_only`."""
+    runs = experiment.cells() if pwm_only else grid_runs(experiment)
     expected = set(runs) if per_seed else {cell[:3] for cell in runs}
     found = set(found)
     problems = []

@@ -207,7 +207,7 @@ def test_bad_inputs_give_clear_errors(finished, config_path, tmp_path, capsys):
         load_experiment({**EXPERIMENT, "collect": {"seed": 5}})
     with pytest.raises(ConfigError, match="reference.snapshots"):
         load_experiment({**EXPERIMENT, "reference": {**EXPERIMENT["reference"], "snapshots": 40}})
-    disabled = write_config(tmp_path, {**EXPERIMENT, "reference": {"enabled": False}})
+    disabled = write_config(tmp_path, {**EXPERIMENT, "reference": {"enabled": False}, "pretrain": {"enabled": False}})
     cell = ["--task", "ant", "--size", "reference", "--dynamics", "ppo", "--seed", "0"]
     code = main(["evaluate", "--config", str(disabled), *cell, "--checkpoint", str(finished / "policy.pt"),
                  "--out-csv", str(tmp_path / "e.csv"), "--out-h5", str(tmp_path / "e.h5")])  # fmt: skip

@@ -33,6 +33,7 @@ def small_experiment(
             "seeds": list(seeds),
             "evaluation": {"episodes": episodes},
             "reference": {"enabled": reference, "num_envs": 4, "env_steps": 1000, "horizon": 8, "snapshots": 3},
+            "pretrain": {"enabled": reference},
         }
     )
 

@@ -315,6 +315,7 @@ def test_cli_aggregate_end_to_end(tmp_path):
                 "seeds": [0, 1, 2],
                 "evaluation": {"episodes": 8},
                 "reference": {"enabled": False},
+                "pretrain": {"enabled": False},
             }
         )
     )

@@ -120,8 +120,8 @@ def test_figures_have_one_panel_per_task_and_size(tmp_path):
 
 def test_reference_is_a_band_in_final_returns_and_a_clipped_curve_in_learning_curves(tmp_path):
     experiment = small_experiment(reference=True)
-    compare, per_seed, metrics = results_tree(tmp_path, experiment)
-    assert plot(experiment, compare, per_seed, metrics, tmp_path / "figures") == 0
+    compare, per_seed, metrics, diagnostics = results_tree(tmp_path, experiment)
+    assert plot(experiment, compare, per_seed, metrics, tmp_path / "figures", diagnostics) == 0
     assert_images(tmp_path / "figures", expected_figures(experiment))
     compare, per_seed, metrics_frame = pd.read_csv(compare), pd.read_csv(per_seed), read_metrics(metrics)
     # The reference trains on many more env steps than PWM: its curve must stop at PWM's last env step.
