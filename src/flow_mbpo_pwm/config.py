@@ -469,6 +469,26 @@ class PretrainConfig:
             _check(getattr(self, name) >= 1, f"{key}.{name}", f"must be >= 1, got {getattr(self, name)}")
 
 
+# The PWM settings a world model's pretraining uses (its loss, batches and optimiser). The others (actor, critic,
+# epochs, ...) leave a pretrained world model unchanged, so changing them must not redo the pretraining.
+PRETRAIN_PWM_FIELDS = (
+    "horizon", "gamma", "wm_lr", "wm_grad_clip", "wm_batch", "wm_steps", "reward_norm", "reward_clip",
+)  # fmt: skip
+
+
+def pretraining_settings(config: TrainConfig) -> dict[str, Any]:
+    """What a pretrained world model depends on, of a cell's training config (its `run.seed` seeds the
+    pretraining): the task, the world model and dynamics settings and `PRETRAIN_PWM_FIELDS`."""
+    plain = config.to_dict()
+    return {
+        "task": config.env.task,
+        "world_model": plain["world_model"],
+        "dynamics": plain["dynamics"],
+        "pwm": {name: plain["pwm"][name] for name in PRETRAIN_PWM_FIELDS},
+        "seed": config.run.seed,
+    }
+
+
 @dataclass(frozen=True)
 class TrainOverrides:
     """The `train:` section: partial overrides applied to every cell (on top of size and dynamics presets)."""

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from flow_mbpo_pwm import io
-from flow_mbpo_pwm.config import ConfigError, TrainConfig
+from flow_mbpo_pwm.config import ConfigError, TrainConfig, pretraining_settings
 from flow_mbpo_pwm.run_folder import write_table
 from flow_mbpo_pwm.train import EXIT_COMPLETED, EXIT_PREEMPTED, StopSignals, resolve_device
 from flow_mbpo_pwm.train_state import capture_rng, config_differences, restore_rng, seed_everything
@@ -84,7 +84,7 @@ class Pretraining:
             self.state_path,
             {
                 "format": STATE_FORMAT,
-                "config": self.config.to_dict(),
+                "config": pretraining_settings(self.config),
                 "dataset": str(self.dataset),
                 "steps": self.steps,
                 "step": self.step,
@@ -101,7 +101,7 @@ class Pretraining:
             raise io.CheckpointError(
                 f"{self.state_path}: not a pretraining state of format {STATE_FORMAT}; delete it to start afresh"
             )
-        requested = {"config": self.config.to_dict(), "dataset": str(self.dataset), "steps": self.steps}
+        requested = {"config": pretraining_settings(self.config), "dataset": str(self.dataset), "steps": self.steps}
         diffs = config_differences({k: state.get(k) for k in requested}, requested)
         if diffs:
             raise ConfigError(

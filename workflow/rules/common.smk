@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from flow_mbpo_pwm.config import ConfigError, load_experiment
+from flow_mbpo_pwm.config import ConfigError, load_experiment, pretraining_settings
 from flow_mbpo_pwm.io import write_text
 from flow_mbpo_pwm.plots import expected_figures
 
@@ -169,13 +169,14 @@ PRETRAINED = "results/{task}/pretrain/{size}-{dynamics}"
 
 def pretrain_digest(wildcards) -> str:
     """Fingerprint of what a pretrained world model depends on (a params rerun trigger): the `pretrain` section and
-    the cell's settings that pretraining uses (env, world model, dynamics, PWM; not the training seed).
+    the cell's settings pretraining uses (`config.pretraining_settings`; not its epochs, actor, critic...).
     """
     cell = EXPERIMENT.cell(
         wildcards.task, wildcards.size, wildcards.dynamics, EXPERIMENT.seeds[0]
-    ).to_dict()
-    used = {key: cell[key] for key in ("env", "world_model", "dynamics", "pwm")}
-    return _digest({"pretrain": dataclasses.asdict(EXPERIMENT.pretrain), **used})
+    )
+    settings = pretraining_settings(cell)
+    settings.pop("seed")  # the pretraining's own seed is `pretrain.seed`, not the grid's first
+    return _digest({"pretrain": dataclasses.asdict(EXPERIMENT.pretrain), **settings})
 
 
 def train_inputs(wildcards) -> dict[str, str]:
