@@ -153,9 +153,12 @@ def test_killed_training_job_resumes_from_its_saved_state(tmp_path):
         cwd=REPO, env=snakemake_env(), start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
+    # Killed after the state save of a training epoch (the first save, at epoch 0, only records the offline start:
+    # the pretrained world model and the dataset in the buffer). Epoch 10 validates, then saves its state.
+    checkpoint, state = run / "work/checkpoints/epoch_000010.pt", run / "work/state.pt"
     try:
         deadline = time.monotonic() + 600
-        while not (run / "work/state.pt").exists():
+        while not (checkpoint.exists() and state.exists() and state.stat().st_mtime > checkpoint.stat().st_mtime):
             assert process.poll() is None, "snakemake ended before training saved any state"
             assert time.monotonic() < deadline
             time.sleep(0.1)
