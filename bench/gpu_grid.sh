@@ -15,6 +15,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 GRID=/tmp/grid
 export PYTHONPATH=/tmp/site:$PWD/src PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1
+export GIT_PYTHON_REFRESH=quiet  # rsl-rl imports GitPython, which otherwise fails without a git executable
 
 start() {
   local config=$1 per_gpu=${2:-3}
@@ -40,10 +41,12 @@ start() {
   # One compile of every Warp kernel the jobs use, instead of one per job.
   ( time python3 - <<'PY'
 import torch
+import rsl_rl.algorithms  # noqa: F401 -- fails here, not inside a job, if a wheel is missing
 from flow_mbpo_pwm import envs
-env = envs.make("ant", 4, "cuda", 0)
-env.reset()
-env.step(torch.zeros(4, 8, device="cuda"))
+for deterministic in (False, True):  # the diagnostics' gradient check runs a deterministic Ant
+    env = envs.make("ant", 4, "cuda", 0, deterministic=deterministic)
+    env.reset()
+    env.step(torch.zeros(4, 8, device="cuda"))
 torch.cuda.synchronize()
 print("warp kernels ready")
 PY
