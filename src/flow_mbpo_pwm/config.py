@@ -43,6 +43,14 @@ def _check(ok: bool, key: str, reason: str) -> None:
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 
+def _check_hidden_layers(units: tuple[int, ...], key: str) -> None:
+    _check(
+        len(units) >= 1 and all(u >= 1 for u in units),
+        key,
+        f"needs at least one hidden layer of size >= 1, got {list(units)}",
+    )
+
+
 def _check_name(name: str, key: str) -> None:
     _check(bool(re.match(NAME_PATTERN, name)), key, f"'{name}' must match {NAME_PATTERN}")
 
@@ -204,12 +212,7 @@ class PWMConfig:
         _check(0 <= self.wm_lr_min <= self.wm_lr, f"{key}.wm_lr_min", "must be in [0, wm_lr]")
         _check(all(0.0 <= b < 1.0 for b in self.betas), f"{key}.betas", f"must be in [0, 1), got {self.betas}")
         for name in ("actor_units", "critic_units"):
-            value = getattr(self, name)
-            _check(
-                len(value) >= 1 and all(u >= 1 for u in value),
-                f"{key}.{name}",
-                f"needs at least one hidden layer of size >= 1, got {list(value)}",
-            )
+            _check_hidden_layers(getattr(self, name), f"{key}.{name}")
         _check(self.min_logstd <= self.init_logstd, f"{key}.init_logstd", "must be >= min_logstd")
 
 
@@ -418,12 +421,7 @@ class ReferenceConfig:
         _check(0.0 < self.gamma <= 1.0, f"{key}.gamma", f"must be in (0, 1], got {self.gamma}")
         _check(0.0 <= self.lam <= 1.0, f"{key}.lam", f"must be in [0, 1], got {self.lam}")
         for name in ("actor_units", "critic_units"):
-            value = getattr(self, name)
-            _check(
-                len(value) >= 1 and all(u >= 1 for u in value),
-                f"{key}.{name}",
-                f"needs at least one hidden layer of size >= 1, got {list(value)}",
-            )
+            _check_hidden_layers(getattr(self, name), f"{key}.{name}")
         _check(
             bool(re.match(r"^(auto|cpu|cuda(:[0-9]+)?)$", self.device)),
             f"{key}.device",

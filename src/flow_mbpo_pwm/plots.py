@@ -120,32 +120,26 @@ def _read_table(path: Path, columns: Sequence[str], key: Sequence[str], what: st
 
 def read_metrics(paths: Sequence[Path]) -> pd.DataFrame:
     """Every run's metrics.csv in one frame; a run must not come from two files."""
-    frames, sources = [], {}
-    for path in paths:
-        frame = _read_table(path, METRICS_COLUMNS, [*RUN, "env_steps"], "metrics file")
-        for run in frame[RUN].drop_duplicates().itertuples(index=False, name=None):
-            if run in sources:
-                raise ResultsInputError(f"metrics of {cell_name(*run)} appear in {sources[run]} and {path}")
-            sources[run] = path
-        frames.append(frame)
-    if not frames:
-        raise ResultsInputError("no metrics files given")
-    return pd.concat(frames, ignore_index=True)
+    return _read_runs(paths, METRICS_COLUMNS, [*RUN, "env_steps"], "metrics")
 
 
 def read_wm_diagnostics(paths: Sequence[Path]) -> pd.DataFrame:
     """Every run's wm_diagnostics.csv in one frame, one row per (run, epoch, step); a run must not come from two
     files."""
+    return _read_runs(paths, WM_DIAGNOSTICS_COLUMNS, [*RUN, "epoch", "step"], "world-model diagnostics")
+
+
+def _read_runs(paths: Sequence[Path], columns: Sequence[str], key: Sequence[str], what: str) -> pd.DataFrame:
     frames, sources = [], {}
     for path in paths:
-        frame = _read_table(path, WM_DIAGNOSTICS_COLUMNS, [*RUN, "epoch", "step"], "world-model diagnostics file")
+        frame = _read_table(path, columns, key, f"{what} file")
         for run in frame[RUN].drop_duplicates().itertuples(index=False, name=None):
             if run in sources:
-                raise ResultsInputError(f"diagnostics of {cell_name(*run)} appear in {sources[run]} and {path}")
+                raise ResultsInputError(f"{what} of {cell_name(*run)} appear in {sources[run]} and {path}")
             sources[run] = path
         frames.append(frame)
     if not frames:
-        raise ResultsInputError("no world-model diagnostics files given")
+        raise ResultsInputError(f"no {what} files given")
     return pd.concat(frames, ignore_index=True)
 
 
