@@ -408,4 +408,5 @@ def save_figure(figure: Figure, stem: Path) -> None:
         # No creation date in the PDF and no software tag in the PNG: the same inputs give the same bytes.
         metadata = {"CreationDate": None} if fmt == "pdf" else {"Software": None}
         with atomic_path(stem.with_name(f"{stem.name}.{fmt}")) as tmp:
-            figure.savefig(tmp, format=fmt, dpi=150, metadata=metadata)
+            # tight: a legend wider than a one-panel figure (several variants and the reference) is not clipped
+            figure.savefig(tmp, format=fmt, dpi=150, metadata=metadata, bbox_inches="tight")
