@@ -192,35 +192,13 @@ def learning_curves_figure(experiment: ExperimentConfig, metrics: pd.DataFrame) 
         reference = finished[(finished["task"] == task) & (finished["dynamics"] == REFERENCE_DYNAMICS)]
         if not panel.empty:
             reference = reference[reference["env_steps"] <= panel["env_steps"].max()]
+        # Mean over seeds with a 95% bootstrap band, for the reference and for the variants alike.
+        curve = {"x": "env_steps", "y": "train_return_mean", "estimator": "mean", "errorbar": ("ci", 95),
+                 "n_boot": 1000, "seed": 0, "ax": ax, "legend": False}  # fmt: skip
         if not reference.empty:
-            sns.lineplot(
-                data=reference,
-                x="env_steps",
-                y="train_return_mean",
-                color=REFERENCE_COLOR,
-                linestyle="--",
-                estimator="mean",
-                errorbar=("ci", 95),
-                n_boot=1000,
-                seed=0,
-                ax=ax,
-                legend=False,
-            )
+            sns.lineplot(data=reference, color=REFERENCE_COLOR, linestyle="--", **curve)
         if not panel.empty:
-            sns.lineplot(
-                data=panel,
-                x="env_steps",
-                y="train_return_mean",
-                hue="dynamics",
-                hue_order=list(experiment.dynamics),
-                palette=palette,
-                estimator="mean",
-                errorbar=("ci", 95),
-                n_boot=1000,
-                seed=0,
-                ax=ax,
-                legend=False,
-            )
+            sns.lineplot(data=panel, hue="dynamics", hue_order=list(experiment.dynamics), palette=palette, **curve)
         _label(ax, "environment steps", "training episode return")
     _figure_legend(figure, experiment)
     return figure

@@ -59,20 +59,15 @@ class Pretraining:
 
     def _build(self) -> None:
         from flow_mbpo_pwm.algorithms.pwm import PWM
-        from flow_mbpo_pwm.data.datasets import DatasetError, check_fits, fill_buffer, read_dataset
-        from flow_mbpo_pwm.data.replay import ReplayBuffer
+        from flow_mbpo_pwm.data.datasets import DatasetError, check_fits, read_dataset, stream_buffer
 
         seed_everything(self.config.run.seed)
         data, attrs = read_dataset(self.dataset)
-        num_streams, length, obs_dim = data["observations"].shape
-        act_dim = data["actions"].shape[-1]
+        obs_dim, act_dim = data["observations"].shape[-1], data["actions"].shape[-1]
         check_fits(self.dataset, data, attrs, obs_dim, act_dim, self.config.pwm.horizon)
         if attrs.get("task") not in (None, self.config.env.task):
             raise DatasetError(f"{self.dataset}: holds task {attrs.get('task')!r}, not {self.config.env.task!r}")
-        self.data_buffer = ReplayBuffer(
-            num_streams * length, num_streams, obs_dim, act_dim, self.device, self.config.pwm.horizon
-        )
-        fill_buffer(self.data_buffer, data)
+        self.data_buffer = stream_buffer(data, self.device, self.config.pwm.horizon)
         self.agent = PWM(obs_dim, act_dim, self.config, self.device)
         self.agent.rew_rms.update(data["rewards"].to(self.device))  # the reward statistics of the offline data
         self.step = 0

@@ -175,10 +175,15 @@ def load_dataset(
     """A replay buffer on `device` holding the whole dataset (one buffer env per dataset stream), ready for
     `PWM.train_world_model`. Raises `DatasetError` when the dataset does not fit the task (obs/act sizes) or is
     too short for `horizon`."""
+    return stream_buffer(read_matching_dataset(path, obs_dim, act_dim, horizon), device, horizon)
+
+
+def stream_buffer(data: dict[str, torch.Tensor], device: str | torch.device, horizon: int) -> ReplayBuffer:
+    """A replay buffer on `device` with one env column per stream of `data` (already checked), holding all of it."""
     from flow_mbpo_pwm.data.replay import ReplayBuffer
 
-    data = read_matching_dataset(path, obs_dim, act_dim, horizon)
-    num_envs, steps = data["rewards"].shape
+    num_envs, steps, obs_dim = data["observations"].shape
+    act_dim = data["actions"].shape[-1]
     buffer = ReplayBuffer(steps * num_envs, num_envs, obs_dim, act_dim, device=device, horizon=horizon)
     fill_buffer(buffer, data)
     return buffer
