@@ -21,6 +21,7 @@ def test_default_experiment_has_every_cell():
         ({"train": {"world_model": {"task_dim": 96}}}, "train.world_model.task_dim"),
         ({"train": {"pwm": {"gamma": 1.5}}}, "train.pwm.gamma"),
         ({"train": {"pwm": {"buffer_size": 10}}}, "train.pwm.buffer_size"),
+        ({"train": {"pwm": {"wm_dynamics_coef": 0}}}, "train.pwm.wm_dynamics_coef"),
         ({"sizes": ["7M"]}, "sizes"),
         ({"unknown_section": 1}, "unknown_section"),
         ({"train": {"pwm": {"gamma": "high"}}}, "train.pwm.gamma"),

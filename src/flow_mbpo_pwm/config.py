@@ -168,6 +168,12 @@ class PWMConfig:
     wm_batch: int = 256  # sub-trajectories of horizon+1 steps
     wm_steps: int = 8  # world-model steps per epoch
     wm_warmup_steps: int = 1000  # the first world-model update (buffer holds a finished episode)
+    # Weights of the world-model loss terms: `L = dynamics_coef * dynamics + reward_coef * reward`. PWM's public
+    # code weighs both 1; TD-MPC2 weighs its consistency term 20 and its reward term 0.1. With SimNorm latents the
+    # per-element latent MSE is ~1e-4 against a raw-reward MSE of ~1e-3..1e-2 (measured, 5M Ant), so at 1 : 1 the
+    # dynamics are fitted mostly through the reward term.
+    wm_dynamics_coef: float = 1.0
+    wm_reward_coef: float = 1.0
     # Reward normalisation before the world model regresses rewards. "none" (default, as the public PWM configs:
     # rew_rms False at 5M and 48M) regresses raw rewards. "meanstd" subtracts the running mean and divides by the
     # running std (the spec's rew_rms): the Ant's alive-like terms (up, heading, height) become ~0 or negative, so
@@ -202,6 +208,8 @@ class PWMConfig:
             "critic_grad_clip",
             "wm_grad_clip",
             "reward_clip",
+            "wm_dynamics_coef",
+            "wm_reward_coef",
         ):
             _check(getattr(self, name) > 0, f"{key}.{name}", f"must be > 0, got {getattr(self, name)}")
         _check(
@@ -471,6 +479,7 @@ class PretrainConfig:
 # epochs, ...) leave a pretrained world model unchanged, so changing them must not redo the pretraining.
 PRETRAIN_PWM_FIELDS = (
     "horizon", "gamma", "wm_lr", "wm_grad_clip", "wm_batch", "wm_steps", "reward_norm", "reward_clip",
+    "wm_dynamics_coef", "wm_reward_coef",
 )  # fmt: skip
 
 

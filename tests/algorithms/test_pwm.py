@@ -174,6 +174,20 @@ def test_state_dict_round_trip_continues_bitwise(tmp_path):
         assert torch.equal(metrics_a[name], metrics_b[name]), name
 
 
+def test_world_model_loss_weights_its_terms():
+    """`pwm.wm_dynamics_coef` and `pwm.wm_reward_coef` weigh the two terms of the total; the terms themselves
+    are reported unweighted."""
+    agent, env, buffer, obs = build("deterministic")
+    run_until_warm(agent, env, buffer, obs)
+    weighted, _, _, _ = build("deterministic", wm_dynamics_coef=20.0, wm_reward_coef=0.1)
+    weighted.load_state_dict(agent.state_dict())
+    batch = buffer.sample(8, agent.generator)
+    plain, scaled = agent.world_model_loss(batch), weighted.world_model_loss(batch)
+    torch.testing.assert_close(scaled.dynamics, plain.dynamics)
+    torch.testing.assert_close(scaled.reward, plain.reward)
+    torch.testing.assert_close(scaled.total, 20.0 * plain.dynamics + 0.1 * plain.reward)
+
+
 def test_bad_inputs_are_refused_with_clear_errors():
     agent, env, buffer, obs = build()
     with pytest.raises(ValueError, match="progress"):

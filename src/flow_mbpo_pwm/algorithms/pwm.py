@@ -305,9 +305,10 @@ class PWM(nn.Module):
     # ------------------------------------------------------------------------------------------------------------
 
     def world_model_loss(self, batch: ReplayBatch) -> WorldModelLoss:
-        """`L = (1/H) sum_t gamma^t [dyn_t + (R(z_t, a_t) - r_t)^2]` over the batch's valid rows, rolling out from
-        `z_0 = E(o_0)` with the model's own predictions; `dyn_t` is the latent MSE (deterministic) or the
-        rectified-flow loss (flow) against `sg(E(o_{t+1}))`. Also reports the rollout's undiscounted latent MSE,
+        """`L = (1/H) sum_t gamma^t [c_dyn dyn_t + c_rew (R(z_t, a_t) - r_t)^2]` over the batch's valid rows,
+        rolling out from `z_0 = E(o_0)` with the model's own predictions; `dyn_t` is the latent MSE (deterministic)
+        or the rectified-flow loss (flow) against `sg(E(o_{t+1}))`; `c_dyn`, `c_rew` are `pwm.wm_dynamics_coef` and
+        `pwm.wm_reward_coef` (1 and 1 by default, as PWM). Also reports the rollout's undiscounted latent MSE,
         which — unlike `dyn_t` — means the same for both dynamics (how far imagined latents are from encoded ones).
         """
         cfg = self.config.pwm
@@ -341,7 +342,8 @@ class PWM(nn.Module):
             return (per_row * weight).sum() / denominator
 
         dynamics, rewards = mean(dynamics_loss), mean(reward_loss)
-        return WorldModelLoss(dynamics + rewards, dynamics, rewards, mean(latent_mse), weight.sum())
+        total = cfg.wm_dynamics_coef * dynamics + cfg.wm_reward_coef * rewards
+        return WorldModelLoss(total, dynamics, rewards, mean(latent_mse), weight.sum())
 
     def train_world_model(self, source: SequenceSource, steps: int) -> dict[str, torch.Tensor]:
         """Warm-up or pretraining, called by the host: `steps` world-model updates on batches of `pwm.wm_batch`
