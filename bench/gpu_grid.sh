@@ -3,6 +3,7 @@
 # profiles/local on every GPU of the machine, started detached so that it outlives the call that starts it.
 #
 #   bash bench/gpu_grid.sh start CONFIG [JOBS_PER_GPU]   # after `source .wN/setup_on_device.sh` (wheels installed)
+#   bash bench/gpu_grid.sh sweep SWEEP.yaml [JOBS_PER_GPU] # deciding runs side by side (bench/pwm_sweep.py)
 #   bash bench/gpu_grid.sh status                         # progress: jobs done, last lines of the running logs
 #   bash bench/gpu_grid.sh pack OUT_DIR                   # results/ tables, figures, curves and logs -> one tarball
 #
@@ -17,8 +18,7 @@ GRID=/tmp/grid
 export PYTHONPATH=/tmp/site:$PWD/src PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1
 export GIT_PYTHON_REFRESH=quiet  # rsl-rl imports GitPython, which otherwise fails without a git executable
 
-start() {
-  local config=$1 per_gpu=${2:-3}
+setup() {
   mkdir -p "$GRID" /tmp/site/bin
   if compgen -G ".whl/*.whl" >/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
@@ -26,8 +26,6 @@ start() {
   printf '#!/bin/sh\nexec python3 -m flow_mbpo_pwm.cli "$@"\n' > /tmp/site/bin/flow-mbpo-pwm
   chmod +x /tmp/site/bin/flow-mbpo-pwm
   nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv | tee "$GRID/card.txt"
-  local gpus
-  gpus=$(nvidia-smi -L | wc -l)
   export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps/pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps/log
   mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
   if command -v nvidia-cuda-mps-control >/dev/null && nvidia-cuda-mps-control -d 2>>"$GRID/mps.txt" \
@@ -51,10 +49,24 @@ torch.cuda.synchronize()
 print("warp kernels ready")
 PY
   ) > "$GRID/warm.txt" 2>&1
+}
+
+start() {
+  local config=$1 per_gpu=${2:-3} gpus
+  setup
+  gpus=$(nvidia-smi -L | wc -l)
   export FLOW_MBPO_PWM_JOBS_PER_GPU=$per_gpu
   setsid nohup snakemake all --profile profiles/local --configfile "$config" --resources gpu=$((gpus * per_gpu)) \
     --cores "$(nproc)" > "$GRID/snakemake.log" 2>&1 < /dev/null &
   echo "started: $config, $gpus GPUs x $per_gpu jobs; log $GRID/snakemake.log"
+}
+
+sweep() {  # deciding runs side by side (bench/pwm_sweep.py), k jobs per GPU
+  local file=$1 per_gpu=${2:-4}
+  setup
+  export FLOW_MBPO_PWM_JOBS_PER_GPU=$per_gpu
+  setsid nohup python3 bench/pwm_sweep.py run "$file" > "$GRID/sweep.log" 2>&1 < /dev/null &
+  echo "started sweep $file, $per_gpu jobs per GPU; log $GRID/sweep.log"
 }
 
 status() {
@@ -71,7 +83,11 @@ pack() {
   mkdir -p "$out"
   find results logs benchmarks -type f \( -name '*.csv' -o -name '*.json' -o -name '*.png' -o -name '*.pdf' \
     -o -name '*.log' -o -name '*.tsv' -o -name '*.yaml' \) 2>/dev/null \
-    | tar -czf "$out/grid.tar.gz" -T - "$GRID"/*.txt "$GRID/snakemake.log"
+    > /tmp/pack-list.txt
+  find /tmp/sweep -type f \( -name '*.csv' -o -name '*.json' -o -name '*.log' -o -name '*.yaml' \) \
+    -not -path '*/checkpoints/*' 2>/dev/null >> /tmp/pack-list.txt
+  ls "$GRID"/*.txt "$GRID"/*.log 2>/dev/null >> /tmp/pack-list.txt
+  tar -czf "$out/grid.tar.gz" -T /tmp/pack-list.txt
   ls -la "$out"
 }
 

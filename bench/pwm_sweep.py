@@ -1,0 +1,161 @@
+"""Deciding runs for "PWM runs on the Ant": several PWM settings side by side on one GPU machine, each one real
+`flow-mbpo-pwm train` run from the pipeline's own protocol (reference -> collect -> pretrain -> train).
+
+    python bench/pwm_sweep.py run SWEEP.yaml      # on the GPU machine (bench/gpu_grid.sh sweep SWEEP.yaml starts it)
+    python bench/pwm_sweep.py status SWEEP.yaml   # one line per point: epoch, last validations, diagnostics
+    python bench/pwm_sweep.py table SWEEP.yaml    # JSON of every point's validation rows (for bench/RESULTS.md)
+
+A sweep file names a base experiment config, one cell (task, size, seed), the schedule, and points: each point is a
+dynamics variant of the base config plus `pwm:` overrides (any `train.pwm` key) and `scratch: true` for a run
+without the offline protocol. Every point gets its own experiment config (the base with its overrides) under
+`work/<point>/config.yaml`, so each run is reproducible with the plain CLI. The offline dataset is built by the
+pipeline itself (`snakemake <dataset>`); each protocol point then pretrains its own world model (pretraining
+depends on the `pwm` loss settings) and trains from it with the dataset in its buffer. Jobs share the GPUs through
+workflow/scripts/gpu_slot.py (FLOW_MBPO_PWM_JOBS_PER_GPU); `deadline_minutes` after the start every training
+still running gets SIGTERM, which saves its state (exit 75), so its validation rows up to then are kept.
+
+This is a bench script: it measures, it is not a pipeline stage.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SLOT = [sys.executable, str(ROOT / "workflow/scripts/gpu_slot.py"), "--"]
+CLI = [sys.executable, "-m", "flow_mbpo_pwm.cli"]
+
+
+def load(path: str) -> dict:
+    sweep = yaml.safe_load(Path(path).read_text())
+    for key in ("base", "task", "size", "seed", "epochs", "work", "points"):
+        if key not in sweep:
+            raise SystemExit(f"{path}: missing key '{key}'")
+    return sweep
+
+
+def point_config(sweep: dict, spec: dict) -> dict:
+    config = yaml.safe_load((ROOT / sweep["base"]).read_text())
+    pwm = config.setdefault("train", {}).setdefault("pwm", {})
+    pwm.update(spec.get("pwm", {}))
+    pwm["epochs"] = sweep["epochs"]
+    if "run" in spec:
+        config["train"].setdefault("run", {}).update(spec["run"])
+    config["seeds"] = [sweep["seed"]]
+    return config
+
+
+def dataset_path(sweep: dict) -> Path:
+    return ROOT / "results" / sweep["task"] / "offline" / "dataset.h5"
+
+
+def run(path: str) -> None:
+    sweep = load(path)
+    work = Path(sweep["work"])
+    work.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    deadline = start + 60 * float(sweep.get("deadline_minutes", 1e9))
+    cell = ["--task", sweep["task"], "--size", sweep["size"], "--seed", str(sweep["seed"])]
+    jobs: dict[str, subprocess.Popen] = {}
+    waiting: list[str] = []
+
+    def launch(name: str, stage: str, args: list[str]) -> subprocess.Popen:
+        log = open(work / name / f"{stage}.log", "w")  # noqa: SIM115 -- the child owns it
+        print(f"[{time.time() - start:7.1f}s] {name}: {stage}", flush=True)
+        return subprocess.Popen(SLOT + CLI + [stage, *args], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+
+    def train_args(name: str, spec: dict) -> list[str]:
+        folder = work / name
+        args = ["--config", str(folder / "config.yaml"), "--dynamics", spec["dynamics"], "--run-dir",
+                str(folder / "run"), *cell]  # fmt: skip
+        if not spec.get("scratch"):
+            args += ["--world-model-init", str(folder / "world_model.pt"), "--offline-data", str(dataset_path(sweep))]
+        return args
+
+    for name, spec in sweep["points"].items():
+        (work / name).mkdir(exist_ok=True)
+        (work / name / "config.yaml").write_text(yaml.safe_dump(point_config(sweep, spec), sort_keys=False))
+        if spec.get("scratch"):
+            jobs[name] = launch(name, "train", train_args(name, spec))
+        else:
+            waiting.append(name)
+    if waiting and not dataset_path(sweep).exists():
+        print(f"[{time.time() - start:7.1f}s] dataset: snakemake", flush=True)
+        target = str(dataset_path(sweep).relative_to(ROOT))
+        with open(work / "dataset.log", "w") as log:
+            subprocess.run(
+                ["snakemake", target, "--profile", "profiles/local", "--configfile", sweep["base"],
+                 "--resources", "gpu=1", "--cores", "4"],  # fmt: skip
+                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True,
+            )
+    for name in waiting:
+        spec = sweep["points"][name]
+        pretrain = ["--config", str(work / name / "config.yaml"), "--task", sweep["task"], "--size", sweep["size"],
+                    "--dynamics", spec["dynamics"], "--dataset", str(dataset_path(sweep)),
+                    "--out", str(work / name / "world_model.pt")]  # fmt: skip
+        if "pretrain_steps" in sweep:
+            pretrain += ["--steps", str(sweep["pretrain_steps"])]
+        jobs[name] = launch(name, "pretrain", pretrain)
+    stage = {name: "pretrain" for name in waiting}
+    while jobs:
+        time.sleep(5)
+        for name, job in list(jobs.items()):
+            code = job.poll()
+            if code is None:
+                if time.time() > deadline and stage.get(name) != "pretrain":
+                    job.send_signal(signal.SIGTERM)
+                continue
+            del jobs[name]
+            print(f"[{time.time() - start:7.1f}s] {name}: {stage.get(name, 'train')} exit {code}", flush=True)
+            if stage.get(name) == "pretrain" and code == 0:
+                stage[name] = "train"
+                jobs[name] = launch(name, "train", train_args(name, sweep["points"][name]))
+    print(f"[{time.time() - start:7.1f}s] sweep done", flush=True)
+
+
+def validation_rows(folder: Path) -> list[dict]:
+    for table in (folder / "run" / "validation.csv", folder / "run" / "work" / "validation.csv"):
+        if table.exists():
+            with open(table) as f:
+                return list(csv.DictReader(f))
+    return []
+
+
+def status(path: str) -> None:
+    sweep = load(path)
+    work = Path(sweep["work"])
+    for name in sweep["points"]:
+        rows = validation_rows(work / name)
+        curve = " ".join(f"{float(r['val_return_mean']):.0f}" for r in rows[-6:])
+        last = rows[-1] if rows else {}
+        print(
+            f"{name:22s} epoch {last.get('epoch', '-'):>5s}  val(last 6) {curve:40s}"
+            f" latent/copy h1 {ratio(last, 'h1')}  cos {last.get('grad_cosine', '-')[:5]}"
+        )
+
+
+def ratio(row: dict, step: str) -> str:
+    try:
+        return f"{float(row[f'wm_latent_mse_{step}']) / float(row[f'copy_latent_mse_{step}']):.2f}"
+    except (KeyError, ValueError, ZeroDivisionError):
+        return "-"
+
+
+def table(path: str) -> None:
+    sweep = load(path)
+    work = Path(sweep["work"])
+    json.dump({name: validation_rows(work / name) for name in sweep["points"]}, sys.stdout, indent=1)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[1] not in ("run", "status", "table"):
+        raise SystemExit(__doc__)
+    {"run": run, "status": status, "table": table}[sys.argv[1]](sys.argv[2])
