@@ -91,11 +91,9 @@ def run(path: str) -> None:
         print(f"[{time.time() - start:7.1f}s] dataset: snakemake", flush=True)
         target = str(dataset_path(sweep).relative_to(ROOT))
         with open(work / "dataset.log", "w") as log:
-            subprocess.run(
-                ["snakemake", target, "--profile", "profiles/local", "--configfile", sweep["base"],
-                 "--resources", "gpu=1", "--cores", "4"],  # fmt: skip
-                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True,
-            )
+            command = ["snakemake", target, "--profile", "profiles/local", "--configfile", sweep["base"],
+                       "--resources", "gpu=1", "--cores", "4"]  # fmt: skip
+            subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
     for name in waiting:
         spec = sweep["points"][name]
         pretrain = ["--config", str(work / name / "config.yaml"), "--task", sweep["task"], "--size", sweep["size"],
