@@ -97,7 +97,8 @@ class Pretraining:
                 f"{self.state_path}: not a pretraining state of format {STATE_FORMAT}; delete it to start afresh"
             )
         requested = {"config": pretraining_settings(self.config), "dataset": str(self.dataset), "steps": self.steps}
-        diffs = config_differences({k: state.get(k) for k in requested}, requested)
+        defaults = {"config": pretraining_settings(TrainConfig())}
+        diffs = config_differences({k: state.get(k) for k in requested}, requested, defaults)
         if diffs:
             raise ConfigError(
                 diffs[0][0],

@@ -220,7 +220,7 @@ def _check_run_folder(folder: RunFolder, config: TrainConfig) -> None:
     """Refuse a folder that holds a different run or a collapsed one; write the resolved config."""
     if folder.work_config.exists():
         saved = _read_saved_config(folder)
-        diffs = config_differences(saved, config.to_dict())
+        diffs = config_differences(saved, config.to_dict(), TrainConfig().to_dict())
         if diffs:
             listed = "; ".join(f"{k}: saved {a!r}, requested {b!r}" for k, a, b in diffs)
             raise ConfigError(
@@ -339,7 +339,7 @@ class TrainingRun:
             raise io.CheckpointError(f"{path}: damaged training state, it lacks the keys {missing}; {afresh}")
         if not isinstance(state["config"], dict):
             raise io.CheckpointError(f"{path}: damaged training state, its config is not a mapping; {afresh}")
-        diffs = config_differences(state["config"], self.config.to_dict())
+        diffs = config_differences(state["config"], self.config.to_dict(), TrainConfig().to_dict())
         if diffs:
             raise ConfigError(diffs[0][0], f"differs from the config saved in {self.folder.state}: {diffs}")
         try:

@@ -75,16 +75,31 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def config_differences(saved: dict[str, Any], requested: dict[str, Any]) -> list[tuple[str, Any, Any]]:
-    """(key, saved value, requested value) for every dotted key whose value differs, sorted by key."""
+def config_differences(
+    saved: dict[str, Any], requested: dict[str, Any], defaults: dict[str, Any] | None = None
+) -> list[tuple[str, Any, Any]]:
+    """(key, saved value, requested value) for every dotted key whose value differs, sorted by key.
+
+    With `defaults` (the typed config's defaults, same nesting), a key the saved config lacks is no difference when
+    it is requested at its default: it was added to the package after the run was saved, and a new key's default
+    keeps the old behaviour, so an upgrade does not strand runs in flight."""
     a, b = flatten(saved), flatten(requested)
+    known = flatten(defaults) if defaults is not None else {}
     missing = object()
     diffs = []
     for key in sorted(set(a) | set(b)):
         va, vb = a.get(key, missing), b.get(key, missing)
-        # YAML round trips turn tuples into lists; compare as lists.
-        va = list(va) if isinstance(va, tuple) else va
-        vb = list(vb) if isinstance(vb, tuple) else vb
-        if va != vb:
-            diffs.append((key, None if va is missing else va, None if vb is missing else vb))
+        if va is missing and key in known and _same(known[key], vb):
+            continue
+        if not _same(va, vb):
+            diffs.append((key, None if va is missing else _plain(va), None if vb is missing else _plain(vb)))
     return diffs
+
+
+def _plain(value: Any) -> Any:
+    """YAML round trips turn tuples into lists; compare and report as lists."""
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _same(a: Any, b: Any) -> bool:
+    return _plain(a) == _plain(b)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 import pandas as pd
+import yaml
 from train_helpers import LEARNING_RUN, cli_args, deep_update, run_cli
 
+from flow_mbpo_pwm import io
 from flow_mbpo_pwm.cli import main as cli_main
 from flow_mbpo_pwm.train import EXIT_COLLAPSED, INJECT_NAN_ENV
 
@@ -73,3 +75,26 @@ def test_rerun_of_a_completed_run_rewrites_its_outputs_without_training(tmp_path
     again = json.loads((run_dir / "train_summary.json").read_text())
     assert again["checkpoints"] == summary["checkpoints"] and again["epochs"] == 2
     assert (run_dir / "metrics.csv").read_text() == metrics and (run_dir / "final.pt").is_file()
+
+
+def test_run_saved_before_a_config_key_existed_resumes_only_at_that_keys_default(tmp_path, write_experiment, capsys):
+    """A package upgrade that adds a config key (here `pwm.wm_dynamics_coef`) must not strand runs in flight:
+    their saved config lacks the key, and requesting it at its default (the old behaviour) resumes them."""
+    run_dir = tmp_path / "run"
+    config = write_experiment({"train": {"pwm": {"epochs": 2}}})
+    assert cli_main(cli_args(config, run_dir)[3:]) == 0
+    for name in ("final.pt", "metrics.csv", "validation.csv", "train_summary.json"):
+        (run_dir / name).unlink()
+    saved = yaml.safe_load((run_dir / "work" / "config.yaml").read_text())
+    del saved["pwm"]["wm_dynamics_coef"]
+    (run_dir / "work" / "config.yaml").write_text(yaml.safe_dump(saved))
+    state = io.torch_load(run_dir / "work" / "state.pt")
+    del state["config"]["pwm"]["wm_dynamics_coef"]
+    io.torch_save(run_dir / "work" / "state.pt", state)
+    changed = write_experiment({"train": {"pwm": {"epochs": 2, "wm_dynamics_coef": 20.0}}}, name="changed.yaml")
+    capsys.readouterr()
+    assert cli_main(cli_args(changed, run_dir)[3:]) == 2
+    assert "pwm.wm_dynamics_coef" in capsys.readouterr().err
+    assert cli_main(cli_args(config, run_dir)[3:]) == 0
+    assert "resumed from" in capsys.readouterr().out
+    assert (run_dir / "final.pt").is_file()

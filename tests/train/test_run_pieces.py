@@ -73,6 +73,13 @@ def test_config_differences_name_every_changed_key():
     diffs = config_differences(saved, requested)
     assert diffs == [("pwm.epochs", 10, 12), ("run.guard.check_every", 5, 7)]
     assert config_differences(saved, saved) == []
+    # A key the saved config lacks is no difference when requested at the typed default (added by an upgrade).
+    added = {**requested, "pwm": {**requested["pwm"], "new_coef": 1.0}}
+    defaults = {"pwm": {"new_coef": 1.0}}
+    assert config_differences(requested, added, defaults) == []
+    off_default = {**requested, "pwm": {**requested["pwm"], "new_coef": 2.0}}
+    assert config_differences(requested, off_default, defaults) == [("pwm.new_coef", None, 2.0)]
+    assert config_differences(requested, added) == [("pwm.new_coef", None, 1.0)]
 
 
 def test_nonfinite_monitor_remembers_which_metric_went_bad():
