@@ -4,6 +4,8 @@
     python bench/pwm_sweep.py run SWEEP.yaml      # on the GPU machine (bench/gpu_grid.sh sweep SWEEP.yaml starts it)
     python bench/pwm_sweep.py status SWEEP.yaml   # one line per point: epoch, last validations, diagnostics
     python bench/pwm_sweep.py table SWEEP.yaml    # JSON of every point's validation rows (for bench/RESULTS.md)
+    python bench/pwm_sweep.py plot SWEEP.yaml OUT.png [WORK_DIR] [REFERENCE_VALIDATION_CSV]
+                                                  # validation return vs env steps, one line per point
 
 A sweep file names a base experiment config, one cell (task, size, seed), the schedule, and points: each point is a
 dynamics variant of the base config plus `pwm:` overrides (any `train.pwm` key) and `scratch: true` for a run
@@ -153,7 +155,34 @@ def table(path: str) -> None:
     json.dump({name: validation_rows(work / name) for name in sweep["points"]}, sys.stdout, indent=1)
 
 
+def plot(path: str, out: str, work: str | None = None, reference: str | None = None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sweep = load(path)
+    folder = Path(work or sweep["work"])
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for name in sweep["points"]:
+        rows = validation_rows(folder / name)
+        steps = [int(r["env_steps"]) / 1e6 for r in rows]
+        ax.plot(steps, [float(r["val_return_mean"]) for r in rows], label=name, lw=2 if "residual" in name else 1)
+    if reference:
+        with open(reference) as f:
+            rows = [r for r in csv.DictReader(f) if int(r["env_steps"]) <= 1e6 * max(ax.get_xlim())]
+        steps = [int(r["env_steps"]) / 1e6 for r in rows]
+        ax.plot(steps, [float(r["val_return_mean"]) for r in rows], "k--", label="PPO reference")
+    ax.set_xlabel("env steps (M)")
+    ax.set_ylabel("validation return (16 episodes)")
+    ax.set_title(f"{sweep['task']} {sweep['size']}, seed {sweep['seed']}")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3)
+    fig.savefig(out, dpi=120, bbox_inches="tight")
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] not in ("run", "status", "table"):
+    commands = {"run": run, "status": status, "table": table, "plot": plot}
+    if len(sys.argv) < 3 or sys.argv[1] not in commands:
         raise SystemExit(__doc__)
-    {"run": run, "status": status, "table": table}[sys.argv[1]](sys.argv[2])
+    commands[sys.argv[1]](*sys.argv[2:])
