@@ -40,7 +40,7 @@ from flow_mbpo_pwm.config import (
     from_dict,
 )
 from flow_mbpo_pwm.progress import Progress
-from flow_mbpo_pwm.run_folder import write_table
+from flow_mbpo_pwm.run_folder import ResumableFolder, write_table
 from flow_mbpo_pwm.train import EXIT_COMPLETED, EXIT_PREEMPTED, StopSignals, resolve_device
 from flow_mbpo_pwm.train_state import capture_rng, config_differences, restore_rng, seed_everything
 
@@ -59,30 +59,12 @@ RESUMABLE_CHANGES = ("reference.device", "reference.max_minutes")
 
 
 @dataclasses.dataclass(frozen=True)
-class ReferenceFolder:
+class ReferenceFolder(ResumableFolder):
     """The paths of one reference run folder (module docstring)."""
-
-    root: Path
-
-    @property
-    def work(self) -> Path:
-        return self.root / "work"
 
     @property
     def settings(self) -> Path:
         return self.work / "settings.yaml"
-
-    @property
-    def state(self) -> Path:
-        return self.work / "state.pt"
-
-    @property
-    def work_metrics(self) -> Path:
-        return self.work / "metrics.csv"
-
-    @property
-    def work_validation(self) -> Path:
-        return self.work / "validation.csv"
 
     @property
     def work_snapshots(self) -> Path:
@@ -95,18 +77,6 @@ class ReferenceFolder:
     @property
     def policy(self) -> Path:
         return self.root / "policy.pt"
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.csv"
-
-    @property
-    def validation(self) -> Path:
-        return self.root / "validation.csv"
-
-    @property
-    def summary(self) -> Path:
-        return self.root / "train_summary.json"
 
     @staticmethod
     def snapshot_name(env_steps: int) -> str:

@@ -44,20 +44,15 @@ WM_DIAGNOSTICS_COLUMNS: tuple[str, ...] = (
 
 
 @dataclass(frozen=True)
-class RunFolder:
+class ResumableFolder:
+    """What every resumable training folder holds (a PWM run, a PPO reference run): resumable state and the
+    tables growing in `work/`, and the declared tables and summary written when the run completes."""
+
     root: Path
 
     @property
     def work(self) -> Path:
         return self.root / "work"
-
-    @property
-    def work_config(self) -> Path:
-        return self.work / "config.yaml"
-
-    @property
-    def config(self) -> Path:
-        return self.root / "config.yaml"
 
     @property
     def state(self) -> Path:
@@ -70,6 +65,31 @@ class RunFolder:
     @property
     def work_validation(self) -> Path:
         return self.work / "validation.csv"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.csv"
+
+    @property
+    def validation(self) -> Path:
+        return self.root / "validation.csv"
+
+    @property
+    def summary(self) -> Path:
+        return self.root / "train_summary.json"
+
+
+@dataclass(frozen=True)
+class RunFolder(ResumableFolder):
+    """A PWM training run's folder (docs/contracts.md "Run folder")."""
+
+    @property
+    def work_config(self) -> Path:
+        return self.work / "config.yaml"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
 
     @property
     def work_wm_diagnostics(self) -> Path:
@@ -91,20 +111,8 @@ class RunFolder:
         return self.root / "final.pt"
 
     @property
-    def metrics(self) -> Path:
-        return self.root / "metrics.csv"
-
-    @property
-    def validation(self) -> Path:
-        return self.root / "validation.csv"
-
-    @property
     def wm_diagnostics(self) -> Path:
         return self.root / "wm_diagnostics.csv"
-
-    @property
-    def summary(self) -> Path:
-        return self.root / "train_summary.json"
 
     def declared_outputs(self) -> tuple[Path, ...]:
         return (self.final, self.metrics, self.validation, self.wm_diagnostics, self.summary)
