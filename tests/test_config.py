@@ -29,6 +29,8 @@ def test_default_experiment_has_every_cell():
         ({"dynamics": {"flow8": {"kind": "flow", "integrator": "rk45"}}}, "dynamics.flow8.integrator"),
         ({"train": {"run": {"seed": 3}}}, "train.run.seed"),
         ({"seeds": [0, 0]}, "seeds"),
+        ({"train_seeds_per_job": -1}, "train_seeds_per_job"),
+        ({"train_seeds_per_job": "all"}, "train_seeds_per_job"),
         ({"tasks": {"ant;rm -rf": {}}}, "tasks"),
         ({"evaluation": {"seed_base": 500_001}}, "evaluation.seed_base"),
         ({"train": {"pwm": {"actor_lr": float("inf")}}}, "train.pwm.actor_lr"),
@@ -45,6 +47,20 @@ def test_bad_config_is_rejected_naming_the_key(bad, key):
     with pytest.raises(ConfigError) as err:
         load_experiment(bad)
     assert err.value.key == key
+
+
+def test_train_jobs_stack_all_seeds_of_a_cell_and_never_regroup_started_seeds():
+    one_cell = {"sizes": ["5M"], "dynamics": {"flow": {}}, "seeds": [0, 1, 2, 3, 4]}
+    assert load_experiment(one_cell).train_jobs() == [("ant", "5M", "flow", (0, 1, 2, 3, 4))]
+    pairs = load_experiment({**one_cell, "train_seeds_per_job": 2}).train_jobs()
+    assert [stack for *_, stack in pairs] == [(0, 1), (2, 3), (4,)]
+    # Seeds 0 and 1 started as a stack of their own, seed 3 alone (recorded in their run folders): they keep those
+    # stacks; the other seeds are grouped among themselves.
+    recorded = {0: (0, 1), 1: (0, 1), 3: (3,)}
+    jobs = load_experiment({**one_cell, "seeds": [0, 1, 2, 3, 4, 5]}).train_jobs(lambda *cell: recorded.get(cell[3]))
+    assert [stack for *_, stack in jobs] == [(0, 1), (3,), (2, 4, 5)]
+    default = load_experiment({})
+    assert len(default.train_jobs()) == len(default.cells()) // len(default.seeds)  # one job per cell
 
 
 def test_dynamics_variant_merges_over_its_preset():
