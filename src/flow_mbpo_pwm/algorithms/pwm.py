@@ -76,14 +76,14 @@ class SequenceSource(Protocol):
 
 
 class Rollout(NamedTuple):
-    """One imagined rollout of H steps for N envs (everything but `objective` is detached)."""
+    """One imagined rollout of H steps for N envs of each of S seeds (everything but `objective` is detached)."""
 
-    objective: torch.Tensor  # [N] per env: sum over closed segments of sum_t gamma^t r_t + gamma^L V(z_L)
-    latents: torch.Tensor  # [H, N, latent] z_0 .. z_{H-1}
-    rewards: torch.Tensor  # [H, N] model rewards (normalised units)
-    next_values: torch.Tensor  # [H, N] min-ensemble V(z_{i+1}), zero where the real env terminated
-    dones: torch.Tensor  # [H, N] bool: the real env ended its episode at step i
-    episodes: torch.Tensor  # training-episode statistics of the real env (0-d, float64)
+    objective: torch.Tensor  # [S, N] per env: sum over closed segments of sum_t gamma^t r_t + gamma^L V(z_L)
+    latents: torch.Tensor  # [H, S, N, latent] z_0 .. z_{H-1}
+    rewards: torch.Tensor  # [H, S, N] model rewards (normalised units)
+    next_values: torch.Tensor  # [H, S, N] min-ensemble V(z_{i+1}), zero where the real env terminated
+    dones: torch.Tensor  # [H, S, N] bool: the real env ended its episode at step i
+    episodes: torch.Tensor  # training-episode statistics of the real env ([S], float64)
     episode_return_sum: torch.Tensor
     episode_return_max: torch.Tensor
 
