@@ -67,3 +67,13 @@ def test_dynamics_variant_merges_over_its_preset():
     experiment = load_experiment({"dynamics": {"flow-k8": {"kind": "flow", "substeps": 8}}})
     dynamics = experiment.cell("ant", "5M", "flow-k8", 0).dynamics
     assert dynamics.substeps == 8 and dynamics.integrator == "heun"
+
+
+def test_train_jobs_ignore_a_recorded_stack_that_overlaps_one_already_taken():
+    """Seed 0's folder says it trains alone, seed 1's that it trains with seed 0 (e.g. after a manual run): every
+    seed still lands in exactly one job."""
+    recorded = {0: (0,), 1: (0, 1)}
+    jobs = load_experiment({"sizes": ["5M"], "dynamics": {"flow": {}}, "seeds": [0, 1, 2]}).train_jobs(
+        lambda *cell: recorded.get(cell[3])
+    )
+    assert [stack for *_, stack in jobs] == [(0,), (1, 2)]

@@ -531,7 +531,8 @@ class ExperimentConfig:
                     stacks: list[tuple[int, ...]] = []
                     for seed in self.seeds:
                         stack = recorded(task, size, dynamics, seed)
-                        if stack and seed in stack and not any(seed in s for s in stacks):
+                        # (a recorded stack that overlaps one already taken is ignored: one job per seed)
+                        if stack and seed in stack and not any(set(stack) & set(s) for s in stacks):
                             stacks.append(tuple(stack))
                     grouped = {seed for stack in stacks for seed in stack}
                     new = [seed for seed in self.seeds if seed not in grouped]

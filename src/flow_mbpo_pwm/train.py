@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from flow_mbpo_pwm import diagnostics, exit_codes, io
 from flow_mbpo_pwm.config import ConfigError, TrainConfig, dump_yaml, yaml_problem
@@ -234,13 +235,9 @@ def train_seeds(configs: list[TrainConfig], run_dirs: list[Path]) -> int:
         if diffs:
             raise ConfigError(diffs[0][0], f"the seeds of a stack must share one cell config, they differ in {diffs}")
     device = resolve_device(cell.run.device)
-    import yaml
-
     folders = [RunFolder(Path(d)) for d in run_dirs]
     for folder, config in zip(folders, configs, strict=True):
         _check_run_folder(folder, config)
-        # Which seeds this folder trains with: the workflow never regroups a started seed (common.smk).
-        io.write_text(folder.stack, yaml.safe_dump({"seeds": seeds}))
     for key in ("world_model_init", "offline_data"):
         path = getattr(cell.run, key)
         if path and not Path(path).is_file():
@@ -267,8 +264,6 @@ def _check_run_folder(folder: RunFolder, config: TrainConfig) -> None:
 
 
 def _read_saved_config(folder: RunFolder) -> dict[str, Any]:
-    import yaml
-
     path = folder.work_config
     # Deleting it is safe: it is rewritten from the requested config, and work/state.pt carries its own copy,
     # which the resume still checks.
@@ -804,6 +799,10 @@ class TrainingRun:
             else:
                 for run in self.live():
                     run._drop_records_after_state()  # an attempt killed before its first state save left these
+            # Which seeds each folder trains with (once its state, if any, was accepted): the workflow never
+            # regroups a started seed (common.smk).
+            for run in self.runs:
+                io.write_text(run.folder.stack, yaml.safe_dump({"seeds": self.seeds}))
             progress = Progress(cfg.pwm.epochs, self.progression.epoch, self.name)
             try:
                 if resumed:

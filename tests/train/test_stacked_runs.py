@@ -113,3 +113,5 @@ def test_a_preempted_stack_resumes_to_the_uninterrupted_end(reference, tmp_path)
     (stack[0] / "final.pt").unlink()
     alone = run_cli(train_args(config, [0], [stack[0]]))
     assert alone.returncode != 0 and "saved by a run training the seeds [0, 2] together" in alone.stdout + alone.stderr
+    # ... and the folder still records its stack (what the workflow groups by), not the refused one.
+    assert yaml.safe_load((stack[0] / "work" / "stack.yaml").read_text()) == {"seeds": [0, 2]}
