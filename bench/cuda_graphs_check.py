@@ -87,11 +87,15 @@ def phase_check(size: str, dynamics: str, args: argparse.Namespace) -> dict[str,
     captured = [str(name[0] if isinstance(name, tuple) else name) for name in agent.graphs.captured()]
     steps = config.pwm.wm_steps
     wm = compare_phase(
-        agent, lambda: agent.world_model_steps(buffer, steps), lambda: agent._world_model_steps(buffer, steps)
+        agent,
+        lambda: agent.world_model_steps(buffer, steps),
+        lambda: agent._world_model_steps([buffer], steps, agent.live_seeds()),
     )
     rollout, obs = agent.imagine(env, obs, buffer, with_grad=False)
     inputs = (rollout.latents, rollout.rewards, rollout.next_values, rollout.dones)
-    critic = compare_phase(agent, lambda: agent.critic_step(rollout), lambda: agent._critic_updates(*inputs))
+    critic = compare_phase(
+        agent, lambda: agent.critic_step(rollout), lambda: agent._critic_updates(*inputs, training=agent.live_seeds())
+    )
     return {"size": size, "dynamics": dynamics, "captured": captured, "world_model": wm, "critic": critic}
 
 

@@ -15,6 +15,9 @@ On CUDA the critic and world-model phases run as captured CUDA graphs (algorithm
     PYTHONPATH=src python bench/train_epoch.py --device cpu --epochs 2 --out bench/out/train_epoch_cpu.json
     PYTHONPATH=src python bench/train_epoch.py --device cuda --epochs 20 --out bench/out/train_epoch_gpu.json
 
+`--seeds S` times a stack of S seeds (what one `train` job of S seeds runs: one batched env of S x num_envs ants,
+every network with a leading seed axis); compare its per-epoch time with `--seeds 1`.
+
 Prints a table and writes every row (plus machine facts) as JSON to --out.
 """
 
@@ -92,20 +95,23 @@ def build(size: str, dynamics: str, args: argparse.Namespace, device: torch.devi
         pwm=PWMConfig(**pwm_overrides),
         run=RunConfig(seed=0, device=str(device)),
     ).validate()
-    env = envs.make_from_config(config.env, device, seed=0)
-    agent = PWM(env.obs_dim, env.act_dim, config, device, cuda_graphs=args.cuda_graphs)
+    seeds = list(range(args.seeds))
+    env_seed = 0 if args.seeds == 1 else seeds
+    env = envs.make_from_config(config.env, device, seed=env_seed, num_envs=args.num_envs * args.seeds)
+    agent = PWM(env.obs_dim, env.act_dim, config, device, cuda_graphs=args.cuda_graphs, seeds=seeds)
     if getattr(args, "capture_imagination", False) and agent.graphs is not None:
         from probe_env_capture import make_env_capturable
 
         make_env_capturable(env, [torch.cuda.current_stream(device), agent.graphs.stream])
     horizon = config.pwm.horizon
     slots = (args.warmup_epochs + 2 * args.epochs + 2) * horizon + 1
-    buffer = ReplayBuffer(slots * env.num_envs, env.num_envs, env.obs_dim, env.act_dim, device, horizon=horizon)
-    return config, env, agent, buffer
+    n = args.num_envs
+    buffers = [ReplayBuffer(slots * n, n, env.obs_dim, env.act_dim, device, horizon=horizon) for _ in seeds]
+    return config, env, agent, buffers
 
 
 def bench_cell(size: str, dynamics: str, args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    config, env, agent, buffer = build(size, dynamics, args, device)
+    config, env, agent, buffer = build(size, dynamics, args, device)  # `buffer`: one per seed
     clock = Clock(device)
     timed_env = TimedEnv(env, clock)
     obs = env.reset()
@@ -159,7 +165,8 @@ def bench_cell(size: str, dynamics: str, args: argparse.Namespace, device: torch
         "dynamics": dynamics,
         "integrator": dyn.integrator if dyn.kind == "flow" else "",
         "substeps": dyn.substeps if dyn.kind == "flow" else 0,
-        "num_envs": env.num_envs,
+        "num_envs": args.num_envs,
+        "seeds": args.seeds,
         "wm_batch": config.pwm.wm_batch,
         "epochs": args.epochs,
         **{f"{k}_ms": round(v, 3) for k, v in mean.items()},
@@ -195,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dynamics", nargs="+", default=["deterministic", "flow"], choices=list(DYNAMICS_PRESETS))
     parser.add_argument("--substeps", type=int, default=4, help="flow substeps K")
     parser.add_argument("--integrator", default="heun", choices=["euler", "heun", "rk4"])
-    parser.add_argument("--num-envs", type=int, default=128)
+    parser.add_argument("--num-envs", type=int, default=128, help="envs per seed")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds trained as one stack (default 1: a lone run)")
     parser.add_argument("--episode-length", type=int, default=1000)
     parser.add_argument("--wm-batch", type=int, default=None, help="override pwm.wm_batch (default: config's 256)")
     parser.add_argument("--epochs", type=int, default=5, help="timed epochs per cell")
@@ -227,8 +235,8 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     header = (
-        f"{'size':>4} {'dynamics':>13} {'envs':>5} {'env':>9} {'actor':>9} {'critic':>9} {'world model':>11} "
-        f"{'sum':>9} {'unsplit':>9}   (ms per epoch)"
+        f"{'size':>4} {'dynamics':>13} {'seeds':>5} {'envs':>5} {'env':>9} {'actor':>9} {'critic':>9} "
+        f"{'world model':>11} {'sum':>9} {'unsplit':>9}   (ms per epoch)"
     )
     print(header, flush=True)
     for size in args.sizes:
@@ -237,9 +245,9 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(row)
             name = dynamics if not row["substeps"] else f"{dynamics} {row['integrator']} K={row['substeps']}"
             print(
-                f"{size:>4} {name:>13} {row['num_envs']:>5} {row['env_ms']:>9.1f} {row['actor_ms']:>9.1f} "
-                f"{row['critic_ms']:>9.1f} {row['world_model_ms']:>11.1f} {row['total_ms']:>9.1f} "
-                f"{row['epoch_unsplit_ms']:>9.1f}",
+                f"{size:>4} {name:>13} {row['seeds']:>5} {row['num_envs']:>5} {row['env_ms']:>9.1f} "
+                f"{row['actor_ms']:>9.1f} {row['critic_ms']:>9.1f} {row['world_model_ms']:>11.1f} "
+                f"{row['total_ms']:>9.1f} {row['epoch_unsplit_ms']:>9.1f}",
                 flush=True,
             )
     args.out.parent.mkdir(parents=True, exist_ok=True)

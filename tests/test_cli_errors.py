@@ -113,6 +113,24 @@ def test_an_output_path_under_a_file_is_an_io_error_naming_it(tmp_path, capsys):
     assert blocker.read_text() == "a file where the run folder's parent should be"
 
 
+@pytest.mark.parametrize(
+    ("seeds", "run_dirs", "key"),
+    [(["0", "1"], ["a"], "--run-dir"), (["0", "0"], ["a", "b"], "run.seed"), (["0", "1"], ["a", "a"], "run_dir")],
+)
+def test_a_stack_needs_one_run_folder_per_distinct_seed(tmp_path, capsys, seeds, run_dirs, key):
+    config = tmp_path / "experiment.yaml"
+    config.write_text(
+        yaml.safe_dump({"tasks": {"p": {"task": "gym:InvertedPendulum-v5"}}, "sizes": ["tiny"], "seeds": [0, 1]})
+    )
+    code, err = run(
+        capsys, "train", "--config", str(config), "--task", "p", "--size", "tiny", "--dynamics", "flow",
+        "--seed", *seeds, "--device", "cpu", "--run-dir", *(str(tmp_path / d) for d in run_dirs),
+    )  # fmt: skip
+    assert code == exit_codes.INVALID_CONFIG
+    assert one_line(err) and key in err, err
+    assert not any((tmp_path / d).exists() for d in run_dirs)
+
+
 def test_a_directory_given_as_checkpoint_is_named(tmp_path, capsys):
     config = tmp_path / "experiment.yaml"
     config.write_text(

@@ -30,6 +30,8 @@ def test_default_experiment_has_every_cell():
         ({"dynamics": {"flow8": {"kind": "flow", "integrator": "rk45"}}}, "dynamics.flow8.integrator"),
         ({"train": {"run": {"seed": 3}}}, "train.run.seed"),
         ({"seeds": [0, 0]}, "seeds"),
+        ({"train_seeds_per_job": -1}, "train_seeds_per_job"),
+        ({"train_seeds_per_job": "all"}, "train_seeds_per_job"),
         ({"tasks": {"ant;rm -rf": {}}}, "tasks"),
         ({"evaluation": {"seed_base": 500_001}}, "evaluation.seed_base"),
         ({"train": {"pwm": {"actor_lr": float("inf")}}}, "train.pwm.actor_lr"),
@@ -48,7 +50,31 @@ def test_bad_config_is_rejected_naming_the_key(bad, key):
     assert err.value.key == key
 
 
+def test_train_jobs_stack_all_seeds_of_a_cell_and_never_regroup_started_seeds():
+    one_cell = {"sizes": ["5M"], "dynamics": {"flow": {}}, "seeds": [0, 1, 2, 3, 4]}
+    assert load_experiment(one_cell).train_jobs() == [("ant", "5M", "flow", (0, 1, 2, 3, 4))]
+    pairs = load_experiment({**one_cell, "train_seeds_per_job": 2}).train_jobs()
+    assert [stack for *_, stack in pairs] == [(0, 1), (2, 3), (4,)]
+    # Seeds 0 and 1 started as a stack of their own, seed 3 alone (recorded in their run folders): they keep those
+    # stacks; the other seeds are grouped among themselves.
+    recorded = {0: (0, 1), 1: (0, 1), 3: (3,)}
+    jobs = load_experiment({**one_cell, "seeds": [0, 1, 2, 3, 4, 5]}).train_jobs(lambda *cell: recorded.get(cell[3]))
+    assert [stack for *_, stack in jobs] == [(0, 1), (3,), (2, 4, 5)]
+    default = load_experiment({})
+    assert len(default.train_jobs()) == len(default.cells()) // len(default.seeds)  # one job per cell
+
+
 def test_dynamics_variant_merges_over_its_preset():
     experiment = load_experiment({"dynamics": {"flow-k8": {"kind": "flow", "substeps": 8}}})
     dynamics = experiment.cell("ant", "5M", "flow-k8", 0).dynamics
     assert dynamics.substeps == 8 and dynamics.integrator == "heun"
+
+
+def test_train_jobs_ignore_a_recorded_stack_that_overlaps_one_already_taken():
+    """Seed 0's folder says it trains alone, seed 1's that it trains with seed 0 (e.g. after a manual run): every
+    seed still lands in exactly one job."""
+    recorded = {0: (0,), 1: (0, 1)}
+    jobs = load_experiment({"sizes": ["5M"], "dynamics": {"flow": {}}, "seeds": [0, 1, 2]}).train_jobs(
+        lambda *cell: recorded.get(cell[3])
+    )
+    assert [stack for *_, stack in jobs] == [(0,), (1, 2)]

@@ -30,12 +30,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _add_cell(parser: argparse.ArgumentParser) -> None:
+def _add_cell(parser: argparse.ArgumentParser, several_seeds: bool = False) -> None:
     parser.add_argument("--config", type=Path, required=True, help="experiment YAML (e.g. config/config.yaml)")
     parser.add_argument("--task", required=True, help="task name from the config's `tasks`")
     parser.add_argument("--size", required=True, help="size preset from the config's `sizes` (or `reference`)")
     parser.add_argument("--dynamics", required=True, help="dynamics variant from the config's `dynamics` (or `ppo`)")
-    parser.add_argument("--seed", type=int, required=True, help="training seed from the config's `seeds`")
+    if several_seeds:
+        parser.add_argument(
+            "--seed", type=int, nargs="+", required=True, help="training seed(s) from the config's `seeds`"
+        )
+    else:
+        parser.add_argument("--seed", type=int, required=True, help="training seed from the config's `seeds`")
     parser.add_argument(
         "--device", default=None, help="override run.device: auto, cpu, cuda or cuda:N (default: the config's)"
     )
@@ -63,9 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
     def stage(name: str, help: str) -> argparse.ArgumentParser:
         return stages.add_parser(name, help=help, description=help, parents=[common], **kwargs)
 
-    train = stage("train", "train one cell (resumes from the run folder's saved state)")
-    _add_cell(train)
-    train.add_argument("--run-dir", type=Path, required=True, help="the cell's run folder")
+    train = stage(
+        "train", "train one cell, or several seeds of it in one process (resumes from the run folders' saved state)"
+    )
+    _add_cell(train, several_seeds=True)
+    train.add_argument(
+        "--run-dir",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="the run folder of each --seed, in the same order (several: the seeds train as one stack)",
+    )
     train.add_argument(
         "--epochs", type=_positive_int, default=None, help="override pwm.epochs, for quick runs (default: the config's)"
     )
@@ -245,17 +258,24 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         print(f"{args.config}: valid, {len(experiment.cells())} cells")
         return 0
     if stage == "train":
-        from flow_mbpo_pwm.config import with_overrides
-        from flow_mbpo_pwm.train import train
+        from flow_mbpo_pwm.config import ConfigError, with_overrides
+        from flow_mbpo_pwm.train import train_seeds
 
-        _, config = _cell_config(args)
-        if args.epochs is not None:
-            config = with_overrides(config, pwm={"epochs": args.epochs})
-        offline = {"world_model_init": args.world_model_init, "offline_data": args.offline_data}
-        offline = {key: str(path) for key, path in offline.items() if path is not None}
-        if offline:
-            config = with_overrides(config, run=offline)
-        return train(config, args.run_dir)
+        if len(args.seed) != len(args.run_dir):
+            raise ConfigError(
+                "--run-dir", f"give one run folder per seed: {len(args.seed)} seeds, {len(args.run_dir)} folders"
+            )
+        configs = []
+        for seed in args.seed:
+            _, config = _cell_config(argparse.Namespace(**{**vars(args), "seed": seed}))
+            if args.epochs is not None:
+                config = with_overrides(config, pwm={"epochs": args.epochs})
+            offline = {"world_model_init": args.world_model_init, "offline_data": args.offline_data}
+            offline = {key: str(path) for key, path in offline.items() if path is not None}
+            if offline:
+                config = with_overrides(config, run=offline)
+            configs.append(config)
+        return train_seeds(configs, args.run_dir)
     if stage == "pretrain":
         return _pretrain(args)
     if stage == "reference":

@@ -17,6 +17,7 @@ import math
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -511,6 +512,8 @@ class ExperimentConfig:
     sizes: tuple[str, ...] = ("5M", "48M")
     dynamics: dict[str, DynamicsConfig] = field(default_factory=lambda: dict(DYNAMICS_PRESETS))
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    # Seeds of a cell trained together in one `train` process (a stack, algorithms/pwm.py); 0: all of them.
+    train_seeds_per_job: int = 0
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     train: TrainOverrides = field(default_factory=TrainOverrides)
@@ -521,8 +524,39 @@ class ExperimentConfig:
         """Every (task, size, dynamics, seed) of the grid, in a stable order."""
         return [(t, s, d, seed) for t in self.tasks for s in self.sizes for d in self.dynamics for seed in self.seeds]
 
+    def train_jobs(
+        self, recorded: Callable[[str, str, str, int], tuple[int, ...] | None] = lambda *cell: None
+    ) -> list[tuple[str, str, str, tuple[int, ...]]]:
+        """The `train` jobs of the grid: (task, size, dynamics, seeds trained together), in a stable order.
+
+        A seed that has started training keeps the stack it started in (`recorded(task, size, dynamics, seed)`:
+        the seeds its run folder was trained with, or None), so a finished or preempted stack is never regrouped.
+        The other seeds of a cell are grouped in config order, `train_seeds_per_job` at a time (0: all together).
+        Adding seeds to the config therefore adds jobs of the new seeds only."""
+        jobs = []
+        for task in self.tasks:
+            for size in self.sizes:
+                for dynamics in self.dynamics:
+                    stacks: list[tuple[int, ...]] = []
+                    for seed in self.seeds:
+                        stack = recorded(task, size, dynamics, seed)
+                        # (a recorded stack that overlaps one already taken is ignored: one job per seed)
+                        if stack and seed in stack and not any(set(stack) & set(s) for s in stacks):
+                            stacks.append(tuple(stack))
+                    grouped = {seed for stack in stacks for seed in stack}
+                    new = [seed for seed in self.seeds if seed not in grouped]
+                    per_job = self.train_seeds_per_job or max(len(new), 1)
+                    stacks += [tuple(new[i : i + per_job]) for i in range(0, len(new), per_job)]
+                    jobs += [(task, size, dynamics, stack) for stack in stacks]
+        return jobs
+
     def validate(self) -> ExperimentConfig:
         _check(len(self.tasks) >= 1, "tasks", "needs at least one task")
+        _check(
+            self.train_seeds_per_job >= 0,
+            "train_seeds_per_job",
+            f"must be >= 0 (seeds of a cell per train process; 0: all of them), got {self.train_seeds_per_job}",
+        )
         _check(len(self.sizes) >= 1, "sizes", "needs at least one size")
         _check(len(self.dynamics) >= 1, "dynamics", "needs at least one dynamics variant")
         _check(len(self.seeds) >= 1, "seeds", "needs at least one seed")

@@ -132,7 +132,8 @@ class Pretraining:
                 while self.step < self.steps:
                     # Chunks of `pwm.wm_steps` updates replay the captured world-model phase on CUDA.
                     chunk = min(cfg.pwm.wm_steps or 1, self.steps - self.step, self.log_every - window)
-                    metrics = self.agent.world_model_steps(self.data_buffer, chunk)
+                    stacked = self.agent.world_model_steps(self.data_buffer, chunk)
+                    metrics = {name: value[0] for name, value in stacked.items()}  # the stack of one seed
                     totals += torch.stack([metrics[k].double() for k in LOSSES]) * chunk
                     self.step += chunk
                     window += chunk

@@ -59,6 +59,11 @@ class ResumableFolder:
         return self.work / "state.pt"
 
     @property
+    def stack(self) -> Path:
+        """The seeds this run trains with in one process (`{"seeds": [...]}`)."""
+        return self.work / "stack.yaml"
+
+    @property
     def work_metrics(self) -> Path:
         return self.work / "metrics.csv"
 

@@ -25,8 +25,15 @@ Exit codes (returned to `cli.py`):
 - 2  invalid configuration, incl. a run folder whose saved config differs from the requested one (raised as
      `ConfigError`, reported by `cli.py`).
 
-Test hook (the only one): environment variable `FLOW_MBPO_PWM_INJECT_NAN_EPOCH=k` fills one actor parameter with
-NaN at the start of epoch k (1-based), so tests can prove the guard stops the run. It is read once at start.
+Several seeds (`train_seeds`, `train --seed 0 1 2 --run-dir A B C`) train as one stack in one process: one batched
+env (block s: seed s's envs), one `PWM` of S seeds, one epoch counter; everything else is per seed (`SeedRun`): its
+run folder, replay buffer, validation env, metrics, guard, records and `work/state.pt` — each folder exactly what a
+lone run of that seed writes. The guard stops a collapsed seed alone (its diagnostics; no declared outputs); its
+siblings finish, and the exit code is then 3. A lone run is the stack of one seed.
+
+Test hook (the only one): environment variable `FLOW_MBPO_PWM_INJECT_NAN_EPOCH=k` fills one actor parameter of every
+seed with NaN at the start of epoch k (1-based), `seed:k` only that seed's, so tests can prove the guard stops the
+run (or that seed). It is read once at start.
 """
 
 from __future__ import annotations
@@ -37,11 +44,14 @@ import os
 import re
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from flow_mbpo_pwm import diagnostics, exit_codes, io
 from flow_mbpo_pwm.config import ConfigError, TrainConfig, dump_yaml, yaml_problem
@@ -204,16 +214,35 @@ class Progression:
 
 def train(config: TrainConfig, run_dir: Path) -> int:
     """Train one cell into `run_dir`; resume from `run_dir/work/state.pt` when present. Returns an exit code."""
-    folder = RunFolder(Path(run_dir))
-    device = resolve_device(config.run.device)
-    _check_run_folder(folder, config)
+    return train_seeds([config], [run_dir])
+
+
+def train_seeds(configs: list[TrainConfig], run_dirs: list[Path]) -> int:
+    """Train several seeds of one cell in one process, as one stack (algorithms/pwm.py): `configs[i]` (the cell's
+    config with `run.seed` = seed i) into `run_dirs[i]`, each folder exactly as a lone run of that seed writes it.
+    Every seed resumes from its folder's `work/state.pt`. Returns an exit code: 0 when every seed completed, 3
+    when any was stopped by the collapse guard (its siblings still complete), 75/130 when preempted."""
+    if not configs or len(configs) != len(run_dirs):
+        raise ValueError(f"train_seeds: {len(configs)} configs for {len(run_dirs)} run folders")
+    cell = configs[0]
+    seeds = [c.run.seed for c in configs]
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError("run.seed", f"a stack trains distinct seeds, got {seeds}")
+    if len({Path(d).resolve() for d in run_dirs}) != len(run_dirs):
+        raise ConfigError("run_dir", f"a stack needs one run folder per seed, got {[str(d) for d in run_dirs]}")
+    for config in configs[1:]:
+        diffs = [d for d in config_differences(cell.to_dict(), config.to_dict()) if d[0] != "run.seed"]
+        if diffs:
+            raise ConfigError(diffs[0][0], f"the seeds of a stack must share one cell config, they differ in {diffs}")
+    device = resolve_device(cell.run.device)
+    folders = [RunFolder(Path(d)) for d in run_dirs]
+    for folder, config in zip(folders, configs, strict=True):
+        _check_run_folder(folder, config)
     for key in ("world_model_init", "offline_data"):
-        path = getattr(config.run, key)
+        path = getattr(cell.run, key)
         if path and not Path(path).is_file():
             raise ConfigError(f"run.{key}", f"{path} does not exist")
-    name = f"{config.task_name}/{config.size}-{config.dynamics_name}/seed{config.run.seed}"
-    run = TrainingRun(config, folder, device, name)
-    return run.run()
+    return TrainingRun(configs, folders, device).run()
 
 
 def _check_run_folder(folder: RunFolder, config: TrainConfig) -> None:
@@ -235,8 +264,6 @@ def _check_run_folder(folder: RunFolder, config: TrainConfig) -> None:
 
 
 def _read_saved_config(folder: RunFolder) -> dict[str, Any]:
-    import yaml
-
     path = folder.work_config
     # Deleting it is safe: it is rewritten from the requested config, and work/state.pt carries its own copy,
     # which the resume still checks.
@@ -250,81 +277,93 @@ def _read_saved_config(folder: RunFolder) -> dict[str, Any]:
     return saved
 
 
-class TrainingRun:
-    def __init__(self, config: TrainConfig, folder: RunFolder, device: torch.device, name: str):
-        self.config = config
-        self.folder = folder
-        self.device = device
-        self.name = name
-        inject = os.environ.get(INJECT_NAN_ENV, "")
-        self.inject_nan_epoch = int(inject) if inject else -1
+def _nan_injections(text: str, seeds: list[int]) -> dict[int, int]:
+    """The test hook's value -> {seed index: epoch}: `k` poisons every seed at epoch k, `seed:k` only that seed
+    (comma-separated entries may be combined)."""
+    injections: dict[int, int] = {}
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        seed, _, epoch = entry.rpartition(":")
+        for index, s in enumerate(seeds):
+            if not seed or int(seed) == s:
+                injections[index] = int(epoch)
+    return injections
 
-    # ---------------------------------------------------------------------------------------------------------
-    # Construction and state
-    # ---------------------------------------------------------------------------------------------------------
 
-    def _build(self) -> None:
+class SeedRun:
+    """One seed of a training run: its config, run folder, replay buffer, validation env, metrics window, guard and
+    records — everything that a lone run of that seed writes. The networks are the stack's member `member`."""
+
+    def __init__(self, stack: TrainingRun, index: int, config: TrainConfig, folder: RunFolder):
+        self.stack, self.index, self.config, self.folder = stack, index, config, folder
+        self.device = stack.device
+        self.name = f"{config.task_name}/{config.size}-{config.dynamics_name}/seed{config.run.seed}"
+        # In a stack, lines are tagged with the seed (the progress lines carry the stack's name).
+        stacked = len(stack.configs) > 1
+        self.tag = f"seed {config.run.seed}: " if stacked else ""
+        self.tag_fields = {"seed": config.run.seed} if stacked else {}
+        self.stopped = False  # by the collapse guard, in this attempt or an earlier one
+
+    def build(self) -> None:
         from flow_mbpo_pwm import envs
-        from flow_mbpo_pwm.algorithms.pwm import PWM
         from flow_mbpo_pwm.data.replay import ReplayBuffer
 
-        cfg = self.config
-        seed_everything(cfg.run.seed)
-        self.env = envs.make_from_config(cfg.env, self.device, seed=cfg.run.seed)
+        cfg, stack = self.config, self.stack
+        self.member = stack.agent.members[self.index]
+        self.buffer = ReplayBuffer(
+            capacity=cfg.pwm.buffer_size,
+            num_envs=cfg.env.num_envs,
+            obs_dim=stack.env.obs_dim,
+            act_dim=stack.env.act_dim,
+            device=self.device,
+            horizon=cfg.pwm.horizon,
+        )
         self.val_env = envs.make_from_config(
             cfg.env,
             self.device,
             seed=cfg.run.validation_seed_base + cfg.run.seed,
             num_envs=cfg.run.validation_episodes,
         )
-        self.agent = PWM(self.env.obs_dim, self.env.act_dim, cfg, self.device)
-        self.buffer = ReplayBuffer(
-            capacity=cfg.pwm.buffer_size,
-            num_envs=self.env.num_envs,
-            obs_dim=self.env.obs_dim,
-            act_dim=self.env.act_dim,
-            device=self.device,
-            horizon=cfg.pwm.horizon,
-        )
         self.window = MetricWindow(self.device)
         self.nonfinite = NonFiniteMonitor(GUARDED_METRICS, self.device)
         self.collapse = CollapseDetector(cfg.run.guard)
-        self.progression = Progression()
         self.metrics_rows: list[dict[str, Any]] = []
         self.validation_rows: list[dict[str, Any]] = []
         self.wm_diagnostic_rows: list[dict[str, Any]] = []
         self.gradient_env: Any = None  # the gradient check's env, built at its first use
-        self.obs = self.env.reset()
 
-    def _state(self) -> dict[str, Any]:
-        p = self.progression
+    def stop(self, err: CollapseError, progress: Progress) -> None:
+        """The collapse guard stopped this seed: diagnostics to its folder; its siblings train on."""
+        io.write_json(self.folder.diagnostics, err.diagnostics)
+        progress.message(self.tag + f"STOPPED by the collapse guard: {err}. Diagnostics: {self.folder.diagnostics}")
+        self.stopped = True
+        self.stack.agent.stop_seed(self.index)
+
+    def _state(self, shared: dict[str, Any]) -> dict[str, Any]:
+        """This seed's `work/state.pt` but the RNG states (added last): a lone run's state, whose `env`, `obs` and
+        `epoch` are the stack's (`shared`, the same in every seed's file) and whose `stack` lists the seeds trained
+        together."""
         return {
             "format": STATE_FORMAT,
             "config": self.config.to_dict(),
-            "epoch": p.epoch,
-            "wall_seconds": p.wall_seconds + (time.monotonic() - self._attempt_start),
-            "agent": self.agent.state_dict(),
+            "epoch": shared["epoch"],
+            "wall_seconds": shared["wall_seconds"],
+            "agent": self.stack.agent.seed_state_dict(self.index),
             "buffer": self.buffer.state_dict(),
-            "env": self.env.state_dict(),
+            "env": shared["env"],
             "val_env": self.val_env.state_dict(),
-            "obs": self.obs,
+            "obs": shared["obs"],
             "window": self.window.state_dict(),
             "nonfinite": self.nonfinite.state_dict(),
             "collapse": self.collapse.state_dict(),
             "metrics_rows": list(self.metrics_rows),
             "validation_rows": list(self.validation_rows),
             "wm_diagnostic_rows": list(self.wm_diagnostic_rows),
-            # Last, so that nothing above (e.g. a state_dict that clones through an RNG) perturbs what is saved.
-            "rng": capture_rng(self.device),
+            "stack": shared["stack"],
         }
 
-    def _save_state(self) -> None:
-        self._check_finite()  # never save a poisoned state: a resume would only collapse again
-        io.torch_save(self.folder.state, self._state())
-
-    def _load_state(self) -> None:
-        """Restore `work/state.pt`. Whatever is wrong with the file (damaged, truncated, of another format, lacking
-        a key, holding pieces that do not fit) ends in one `CheckpointError` that names it and says to delete it."""
+    def _read_state(self) -> dict[str, Any]:
+        """Read and check `work/state.pt`. Whatever is wrong with the file (damaged, truncated, of another format,
+        lacking a key, saved by another stack) ends in one `CheckpointError` that names it and says to delete it."""
         path = self.folder.state
         afresh = f"delete {path} (or the run folder {self.folder.root}) to start this run afresh"
         try:
@@ -342,31 +381,24 @@ class TrainingRun:
         diffs = config_differences(state["config"], self.config.to_dict(), TrainConfig().to_dict())
         if diffs:
             raise ConfigError(diffs[0][0], f"differs from the config saved in {self.folder.state}: {diffs}")
-        try:
-            self._restore(state)
-        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as err:
+        saved_stack = list(state.get("stack", [self.config.run.seed]))
+        if saved_stack != self.stack.seeds:
             raise io.CheckpointError(
-                f"{path}: damaged training state, it does not fit this run ({type(err).__name__}: {err}); {afresh}"
-            ) from err
-        self._drop_records_after_state()
+                f"{path}: saved by a run training the seeds {saved_stack} together, this one trains "
+                f"{self.stack.seeds}; rerun with those seeds, or {afresh}"
+            )
+        return state
 
     def _restore(self, state: dict[str, Any]) -> None:
-        self.agent.load_state_dict(state["agent"])
+        self.stack.agent.load_seed_state_dict(self.index, state["agent"])
         self.buffer.load_state_dict(state["buffer"])
-        self.env.load_state_dict(state["env"])
         self.val_env.load_state_dict(state["val_env"])
-        self.obs = state["obs"].to(self.device)
         self.window.load_state_dict(state["window"])
         self.nonfinite.load_state_dict(state["nonfinite"])
         self.collapse.load_state_dict(state["collapse"])
         self.metrics_rows = list(state["metrics_rows"])
         self.validation_rows = list(state["validation_rows"])
         self.wm_diagnostic_rows = list(state.get("wm_diagnostic_rows", []))
-        self.progression = Progression(
-            epoch=int(state["epoch"]),
-            wall_seconds=float(state["wall_seconds"]),
-        )
-        restore_rng(state["rng"], self.device)
 
     def _drop_records_after_state(self) -> None:
         """Rewrite the work tables from the rows the state holds and delete checkpoints of later epochs: what an
@@ -377,104 +409,13 @@ class TrainingRun:
             if epoch and int(epoch.group(1)) > self.progression.epoch:
                 path.unlink()
 
-    # ---------------------------------------------------------------------------------------------------------
-    # The loop
-    # ---------------------------------------------------------------------------------------------------------
-
-    def run(self) -> int:
-        if self.folder.diagnostics.exists():
-            print(
-                f"[{self.name}] this run was stopped by the collapse guard (see {self.folder.diagnostics}); "
-                "delete that file to retry it, or the run folder to start over",
-                flush=True,
-            )
-            return EXIT_COLLAPSED
-        self._attempt_start = time.monotonic()
-        cfg = self.config
-        # Handlers first: a SIGTERM that arrives while the run is being built is honoured after the next epoch.
-        with StopSignals() as stop:
-            self._build()
-            resumed = self.folder.state.exists()
-            if resumed:
-                self._load_state()
-            else:
-                self._drop_records_after_state()  # an attempt killed before its first state save left these
-            progress = Progress(cfg.pwm.epochs, self.progression.epoch, self.name)
-            try:
-                if resumed:
-                    progress.message(f"resumed from {self.folder.state} at epoch {self.progression.epoch}")
-                else:
-                    progress.message(
-                        f"training on {self.device}: {cfg.pwm.epochs} epochs x {cfg.pwm.horizon} steps x "
-                        f"{self.env.num_envs} envs; parameters {self._parameter_counts()}"
-                    )
-                    if self._start_from_offline(progress):
-                        self._save_state()  # a preempted job does not redo the loading
-                trained = False
-                while self.progression.epoch < cfg.pwm.epochs:
-                    self._one_epoch(progress)
-                    trained = True
-                    if stop.received is not None and self.progression.epoch < cfg.pwm.epochs:
-                        self._save_state()
-                        interrupted = stop.received == signal.SIGINT
-                        progress.message(
-                            f"{'interrupted' if interrupted else 'preempted'} ({signal.Signals(stop.received).name}) "
-                            f"at epoch {self.progression.epoch}, state saved to {self.folder.state}; "
-                            "rerun the same command to continue"
-                        )
-                        return EXIT_INTERRUPTED if interrupted else EXIT_PREEMPTED
-                if trained or not resumed:
-                    self._save_state()  # the finished run's state: `export-dataset` reads its replay buffer
-                # A signal during these last writes is ignored: finishing takes seconds, and all of it is atomic.
-                self._finish()
-                progress.message(f"completed {cfg.pwm.epochs} epochs; outputs in {self.folder.root}")
-                return EXIT_COMPLETED
-            except CollapseError as err:
-                io.write_json(self.folder.diagnostics, err.diagnostics)
-                progress.message(f"STOPPED by the collapse guard: {err}. Diagnostics: {self.folder.diagnostics}")
-                return EXIT_COLLAPSED
-            finally:
-                progress.close()
-
-    def _one_epoch(self, progress: Progress) -> None:
-        cfg = self.config
-        p = self.progression
-        if p.epoch + 1 == self.inject_nan_epoch:
-            with torch.no_grad():
-                next(self.agent.actor.parameters()).fill_(math.nan)
-        try:
-            self.obs, metrics = self.agent.epoch(self.env, self.obs, self.buffer, p.epoch / cfg.pwm.epochs)
-        except ValueError as err:
-            # The env refuses NaN/Inf actions (on CPU always): a collapse if the models went non-finite, else a bug.
-            self._check_finite(during=f"epoch {p.epoch + 1} ({err})")
-            raise
-        self.window.add(metrics)
-        self.nonfinite.observe(metrics)
-        p.epoch += 1
-        epoch = p.epoch
-        progress.advance(epoch)
-        last = epoch == cfg.pwm.epochs
-        if not self.agent.warmed_up and self._warmup_due(epoch):
-            # The first world-model update after the buffer holds a finished episode is a long one; until then the
-            # agent only collects data (PWM.epoch). `agent.warmed_up` is saved with the agent's state.
-            progress.message(f"world-model warm-up: {cfg.pwm.wm_warmup_steps} steps after epoch {epoch}")
-            self.agent.train_world_model(self.buffer, cfg.pwm.wm_warmup_steps)
-        if epoch % cfg.run.guard.check_every == 0:
-            self._check_finite()
-        if epoch % cfg.run.log_every == 0 or last:
-            self._log(progress)
-        if epoch % cfg.run.validate_every == 0 or last:
-            self._validate(progress)
-        if epoch % cfg.run.save_state_every == 0 and not last:
-            self._save_state()
-
     def _warmup_due(self, epoch: int) -> bool:
         """Whether the buffer holds a finished episode (and a full window to train on). Asked of the device only
         at log boundaries, which read the device anyway, and at the epoch where every env has certainly finished
         its first episode (truncation after `max_episode_steps`): never a per-epoch sync. Deterministic, so a
         resumed run warms up at the same epoch."""
         horizon = self.config.pwm.horizon
-        first_truncation = (epoch - 1) * horizon < self.env.max_episode_steps <= epoch * horizon
+        first_truncation = (epoch - 1) * horizon < self.stack.env.max_episode_steps <= epoch * horizon
         return (epoch % self.config.run.log_every == 0 or first_truncation) and self.buffer.ready()
 
     # ---------------------------------------------------------------------------------------------------------
@@ -486,11 +427,16 @@ class TrainingRun:
         return {"task": c.task_name, "size": c.size, "dynamics": c.dynamics_name, "seed": c.run.seed}
 
     @property
+    def progression(self) -> Progression:
+        return self.stack.progression
+
+    @property
     def env_steps(self) -> int:
-        return self.progression.epoch * self.config.pwm.horizon * self.env.num_envs
+        """This seed's env steps (its block of the batched env)."""
+        return self.progression.epoch * self.config.pwm.horizon * self.config.env.num_envs
 
     def _wall_seconds(self) -> float:
-        return self.progression.wall_seconds + (time.monotonic() - self._attempt_start)
+        return self.stack.wall_seconds()
 
     def _log(self, progress: Progress) -> None:
         values = self.window.read()
@@ -503,13 +449,12 @@ class TrainingRun:
             **values,
         }
         # The learning rates of this row's last epoch, computed on the host.
-        lrs = self.agent.learning_rates((self.progression.epoch - 1) / self.config.pwm.epochs)
+        lrs = self.stack.agent.learning_rates((self.progression.epoch - 1) / self.config.pwm.epochs)
         row.update(actor_lr=lrs["actor"], critic_lr=lrs["critic"], wm_lr=lrs["wm"])
         self.metrics_rows.append(row)
         write_table(self.folder.work_metrics, METRICS_COLUMNS, self.metrics_rows)
-        progress.report(
-            {k: row[k] for k in ("train_return_mean", "train_episodes", "actor_loss", "critic_loss", "wm_loss")}
-        )
+        names = ("train_return_mean", "train_episodes", "actor_loss", "critic_loss", "wm_loss")
+        progress.report({**self.tag_fields, **{k: row[k] for k in names}})
 
     @torch.no_grad()
     def _validation_returns(
@@ -526,7 +471,7 @@ class TrainingRun:
         for t in range(env.max_episode_steps):
             if recorder is not None and t in start_steps:
                 recorder.add_joint_state(t, len(recorder.joint_states) % env.num_envs, *env.joint_state())
-            actions = self.agent.act(obs, deterministic=True)
+            actions = self.member.act(obs, deterministic=True)
             next_obs, reward, terminated, truncated, info = env.step(actions)
             if recorder is not None:
                 recorder.add(t, obs, actions, reward, info["final_obs"], terminated | truncated)
@@ -547,7 +492,7 @@ class TrainingRun:
         if self.gradient_env is None:
             from flow_mbpo_pwm import envs
 
-            rows = 2 * cfg.pwm.horizon * self.env.act_dim
+            rows = 2 * cfg.pwm.horizon * self.member.act_dim
             seed = cfg.run.validation_seed_base + cfg.run.seed  # unused: every row is placed in a saved state
             # Ordered float atomics on the GPU: rows with the same inputs then give the same outputs, so a finite
             # difference measures the perturbation, not the atomics' summation order.
@@ -559,7 +504,7 @@ class TrainingRun:
 
     def _reward_units(self) -> diagnostics.RewardUnits:
         pwm = self.config.pwm
-        return diagnostics.reward_units(pwm.reward_norm, self.agent.rew_rms, pwm.reward_clip)
+        return diagnostics.reward_units(pwm.reward_norm, self.member.rew_rms, pwm.reward_clip)
 
     def _validate(self, progress: Progress) -> None:
         from flow_mbpo_pwm import checkpoints
@@ -577,7 +522,7 @@ class TrainingRun:
         # Seeded by the epoch, so a resumed run measures the same (only a noise-source flow draws from it).
         generator = torch.Generator(device=self.device).manual_seed(epoch)
         step_rows, grad_cosine = diagnostics.validation_diagnostics(
-            self.agent.world_model, recorder, cfg.pwm.horizon, cfg.pwm.gamma, self._reward_units(),
+            self.member.world_model, recorder, cfg.pwm.horizon, cfg.pwm.gamma, self._reward_units(),
             gradient_returns, cfg.run.grad_check_eps, generator,
         )  # fmt: skip
         reason = self.collapse.update(epoch, mean)
@@ -586,12 +531,12 @@ class TrainingRun:
             **self._cell_keys(),
             "epoch": epoch,
             "env_steps": self.env_steps,
-            "obs_dim": self.env.obs_dim,
-            "act_dim": self.env.act_dim,
+            "obs_dim": self.member.obs_dim,
+            "act_dim": self.member.act_dim,
             "val_return": mean,
             "config": self.config.to_dict(),
         }
-        checkpoints.save_policy(path, self.agent, meta)
+        checkpoints.save_policy(path, self.member, meta)
         row = {
             **self._cell_keys(),
             "epoch": epoch,
@@ -609,7 +554,8 @@ class TrainingRun:
         self.wm_diagnostic_rows.extend({**keys, **r, "grad_cosine": grad_cosine} for r in step_rows)
         self._write_work_tables()
         progress.message(
-            f"validation at epoch {epoch}: return {mean:.4g} +- {std:.3g}"
+            self.tag
+            + f"validation at epoch {epoch}: return {mean:.4g} +- {std:.3g}"
             + (f" FLAGGED ({reason})" if reason else "")
             + f"; step-H latent error {row['wm_latent_mse_hH']:.3g} (copy baseline {row['copy_latent_mse_hH']:.3g})"
             + (f", gradient cosine {grad_cosine:.3f}" if not math.isnan(grad_cosine) else "")
@@ -621,7 +567,7 @@ class TrainingRun:
             )
 
     def _modules(self) -> dict[str, torch.nn.Module]:
-        return {"world_model": self.agent.world_model, "actor": self.agent.actor, "critic": self.agent.critic}
+        return {"world_model": self.member.world_model, "actor": self.member.actor, "critic": self.member.critic}
 
     def _check_finite(self, during: str = "") -> None:
         metrics = self.nonfinite.read()
@@ -662,17 +608,22 @@ class TrainingRun:
 
         run = self.config.run
         if run.world_model_init:
-            meta = checkpoints.load_world_model(run.world_model_init, self.agent)
-            self.agent.warmed_up = True
-            progress.message(f"world model from {run.world_model_init} (pretrained {meta.get('steps')} steps)")
+            meta = checkpoints.load_world_model(run.world_model_init, self.member)
+            self.member.warmed_up = True
+            progress.message(
+                self.tag + f"world model from {run.world_model_init} (pretrained {meta.get('steps')} steps)"
+            )
         if run.offline_data:
-            data = read_matching_dataset(run.offline_data, self.env.obs_dim, self.env.act_dim, self.config.pwm.horizon)
+            env = self.stack.env
+            data = read_matching_dataset(run.offline_data, env.obs_dim, env.act_dim, self.config.pwm.horizon)
             added = fill_buffer(self.buffer, data)
-            progress.message(f"replay buffer starts with {added} offline transitions from {run.offline_data}")
+            progress.message(
+                self.tag + f"replay buffer starts with {added} offline transitions from {run.offline_data}"
+            )
         return bool(run.world_model_init or run.offline_data)
 
     def _parameter_counts(self) -> dict[str, int]:
-        return self.agent.parameter_counts()  # {world_model, actor, critic, total}
+        return self.stack.agent.parameter_counts()  # {world_model, actor, critic, total}
 
     def _write_work_tables(self) -> None:
         write_table(self.folder.work_metrics, METRICS_COLUMNS, self.metrics_rows)
@@ -686,7 +637,7 @@ class TrainingRun:
         self._write_work_tables()
         checkpoints.save_agent(
             folder.final,
-            self.agent,
+            self.member,
             {**self._cell_keys(), "epoch": self.progression.epoch, "config": self.config.to_dict()},
         )
         write_table(folder.metrics, METRICS_COLUMNS, self.metrics_rows)
@@ -715,6 +666,215 @@ class TrainingRun:
             ],
         }
         io.write_json(folder.summary, summary)
+
+
+class TrainingRun:
+    """The run loop of one stack of seeds (one seed: a lone run): the batched env, the agent and the epoch counter
+    are shared; each seed's records, guard and folder are its `SeedRun`."""
+
+    def __init__(self, configs: list[TrainConfig], folders: list[RunFolder], device: torch.device):
+        self.configs = configs
+        self.config = configs[0]  # the cell's settings (all seeds share them but run.seed)
+        self.seeds = [c.run.seed for c in configs]
+        self.device = device
+        cell = self.config
+        seeds = ",".join(map(str, self.seeds))
+        self.name = f"{cell.task_name}/{cell.size}-{cell.dynamics_name}/seed{seeds}"
+        self.runs = [SeedRun(self, i, c, f) for i, (c, f) in enumerate(zip(configs, folders, strict=True))]
+        self.inject_nan = _nan_injections(os.environ.get(INJECT_NAN_ENV, ""), self.seeds)
+
+    # ---------------------------------------------------------------------------------------------------------
+    # Construction and state
+    # ---------------------------------------------------------------------------------------------------------
+
+    def _build(self) -> None:
+        from flow_mbpo_pwm import envs
+        from flow_mbpo_pwm.algorithms.pwm import PWM
+
+        cfg = self.config
+        seed_everything(self.seeds[0])
+        # One batched env: block s of `env.num_envs` envs is seed s's, drawing as a lone env with that seed.
+        env_seed = self.seeds[0] if len(self.seeds) == 1 else self.seeds
+        self.env = envs.make_from_config(
+            cfg.env, self.device, seed=env_seed, num_envs=cfg.env.num_envs * len(self.seeds)
+        )
+        self.agent = PWM(self.env.obs_dim, self.env.act_dim, cfg, self.device, seeds=self.seeds)
+        for run in self.runs:
+            run.build()
+            if run.stopped:
+                self.agent.stop_seed(run.index)
+        self.buffers = [run.buffer for run in self.runs]
+        self.progression = Progression()
+        self.obs = self.env.reset()
+
+    def live(self) -> list[SeedRun]:
+        return [run for run in self.runs if not run.stopped]
+
+    def wall_seconds(self) -> float:
+        return self.progression.wall_seconds + (time.monotonic() - self._attempt_start)
+
+    def _save_state(self, progress: Progress) -> None:
+        """Every live seed's `work/state.pt`; a seed whose models went non-finite is stopped instead (never save a
+        poisoned state: a resume would only collapse again)."""
+        for run in self.live():
+            self._guarded(run, run._check_finite, progress)
+        shared = {
+            "epoch": self.progression.epoch,
+            "wall_seconds": self.wall_seconds(),
+            "env": self.env.state_dict(),
+            "obs": self.obs,
+            "stack": list(self.seeds),
+        }
+        states = [(run, run._state(shared)) for run in self.live()]
+        # Last, so that nothing above (e.g. a state_dict that clones through an RNG) perturbs what is saved.
+        rng = capture_rng(self.device)
+        for run, state in states:
+            io.torch_save(run.folder.state, {**state, "rng": rng})
+
+    def _load_state(self) -> None:
+        """Restore every live seed from its `work/state.pt` (the shared env, observations, epoch and RNG from the
+        first one). The live seeds' files must come from one save: equal epochs."""
+        states = []
+        for run in self.live():
+            state = run._read_state()
+            try:
+                run._restore(state)
+            except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as err:
+                raise io.CheckpointError(
+                    f"{run.folder.state}: damaged training state, it does not fit this run "
+                    f"({type(err).__name__}: {err}); delete it (or the run folder {run.folder.root}) to start this "
+                    "run afresh"
+                ) from err
+            states.append((run, state))
+        epochs = {int(state["epoch"]) for _, state in states}
+        if len(epochs) != 1:
+            listed = ", ".join(f"{run.folder.state}: epoch {int(state['epoch'])}" for run, state in states)
+            raise io.CheckpointError(f"the seeds' training states are of different epochs ({listed}); delete them")
+        first = states[0][1]
+        try:
+            self.env.load_state_dict(first["env"])
+        except (KeyError, TypeError, ValueError, RuntimeError) as err:
+            raise io.CheckpointError(
+                f"{states[0][0].folder.state}: damaged training state, its env does not fit this run ({err}); "
+                "delete it to start afresh"
+            ) from err
+        self.obs = first["obs"].to(self.device)
+        self.progression = Progression(epoch=int(first["epoch"]), wall_seconds=float(first["wall_seconds"]))
+        restore_rng(first["rng"], self.device)
+        for run in self.live():
+            run._drop_records_after_state()
+
+    def _guarded(self, run: SeedRun, check: Callable[[], None], progress: Progress) -> None:
+        """Run `check()` (a guard check, a validation) of one seed; a collapse stops that seed only."""
+        if run.stopped:
+            return
+        try:
+            check()
+        except CollapseError as err:
+            run.stop(err, progress)
+
+    # ---------------------------------------------------------------------------------------------------------
+    # The loop
+    # ---------------------------------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        for run in self.runs:
+            if run.folder.diagnostics.exists():
+                print(
+                    f"[{run.name}] this run was stopped by the collapse guard (see {run.folder.diagnostics}); "
+                    "delete that file to retry it, or the run folder to start over",
+                    flush=True,
+                )
+                run.stopped = True
+        if not self.live():
+            return EXIT_COLLAPSED
+        self._attempt_start = time.monotonic()
+        cfg = self.config
+        # Handlers first: a SIGTERM that arrives while the run is being built is honoured after the next epoch.
+        with StopSignals() as stop:
+            self._build()
+            resumed = any(run.folder.state.exists() for run in self.live())
+            if resumed:
+                self._load_state()
+            else:
+                for run in self.live():
+                    run._drop_records_after_state()  # an attempt killed before its first state save left these
+            # Which seeds each folder trains with (once its state, if any, was accepted): the workflow never
+            # regroups a started seed (common.smk).
+            for run in self.runs:
+                io.write_text(run.folder.stack, yaml.safe_dump({"seeds": self.seeds}))
+            progress = Progress(cfg.pwm.epochs, self.progression.epoch, self.name)
+            try:
+                if resumed:
+                    progress.message(f"resumed from {self._state_files()} at epoch {self.progression.epoch}")
+                else:
+                    progress.message(
+                        f"training on {self.device}: {cfg.pwm.epochs} epochs x {cfg.pwm.horizon} steps x "
+                        f"{cfg.env.num_envs} envs x {len(self.seeds)} seed(s) {self.seeds}; parameters per seed "
+                        f"{self.agent.parameter_counts()}"
+                    )
+                    if any([run._start_from_offline(progress) for run in self.live()]):
+                        self._save_state(progress)  # a preempted job does not redo the loading
+                trained = False
+                while self.progression.epoch < cfg.pwm.epochs and self.live():
+                    self._one_epoch(progress)
+                    trained = True
+                    if stop.received is not None and self.progression.epoch < cfg.pwm.epochs and self.live():
+                        self._save_state(progress)
+                        interrupted = stop.received == signal.SIGINT
+                        progress.message(
+                            f"{'interrupted' if interrupted else 'preempted'} ({signal.Signals(stop.received).name}) "
+                            f"at epoch {self.progression.epoch}, state saved to {self._state_files()}; "
+                            "rerun the same command to continue"
+                        )
+                        return EXIT_INTERRUPTED if interrupted else EXIT_PREEMPTED
+                if trained or not resumed:
+                    self._save_state(progress)  # the finished run's state: `export-dataset` reads its replay buffer
+                # A signal during these last writes is ignored: finishing takes seconds, and all of it is atomic.
+                for run in self.live():
+                    run._finish()
+                    progress.message(run.tag + f"completed {cfg.pwm.epochs} epochs; outputs in {run.folder.root}")
+                return EXIT_COLLAPSED if any(run.stopped for run in self.runs) else EXIT_COMPLETED
+            finally:
+                progress.close()
+
+    def _state_files(self) -> str:
+        return ", ".join(str(run.folder.state) for run in self.live())
+
+    def _one_epoch(self, progress: Progress) -> None:
+        cfg = self.config
+        p = self.progression
+        for index, epoch in self.inject_nan.items():
+            if p.epoch + 1 == epoch:
+                with torch.no_grad():
+                    next(self.agent.members[index].actor.parameters()).fill_(math.nan)
+        self.obs, stacked = self.agent.epoch(self.env, self.obs, self.buffers, p.epoch / cfg.pwm.epochs)
+        for run in self.live():
+            metrics = {name: value[run.index] for name, value in stacked.items()}
+            run.window.add(metrics)
+            run.nonfinite.observe(metrics)
+        p.epoch += 1
+        epoch = p.epoch
+        progress.advance(epoch)
+        last = epoch == cfg.pwm.epochs
+        due = [not run.stopped and not run.member.warmed_up and run._warmup_due(epoch) for run in self.runs]
+        if any(due):
+            # The first world-model update after a seed's buffer holds a finished episode is a long one; until then
+            # that seed only collects data (PWM.epoch). `warmed_up` is saved with each seed's agent state.
+            warming = [seed for seed, d in zip(self.seeds, due, strict=True) if d]
+            progress.message(
+                f"world-model warm-up of seed(s) {warming}: {cfg.pwm.wm_warmup_steps} steps after epoch {epoch}"
+            )
+            self.agent.train_world_model(self.buffers, cfg.pwm.wm_warmup_steps, due)
+        for run in self.live():
+            if epoch % cfg.run.guard.check_every == 0:
+                self._guarded(run, run._check_finite, progress)
+            if not run.stopped and (epoch % cfg.run.log_every == 0 or last):
+                run._log(progress)
+            if epoch % cfg.run.validate_every == 0 or last:
+                self._guarded(run, partial(run._validate, progress), progress)
+        if epoch % cfg.run.save_state_every == 0 and not last and self.live():
+            self._save_state(progress)
 
 
 def _json_number(value: float) -> float | None:

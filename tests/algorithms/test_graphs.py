@@ -68,36 +68,50 @@ def test_cpu_agent_stays_eager_and_loads_a_captured_runs_optimiser_state():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_captured_phases_equal_eager_phases_on_cuda():
+@pytest.mark.parametrize("seeds", [(0,), (0, 1, 2)])
+def test_captured_phases_equal_eager_phases_on_cuda(seeds):
+    """A lone agent and a stack of three seeds: the replayed world-model phase equals the same code run eagerly."""
     config = small_config("flow")
     device = torch.device("cuda")
-    agent = PWM(4, 1, config, device)
+    agent = PWM(4, 1, config, device, seeds=seeds)
     assert agent.graphs is not None
-    buffer = ReplayBuffer(4000, 4, 4, 1, device, horizon=config.pwm.horizon)
-    g = torch.Generator(device=device).manual_seed(1)
-    for t in range(40):
-        done = torch.full((4,), t % 13 == 12, device=device)
-        buffer.add(*(torch.randn(s, generator=g, device=device) for s in ((4, 4), (4, 1), (4,), (4, 4))), done, done)
+    buffers = []
+    for seed in seeds:
+        buffer = ReplayBuffer(4000, 4, 4, 1, device, horizon=config.pwm.horizon)
+        g = torch.Generator(device=device).manual_seed(seed + 1)
+        for t in range(40):
+            done = torch.full((4,), t % 13 == 12, device=device)
+            shapes = ((4, 4), (4, 1), (4,), (4, 4))
+            buffer.add(*(torch.randn(s, generator=g, device=device) for s in shapes), done, done)
+        buffers.append(buffer)
     steps = config.pwm.wm_steps
     for _ in range(3):  # eager warm-up, capture + replay, replay
-        agent.world_model_steps(buffer, steps)
+        agent.world_model_steps(buffers, steps)
     assert len(agent.graphs.captured()) == 1
 
     def state() -> list[torch.Tensor]:
-        moments = [v for st in agent.wm_optimizer.state.values() for v in st.values()]
-        return [*agent.world_model.parameters(), *moments]
+        tensors = []
+        for member in agent.members:
+            moments = [v for st in member.wm_optimizer.state.values() for v in st.values()]
+            tensors += [*member.world_model.parameters(), *moments]
+        return tensors
+
+    def generators() -> list[torch.Tensor]:
+        return [member.generator.get_state() for member in agent.members]
 
     before = [t.detach().clone() for t in state()]
-    generator = agent.generator.get_state()
-    captured = agent.world_model_steps(buffer, steps)  # replayed
+    generators_before = generators()
+    captured = agent.world_model_steps(buffers, steps)  # replayed
     after_captured = [t.detach().clone() for t in state()]
-    generator_captured = agent.generator.get_state()
+    generators_captured = generators()
     with torch.no_grad():
         for t, saved in zip(state(), before, strict=True):
             t.copy_(saved)
-    agent.generator.set_state(generator)
-    eager = agent._world_model_steps(buffer, steps)  # the same code, eagerly, from the same state
-    assert torch.equal(agent.generator.get_state(), generator_captured)  # the graph advanced the generator alike
+    for member, saved in zip(agent.members, generators_before, strict=True):
+        member.generator.set_state(saved)
+    eager = agent._world_model_steps(buffers, steps, agent.live_seeds())  # the same code, eagerly, same state
+    for replayed, eager_state in zip(generators_captured, generators(), strict=True):
+        assert torch.equal(replayed, eager_state)  # the graph advanced every seed's generator alike
     for key in captured:
         assert torch.allclose(captured[key], eager[key], rtol=1e-4, atol=1e-6), key
     for x, y in zip(after_captured, state(), strict=True):

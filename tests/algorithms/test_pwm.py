@@ -6,6 +6,7 @@ from pwm_helpers import TASK, small_config
 
 from flow_mbpo_pwm import io
 from flow_mbpo_pwm.algorithms.pwm import PWM
+from flow_mbpo_pwm.algorithms.stack import stack_draws
 from flow_mbpo_pwm.config import with_overrides
 from flow_mbpo_pwm.data.replay import ReplayBuffer
 from flow_mbpo_pwm.envs import make
@@ -112,7 +113,7 @@ def test_a_few_epochs_on_a_real_gym_env_run_with_finite_losses(variant):
     for epoch in range(3):
         obs, metrics = agent.epoch(env, obs, buffer, 0.5 + epoch / 10)
         assert set(EPOCH_METRICS) <= set(metrics)
-        assert all(v.dim() == 0 for v in metrics.values())
+        assert all(v.shape == (1,) for v in metrics.values())  # one value per seed of the stack (S = 1)
         assert metrics["updated"].item() == 1.0
         for name in EPOCH_METRICS[:11]:
             assert math.isfinite(metrics[name].item()), name
@@ -182,7 +183,7 @@ def test_world_model_loss_weights_its_terms():
     weighted, _, _, _ = build("deterministic", wm_dynamics_coef=20.0, wm_reward_coef=0.1)
     weighted.load_state_dict(agent.state_dict())
     batch = buffer.sample(8, agent.generator)
-    plain, scaled = agent.world_model_loss(batch), weighted.world_model_loss(batch)
+    plain, scaled = seed_loss(agent, batch), seed_loss(weighted, batch)
     torch.testing.assert_close(scaled.dynamics, plain.dynamics)
     torch.testing.assert_close(scaled.reward, plain.reward)
     torch.testing.assert_close(scaled.total, 20.0 * plain.dynamics + 0.1 * plain.reward)
@@ -199,13 +200,19 @@ def test_bad_inputs_are_refused_with_clear_errors():
         PWM(4, 1, with_overrides(small_config(), pwm={"normalize_obs": True}), "cpu")
 
 
+def seed_loss(agent, batch):
+    """`PWM.world_model_loss` of a lone batch (the stack of one seed: a leading seed axis in and out)."""
+    losses = agent.world_model_loss(stack_draws([batch]))
+    return type(losses)(*(x[0] for x in losses))
+
+
 @pytest.mark.parametrize("dynamics", ["deterministic", "flow"])
 def test_world_model_loss_definition_and_masking_of_invalid_rows(dynamics):
     agent, env, buffer, obs = build(dynamics, gamma=1.0)
     run_until_warm(agent, env, buffer, obs)
     batch = buffer.sample(8, agent.generator)
     assert batch.valid.all()
-    losses = agent.world_model_loss(batch)
+    losses = seed_loss(agent, batch)
     torch.testing.assert_close(losses.total, losses.dynamics + losses.reward)
     if dynamics == "deterministic":  # with gamma = 1 the latent MSE is the dynamics loss itself
         torch.testing.assert_close(losses.dynamics, losses.latent_mse)
@@ -213,12 +220,12 @@ def test_world_model_loss_definition_and_masking_of_invalid_rows(dynamics):
     half = batch._replace(valid=torch.arange(8) < 4)
     first = batch._replace(**{f: getattr(batch, f)[:4] for f in batch._fields})
     agent.generator.manual_seed(5)
-    masked = agent.world_model_loss(half)
+    masked = seed_loss(agent, half)
     agent.generator.manual_seed(5)
-    reference = agent.world_model_loss(first)
+    reference = seed_loss(agent, first)
     if dynamics == "deterministic":  # (flow draws tau per row, so only the deterministic loss is comparable)
         torch.testing.assert_close(masked.total, reference.total)
-    none = agent.world_model_loss(batch._replace(valid=torch.zeros(8, dtype=torch.bool)))
+    none = seed_loss(agent, batch._replace(valid=torch.zeros(8, dtype=torch.bool)))
     assert none.total.item() == 0.0 and none.valid_rows.item() == 0
 
 
@@ -242,6 +249,6 @@ def test_reward_normalisation_of_the_world_model_target(reward_norm):
         latents.append(agent.world_model.next(latents[-1], batch.action[:, t], agent.generator))
     predicted = agent.world_model.reward(torch.stack(latents), batch.action.transpose(0, 1))
     expected = (predicted - target).pow(2).mean()
-    torch.testing.assert_close(agent.world_model_loss(batch).reward, expected, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(seed_loss(agent, batch).reward, expected, rtol=1e-4, atol=1e-5)
     if reward_norm == "std":
         assert target.max() > 5  # never clipped

@@ -45,3 +45,27 @@ def test_scale_only_normalisation_keeps_the_sign_of_an_alive_bonus():
     scaled = stats.normalize(torch.tensor([1.0, -1.0]), clip=5.0, center=False)
     torch.testing.assert_close(scaled, (torch.tensor([1.0, -1.0]) / std).clamp(-5, 5))
     assert scaled[0] > 0 and abs(stats.normalize(torch.tensor([1.0]), center=True).item()) < 1e-3
+
+
+def test_stacked_statistics_equal_one_lone_stream_per_seed_and_masked_seeds_stay_unchanged():
+    """A stack of S seeds keeps S independent streams: seed s's statistics are exactly (bitwise) those of a lone
+    RunningMeanStd fed seed s's samples; a seed masked out of an update is left as it was."""
+    generator = torch.Generator().manual_seed(0)
+    seeds = 3
+    stacked = RunningMeanStd((), seeds=seeds)
+    lone = [RunningMeanStd(()) for _ in range(seeds)]
+    masks = [None, torch.tensor([True, False, True]), torch.tensor([False, True, False]), None]
+    for step, mask in enumerate(masks):
+        batch = torch.randn(seeds, 5, generator=generator) * (step + 1) + torch.arange(seeds).view(-1, 1)
+        stacked.update(batch, mask)
+        for s in range(seeds):
+            if mask is None or mask[s]:
+                lone[s].update(batch[s])
+    for s in range(seeds):
+        for name in ("mean", "var", "count"):
+            assert torch.equal(getattr(stacked, name)[s], getattr(lone[s], name)), (s, name)
+    x = torch.randn(seeds, 4, 2, generator=generator)
+    normalized = stacked.normalize(x, clip=1.0)
+    for s in range(seeds):
+        assert torch.equal(normalized[s], lone[s].normalize(x[s], clip=1.0))
+    assert torch.equal(stacked.std()[1], lone[1].std())

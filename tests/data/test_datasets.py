@@ -166,6 +166,7 @@ def test_dataset_of_another_task_is_refused(finished_runs, tmp_path):
 
 def test_pretraining_lowers_world_model_loss_on_held_out_data(finished_runs, tmp_path):
     from flow_mbpo_pwm.algorithms.pwm import PWM
+    from flow_mbpo_pwm.algorithms.stack import stack_draws
     from flow_mbpo_pwm.data.datasets import export_run, load_dataset
 
     experiment, runs = finished_runs
@@ -181,7 +182,8 @@ def test_pretraining_lowers_world_model_loss_on_held_out_data(finished_runs, tmp
     def held_out_losses() -> tuple[float, float, float]:
         generator = torch.Generator().manual_seed(123)
         with torch.no_grad():
-            losses = [agent.world_model_loss(held_out.sample(64, generator)) for _ in range(8)]
+            # (the agent is a stack of one seed: batches and losses carry a leading seed axis)
+            losses = [agent.world_model_loss(stack_draws([held_out.sample(64, generator)])) for _ in range(8)]
         return tuple(float(sum(getattr(x, k) for x in losses) / 8) for k in ("total", "dynamics", "reward"))
 
     before = held_out_losses()

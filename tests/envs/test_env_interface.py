@@ -224,3 +224,31 @@ def test_missing_gymnasium_gives_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "gymnasium", None)  # as if the optional extra were not installed
     with pytest.raises(ImportError, match=r"flow-mbpo-pwm\[gym\]"):
         make("gym:InvertedPendulum-v5", 1, "cpu", 0)
+
+
+def test_a_list_of_seeds_makes_blocks_each_drawing_as_a_lone_env_with_its_seed(task):
+    """A stack of seeds steps one batched env: block s of `make(task, S * n, seed=[s_0, ...])` resets, steps, ends
+    and resets its episodes exactly (bitwise) as `make(task, n, seed=s_s)` does, under the same actions."""
+    seeds, n = [5, 0, 9], 2
+    stacked = make(task, n * len(seeds), "cpu", seeds, episode_length=6)
+    lone = [make(task, n, "cpu", seed, episode_length=6) for seed in seeds]
+    generator = torch.Generator().manual_seed(0)
+    obs = stacked.reset()
+    for s, env in enumerate(lone):
+        assert torch.equal(obs[s * n : (s + 1) * n], env.reset())
+    for _ in range(14):  # more than two episodes: resets draw from every block's own streams
+        actions = torch.rand(n * len(seeds), stacked.act_dim, generator=generator) * 2 - 1
+        out = stacked.step(actions)
+        for s, env in enumerate(lone):
+            rows = slice(s * n, (s + 1) * n)
+            mine = env.step(actions[rows])
+            for a, b in zip(out[:4], mine[:4], strict=True):
+                assert torch.equal(a[rows], b)
+            assert torch.equal(out[4]["final_obs"][rows], mine[4]["final_obs"])
+    assert not torch.equal(obs[:n], obs[n : 2 * n])  # the blocks really differ
+
+
+@pytest.mark.parametrize("seeds", [[0, 1, 2], [0, 1.5], [-1, 2], []])
+def test_seed_blocks_must_split_the_envs_evenly_and_be_valid_seeds(task, seeds):
+    with pytest.raises(ValueError, match="seed"):
+        make(task, 4, "cpu", seeds)

@@ -30,10 +30,16 @@ def snakemake(*args: str, workdir: Path | None = None, timeout: float = 300) -> 
     )
 
 
+def rule_kind(name: str) -> str:
+    """A rule's kind: each stack's `train_<cell>_seed<seeds>` rule (workflow/rules/train.smk) is a `train`."""
+    return "train" if name.startswith("train_") else name
+
+
 @dataclass
 class DryRunJob:
-    rule: str
+    rule: str  # the rule's kind (`rule_kind`)
     fields: dict[str, str]
+    name: str = ""  # the rule's own name
 
     @property
     def resources(self) -> dict[str, str]:
@@ -48,7 +54,7 @@ def dry_run_jobs(output: str) -> list[DryRunJob]:
     for line in output.splitlines():
         header = re.match(r"^(?:local)?rule (\w+):$", line)
         if header:
-            jobs.append(DryRunJob(header.group(1), {}))
+            jobs.append(DryRunJob(rule_kind(header.group(1)), {}, header.group(1)))
             continue
         field = re.match(r"^    (\w+): (.*)$", line)
         if field and jobs:
@@ -57,7 +63,7 @@ def dry_run_jobs(output: str) -> list[DryRunJob]:
 
 
 def job_stats(output: str) -> dict[str, int]:
-    """The `Job stats` table of a dry run: rule -> number of jobs (without the total)."""
+    """The `Job stats` table of a dry run: rule kind -> number of jobs (without the total)."""
     lines = output.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("Job stats:"))
     counts = {}
@@ -65,6 +71,6 @@ def job_stats(output: str) -> dict[str, int]:
         parts = line.split()
         if len(parts) != 2 or not parts[1].isdigit():
             break
-        counts[parts[0]] = int(parts[1])
+        counts[rule_kind(parts[0])] = counts.get(rule_kind(parts[0]), 0) + int(parts[1])
     counts.pop("total")
     return counts

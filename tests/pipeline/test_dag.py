@@ -12,7 +12,7 @@ import yaml
 from flow_mbpo_pwm.config import load_experiment
 from flow_mbpo_pwm.plots import expected_figures
 
-from .runner import BIN, REPO, dry_run_jobs, job_stats, snakemake, snakemake_env
+from .runner import BIN, REPO, dry_run_jobs, job_stats, rule_kind, snakemake, snakemake_env
 
 CELL_RULES = ("train", "select", "evaluate")
 REFERENCE_RULES = ("reference", "evaluate_reference", "collect", "pretrain")  # GPU jobs beside the grid
@@ -21,6 +21,7 @@ REFERENCE_RULES = ("reference", "evaluate_reference", "collect", "pretrain")  # 
 def expected_counts(config_path: str) -> dict[str, int]:
     experiment = load_experiment(REPO / config_path)
     counts = {**dict.fromkeys(CELL_RULES, len(experiment.cells())), "aggregate": 1, "plot": 1, "all": 1}
+    counts["train"] = len(experiment.train_jobs())  # one job per stack of seeds (default: all seeds of a cell)
     if experiment.reference.enabled:  # one PPO reference run per task and seed, one dataset per task
         runs = len(experiment.reference_cells())
         counts |= {"reference": runs, "evaluate_reference": runs, "collect": len(experiment.tasks)}
@@ -30,18 +31,21 @@ def expected_counts(config_path: str) -> dict[str, int]:
 
 
 @pytest.mark.parametrize(
-    ("config_path", "cells", "reference_runs"),
+    ("config_path", "cells", "train_jobs", "reference_runs"),
     [
-        ("config/config.yaml", 1 * 2 * 2 * 5, 5),
-        ("config/smoke.yaml", 1 * 1 * 2 * 2, 2),
-        ("config/ablation.yaml", 5 * 5, 5),
+        ("config/config.yaml", 1 * 2 * 2 * 5, 1 * 2 * 2, 5),
+        ("config/smoke.yaml", 1 * 1 * 2 * 2, 1 * 1 * 2, 2),
+        ("config/ablation.yaml", 5 * 5, 5, 5),
     ],
 )
-def test_dry_run_has_one_chain_per_cell_and_one_aggregate(tmp_path, config_path, cells, reference_runs):
+def test_dry_run_has_one_chain_per_cell_and_one_aggregate(tmp_path, config_path, cells, train_jobs, reference_runs):
+    """One select and evaluate per (task, size, dynamics, seed); one train job per (task, size, dynamics): all
+    seeds of a cell train in one process by default."""
     result = snakemake("-n", "--configfile", config_path, workdir=tmp_path)
     assert result.returncode == 0, result.stderr
     assert job_stats(result.stdout) == expected_counts(config_path)
-    assert expected_counts(config_path)["train"] == cells
+    assert expected_counts(config_path)["select"] == cells
+    assert expected_counts(config_path)["train"] == train_jobs
     assert expected_counts(config_path).get("reference", 0) == reference_runs
 
 
@@ -67,7 +71,7 @@ def test_configfile_replaces_the_default_config_instead_of_merging(tmp_path):
     variants = {
         job.fields["wildcards"].split("dynamics=")[1].split(",")[0]
         for job in dry_run_jobs(result.stdout)
-        if job.rule == "train"
+        if job.rule == "select"
     }
     assert variants == {"deterministic", "flow-k2", "flow-k4", "flow-k8", "flow-k16"}
 
@@ -75,19 +79,20 @@ def test_configfile_replaces_the_default_config_instead_of_merging(tmp_path):
 def test_run_folders_and_shell_lines_follow_the_contract(tmp_path):
     result = snakemake("-n", "-p", "--configfile", "config/smoke.yaml", workdir=tmp_path)
     jobs = dry_run_jobs(result.stdout)
-    train = next(j for j in jobs if j.rule == "train" and "dynamics=flow, seed=1" in j.fields["wildcards"])
-    run = "results/ant/tiny-flow/seed1"
+    # One train job per cell: its seeds train together, each into its own run folder.
+    train = next(j for j in jobs if j.rule == "train" and "tiny-flow" in j.fields["output"])
+    assert train.name == "train_ant_tiny_flow_seed0_1"
+    runs = ["results/ant/tiny-flow/seed0", "results/ant/tiny-flow/seed1"]
     assert train.fields["output"].split(", ") == [
-        f"{run}/final.pt",
-        f"{run}/metrics.csv",
-        f"{run}/validation.csv",
-        f"{run}/wm_diagnostics.csv",
-        f"{run}/train_summary.json",
+        f"{run}/{name}"
+        for run in runs
+        for name in ("final.pt", "metrics.csv", "validation.csv", "wm_diagnostics.csv", "train_summary.json")
     ]
     # Resumable training state (work/) is never a declared output: Snakemake would delete it when a job fails.
     assert not [job for job in jobs if "/work/" in job.fields.get("output", "")]
-    assert train.fields["log"] == "logs/train/ant/tiny-flow/seed1.log"
-    assert train.fields["benchmark"] == "benchmarks/train/ant/tiny-flow/seed1.tsv"
+    assert train.fields["log"] == "logs/train/ant/tiny-flow/seed0_1.log"
+    assert train.fields["benchmark"] == "benchmarks/train/ant/tiny-flow/seed0_1.tsv"
+    assert train.resources["gpu"] == "1" and train.resources["seeds"] == "2"
     # The paper's protocol: training starts from the cell's pretrained world model, with the task's offline data.
     assert train.fields["input"].split(", ") == [
         "results/ant/pretrain/tiny-flow/world_model.pt",
@@ -95,11 +100,13 @@ def test_run_folders_and_shell_lines_follow_the_contract(tmp_path):
     ]
     shell = re.search(
         r"flow-mbpo-pwm train --config (results/config/[0-9a-f]{16}\.yaml) --task ant --size tiny --dynamics flow"
-        rf" --seed 1 --run-dir {run} --world-model-init results/ant/pretrain/tiny-flow/world_model\.pt"
-        r" --offline-data results/ant/offline/dataset\.h5 > logs/train/ant/tiny-flow/seed1\.log 2>&1",
+        rf" --seed 0 1 --run-dir {runs[0]} {runs[1]} --world-model-init results/ant/pretrain/tiny-flow/world_model\.pt"
+        r" --offline-data results/ant/offline/dataset\.h5 > logs/train/ant/tiny-flow/seed0_1\.log 2>&1",
         result.stdout,
     )
     assert shell is not None, result.stdout
+    select = next(j for j in jobs if j.rule == "select" and "dynamics=flow, seed=1" in j.fields["wildcards"])
+    assert select.fields["input"].split(", ") == [f"{runs[1]}/train_summary.json", f"{runs[1]}/validation.csv"]
     # A dry run writes nothing: the effective config file is written only when jobs run (its content is checked
     # by the smoke run, tests/pipeline/test_smoke_local.py).
     assert not (tmp_path / "results").exists()
@@ -115,7 +122,8 @@ def test_run_folders_and_shell_lines_follow_the_contract(tmp_path):
 def test_rule_graph_is_train_select_evaluate_aggregate_plot(tmp_path):
     result = snakemake("--rulegraph", "--configfile", "config/smoke.yaml", workdir=tmp_path)
     assert result.returncode == 0, result.stderr
-    names = dict(re.findall(r"^\s*(\d+)\[label = \"(\w+)\"", result.stdout, flags=re.MULTILINE))
+    labels = re.findall(r"^\s*(\d+)\[label = \"(\w+)\"", result.stdout, flags=re.MULTILINE)
+    names = {node: rule_kind(label) for node, label in labels}
     edges = {(names[a], names[b]) for a, b in re.findall(r"^\s*(\d+) -> (\d+)$", result.stdout, flags=re.MULTILINE)}
     assert edges == {
         ("train", "select"),
@@ -270,6 +278,8 @@ def test_slurm_profile_asks_gpus_for_gpu_rules_only(tmp_path):
         if job.rule in ("train", "evaluate", *REFERENCE_RULES):
             assert resources["gpu"] == "1" and resources["gpu_model"] == "h200"
             assert int(resources["runtime"]) > 0 and int(resources["mem_mb"]) > 0
+            if job.rule == "train":  # one GPU for the stack of seeds, the profile's memory per seed times seeds
+                assert int(resources["mem_mb"]) == 32000 * int(resources["seeds"]) and resources["seeds"] == "2"
             assert int(resources["cpus_per_gpu"]) >= 1 and "cpus_per_task" not in resources
             assert "gres" not in resources
         elif job.rule == "select":  # a small CPU job on the cluster
@@ -299,4 +309,39 @@ def test_local_profile_pins_gpu_jobs_only(tmp_path):
         pinned = "gpu_slot.py -- flow-mbpo-pwm" in line
         gpu_stage = re.search(r"flow-mbpo-pwm (train|evaluate|reference|collect|pretrain) ", line) is not None
         assert pinned == gpu_stage, line
-    assert len(shells) == 4 + 4 + 4 + 1 + 1 + 2 + 2 + 1 + 2  # + reference, its evaluation, collect, pretrain
+    # train (one job per stack of seeds), select, evaluate, aggregate, plot + reference, its evaluation, collect,
+    # pretrain
+    assert len(shells) == 2 + 4 + 4 + 1 + 1 + 2 + 2 + 1 + 2
+
+
+def test_adding_a_seed_trains_only_the_new_seed_and_a_started_stack_keeps_its_seeds(tmp_path):
+    """Seeds 0 and 1 trained together (their run folders complete, `work/stack.yaml` recording the stack); adding
+    seeds 2 and 3 to the config adds one train job, of seeds 2 and 3 only. With `train_seeds_per_job: 1` the new
+    seeds get one job each, and the finished stack is still left alone."""
+    smoke = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
+    base = {
+        **smoke,
+        "dynamics": {"flow": smoke["dynamics"]["flow"]},
+        "reference": {"enabled": False},
+        "pretrain": {"enabled": False},
+    }
+    for seed in (0, 1):
+        run = tmp_path / f"results/ant/tiny-flow/seed{seed}"
+        (run / "work").mkdir(parents=True)
+        (run / "work" / "stack.yaml").write_text(yaml.safe_dump({"seeds": [0, 1]}))
+        for name in ("final.pt", "metrics.csv", "validation.csv", "wm_diagnostics.csv", "train_summary.json"):
+            (run / name).write_text("")
+
+    def train_jobs(config: dict) -> list:
+        path = tmp_path / "experiment.yaml"
+        path.write_text(yaml.safe_dump(config))
+        result = snakemake("-n", "--configfile", str(path), workdir=tmp_path)
+        assert result.returncode == 0, result.stderr
+        return [job for job in dry_run_jobs(result.stdout) if job.rule == "train"]
+
+    assert train_jobs(base) == []  # seeds 0 and 1 are trained
+    (added,) = train_jobs({**base, "seeds": [0, 1, 2, 3]})
+    assert added.name == "train_ant_tiny_flow_seed2_3"
+    assert all("/seed2/" in path or "/seed3/" in path for path in added.fields["output"].split(", "))
+    one_each = train_jobs({**base, "seeds": [0, 1, 2, 3], "train_seeds_per_job": 1})
+    assert sorted(job.name for job in one_each) == ["train_ant_tiny_flow_seed2", "train_ant_tiny_flow_seed3"]

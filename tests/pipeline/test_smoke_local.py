@@ -124,6 +124,7 @@ def test_smoke_pipeline_end_to_end_through_the_local_profile(tmp_path):
     more_seeds = tmp_path / "more_seeds.yaml"
     more_seeds.write_text(yaml.safe_dump({**config, "seeds": [*config["seeds"], 7]}))
     plan = snakemake("-n", "--configfile", str(more_seeds), workdir=workdir)
+    # One new train job per cell, of seed 7 alone: the finished stacks of seeds 0 and 1 are left as they are.
     assert job_stats(plan.stdout) == {
         "train": 2, "select": 2, "evaluate": 2, "reference": 1, "evaluate_reference": 1, "aggregate": 1, "plot": 1,
         "all": 1,
@@ -137,7 +138,8 @@ def test_smoke_pipeline_end_to_end_through_the_local_profile(tmp_path):
         yaml.safe_dump({**config, "train": {**config["train"], "pwm": {**config["train"]["pwm"], "epochs": 25}}})
     )
     plan = snakemake("-n", "--configfile", str(longer), workdir=workdir)
-    assert job_stats(plan.stdout) == {"train": 4, "select": 4, "evaluate": 4, "aggregate": 1, "plot": 1, "all": 1}
+    # Changed training settings retrain every cell: one job per cell's stack of seeds.
+    assert job_stats(plan.stdout) == {"train": 2, "select": 4, "evaluate": 4, "aggregate": 1, "plot": 1, "all": 1}
 
 
 def test_killed_training_job_resumes_from_its_saved_state(tmp_path):
@@ -172,8 +174,8 @@ def test_killed_training_job_resumes_from_its_saved_state(tmp_path):
     assert snakemake("--unlock", *args, workdir=workdir).returncode == 0
     result = snakemake(target, *args, workdir=workdir, timeout=900)
     assert result.returncode == 0, describe_failure(result, workdir)
-    log = (workdir / "logs/train/ant/tiny-flow/seed0.log").read_text()
-    assert re.search(r"resumed from \S+state\.pt at epoch [1-9]", log), log[-3000:]
+    log = (workdir / "logs/train/ant/tiny-flow/seed0_1.log").read_text()  # seeds 0 and 1 train as one stack
+    assert re.search(r"resumed from (\S+state\.pt,? )+at epoch [1-9]", log), log[-3000:]  # every seed's state
     summary = json.loads((run / "train_summary.json").read_text())
     assert (
         summary["status"] == "completed"

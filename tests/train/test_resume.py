@@ -12,40 +12,12 @@ import subprocess
 import time
 from pathlib import Path
 
-import pandas as pd
-import torch
-from train_helpers import cli_args, run_cli, subprocess_env
+from train_helpers import assert_same_run, cli_args, run_cli, subprocess_env
 
-from flow_mbpo_pwm import io
 from flow_mbpo_pwm.train import EXIT_INTERRUPTED, EXIT_PREEMPTED
 
 # Long enough that a signal lands mid-run, short enough for CI; saves every 3 epochs, logs every 2.
 RESUME_RUN = {"train": {"pwm": {"epochs": 24}}}
-
-
-def _tensors(obj, prefix=""):
-    if isinstance(obj, torch.Tensor):
-        return {prefix: obj}
-    if isinstance(obj, dict):
-        out = {}
-        for key, value in obj.items():
-            out.update(_tensors(value, f"{prefix}.{key}"))
-        return out
-    return {}
-
-
-def _assert_same_run(reference: Path, other: Path) -> None:
-    a, b = _tensors(io.torch_load(reference / "final.pt")), _tensors(io.torch_load(other / "final.pt"))
-    assert a.keys() == b.keys() and len(a) > 10
-    different = [k for k in a if not torch.equal(a[k], b[k])]
-    assert not different, f"final weights differ: {different[:5]}"
-    for table in ("metrics.csv", "validation.csv"):
-        ta, tb = pd.read_csv(reference / table), pd.read_csv(other / table)
-        assert len(ta) == len(tb) and tb["epoch"].is_unique, table
-        ta, tb = ta.drop(columns=["wall_seconds"], errors="ignore"), tb.drop(columns=["wall_seconds"], errors="ignore")
-        pd.testing.assert_frame_equal(ta, tb, check_exact=True)
-    diagnostics = [pd.read_csv(run / "wm_diagnostics.csv") for run in (reference, other)]
-    pd.testing.assert_frame_equal(*diagnostics, check_exact=True)
 
 
 def _wait_for(proc: subprocess.Popen, condition, timeout: float = 300) -> None:
@@ -73,7 +45,7 @@ def test_killed_and_preempted_runs_resume_bitwise(tmp_path, write_experiment):
     again = run_cli(cli_args(config, killed))
     assert again.returncode == 0, again.stderr + again.stdout
     assert "resumed from" in again.stdout
-    _assert_same_run(reference, killed)
+    assert_same_run(reference, killed)
 
     # (c) SIGTERM at a random moment of the training loop: state saved, exit code 75, then the same command again.
     _signal_and_resume(tmp_path, config, reference, signal.SIGTERM, EXIT_PREEMPTED, "preempted")
@@ -109,6 +81,6 @@ def _signal_and_resume(tmp_path: Path, config: Path, reference: Path, sig: int, 
         again = run_cli(cli_args(config, interrupted))
         assert again.returncode == 0, again.stderr + again.stdout
         assert "resumed from" in again.stdout
-        _assert_same_run(reference, interrupted)
+        assert_same_run(reference, interrupted)
         return
     raise AssertionError(f"every run finished before its {name}")

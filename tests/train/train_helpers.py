@@ -9,6 +9,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+import torch
+
+from flow_mbpo_pwm import io
+
 REPO = Path(__file__).resolve().parents[2]
 
 # A small but real PWM run: InvertedPendulum (obs 4, act 1) with short episodes, tiny world model, small actor and
@@ -106,9 +111,38 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     # One intra-op thread: these networks are tiny, and on a busy 2-core CI machine two spinning OpenMP threads per
     # process made an epoch ~10x slower. Every run of a test uses the same setting, so results stay comparable.
     env["OMP_NUM_THREADS"] = "1"
+    # MKL's default (alignment-dependent) mode, as users run: tests/conftest.py sets the strict mode for the
+    # in-process tests only; a test that compares stacked with lone runs asks for it (test_stacked_runs.py).
+    env.pop("MKL_CBWR", None)
     env.update(extra)
     return env
 
 
 def run_cli(args: list[str], timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=subprocess_env(**env))
+
+
+def _tensors(obj, prefix=""):
+    if isinstance(obj, torch.Tensor):
+        return {prefix: obj}
+    if isinstance(obj, dict):
+        out = {}
+        for key, value in obj.items():
+            out.update(_tensors(value, f"{prefix}.{key}"))
+        return out
+    return {}
+
+
+def assert_same_run(reference: Path, other: Path) -> None:
+    """Bitwise the same final weights, metric, validation and world-model diagnostic rows (wall times aside)."""
+    a, b = _tensors(io.torch_load(reference / "final.pt")), _tensors(io.torch_load(other / "final.pt"))
+    assert a.keys() == b.keys() and len(a) > 10
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"final weights differ: {different[:5]}"
+    for table in ("metrics.csv", "validation.csv"):
+        ta, tb = pd.read_csv(reference / table), pd.read_csv(other / table)
+        assert len(ta) == len(tb) and tb["epoch"].is_unique, table
+        ta, tb = ta.drop(columns=["wall_seconds"], errors="ignore"), tb.drop(columns=["wall_seconds"], errors="ignore")
+        pd.testing.assert_frame_equal(ta, tb, check_exact=True)
+    diagnostics = [pd.read_csv(run / "wm_diagnostics.csv") for run in (reference, other)]
+    pd.testing.assert_frame_equal(*diagnostics, check_exact=True)

@@ -181,24 +181,125 @@ def pretrain_digest(wildcards) -> str:
     return _digest({"pretrain": dataclasses.asdict(EXPERIMENT.pretrain), **settings})
 
 
-def train_inputs(wildcards) -> dict[str, str]:
+def train_inputs(task: str, size: str, dynamics: str) -> dict[str, str]:
     """The pretrained world model and the offline data a cell's training starts from (none from scratch)."""
     if not EXPERIMENT.pretrain.enabled:
         return {}
-    inputs = {"world_model": f"{PRETRAINED.format(**wildcards)}/world_model.pt"}
+    cell = {"task": task, "size": size, "dynamics": dynamics}
+    inputs = {"world_model": f"{PRETRAINED.format(**cell)}/world_model.pt"}
     if EXPERIMENT.pretrain.seed_buffer:
-        inputs["offline_data"] = DATASET.format(task=wildcards.task)
+        inputs["offline_data"] = DATASET.format(task=task)
     return inputs
 
 
-def offline_flags(wildcards, input) -> str:
+def offline_flags(inputs: dict[str, str]) -> str:
     """`train`'s flags for the inputs of `train_inputs`, quoted."""
     flags = {"world_model": "--world-model-init", "offline_data": "--offline-data"}
     return " ".join(
-        f"{flag} {shlex.quote(str(input[name]))}"
+        f"{flag} {shlex.quote(str(inputs[name]))}"
         for name, flag in flags.items()
-        if name in input.keys()
+        if name in inputs
     )
+
+
+# Stacks of seeds: the seeds of a cell that one `train` job trains together, in one process. A seed that has
+# started keeps its stack, which `train` records in the run folder (work/stack.yaml), so finished and preempted
+# stacks are never regrouped and adding seeds adds jobs of the new seeds only (ExperimentConfig.train_jobs).
+TRAIN_OUTPUTS = {
+    "final": "final.pt",
+    "metrics": "metrics.csv",
+    "validation": "validation.csv",
+    "wm_diagnostics": "wm_diagnostics.csv",
+    "summary": "train_summary.json",
+}
+
+
+def _recorded_stack(task: str, size: str, dynamics: str, seed: int):
+    run = RUN.format(task=task, size=size, dynamics=dynamics, seed=seed)
+    try:
+        recorded = yaml.safe_load(Path(run, "work", "stack.yaml").read_text())
+        return tuple(int(s) for s in recorded["seeds"])
+    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+        return None
+
+
+def _train_resources(seeds: int) -> dict:
+    """One GPU per job, however many seeds it trains. A profile's `set-resources: train:` (profiles/slurm)
+    applies to every train job (rules named per stack), its `mem_mb` per seed: times the job's seeds.
+    """
+    settings = getattr(workflow, "resource_settings", None)
+    profile = getattr(settings, "overwrite_resources", {}).get("train", {})
+    # Values as the profile gives them (Snakemake may hold them as parsed Resource objects).
+    resources = {name: getattr(value, "raw", value) for name, value in profile.items()}
+    if "mem_mb" in resources:
+        resources["mem_mb"] = int(resources["mem_mb"]) * seeds
+    return {**resources, "gpu": 1, "seeds": seeds}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainJob:
+    task: str
+    size: str
+    dynamics: str
+    stack: tuple
+
+    def runs(self) -> list[str]:
+        cell = {"task": self.task, "size": self.size, "dynamics": self.dynamics}
+        return [RUN.format(**cell, seed=seed) for seed in self.stack]
+
+    @property
+    def rule(self) -> str:
+        name = f"train_{self.task}_{self.size}_{self.dynamics}_seed{'_'.join(map(str, self.stack))}"
+        return re.sub(r"[^0-9A-Za-z_]", "_", name)
+
+    @property
+    def outputs(self) -> dict[str, str]:
+        return {
+            f"{key}_seed{seed}": f"{run}/{name}"
+            for seed, run in zip(self.stack, self.runs())
+            for key, name in TRAIN_OUTPUTS.items()
+        }
+
+    @property
+    def log(self) -> str:
+        seeds = "_".join(map(str, self.stack))
+        return f"logs/train/{self.task}/{self.size}-{self.dynamics}/seed{seeds}.log"
+
+    @property
+    def benchmark(self) -> str:
+        return self.log.replace("logs/", "benchmarks/", 1).removesuffix(".log") + ".tsv"
+
+    @property
+    def inputs(self) -> dict[str, str]:
+        return train_inputs(self.task, self.size, self.dynamics)
+
+    @property
+    def offline(self) -> str:
+        return offline_flags(self.inputs)
+
+    @property
+    def seeds(self) -> str:
+        return " ".join(map(str, self.stack))
+
+    @property
+    def run_dirs(self) -> str:
+        return " ".join(map(shlex.quote, self.runs()))
+
+    @property
+    def cell(self) -> str:
+        """Fingerprint of the stack's fully resolved training configs (a params rerun trigger)."""
+        cells = [
+            EXPERIMENT.cell(self.task, self.size, self.dynamics, seed).to_dict()
+            for seed in self.stack
+        ]
+        return _digest(cells)
+
+    @property
+    def resources(self) -> dict:
+        return _train_resources(len(self.stack))
+
+
+TRAIN_JOBS = [TrainJob(*job) for job in EXPERIMENT.train_jobs(_recorded_stack)]
 
 
 FIGURES = list(expected_figures(EXPERIMENT))

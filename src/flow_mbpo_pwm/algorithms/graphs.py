@@ -18,7 +18,7 @@ bench/RESULTS.md "CUDA graphs").
 What a captured phase may touch: tensors whose storage lives as long as the graph (parameters, optimiser state,
 running statistics, replay-buffer storage, the static inputs) — never a tensor that is re-assigned between
 replays. Hence: Adam runs with `capturable=True` and a 0-d device tensor lr that `PWM.set_learning_rates` fills in
-place (`make_capturable`); random numbers come from the agent's device generator, registered with every graph
+place (`make_capturable`); random numbers come from the agent's device generators, registered with every graph
 (its offset advances on each replay, as in eager mode); and `PWM.load_state_dict` (which replaces the optimisers'
 state tensors) calls `reset()`, so phases are captured again.
 
@@ -34,7 +34,7 @@ one, the replay buffer's host count of adds, is advanced by `PWM` after each rep
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -94,12 +94,14 @@ class _Phase:
 
 
 class PhaseGraphs:
-    """Captured phases of one agent, by name. `generator` is the device generator the phases draw from."""
+    """Captured phases of one agent, by name. `generators`: the device generator(s) the phases draw from (a stack
+    of seeds: one per seed, and the scratch one)."""
 
-    def __init__(self, device: torch.device, generator: torch.Generator):
+    def __init__(self, device: torch.device, generators: torch.Generator | Sequence[torch.Generator]):
         if device.type != "cuda":
             raise ValueError(f"PhaseGraphs needs a CUDA device, got {device}")
-        self.device, self.generator = device, generator
+        self.device = device
+        self.generators = [generators] if isinstance(generators, torch.Generator) else list(generators)
         self.stream = torch.cuda.Stream(device=device)
         self.phases: dict[Any, _Phase] = {}
 
@@ -157,7 +159,8 @@ class PhaseGraphs:
             raise RuntimeError(
                 "this torch has no CUDAGraph.register_generator_state (needed for the agent's generator)"
             )
-        register(self.generator)
+        for generator in self.generators:
+            register(generator)
         torch.cuda.synchronize(self.device)
         with torch.cuda.graph(graph, stream=self.stream, capture_error_mode=mode):
             phase.outputs = fn(*phase.inputs)

@@ -30,22 +30,38 @@ Choices, and where they differ from the public PWM code (docs: ../shared/specs/p
   per-epoch count.
 - Observations are not normalised (`pwm.normalize_obs=True` is rejected).
 
-Capture-friendliness: static shapes and loop lengths, RNG from `self.generator` (a torch generator on the device),
-metrics returned as 0-d device tensors, no `.item()` or tensor-valued Python branches in the epoch.
+A stack of seeds: `PWM(..., seeds=(s1, ..., sS))` trains S seeds of one cell at once (a lone run is S = 1, the same
+code). Each seed is a `SeedAgent` built from the ordinary modules (the single definition of every network) with
+its own initial weights (`torch.manual_seed(seed)`), generator, Adam state, running statistics and replay buffer;
+its parameters are views of the stack's `[S, ...]` tensors (`torch.func.stack_module_state`). The epoch's per-seed
+math (`_imagine_step`, `_critic_loss`, `_world_model_loss`, ...) is written for one seed and run on all through
+`functional_call` under `vmap` (algorithms/stack.py); every random number is drawn per seed from its generator
+outside vmap and passed in (`draw`). Losses are per seed (`[S]`, summed for one backward: seeds share no
+parameter), gradients are clipped per seed, and only the seeds that train this epoch (warmed up, not stopped)
+are stepped; the others only collect, drawing nothing from their generators, exactly as they would alone. The
+env is one batched env whose block s holds seed s's envs; a seed whose actions went non-finite acts with zero
+torque there (the caller's guard stops it) so its siblings run on.
+
+Capture-friendliness: static shapes and loop lengths, RNG from the seeds' generators (torch generators on the
+device), metrics returned as `[S]` device tensors, no `.item()` or tensor-valued Python branches in the epoch (the
+set of training seeds is a host value: a captured phase is keyed by it).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from functools import partial
 from typing import Any, NamedTuple, Protocol
 
 import torch
 from torch import nn
-from torch.nn.utils import clip_grad_norm_
 
 from flow_mbpo_pwm.algorithms.graphs import PhaseGraphs, make_capturable, make_eager, set_lr
 from flow_mbpo_pwm.algorithms.returns import td_lambda_targets
 from flow_mbpo_pwm.algorithms.running_stats import RunningMeanStd
+from flow_mbpo_pwm.algorithms.stack import clip_grad_norm_per_seed, stack_draws
+from flow_mbpo_pwm.algorithms.stack import per_seed as run_per_seed
 from flow_mbpo_pwm.config import TrainConfig
 from flow_mbpo_pwm.data.replay import ReplayBatch, ReplayBuffer
 from flow_mbpo_pwm.models.actor import Actor
@@ -60,14 +76,14 @@ class SequenceSource(Protocol):
 
 
 class Rollout(NamedTuple):
-    """One imagined rollout of H steps for N envs (everything but `objective` is detached)."""
+    """One imagined rollout of H steps for N envs of each of S seeds (everything but `objective` is detached)."""
 
-    objective: torch.Tensor  # [N] per env: sum over closed segments of sum_t gamma^t r_t + gamma^L V(z_L)
-    latents: torch.Tensor  # [H, N, latent] z_0 .. z_{H-1}
-    rewards: torch.Tensor  # [H, N] model rewards (normalised units)
-    next_values: torch.Tensor  # [H, N] min-ensemble V(z_{i+1}), zero where the real env terminated
-    dones: torch.Tensor  # [H, N] bool: the real env ended its episode at step i
-    episodes: torch.Tensor  # training-episode statistics of the real env (0-d, float64)
+    objective: torch.Tensor  # [S, N] per env: sum over closed segments of sum_t gamma^t r_t + gamma^L V(z_L)
+    latents: torch.Tensor  # [H, S, N, latent] z_0 .. z_{H-1}
+    rewards: torch.Tensor  # [H, S, N] model rewards (normalised units)
+    next_values: torch.Tensor  # [H, S, N] min-ensemble V(z_{i+1}), zero where the real env terminated
+    dones: torch.Tensor  # [H, S, N] bool: the real env ended its episode at step i
+    episodes: torch.Tensor  # training-episode statistics of the real env ([S], float64)
     episode_return_sum: torch.Tensor
     episode_return_max: torch.Tensor
 
@@ -80,7 +96,104 @@ class WorldModelLoss(NamedTuple):
     valid_rows: torch.Tensor
 
 
+NETWORKS = ("world_model", "actor", "critic")
+OPTIMIZERS = {"actor": "actor_optimizer", "critic": "critic_optimizer", "world_model": "wm_optimizer"}
+
+
+class SeedAgent(nn.Module):
+    """One seed: its networks (the single definition of each), running statistics, generator, optimisers and
+    warm-up flag — what one run's checkpoints and state hold (`state_dict`, the format of a lone run). Inside a
+    `PWM` stack its parameters and statistics share storage with the stack's `[S, ...]` tensors, so the stack's
+    updates are its updates and reading it (validation, checkpoints) copies nothing."""
+
+    def __init__(self, obs_dim: int, act_dim: int, config: TrainConfig, seed: int, device: torch.device):
+        super().__init__()
+        cfg = config.pwm
+        self.config, self.device, self.seed = config, device, seed
+        self.obs_dim, self.act_dim = obs_dim, act_dim
+        latent = config.world_model.latent_dim
+        with torch.random.fork_rng(devices=[]):  # initial weights: a function of the seed alone
+            torch.manual_seed(seed)
+            self.world_model = WorldModel(obs_dim, act_dim, config.world_model, config.dynamics)
+            self.actor = Actor(latent, act_dim, cfg.actor_units, cfg.init_logstd, cfg.min_logstd)
+            self.critic = CriticEnsemble(latent, cfg.critic_units, cfg.num_critics)
+        self.rew_rms = RunningMeanStd(())
+        self.ret_rms = RunningMeanStd(())
+        # Per-env return of the real env's rewards in the episode running now (training-episode statistics).
+        self.register_buffer("episode_return", torch.zeros(config.env.num_envs, dtype=torch.float64))
+        self.to(device)
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(seed)
+        self.warmed_up = False  # host flag: the world model has been trained; until then epochs only collect
+
+    def draw_step(self, n: int, generator: torch.Generator) -> dict[str, Any]:
+        """The random inputs of one imagined step of `n` envs, in the order a lone `Actor.sample` and
+        `WorldModel.next` draw them: the actor's noise, then the dynamics' draws."""
+        noise = torch.randn(n, self.act_dim, generator=generator, device=self.device)
+        return {"action": noise, "dynamics": self.world_model.dynamics.draw_next((n,), generator)}
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
+        """This seed's actions for real observations: `tanh(mu(E(o)))`, or a sample of the training policy (this
+        draws from the seed's generator)."""
+        z = self.world_model.encode(obs)
+        return self.actor.act(z) if deterministic else self.actor.sample(z, self.generator)
+
+    def build_optimizers(self) -> None:
+        cfg = self.config.pwm
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, betas=cfg.betas)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, betas=cfg.betas)
+        self.wm_optimizer = torch.optim.Adam(self.world_model.parameters(), lr=cfg.wm_lr)
+
+    def optimizers(self) -> tuple[torch.optim.Optimizer, ...]:
+        return self.actor_optimizer, self.critic_optimizer, self.wm_optimizer
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
+        """Models, running statistics, optimisers and the generator: everything a bitwise resume needs."""
+        return {
+            "modules": super().state_dict(*args, **kwargs),
+            "actor_optimizer": self.actor_optimizer.state_dict(),
+            "critic_optimizer": self.critic_optimizer.state_dict(),
+            "wm_optimizer": self.wm_optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "warmed_up": self.warmed_up,
+        }
+
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True, capturable: bool = False) -> Any:  # type: ignore[override]
+        required = {"modules", "actor_optimizer", "critic_optimizer", "wm_optimizer", "generator", "warmed_up"}
+        missing = required - set(state)
+        if missing:
+            raise KeyError(f"PWM.load_state_dict: missing {sorted(missing)}")
+        result = super().load_state_dict(state["modules"], strict=strict)  # copies into the stack's storage
+        for name in ("actor_optimizer", "critic_optimizer", "wm_optimizer"):
+            optimizer = getattr(self, name)
+            optimizer.load_state_dict(state[name])
+            # The saved groups carry the saving run's mode (capturable, tensor lr, step counters' device); use this
+            # agent's.
+            if capturable:
+                make_capturable(optimizer, self.device)
+            else:
+                make_eager(optimizer)
+        self.generator.set_state(state["generator"].cpu())
+        self.warmed_up = bool(state.get("warmed_up", False))
+        return result
+
+
+def _share_storage(module: nn.Module, name: str, stacked: torch.Tensor, index: int) -> None:
+    """Make `module`'s tensor `name` (a parameter or buffer) the view `stacked[index]`."""
+    owner_name, _, leaf = name.rpartition(".")
+    owner = module.get_submodule(owner_name)
+    view = stacked.detach()[index]
+    if leaf in owner._parameters:
+        setattr(owner, leaf, nn.Parameter(view))
+    else:
+        setattr(owner, leaf, view)
+
+
 class PWM(nn.Module):
+    """PWM for a stack of S seeds of one cell (`seeds`, default the config's one seed): a lone run is the stack
+    with S = 1. `members[s]` is seed s's `SeedAgent`; the epoch runs every seed at once (algorithms/stack.py)."""
+
     def __init__(
         self,
         obs_dim: int,
@@ -88,6 +201,7 @@ class PWM(nn.Module):
         config: TrainConfig,
         device: str | torch.device,
         cuda_graphs: bool | None = None,
+        seeds: Sequence[int] | None = None,
     ):
         super().__init__()
         cfg = config.pwm
@@ -95,104 +209,142 @@ class PWM(nn.Module):
             raise ValueError("pwm.normalize_obs=True is not supported: observations enter the encoder raw")
         if obs_dim < 1 or act_dim < 1:
             raise ValueError(f"PWM: obs_dim ({obs_dim}) and act_dim ({act_dim}) must be >= 1")
+        seeds = (config.run.seed,) if seeds is None else tuple(int(s) for s in seeds)
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise ValueError(f"PWM: seeds must be distinct and at least one, got {list(seeds)}")
         self.config = config
         self.device = torch.device(device)
         self.obs_dim, self.act_dim, self.num_envs = obs_dim, act_dim, config.env.num_envs
-        latent = config.world_model.latent_dim
-        self.world_model = WorldModel(obs_dim, act_dim, config.world_model, config.dynamics)
-        self.actor = Actor(latent, act_dim, cfg.actor_units, cfg.init_logstd, cfg.min_logstd)
-        self.critic = CriticEnsemble(latent, cfg.critic_units, cfg.num_critics)
-        self.rew_rms = RunningMeanStd(())
-        self.ret_rms = RunningMeanStd(())
-        # Per-env return of the real env's rewards in the episode running now (training-episode statistics).
-        self.register_buffer("episode_return", torch.zeros(self.num_envs, dtype=torch.float64))
-        self.to(self.device)
-        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, betas=cfg.betas)
-        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, betas=cfg.betas)
-        self.wm_optimizer = torch.optim.Adam(self.world_model.parameters(), lr=cfg.wm_lr)
-        self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(config.run.seed)
+        self.seeds, self.num_seeds = seeds, len(seeds)
+        S, dev = self.num_seeds, self.device
+        self.members = nn.ModuleList(SeedAgent(obs_dim, act_dim, config, seed, dev) for seed in seeds)
+        # The stack: each network's parameters [S, ...] (autograd leaves the updates differentiate), the running
+        # statistics [S] and the training-episode returns [S, N]; every member's tensors become views of its slice.
+        self.stacked: dict[str, torch.Tensor] = {}
+        for net in NETWORKS:
+            params, _ = torch.func.stack_module_state([getattr(m, net) for m in self.members])
+            for name, tensor in params.items():
+                self.stacked[f"{net}.{name}"] = tensor
+                for s, member in enumerate(self.members):
+                    _share_storage(getattr(member, net), name, tensor, s)
+        self.rew_stats = RunningMeanStd((), seeds=S).to(dev)
+        self.ret_stats = RunningMeanStd((), seeds=S).to(dev)
+        self.episode_returns = torch.zeros(S, self.num_envs, dtype=torch.float64, device=dev)
+        for s, member in enumerate(self.members):
+            for stats, rms in ((self.rew_stats, member.rew_rms), (self.ret_stats, member.ret_rms)):
+                for name in ("mean", "var", "count"):
+                    _share_storage(rms, name, getattr(stats, name), s)
+            _share_storage(member, "episode_return", self.episode_returns, s)
+            member.build_optimizers()
+        self._state = {f"m.{name}": tensor for name, tensor in self.stacked.items()}
+        self._net_params = {net: [t for k, t in self.stacked.items() if k.startswith(f"{net}.")] for net in NETWORKS}
+        self._member_params = {net: [list(getattr(m, net).parameters()) for m in self.members] for net in NETWORKS}
+        # Draws of seeds that do not train in a phase (not warmed up yet, or stopped) come from this generator, so
+        # their own streams advance exactly as in a lone run.
+        self.scratch_generator = torch.Generator(device=dev)
+        self.stopped = [False] * S  # host flags: seeds stopped by the caller (e.g. the collapse guard)
+        self._masks: dict[tuple[bool, ...], torch.Tensor] = {}
         # On CUDA the critic and world-model phases run as captured CUDA graphs (algorithms/graphs.py); on the CPU
         # everything stays eager. `cuda_graphs=None` follows the config (`run.cuda_graphs`, default on).
         if cuda_graphs is None:
             cuda_graphs = config.run.cuda_graphs
-        self.graphs = PhaseGraphs(self.device, self.generator) if cuda_graphs and self.device.type == "cuda" else None
+        generators = [*(m.generator for m in self.members), self.scratch_generator]
+        self.graphs = PhaseGraphs(dev, generators) if cuda_graphs and dev.type == "cuda" else None
         if self.graphs is not None:
-            for optimizer in (self.actor_optimizer, self.critic_optimizer, self.wm_optimizer):
-                make_capturable(optimizer, self.device)
-        self.warmed_up = False  # host flag: the world model has been trained; until then epochs only collect
+            for member in self.members:
+                for optimizer in member.optimizers():
+                    make_capturable(optimizer, dev)
 
     # ------------------------------------------------------------------------------------------------------------
     # The epoch
     # ------------------------------------------------------------------------------------------------------------
 
     def epoch(
-        self, env: Any, obs: torch.Tensor, buffer: Any, progress: float, wm_steps: int | None = None
+        self, env: Any, obs: torch.Tensor, buffers: Any, progress: float, wm_steps: int | None = None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """One PWM epoch from the real observations `obs [N, obs_dim]`; returns the env's next observations and
-        the epoch's metrics (0-d device tensors)."""
+        """One PWM epoch of every seed from the real observations `obs [S*N, obs_dim]` (seed s: rows s*N..);
+        `buffers`: one replay buffer per seed (or the buffer, for S = 1). Returns the env's next observations and
+        the epoch's metrics (`[S]` device tensors). Seeds that do not train (`training_seeds`) only collect."""
         cfg = self.config.pwm
-        if env.num_envs != self.num_envs:
-            raise ValueError(f"PWM.epoch: env has {env.num_envs} envs, the agent was built for {self.num_envs}")
+        if env.num_envs != self.num_seeds * self.num_envs:
+            raise ValueError(
+                f"PWM.epoch: env has {env.num_envs} envs, the agent was built for {self.num_envs} per seed x "
+                f"{self.num_seeds} seeds"
+            )
+        buffers = self._per_seed_sources(buffers)
         lrs = self.set_learning_rates(progress)
+        training = self.training_seeds()
 
         # 1-2. Imagine H steps from E(o) while the real env takes the same actions (collect-only before warm-up).
         # With CUDA graphs and an env that can step under capture, 1-3 run as one captured graph.
-        captured = self.warmed_up and self.graphs is not None and getattr(env, "supports_torch_graph_capture", False)
+        captured = any(training) and self.graphs is not None and getattr(env, "supports_torch_graph_capture", False)
         if captured:
-            rollout, obs, actor_metrics = self._imagine_and_act_captured(env, obs, buffer)
+            rollout, obs, actor_metrics = self._imagine_and_act_captured(env, obs, buffers, training)
         else:
-            rollout, obs = self.imagine(env, obs, buffer, with_grad=self.warmed_up)
+            rollout, obs = self.imagine(env, obs, buffers, with_grad=any(training))
         metrics = self._metrics(lrs, rollout)
-        if not self.warmed_up:
+        if not any(training):
             return obs, metrics
         if captured:
             metrics.update(actor_metrics)
         else:
             # 3. Actor: one step on the imagined objective, gradients through the model into the actions only.
-            metrics["actor_loss"], metrics["actor_grad_norm"] = self.actor_step(rollout.objective)
+            metrics["actor_loss"], metrics["actor_grad_norm"] = self.actor_step(rollout.objective, training)
             # Free the imagination's autograd graph: it holds the critic's and world model's gradient accumulators,
             # created on the caller's stream, which a captured phase must not inherit (graphs.py).
             rollout = rollout._replace(objective=rollout.objective.detach())
         # 4. Critic: TD(lambda) regression on the rollout's detached latents.
-        metrics["critic_loss"], metrics["critic_grad_norm"] = self.critic_step(rollout)
+        metrics["critic_loss"], metrics["critic_grad_norm"] = self.critic_step(rollout, training)
         # 5. World model: `wm_steps` steps on replayed sub-trajectories.
-        wm_metrics = self.world_model_steps(buffer, cfg.wm_steps if wm_steps is None else wm_steps)
+        wm_metrics = self.world_model_steps(buffers, cfg.wm_steps if wm_steps is None else wm_steps, training)
         wm_metrics.pop("valid_rows")
-        metrics.update(wm_metrics, updated=torch.ones((), device=self.device))
+        metrics.update(wm_metrics, updated=self._mask(training).to(torch.float32))
+        # Seeds that only collected report what a collect-only epoch reports: zero losses and grad norms.
+        mask = self._mask(training)
+        for name in LOSS_METRICS:
+            metrics[name] = torch.where(mask, metrics[name], 0.0)
         return obs, metrics
 
-    def imagine(self, env: Any, obs: torch.Tensor, buffer: Any, with_grad: bool = True) -> tuple[Rollout, torch.Tensor]:
-        """H imagined steps from `z_0 = E(o)`; the real env takes the same actions and its transitions go to
-        `buffer`. Returns the rollout and the env's observations after the H steps."""
+    def imagine(
+        self, env: Any, obs: torch.Tensor, buffers: Any, with_grad: bool = True
+    ) -> tuple[Rollout, torch.Tensor]:
+        """H imagined steps from `z_0 = E(o)`; the real env takes the same actions and its transitions go to each
+        seed's buffer. Returns the rollout (fields `[S, ...]` / `[H, S, ...]`) and the env's observations after the
+        H steps. A seed whose actions went non-finite acts with zero torque (the guard stops it; its siblings run
+        on)."""
         cfg = self.config.pwm
-        H, gamma, N, dev = cfg.horizon, cfg.gamma, self.num_envs, self.device
-        wm, gen = self.world_model, self.generator
+        H, gamma, S, N, dev = cfg.horizon, cfg.gamma, self.num_seeds, self.num_envs, self.device
+        buffers = self._per_seed_sources(buffers)
         latents, model_rewards, next_values, dones = [], [], [], []
-        objective = torch.zeros(N, device=dev)  # per env: closed segments' sum_t gamma^t r_t + gamma^L V(z_L)
-        segment_return = torch.zeros(N, device=dev)  # discounted model rewards of the open segment
-        discount = torch.ones(N, device=dev)  # gamma^t within the open segment
-        episodes = torch.zeros((), dtype=torch.float64, device=dev)
-        episode_sum = torch.zeros((), dtype=torch.float64, device=dev)
-        episode_max = torch.full((), -math.inf, dtype=torch.float64, device=dev)
+        objective = torch.zeros(S, N, device=dev)  # per env: closed segments' sum_t gamma^t r_t + gamma^L V(z_L)
+        segment_return = torch.zeros(S, N, device=dev)  # discounted model rewards of the open segment
+        discount = torch.ones(S, N, device=dev)  # gamma^t within the open segment
+        episodes = torch.zeros(S, dtype=torch.float64, device=dev)
+        episode_sum = torch.zeros(S, dtype=torch.float64, device=dev)
+        episode_max = torch.full((S,), -math.inf, dtype=torch.float64, device=dev)
+        obs = obs.reshape(S, N, -1)
         with torch.no_grad():
-            z = wm.encode(obs)
+            z = self.per_seed(_encode, obs)
         with torch.set_grad_enabled(with_grad):  # collect-only epochs build no graph
             for i in range(H):
-                action = self.actor.sample(z.detach(), gen)  # a_i = tanh(pi(sg(z_i)) + noise)
-                reward = wm.reward(z, action)  # r_i = R(z_i, a_i)
-                z_next = wm.next(z, action, gen)  # z_{i+1} = F(z_i, a_i)
-                next_obs, env_reward, terminated, truncated, info = env.step(action.detach())
+                draws = self.draw(lambda s, g: self.members[s].draw_step(N, g))
+                action, reward, z_next = self.per_seed(_imagine_step, z, draws)
+                taken = torch.nan_to_num(action.detach(), nan=0.0, posinf=0.0, neginf=0.0)
+                next_obs, env_reward, terminated, truncated, info = env.step(taken.reshape(S * N, -1))
+                next_obs, final_obs = next_obs.reshape(S, N, -1), info["final_obs"].reshape(S, N, -1)
+                env_reward, terminated, truncated = (x.reshape(S, N) for x in (env_reward, terminated, truncated))
                 done = terminated | truncated
-                buffer.add(obs, action.detach(), env_reward, info["final_obs"], terminated, truncated)
-                self.rew_rms.update(env_reward)
+                for s, buffer in enumerate(buffers):
+                    buffer.add(obs[s], taken[s], env_reward[s], final_obs[s], terminated[s], truncated[s])
+                self.rew_stats.update(env_reward)
                 with torch.no_grad():  # training-episode statistics of the real env rewards
-                    self.episode_return += env_reward.double()
-                    episodes += done.sum()
-                    episode_sum += torch.where(done, self.episode_return, 0.0).sum()
-                    episode_max = torch.maximum(episode_max, torch.where(done, self.episode_return, -math.inf).max())
-                    self.episode_return.masked_fill_(done, 0.0)
-                value_next = self.critic.value(z_next) * (~terminated)  # V(z_{i+1}), zero after a real termination
+                    self.episode_returns += env_reward.double()
+                    episodes += done.sum(1)
+                    episode_sum += torch.where(done, self.episode_returns, 0.0).sum(1)
+                    ended = torch.where(done, self.episode_returns, -math.inf).amax(1)
+                    episode_max = torch.maximum(episode_max, ended)
+                    self.episode_returns.masked_fill_(done, 0.0)
+                value_next = self.per_seed(_value, z_next) * (~terminated)  # V(z_{i+1}), zero after a termination
                 segment_return = segment_return + discount * reward
                 discount = discount * gamma
                 closes = done if i < H - 1 else torch.ones_like(done)  # the rollout's end closes every segment
@@ -204,7 +356,7 @@ class PWM(nn.Module):
                 next_values.append(value_next.detach())
                 dones.append(done)
                 with torch.no_grad():  # envs that ended restart their imagined latent from the new real observation
-                    z_reset = wm.encode(next_obs)
+                    z_reset = self.per_seed(_encode, next_obs)
                 z = torch.where(done.unsqueeze(-1), z_reset, z_next)
                 obs = next_obs
         rollout = Rollout(
@@ -217,169 +369,216 @@ class PWM(nn.Module):
             episode_return_sum=episode_sum,
             episode_return_max=episode_max,
         )
-        return rollout, obs
+        return rollout, obs.reshape(S * N, -1)
 
     def _imagine_and_act_captured(
-        self, env: Any, obs: torch.Tensor, buffer: Any
+        self, env: Any, obs: torch.Tensor, buffers: list[Any], training: tuple[bool, ...]
     ) -> tuple[Rollout, torch.Tensor, dict[str, torch.Tensor]]:
         """Steps 1-3 (imagination with the real env, actor step) as one captured phase; the actor's std is read
         before its update, as `_metrics` does in the eager path."""
 
         def imagine_and_act(obs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            actor_std = self.actor.std().detach().mean()
-            rollout, next_obs = self.imagine(env, obs, buffer, with_grad=True)
-            loss, grad_norm = self.actor_step(rollout.objective)
+            actor_std = self.per_seed(_actor_std)
+            rollout, next_obs = self.imagine(env, obs, buffers, with_grad=True)
+            loss, grad_norm = self.actor_step(rollout.objective, training)
             return (*rollout._replace(objective=rollout.objective.detach()), next_obs, loss, grad_norm, actor_std)
 
-        added = buffer.num_added
-        out = self.graphs.run(("imagine_act", env, buffer), imagine_and_act, obs, capture_error_mode="relaxed")
-        if buffer.num_added == added:  # a replay: the buffer's host-side count of adds did not run
-            buffer.num_added += self.config.pwm.horizon
+        added = [buffer.num_added for buffer in buffers]
+        key = ("imagine_act", env, *buffers, training)
+        out = self.graphs.run(key, imagine_and_act, obs, capture_error_mode="relaxed")
+        for buffer, before in zip(buffers, added, strict=True):
+            if buffer.num_added == before:  # a replay: the buffer's host-side count of adds did not run
+                buffer.num_added += self.config.pwm.horizon
         fields = len(Rollout._fields)
         next_obs, loss, grad_norm, actor_std = out[fields:]
         actor_metrics = {"actor_loss": loss, "actor_grad_norm": grad_norm, "actor_std": actor_std}
         return Rollout(*out[:fields]), next_obs, actor_metrics
 
-    def actor_step(self, objective: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Maximise the imagined objective scaled by the running std of objectives (ret_rms). Only the actor's
-        parameters receive gradients. Returns (loss, pre-clip grad norm)."""
-        self.ret_rms.update(objective.detach())
-        loss = -(objective / self.ret_rms.std().to(objective.dtype)).mean()
-        grad_norm = self._optimize(
-            self.actor_optimizer, list(self.actor.parameters()), loss, self.config.pwm.actor_grad_clip
-        )
-        self.actor.clamp_logstd_()
+    def actor_step(
+        self, objective: torch.Tensor, training: tuple[bool, ...] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Maximise the imagined objective `[S, N]` scaled by each seed's running std of objectives (ret_rms).
+        Only the actor's parameters receive gradients; only `training` seeds are updated. Returns per-seed
+        (loss, pre-clip grad norm)."""
+        training = self.live_seeds() if training is None else training
+        self.ret_stats.update(objective.detach(), self._mask(training))
+        loss = -(objective / self.ret_stats.std().to(objective.dtype).unsqueeze(1)).mean(1)
+        grad_norm = self._optimize("actor", loss, self.config.pwm.actor_grad_clip, training)
+        for member, trains in zip(self.members, training, strict=True):
+            if trains:
+                member.actor.clamp_logstd_()
         return loss.detach(), grad_norm
 
-    def critic_step(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor]:
+    def critic_step(
+        self, rollout: Rollout, training: tuple[bool, ...] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """TD(lambda) targets on the detached latents; `critic_iterations` shuffled passes of `critic_minibatches`
-        minibatches, MSE of every ensemble member. Returns mean (loss, pre-clip grad norm)."""
+        minibatches, MSE of every ensemble member. Returns per-seed mean (loss, pre-clip grad norm)."""
+        training = self.live_seeds() if training is None else training
         inputs = (rollout.latents, rollout.rewards, rollout.next_values, rollout.dones)
         if self.graphs is not None:
-            return self.graphs.run("critic", self._critic_updates, *inputs)  # type: ignore[return-value]
-        return self._critic_updates(*inputs)
+            updates = partial(self._critic_updates, training=training)
+            return self.graphs.run(("critic", training), updates, *inputs)  # type: ignore[return-value]
+        return self._critic_updates(*inputs, training=training)
 
     def _critic_updates(
-        self, latents: torch.Tensor, rewards: torch.Tensor, next_values: torch.Tensor, dones: torch.Tensor
+        self,
+        latents: torch.Tensor,
+        rewards: torch.Tensor,
+        next_values: torch.Tensor,
+        dones: torch.Tensor,
+        training: tuple[bool, ...],
     ) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.config.pwm
-        H, N = rewards.shape
-        with torch.no_grad():
-            targets = td_lambda_targets(rewards, next_values, dones, cfg.gamma, cfg.lam)
-        states, targets = latents.reshape(H * N, -1), targets.reshape(-1)
+        H, S, N = rewards.shape
+        with torch.no_grad():  # per column: the seeds' envs side by side
+            flat = (x.reshape(H, S * N) for x in (rewards, next_values, dones))
+            targets = td_lambda_targets(*flat, cfg.gamma, cfg.lam).reshape(H, S, N)
+        states = latents.transpose(0, 1).reshape(S, H * N, -1)
+        targets = targets.transpose(0, 1).reshape(S, H * N)
         minibatches = min(cfg.critic_minibatches, H * N)
         size = (H * N) // minibatches
-        total_loss = torch.zeros((), device=self.device)
-        total_norm = torch.zeros((), device=self.device)
-        params = list(self.critic.parameters())
+        total_loss = torch.zeros(S, device=self.device)
+        total_norm = torch.zeros(S, device=self.device)
         for _ in range(cfg.critic_iterations):
-            order = torch.randperm(H * N, generator=self.generator, device=self.device)
+            order = self.draw(lambda s, g: torch.randperm(H * N, generator=g, device=self.device), training)
             for b in range(minibatches):
-                idx = order[b * size : (b + 1) * size]
-                loss = (self.critic(states[idx]) - targets[idx]).pow(2).mean()
-                total_norm += self._optimize(self.critic_optimizer, params, loss, cfg.critic_grad_clip)
+                idx = order[:, b * size : (b + 1) * size]
+                batch = torch.take_along_dim(states, idx.unsqueeze(-1), dim=1)
+                loss = self.per_seed(_critic_loss, batch, torch.take_along_dim(targets, idx, dim=1))
+                total_norm += self._optimize("critic", loss, cfg.critic_grad_clip, training)
                 total_loss += loss.detach()
         updates = cfg.critic_iterations * minibatches
         return total_loss / updates, total_norm / updates
 
     def _metrics(self, lrs: dict[str, float], rollout: Rollout) -> dict[str, torch.Tensor]:
         """The epoch's metrics; losses and grad norms start at zero (what a collect-only epoch reports)."""
-        dev = self.device
-        losses = (
-            "actor_loss", "critic_loss", "wm_loss", "wm_dynamics_loss", "wm_reward_loss", "wm_latent_mse",
-            "actor_grad_norm", "critic_grad_norm", "wm_grad_norm",
-        )  # fmt: skip
+        dev, S = self.device, self.num_seeds
         return {
-            **{name: torch.zeros((), device=dev) for name in losses},
-            **{f"{name}_lr": torch.full((), lr, device=dev) for name, lr in lrs.items()},
+            **{name: torch.zeros(S, device=dev) for name in LOSS_METRICS},
+            **{f"{name}_lr": torch.full((S,), lr, device=dev) for name, lr in lrs.items()},
             "episodes_finished": rollout.episodes,
             "episode_return_sum": rollout.episode_return_sum,
             "episode_return_max": rollout.episode_return_max,
-            "imagined_objective": rollout.objective.detach().mean(),
-            "actor_std": self.actor.std().detach().mean(),
-            "updated": torch.zeros((), device=dev),
+            "imagined_objective": rollout.objective.detach().mean(1),
+            "actor_std": self.per_seed(_actor_std),
+            "updated": torch.zeros(S, device=dev),
         }
 
     # ------------------------------------------------------------------------------------------------------------
     # World model
     # ------------------------------------------------------------------------------------------------------------
 
-    def world_model_loss(self, batch: ReplayBatch) -> WorldModelLoss:
-        """`L = (1/H) sum_t gamma^t [c_dyn dyn_t + c_rew (R(z_t, a_t) - r_t)^2]` over the batch's valid rows,
-        rolling out from `z_0 = E(o_0)` with the model's own predictions; `dyn_t` is the latent MSE (deterministic)
-        or the rectified-flow loss (flow) against `sg(E(o_{t+1}))`; `c_dyn`, `c_rew` are `pwm.wm_dynamics_coef` and
-        `pwm.wm_reward_coef` (1 and 1 by default, as PWM). Also reports the rollout's undiscounted latent MSE,
-        which — unlike `dyn_t` — means the same for both dynamics (how far imagined latents are from encoded ones).
-        """
+    def world_model_loss(self, batch: ReplayBatch, training: tuple[bool, ...] | None = None) -> WorldModelLoss:
+        """Per seed, `L = (1/H) sum_t gamma^t [c_dyn dyn_t + c_rew (R(z_t, a_t) - r_t)^2]` over the batch's valid
+        rows, rolling out from `z_0 = E(o_0)` with the model's own predictions (`_world_model_loss`); `c_dyn`,
+        `c_rew` are `pwm.wm_dynamics_coef` and `pwm.wm_reward_coef` (1 and 1 by default, as PWM). `batch` carries
+        a leading seed axis. Rewards are normalised by each seed's `rew_rms` (`pwm.reward_norm`); a flow's tau and
+        noise are drawn from each seed's generator (`training` seeds; the others from the scratch generator)."""
         cfg = self.config.pwm
-        wm = self.world_model
-        obs = batch.obs.transpose(0, 1)  # [H+1, B, obs_dim]
-        action = batch.action.transpose(0, 1)
         reward = batch.reward
         if cfg.reward_norm != "none":
             center = cfg.reward_norm == "meanstd"
-            reward = self.rew_rms.normalize(reward, cfg.reward_clip if center else None, center=center)
-        reward = reward.transpose(0, 1)
-        horizon = action.shape[0]
-        with torch.no_grad():
-            targets = wm.encode(obs[1:])
-        z = wm.encode(obs[0])
-        latents, predictions = [], []
-        dynamics_loss = torch.zeros(obs.shape[1], device=obs.device)
-        for t in range(horizon):
-            latents.append(z)
-            step_loss, z = wm.dynamics.loss(z, action[t], targets[t], self.generator)
-            dynamics_loss = dynamics_loss + cfg.gamma**t * step_loss
-            predictions.append(z.detach())
-        # The reward term on all rollout latents at once (one pass of the head instead of H).
-        discounts = cfg.gamma ** torch.arange(horizon, device=obs.device, dtype=dynamics_loss.dtype)
-        reward_loss = (discounts.unsqueeze(1) * wm.reward_head.loss(torch.stack(latents), action, reward)).sum(0)
-        latent_mse = (torch.stack(predictions) - targets).pow(2).mean(-1).sum(0)
-        weight = batch.valid.to(dynamics_loss.dtype)
-        denominator = horizon * weight.sum().clamp_min(1.0)
+            reward = self.rew_stats.normalize(reward, cfg.reward_clip if center else None, center=center)
+        rows, horizon = batch.action.shape[1:3]
+        dynamics = self.members[0].world_model.dynamics  # draws by shape only: any seed's module will do
+        draws = self.draw(lambda s, g: [dynamics.draw_loss((rows,), g) for _ in range(horizon)], training)
+        loss = partial(_world_model_loss, gamma=cfg.gamma, coefs=(cfg.wm_dynamics_coef, cfg.wm_reward_coef))
+        losses = self.per_seed(loss, batch.obs, batch.action, reward, batch.valid, draws)
+        return WorldModelLoss(*losses)
 
-        def mean(per_row: torch.Tensor) -> torch.Tensor:
-            return (per_row * weight).sum() / denominator
-
-        dynamics, rewards = mean(dynamics_loss), mean(reward_loss)
-        total = cfg.wm_dynamics_coef * dynamics + cfg.wm_reward_coef * rewards
-        return WorldModelLoss(total, dynamics, rewards, mean(latent_mse), weight.sum())
-
-    def train_world_model(self, source: SequenceSource, steps: int) -> dict[str, torch.Tensor]:
-        """Warm-up or pretraining, called by the host: `steps` world-model updates on batches of `pwm.wm_batch`
-        sub-trajectories from `source` (the replay buffer or an offline dataset). Marks the agent warmed up if any
-        sampled window was valid (one host read). Returns mean losses and grad norm (0-d device tensors)."""
-        metrics = self.world_model_steps(source, steps)
-        valid_rows = metrics.pop("valid_rows")
-        if steps > 0 and bool(valid_rows > 0):
-            self.warmed_up = True
+    def train_world_model(
+        self, sources: Any, steps: int, seeds: Sequence[bool] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Warm-up or pretraining, called by the host: `steps` world-model updates of the seeds selected by `seeds`
+        (default: every seed not stopped) on batches of `pwm.wm_batch` sub-trajectories from each seed's source
+        (its replay buffer, or one offline dataset shared by all). Marks a selected seed warmed up if any of its
+        sampled windows was valid (one host read). Returns per-seed mean losses and grad norm."""
+        selected = self.live_seeds() if seeds is None else tuple(bool(x) for x in seeds)
+        if len(selected) != self.num_seeds:
+            raise ValueError(f"train_world_model: {len(selected)} seed flags for {self.num_seeds} seeds")
+        metrics = self.world_model_steps(sources, steps, selected)
+        valid_rows = metrics.pop("valid_rows").tolist()
+        for member, chosen, rows in zip(self.members, selected, valid_rows, strict=True):
+            if steps > 0 and chosen and rows > 0:
+                member.warmed_up = True
         return metrics
 
-    def world_model_steps(self, source: SequenceSource, steps: int) -> dict[str, torch.Tensor]:
-        """The epoch's world-model phase: `steps` updates, no host reads. Mean losses, latent MSE and grad norm,
-        plus `valid_rows` (sampled rows that were real windows)."""
+    def world_model_steps(
+        self, sources: Any, steps: int, training: tuple[bool, ...] | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The epoch's world-model phase: `steps` updates of the `training` seeds, no host reads. Per-seed mean
+        losses, latent MSE and grad norm, plus `valid_rows` (sampled rows that were real windows)."""
         if steps < 0:
             raise ValueError(f"world-model steps must be >= 0, got {steps}")
-        # The epoch's phase (the replay buffer, `wm_steps` updates) is captured; warm-up/pretraining stay eager.
-        if self.graphs is not None and isinstance(source, ReplayBuffer) and steps == self.config.pwm.wm_steps:
+        training = self.live_seeds() if training is None else training
+        sources = self._per_seed_sources(sources)
+        # The epoch's phase (the replay buffers, `wm_steps` updates) is captured; warm-up/pretraining stay eager.
+        replay = all(isinstance(source, ReplayBuffer) for source in sources)
+        if self.graphs is not None and replay and steps == self.config.pwm.wm_steps:
             return self.graphs.run(  # type: ignore[return-value]
-                ("world_model", source, steps), lambda: self._world_model_steps(source, steps)
+                ("world_model", *sources, steps, training), lambda: self._world_model_steps(sources, steps, training)
             )
-        return self._world_model_steps(source, steps)
+        return self._world_model_steps(sources, steps, training)
 
-    def _world_model_steps(self, source: SequenceSource, steps: int) -> dict[str, torch.Tensor]:
+    def _world_model_steps(self, sources: list[Any], steps: int, training: tuple[bool, ...]) -> dict[str, torch.Tensor]:
         cfg = self.config.pwm
-        totals = torch.zeros(5, device=self.device)
-        valid_rows = torch.zeros((), device=self.device)
-        params = list(self.world_model.parameters())
+        totals = torch.zeros(self.num_seeds, 5, device=self.device)
+        valid_rows = torch.zeros(self.num_seeds, device=self.device)
         for _ in range(steps):
-            losses = self.world_model_loss(source.sample(cfg.wm_batch, self.generator))
-            grad_norm = self._optimize(self.wm_optimizer, params, losses.total, cfg.wm_grad_clip)
-            totals += torch.stack([*(x.detach() for x in losses[:4]), grad_norm])
+            batch = self.draw(lambda s, g: sources[s].sample(cfg.wm_batch, g), training)
+            losses = self.world_model_loss(batch, training)
+            grad_norm = self._optimize("world_model", losses.total, cfg.wm_grad_clip, training)
+            totals += torch.stack([*(x.detach() for x in losses[:4]), grad_norm], dim=1)
             valid_rows += losses.valid_rows
         totals = totals / max(steps, 1)
         names = ("wm_loss", "wm_dynamics_loss", "wm_reward_loss", "wm_latent_mse", "wm_grad_norm")
-        return {**dict(zip(names, totals, strict=True)), "valid_rows": valid_rows}
+        return {**dict(zip(names, totals.unbind(1), strict=True)), "valid_rows": valid_rows}
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Seeds of the stack
+    # ------------------------------------------------------------------------------------------------------------
+
+    def per_seed(self, fn: Any, *args: Any) -> Any:
+        """`fn(seed_agent, *args_s)` on every seed at once, with each seed's parameters (algorithms/stack.py)."""
+        return run_per_seed(self.members[0], self._state, fn, *args)
+
+    def draw(self, fn: Any, training: Sequence[bool] | None = None) -> Any:
+        """`fn(s, generator)` for every seed s, stacked: seed s draws from its own generator, or — a seed not in
+        `training` — from the scratch generator, leaving its own stream as a lone run that does not train."""
+        return stack_draws(
+            [
+                fn(s, member.generator if training is None or training[s] else self.scratch_generator)
+                for s, member in enumerate(self.members)
+            ]
+        )
+
+    def live_seeds(self) -> tuple[bool, ...]:
+        """The seeds not stopped: whom a direct call of a phase (`actor_step`, `critic_step`, `world_model_steps`,
+        `train_world_model`) updates by default."""
+        return tuple(not stop for stop in self.stopped)
+
+    def training_seeds(self) -> tuple[bool, ...]:
+        """Which seeds update this epoch: warmed up and not stopped."""
+        return tuple(m.warmed_up and not stop for m, stop in zip(self.members, self.stopped, strict=True))
+
+    def stop_seed(self, index: int) -> None:
+        """Stop seed `index` (e.g. its models went non-finite): it no longer trains; its siblings are unaffected."""
+        self.stopped[index] = True
+
+    def _mask(self, flags: Sequence[bool]) -> torch.Tensor:
+        key = tuple(bool(x) for x in flags)
+        if key not in self._masks:
+            self._masks[key] = torch.tensor(key, device=self.device)
+        return self._masks[key]
+
+    def _per_seed_sources(self, sources: Any) -> list[Any]:
+        """One source per seed: a sequence of them, or one source shared by every seed."""
+        if isinstance(sources, list | tuple):
+            if len(sources) != self.num_seeds:
+                raise ValueError(f"PWM: {len(sources)} buffers/sources for {self.num_seeds} seeds")
+            return list(sources)
+        return [sources] * self.num_seeds
 
     # ------------------------------------------------------------------------------------------------------------
     # Acting, optimisation helpers, state
@@ -387,10 +586,11 @@ class PWM(nn.Module):
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = True) -> torch.Tensor:
-        """Actions for real observations: `tanh(mu(E(o)))`, or a sample of the training policy (this draws from
-        the agent's generator)."""
-        z = self.world_model.encode(obs)
-        return self.actor.act(z) if deterministic else self.actor.sample(z, self.generator)
+        """Actions for real observations `[S*N', obs_dim]` (seed s: rows s*N'..): `tanh(mu(E(o)))`, or a sample of
+        the training policy (this draws from each seed's generator). Seed by seed with its own modules, so a
+        seed acts exactly as its saved policy checkpoint does (not a hot path: validation and evaluation)."""
+        blocks = obs.reshape(self.num_seeds, -1, obs.shape[-1])
+        return torch.cat([m.act(o, deterministic) for m, o in zip(self.members, blocks, strict=True)])
 
     def learning_rates(self, progress: float) -> dict[str, float]:
         if not 0.0 <= progress <= 1.0:
@@ -408,62 +608,155 @@ class PWM(nn.Module):
 
     def set_learning_rates(self, progress: float) -> dict[str, float]:
         lrs = self.learning_rates(progress)
-        for name, optimizer in (
-            ("actor", self.actor_optimizer),
-            ("critic", self.critic_optimizer),
-            ("wm", self.wm_optimizer),
-        ):
-            for group in optimizer.param_groups:
-                set_lr(group, lrs[name])  # in place where a captured graph holds the lr tensor
+        for member in self.members:
+            for name, optimizer in zip(("actor", "critic", "wm"), member.optimizers(), strict=True):
+                for group in optimizer.param_groups:
+                    set_lr(group, lrs[name])  # in place where a captured graph holds the lr tensor
         return lrs
 
-    @staticmethod
-    def _optimize(
-        optimizer: torch.optim.Optimizer, params: list[nn.Parameter], loss: torch.Tensor, clip: float
-    ) -> torch.Tensor:
-        """One step on `params` only (gradients are accumulated into nothing else); returns the pre-clip norm."""
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward(inputs=params)
-        norm = clip_grad_norm_(params, clip)
-        optimizer.step()
-        return norm.detach()
+    def _optimize(self, net: str, loss: torch.Tensor, clip: float, training: Sequence[bool]) -> torch.Tensor:
+        """One step of network `net` of every `training` seed on its loss (`loss [S]`; gradients are accumulated
+        into nothing else), each seed's gradients clipped by their own norm; returns the pre-clip norms `[S]`."""
+        params = self._net_params[net]
+        for p in params:
+            p.grad = None
+        loss.sum().backward(inputs=params)
+        norms = clip_grad_norm_per_seed([p.grad for p in params], clip)
+        for s, member in enumerate(self.members):
+            optimizer = getattr(member, OPTIMIZERS[net])
+            optimizer.zero_grad(set_to_none=True)
+            if training[s]:  # Adam keeps per-seed state and step counts: a seed that does not train is skipped
+                for mine, p in zip(self._member_params[net][s], params, strict=True):
+                    mine.grad = p.grad[s]
+                optimizer.step()
+        return norms.detach()
 
     def parameter_counts(self) -> dict[str, int]:
-        counts = {
-            name: sum(p.numel() for p in getattr(self, name).parameters())
-            for name in ("world_model", "actor", "critic")
-        }
+        member = self.members[0]
+        counts = {name: sum(p.numel() for p in getattr(member, name).parameters()) for name in NETWORKS}
         counts["total"] = sum(counts.values())
         return counts
 
-    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
-        """Models, running statistics, optimisers and the generator: everything a bitwise resume needs."""
-        return {
-            "modules": super().state_dict(*args, **kwargs),
-            "actor_optimizer": self.actor_optimizer.state_dict(),
-            "critic_optimizer": self.critic_optimizer.state_dict(),
-            "wm_optimizer": self.wm_optimizer.state_dict(),
-            "generator": self.generator.get_state(),
-            "warmed_up": self.warmed_up,
-        }
+    def seed_state_dict(self, index: int) -> dict[str, Any]:
+        """Seed `index`'s state in the format of a lone run's agent state."""
+        return self.members[index].state_dict()
 
-    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> Any:  # type: ignore[override]
-        required = {"modules", "actor_optimizer", "critic_optimizer", "wm_optimizer", "generator", "warmed_up"}
-        missing = required - set(state)
-        if missing:
-            raise KeyError(f"PWM.load_state_dict: missing {sorted(missing)}")
-        result = super().load_state_dict(state["modules"], strict=strict)
-        for name in ("actor_optimizer", "critic_optimizer", "wm_optimizer"):
-            optimizer = getattr(self, name)
-            optimizer.load_state_dict(state[name])
-            # The saved groups carry the saving run's mode (capturable, tensor lr, step counters' device); use this
-            # agent's.
-            if self.graphs is not None:
-                make_capturable(optimizer, self.device)
-            else:
-                make_eager(optimizer)
-        self.generator.set_state(state["generator"].cpu())
+    def load_seed_state_dict(self, index: int, state: dict[str, Any], strict: bool = True) -> Any:
+        result = self.members[index].load_state_dict(state, strict=strict, capturable=self.graphs is not None)
         if self.graphs is not None:  # the optimisers' state tensors are new objects: capture again
             self.graphs.reset()
-        self.warmed_up = bool(state.get("warmed_up", False))
         return result
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
+        """A lone agent's state: models, running statistics, optimisers, generator (stacks: `seed_state_dict`)."""
+        return self.seed_state_dict(self._lone_index())
+
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> Any:  # type: ignore[override]
+        return self.load_seed_state_dict(self._lone_index(), state, strict=strict)
+
+    # A lone agent (S = 1) reads as before: its networks, statistics, generator, optimisers and warm-up flag.
+    def _lone_index(self) -> int:
+        if self.num_seeds != 1:
+            raise AttributeError(f"a stack of {self.num_seeds} seeds has no single agent: use members[s]")
+        return 0
+
+    world_model = property(lambda self: self.members[self._lone_index()].world_model)
+    actor = property(lambda self: self.members[self._lone_index()].actor)
+    critic = property(lambda self: self.members[self._lone_index()].critic)
+    rew_rms = property(lambda self: self.members[self._lone_index()].rew_rms)
+    ret_rms = property(lambda self: self.members[self._lone_index()].ret_rms)
+    generator = property(lambda self: self.members[self._lone_index()].generator)
+    actor_optimizer = property(lambda self: self.members[self._lone_index()].actor_optimizer)
+    critic_optimizer = property(lambda self: self.members[self._lone_index()].critic_optimizer)
+    wm_optimizer = property(lambda self: self.members[self._lone_index()].wm_optimizer)
+
+    @property
+    def warmed_up(self) -> bool:
+        return self.members[self._lone_index()].warmed_up
+
+    @warmed_up.setter
+    def warmed_up(self, value: bool) -> None:
+        self.members[self._lone_index()].warmed_up = bool(value)
+
+
+LOSS_METRICS = (
+    "actor_loss", "critic_loss", "wm_loss", "wm_dynamics_loss", "wm_reward_loss", "wm_latent_mse",
+    "actor_grad_norm", "critic_grad_norm", "wm_grad_norm",
+)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One seed's computations (run on every seed at once by `PWM.per_seed`; random inputs are passed in)
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _encode(agent: SeedAgent, obs: torch.Tensor) -> torch.Tensor:
+    return agent.world_model.encode(obs)
+
+
+def _imagine_step(
+    agent: SeedAgent, z: torch.Tensor, draws: dict[str, Any]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    wm = agent.world_model
+    action = agent.actor.sample(z.detach(), noise=draws["action"])  # a_i = tanh(pi(sg(z_i)) + noise)
+    reward = wm.reward(z, action)  # r_i = R(z_i, a_i)
+    z_next = wm.next(z, action, **draws["dynamics"])  # z_{i+1} = F(z_i, a_i)
+    return action, reward, z_next
+
+
+def _value(agent: SeedAgent, z: torch.Tensor) -> torch.Tensor:
+    return agent.critic.value(z)
+
+
+def _critic_loss(agent: SeedAgent, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return (agent.critic(states) - targets).pow(2).mean()
+
+
+def _actor_std(agent: SeedAgent) -> torch.Tensor:
+    return agent.actor.std().detach().mean()
+
+
+def _world_model_loss(
+    agent: SeedAgent,
+    obs: torch.Tensor,
+    action: torch.Tensor,
+    reward: torch.Tensor,
+    valid: torch.Tensor,
+    draws: list[dict[str, torch.Tensor]],
+    gamma: float,
+    coefs: tuple[float, float] = (1.0, 1.0),
+) -> tuple[torch.Tensor, ...]:
+    """One seed's world-model loss on `[B, H(+1), ...]` windows with normalised rewards: `dyn_t` is the latent MSE
+    (deterministic) or the rectified-flow loss (flow) against `sg(E(o_{t+1}))`; the total weighs the two terms by
+    `coefs` (dynamics, reward). Also reports the rollout's
+    undiscounted latent MSE, which — unlike `dyn_t` — means the same for both dynamics (how far imagined latents
+    are from encoded ones). Returns the fields of `WorldModelLoss`."""
+    wm = agent.world_model
+    obs = obs.transpose(0, 1)  # [H+1, B, obs_dim]
+    action = action.transpose(0, 1)
+    reward = reward.transpose(0, 1)
+    horizon = action.shape[0]
+    with torch.no_grad():
+        targets = wm.encode(obs[1:])
+    z = wm.encode(obs[0])
+    latents, predictions = [], []
+    dynamics_loss = torch.zeros(obs.shape[1], device=obs.device)
+    for t in range(horizon):
+        latents.append(z)
+        step_loss, z = wm.dynamics.loss(z, action[t], targets[t], **draws[t])
+        dynamics_loss = dynamics_loss + gamma**t * step_loss
+        predictions.append(z.detach())
+    # The reward term on all rollout latents at once (one pass of the head instead of H), as one [H*B] batch.
+    discounts = gamma ** torch.arange(horizon, device=obs.device, dtype=dynamics_loss.dtype)
+    rows = torch.stack(latents).flatten(0, 1), action.flatten(0, 1), reward.flatten(0, 1)
+    reward_loss = (discounts.unsqueeze(1) * wm.reward_head.loss(*rows).unflatten(0, (horizon, -1))).sum(0)
+    latent_mse = (torch.stack(predictions) - targets).pow(2).mean(-1).sum(0)
+    weight = valid.to(dynamics_loss.dtype)
+    denominator = horizon * weight.sum().clamp_min(1.0)
+
+    def mean(per_row: torch.Tensor) -> torch.Tensor:
+        return (per_row * weight).sum() / denominator
+
+    dynamics, rewards = mean(dynamics_loss), mean(reward_loss)
+    total = coefs[0] * dynamics + coefs[1] * rewards
+    return total, dynamics, rewards, mean(latent_mse), weight.sum()

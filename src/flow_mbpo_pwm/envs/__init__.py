@@ -34,8 +34,9 @@ GYM_PREFIX = "gym:"
 TASKS = ("ant", "gym:<Gymnasium id>")
 
 
-def make(task: str, num_envs: int, device: str | torch.device, seed: int, **overrides: Any):
-    """Build the batched env `task` with `num_envs` copies on `device`, seeded by `seed`."""
+def make(task: str, num_envs: int, device: str | torch.device, seed: int | list[int], **overrides: Any):
+    """Build the batched env `task` with `num_envs` copies on `device`, seeded by `seed` (a list of S seeds: S
+    equal blocks of copies, block s seeded as a lone env of `num_envs / S` copies with seed s)."""
     check_num_envs(num_envs)
     if not isinstance(task, str):
         raise ValueError(f"task must be a string, got {task!r}")
@@ -52,7 +53,9 @@ def make(task: str, num_envs: int, device: str | torch.device, seed: int, **over
     raise ValueError(f"unknown task '{task}'; known tasks: {', '.join(TASKS)} (e.g. 'gym:InvertedPendulum-v5')")
 
 
-def make_from_config(env_config, device: str | torch.device, seed: int, num_envs: int | None = None, **overrides: Any):
+def make_from_config(
+    env_config, device: str | torch.device, seed: int | list[int], num_envs: int | None = None, **overrides: Any
+):
     """`make` from an `EnvConfig` (task, num_envs, episode_length, solver); `num_envs` overrides the config's."""
     n = env_config.num_envs if num_envs is None else num_envs
     overrides = {"episode_length": env_config.episode_length, **overrides}
@@ -77,7 +80,7 @@ def _reject_unknown(task: str, overrides: dict[str, Any], allowed: set[str] | fr
         raise ValueError(f"unknown override(s) {unknown} for task '{task}'; allowed: {sorted(allowed)}")
 
 
-def _make_ant(num_envs: int, device, seed: int, overrides: dict[str, Any]):
+def _make_ant(num_envs: int, device, seed: int | list[int], overrides: dict[str, Any]):
     import dataclasses
 
     from .ant import CALIBRATION_FIELDS, AntCalibration, AntEnv

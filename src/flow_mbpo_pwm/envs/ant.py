@@ -24,7 +24,7 @@ import torch
 import warp as wp
 
 from . import ant_kernels as K
-from .validation import check_action_shape, check_actions_finite
+from .validation import check_action_shape, check_actions_finite, seed_blocks
 
 SOLVERS = ("semi_implicit", "featherstone")
 
@@ -181,8 +181,7 @@ class AntEnv:
             raise ValueError(f"episode_length must be an integer >= 1, got {episode_length!r}")
         if solver not in SOLVERS:
             raise ValueError(f"unknown Ant solver '{solver}'; choose one of {list(SOLVERS)}")
-        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        block_seeds, block = seed_blocks(seed, num_envs)
         self.calibration = calibration or AntCalibration()
         self.calibration.validate()
         self.device, self._wp_device = torch_to_warp_device(device)
@@ -191,8 +190,11 @@ class AntEnv:
         self.act_dim = K.ACT_DIM
         self.max_episode_steps = episode_length
         self.solver_name = solver
-        self.seed = seed
-        self._wp_seed = int(seed) % (2**31 - 1)  # Warp's rand_init takes an int32
+        self.seed = list(seed) if isinstance(seed, list | tuple) else seed
+        # Env e of block b (a stack of seeds: one block per seed) draws as env e % block of a lone env seeded
+        # block_seeds[b]. Warp's rand_init takes an int32.
+        env_seeds = np.repeat([int(s) % (2**31 - 1) for s in block_seeds], block).astype(np.int32)
+        self._seed_block = block
         self.check_actions = (self.device.type == "cpu") if check_actions is None else bool(check_actions)
         self.substeps = int(self.calibration.substeps)
         self.sim_dt = FRAME_DT / self.substeps
@@ -240,6 +242,7 @@ class AntEnv:
             start[6] = 1.0
             start[7:] = START_HINGES
             self._start_joint_q = wp.array(start, dtype=wp.float32)
+            self._env_seeds = wp.array(env_seeds, dtype=wp.int32)
             self._start_xy = wp.zeros(n, dtype=wp.vec2)
             self._actions_in = wp.zeros((n, K.ACT_DIM), dtype=wp.float32)
             self._prev_actions = wp.zeros((n, K.ACT_DIM), dtype=wp.float32)
@@ -369,7 +372,8 @@ class AntEnv:
             dim=self.num_envs,
             inputs=[
                 mask,
-                self._wp_seed,
+                self._env_seeds,
+                self._seed_block,
                 self._reset_count,
                 self._start_joint_q,
                 RESET_POS_NOISE,

@@ -159,7 +159,8 @@ def reward_and_done(
 @wp.kernel
 def sample_reset(
     done: wp.array[wp.bool],
-    seed: int,
+    seed: wp.array[wp.int32],
+    block: int,
     reset_count: wp.array[wp.int32],
     start_joint_q: wp.array[wp.float32],
     pos_noise: float,
@@ -175,13 +176,14 @@ def sample_reset(
     about a random axis (body frame), hinges += U(+-joint_noise), all 14 velocities = U(+-vel_noise).
 
     The random stream of env e's n-th reset is a pure function of (seed, e, n): no RNG state but the reset
-    counter, so state_dict/load_state_dict continue bitwise."""
+    counter, so state_dict/load_state_dict continue bitwise. Envs come in blocks of `block` (a stack of seeds),
+    each with its own seed: env e draws as env e % block of a lone env with that seed."""
     env = wp.tid()
     if not done[env]:
         return
     n = reset_count[env]
     reset_count[env] = n + 1
-    rng = wp.rand_init(seed, env)
+    rng = wp.rand_init(seed[env], env % block)
     rng = wp.rand_init(wp.int32(wp.randi(rng)), n)
 
     qs = env * COORDS_PER_ENV

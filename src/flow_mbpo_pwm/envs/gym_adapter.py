@@ -6,7 +6,8 @@ copies are reset individually and their pre-reset observation is returned in `in
 GPU is unavoidable: these simulators run on the host).
 
 Seeding: copy i is first reset with seed `SeedSequence(seed).generate_state(num_envs)[i]`; later resets continue
-its own `np_random` stream, so a seed fixes the whole trajectory.
+its own `np_random` stream, so a seed fixes the whole trajectory. A list of S seeds (a stack of seeds) makes S
+blocks of `num_envs / S` copies, block s seeded as a lone env of that many copies with seed s.
 
 Exact resume (`state_dict`): for MuJoCo-based environments it saves `mj_getState(..., mjSTATE_INTEGRATION)` (the
 state MuJoCo documents as sufficient for bitwise-identical integration: qpos, qvel, act, warm start, time, ...),
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .validation import check_action_shape, check_actions_finite, check_num_envs
+from .validation import check_action_shape, check_actions_finite, check_num_envs, seed_blocks
 
 
 def _import_gymnasium():
@@ -63,8 +64,7 @@ class GymVectorEnv:
     ):
         gym = _import_gymnasium()
         check_num_envs(num_envs)
-        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+        block_seeds, block = seed_blocks(seed, num_envs)
         try:
             spec = gym.spec(env_id)
         except gym.error.Error as err:
@@ -83,14 +83,14 @@ class GymVectorEnv:
             raise ValueError(f"'{env_id}' has an unbounded action space; actions in [-1, 1] cannot be mapped")
         self.num_envs = num_envs
         self.device = torch.device(device)
-        self.seed = seed
+        self.seed = list(seed) if isinstance(seed, list | tuple) else seed
         self.obs_dim = int(np.prod(obs_space.shape))
         self.act_dim = int(np.prod(act_space.shape))
         self.check_actions = bool(check_actions)
         self._low = act_space.low.astype(np.float64).reshape(-1)
         self._high = act_space.high.astype(np.float64).reshape(-1)
         self._act_shape = act_space.shape
-        self._seeds = [int(s) for s in np.random.SeedSequence(seed).generate_state(num_envs)]
+        self._seeds = [int(s) for b in block_seeds for s in np.random.SeedSequence(b).generate_state(block)]
         self._seeded = False
         self._obs = np.zeros((num_envs, self.obs_dim), dtype=np.float32)
         self._episode_step = np.zeros(num_envs, dtype=np.int64)

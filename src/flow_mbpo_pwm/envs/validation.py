@@ -37,3 +37,21 @@ def check_episode_length(episode_length: object) -> int:
     if not isinstance(episode_length, int) or isinstance(episode_length, bool) or episode_length < 1:
         raise ValueError(f"episode_length must be an integer >= 1, got {episode_length!r}")
     return episode_length
+
+
+def seed_blocks(seed: object, num_envs: int) -> tuple[list[int], int]:
+    """`(block seeds, block size)` of an env's `seed`: an int seeds all `num_envs` copies as one block; a sequence of
+    S seeds (a stack of seeds, algorithms/pwm.py) splits them into S equal blocks, block s drawing exactly what a
+    lone env of `num_envs / S` copies seeded `seed[s]` draws."""
+
+    def check(value: object) -> int:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"seed must be a non-negative int or a list of them, got {seed!r}")
+        return value
+
+    if isinstance(seed, list | tuple):
+        seeds = [check(s) for s in seed]
+        if not seeds or num_envs % len(seeds):
+            raise ValueError(f"{num_envs} envs cannot be split into {len(seeds)} equal blocks of seeds {seeds}")
+        return seeds, num_envs // len(seeds)
+    return [check(seed)], num_envs

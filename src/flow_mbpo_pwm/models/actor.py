@@ -37,10 +37,15 @@ class Actor(nn.Module):
     def std(self) -> torch.Tensor:
         return self.logstd.clamp(min=self.min_logstd).exp()
 
-    def sample(self, z: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(
+        self, z: torch.Tensor, generator: torch.Generator | None = None, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """`tanh(mu + sigma * eps)`, eps ~ N(0, I) drawn from `generator`, or given as `noise` (drawn by the caller,
+        e.g. outside `torch.vmap`, whose own randomness would come from the global RNG)."""
         mu = self(z)
-        eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
-        return torch.tanh(mu + self.std() * eps)
+        if noise is None:
+            noise = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
+        return torch.tanh(mu + self.std() * noise)
 
     def act(self, z: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self(z))

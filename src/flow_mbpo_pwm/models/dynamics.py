@@ -4,7 +4,11 @@ Both modules offer
 - `forward(z, a, generator=None) -> z'`: the next latent, differentiable w.r.t. z and a (the actor's gradients
   flow through it);
 - `loss(z, a, target, generator=None) -> (per-sample loss [B], z')`: the training term for one world-model step
-  against `target = sg(E(o'))`, and the predicted next latent that the multi-step rollout continues from.
+  against `target = sg(E(o'))`, and the predicted next latent that the multi-step rollout continues from;
+- `draw_next(batch_shape, generator)` / `draw_loss(batch_shape, generator)`: the random inputs of `forward` /
+  `loss` as a dict of keyword arguments (empty for deterministic dynamics). Both methods draw exactly these when
+  no draws are passed, so a caller that must draw outside `torch.vmap` (a stack of seeds, algorithms/pwm.py)
+  computes the same thing.
 
 Deterministic: `F` ends in `Linear -> LayerNorm -> SimNorm`; the loss is the latent MSE. Residual option
 (`residual: true`): `z' = SimNorm(log z + f(z, a))`, the residual taken in the same log-simplex chart as the flow
@@ -68,6 +72,12 @@ class DeterministicDynamics(nn.Module):
         z_next = self(z, a)
         return (z_next - target).pow(2).mean(-1), z_next
 
+    def draw_next(self, batch_shape: tuple[int, ...], generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+        return {}
+
+    def draw_loss(self, batch_shape: tuple[int, ...], generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+        return {}
+
 
 class TimeEmbedding(nn.Module):
     """Embedding of the flow time tau in [0, 1]: sinusoidal features or the raw scalar."""
@@ -114,26 +124,61 @@ class FlowDynamics(nn.Module):
             tau = torch.full((*x.shape[:-1], 1), float(tau), dtype=x.dtype, device=x.device)
         return self.velocity_net(torch.cat([x, cond, self.time_embedding(tau)], dim=-1))
 
-    def _start(self, z: torch.Tensor, a: torch.Tensor, generator: torch.Generator | None):
+    def _start(
+        self, z: torch.Tensor, a: torch.Tensor, generator: torch.Generator | None, noise: torch.Tensor | None = None
+    ):
         if self.source == "noise":
-            noise = torch.randn(z.shape, generator=generator, dtype=z.dtype, device=z.device)
+            if noise is None:
+                noise = self._randn(z.shape[:-1], generator)
             return noise, torch.cat([z, a], dim=-1)
         return self.to_flow_space(z), a
 
-    def forward(self, z: torch.Tensor, a: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        x0, cond = self._start(z, a, generator)
+    def forward(
+        self,
+        z: torch.Tensor,
+        a: torch.Tensor,
+        generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        x0, cond = self._start(z, a, generator, noise)
         x1 = integrate(lambda x, t: self.velocity(x, cond, t), x0, self.substeps, self.integrator)
         return self.from_flow_space(x1)
 
     def loss(
-        self, z: torch.Tensor, a: torch.Tensor, target: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        z: torch.Tensor,
+        a: torch.Tensor,
+        target: torch.Tensor,
+        generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
+        tau: torch.Tensor | None = None,
+        next_noise: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        x0, cond = self._start(z, a, generator)
+        x0, cond = self._start(z, a, generator, noise)
         x1 = self.to_flow_space(target)
-        tau = torch.rand((*z.shape[:-1], 1), generator=generator, dtype=z.dtype, device=z.device)
+        if tau is None:
+            tau = torch.rand((*z.shape[:-1], 1), generator=generator, dtype=z.dtype, device=z.device)
         x_tau = (1.0 - tau) * x0 + tau * x1
         flow_loss = (self.velocity(x_tau, cond, tau) - (x1 - x0)).pow(2).mean(-1)
-        return flow_loss, self(z, a, generator)
+        return flow_loss, self(z, a, generator, next_noise)
+
+    def _randn(self, batch_shape: tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:
+        weight = self.velocity_net[-1].weight
+        latent = weight.shape[0]
+        return torch.randn((*batch_shape, latent), generator=generator, dtype=weight.dtype, device=weight.device)
+
+    def draw_next(self, batch_shape: tuple[int, ...], generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+        """`forward`'s random inputs: the source noise of a noise-source flow (nothing for a delta flow)."""
+        return {"noise": self._randn(batch_shape, generator)} if self.source == "noise" else {}
+
+    def draw_loss(self, batch_shape: tuple[int, ...], generator: torch.Generator | None) -> dict[str, torch.Tensor]:
+        """`loss`'s random inputs, in the order `loss` draws them: source noise, tau, the rollout's source noise."""
+        draws = {"noise": self._randn(batch_shape, generator)} if self.source == "noise" else {}
+        weight = self.velocity_net[-1].weight
+        draws["tau"] = torch.rand((*batch_shape, 1), generator=generator, dtype=weight.dtype, device=weight.device)
+        if self.source == "noise":
+            draws["next_noise"] = self._randn(batch_shape, generator)
+        return draws
 
 
 def build_dynamics(

@@ -29,10 +29,9 @@ def two_hot(x: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
     index = position.floor().clamp(0, num_bins - 2)
     upper_weight = (position - index).unsqueeze(-1)
     index = index.long().unsqueeze(-1)
+    # Out of place, so that it also runs under torch.vmap (a stack of seeds).
     target = torch.zeros(*x.shape, num_bins, dtype=x.dtype, device=x.device)
-    target.scatter_(-1, index, 1.0 - upper_weight)
-    target.scatter_add_(-1, index + 1, upper_weight)
-    return target
+    return target.scatter(-1, index, 1.0 - upper_weight).scatter_add(-1, index + 1, upper_weight)
 
 
 def two_hot_decode(probs: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:

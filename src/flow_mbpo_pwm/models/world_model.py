@@ -57,8 +57,12 @@ class WorldModel(nn.Module):
     def encode(self, obs: torch.Tensor) -> torch.Tensor:
         return self.encoder(obs)
 
-    def next(self, z: torch.Tensor, a: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        return self.dynamics(z, a, generator)
+    def next(
+        self, z: torch.Tensor, a: torch.Tensor, generator: torch.Generator | None = None, **draws: torch.Tensor
+    ) -> torch.Tensor:
+        """`z' = F(z, a)`; a stochastic dynamics draws from `generator` unless given its `draws`
+        (`dynamics.draw_next`)."""
+        return self.dynamics(z, a, generator, **draws)
 
     def reward(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         return self.reward_head(z, a)
