@@ -175,9 +175,8 @@ def pretrain_digest(wildcards) -> str:
         wildcards.task, wildcards.size, wildcards.dynamics, EXPERIMENT.seeds[0]
     )
     settings = pretraining_settings(cell)
-    settings.pop(
-        "seed"
-    )  # the pretraining's own seed is `pretrain.seed`, not the grid's first
+    # The pretraining's own seed is `pretrain.seed`, not the grid's first.
+    settings.pop("seed")
     return _digest({"pretrain": dataclasses.asdict(EXPERIMENT.pretrain), **settings})
 
 
