@@ -7,11 +7,13 @@
     python bench/pwm_sweep.py plot SWEEP.yaml OUT.png [WORK_DIR] [REFERENCE_VALIDATION_CSV]
                                                   # validation return vs env steps, one line per point
 
-A sweep file names a base experiment config, one cell (task, size, seed), the schedule, and points: each point is a
-dynamics variant of the base config plus `pwm:` overrides (any `train.pwm` key) and `scratch: true` for a run
-without the offline protocol. Every point gets its own experiment config (the base with its overrides) under
-`work/<point>/config.yaml`, so each run is reproducible with the plain CLI. The offline dataset is built by the
-pipeline itself (`snakemake <dataset>`); each protocol point then pretrains its own world model (pretraining
+A sweep file names a base experiment config, one cell (task, size, and `seed: k` or `seeds: [k, ...]`), the
+schedule, and points: each point is a dynamics variant of the base config plus `pwm:` overrides (any `train.pwm`
+key) and `scratch: true` for a run without the offline protocol. Several seeds train as one stack (one `train`
+process per point, `--seed ... --run-dir ...`), each into `work/<point>/seed<k>` (one seed: `work/<point>/run`).
+Every point gets its own experiment config (the base with its overrides) under `work/<point>/config.yaml`, so
+each run is reproducible with the plain CLI. The offline dataset is built by the pipeline itself
+(`snakemake <dataset>`); each protocol point then pretrains its own world model (pretraining
 depends on the `pwm` loss settings) and trains from it with the dataset in its buffer. Jobs share the GPUs through
 workflow/scripts/gpu_slot.py (FLOW_MBPO_PWM_JOBS_PER_GPU); `deadline_minutes` after the start every training
 still running gets SIGTERM, which saves its state (exit 75), so its validation rows up to then are kept.
@@ -38,10 +40,23 @@ CLI = [sys.executable, "-m", "flow_mbpo_pwm.cli"]
 
 def load(path: str) -> dict:
     sweep = yaml.safe_load(Path(path).read_text())
-    for key in ("base", "task", "size", "seed", "epochs", "work", "points"):
+    for key in ("base", "task", "size", "epochs", "work", "points"):
         if key not in sweep:
             raise SystemExit(f"{path}: missing key '{key}'")
+    if ("seed" in sweep) == ("seeds" in sweep):
+        raise SystemExit(f"{path}: give either 'seed: k' or 'seeds: [k, ...]'")
+    seeds = sweep.get("seeds", [sweep.get("seed")])
+    integers = all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+    if not seeds or not integers or len(set(seeds)) < len(seeds):
+        raise SystemExit(f"{path}: seeds must be distinct integers, got {seeds!r}")
     return sweep
+
+
+def seed_runs(sweep: dict, folder: Path) -> list[tuple[int, Path]]:
+    """(seed, run folder) of every seed of a point: `run` for a one-seed sweep (`seed: k`), else `seed<k>`."""
+    if "seed" in sweep:
+        return [(sweep["seed"], folder / "run")]
+    return [(seed, folder / f"seed{seed}") for seed in sweep["seeds"]]
 
 
 def point_config(sweep: dict, spec: dict) -> dict:
@@ -51,7 +66,7 @@ def point_config(sweep: dict, spec: dict) -> dict:
     pwm["epochs"] = sweep["epochs"]
     if "run" in spec:
         config["train"].setdefault("run", {}).update(spec["run"])
-    config["seeds"] = [sweep["seed"]]
+    config["seeds"] = [seed for seed, _ in seed_runs(sweep, Path())]
     return config
 
 
@@ -65,7 +80,7 @@ def run(path: str) -> None:
     work.mkdir(parents=True, exist_ok=True)
     start = time.time()
     deadline = start + 60 * float(sweep.get("deadline_minutes", 1e9))
-    cell = ["--task", sweep["task"], "--size", sweep["size"], "--seed", str(sweep["seed"])]
+    cell = ["--task", sweep["task"], "--size", sweep["size"]]
     jobs: dict[str, subprocess.Popen] = {}
     waiting: list[str] = []
 
@@ -76,8 +91,9 @@ def run(path: str) -> None:
 
     def train_args(name: str, spec: dict) -> list[str]:
         folder = work / name
-        args = ["--config", str(folder / "config.yaml"), "--dynamics", spec["dynamics"], "--run-dir",
-                str(folder / "run"), *cell]  # fmt: skip
+        runs = seed_runs(sweep, folder)
+        args = ["--config", str(folder / "config.yaml"), "--dynamics", spec["dynamics"], *cell,
+                "--seed", *(str(seed) for seed, _ in runs), "--run-dir", *(str(run) for _, run in runs)]  # fmt: skip
         if not spec.get("scratch"):
             args += ["--world-model-init", str(folder / "world_model.pt"), "--offline-data", str(dataset_path(sweep))]
         return args
@@ -121,8 +137,8 @@ def run(path: str) -> None:
     print(f"[{time.time() - start:7.1f}s] sweep done", flush=True)
 
 
-def validation_rows(folder: Path) -> list[dict]:
-    for table in (folder / "run" / "validation.csv", folder / "run" / "work" / "validation.csv"):
+def validation_rows(run: Path) -> list[dict]:
+    for table in (run / "validation.csv", run / "work" / "validation.csv"):
         if table.exists():
             with open(table) as f:
                 return list(csv.DictReader(f))
@@ -133,13 +149,14 @@ def status(path: str) -> None:
     sweep = load(path)
     work = Path(sweep["work"])
     for name in sweep["points"]:
-        rows = validation_rows(work / name)
-        curve = " ".join(f"{float(r['val_return_mean']):.0f}" for r in rows[-6:])
-        last = rows[-1] if rows else {}
-        print(
-            f"{name:22s} epoch {last.get('epoch', '-'):>5s}  val(last 6) {curve:40s}"
-            f" latent/copy h1 {ratio(last, 'h1')}  cos {last.get('grad_cosine', '-')[:5]}"
-        )
+        for seed, run in seed_runs(sweep, work / name):
+            rows = validation_rows(run)
+            curve = " ".join(f"{float(r['val_return_mean']):.0f}" for r in rows[-6:])
+            last = rows[-1] if rows else {}
+            print(
+                f"{name:22s} seed {seed:<3d} epoch {last.get('epoch', '-'):>5s}  val(last 6) {curve:40s}"
+                f" latent/copy h1 {ratio(last, 'h1')}  cos {last.get('grad_cosine', '-')[:5]}"
+            )
 
 
 def ratio(row: dict, step: str) -> str:
@@ -152,7 +169,11 @@ def ratio(row: dict, step: str) -> str:
 def table(path: str) -> None:
     sweep = load(path)
     work = Path(sweep["work"])
-    json.dump({name: validation_rows(work / name) for name in sweep["points"]}, sys.stdout, indent=1)
+    rows = {
+        name: {str(seed): validation_rows(run) for seed, run in seed_runs(sweep, work / name)}
+        for name in sweep["points"]
+    }
+    json.dump(rows, sys.stdout, indent=1)
 
 
 def plot(path: str, out: str, work: str | None = None, reference: str | None = None) -> None:
@@ -164,18 +185,28 @@ def plot(path: str, out: str, work: str | None = None, reference: str | None = N
     sweep = load(path)
     folder = Path(work or sweep["work"])
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
-    for name in sweep["points"]:
-        rows = validation_rows(folder / name)
-        steps = [int(r["env_steps"]) / 1e6 for r in rows]
-        ax.plot(steps, [float(r["val_return_mean"]) for r in rows], label=name, lw=2 if "residual" in name else 1)
+    for index, name in enumerate(sweep["points"]):
+        color = f"C{index % 10}"
+        curves = [validation_rows(run) for _, run in seed_runs(sweep, folder / name)]
+        for rows in curves:  # every seed thin, their mean (over the seeds that reached each validation) bold
+            ax.plot([int(r["env_steps"]) / 1e6 for r in rows], [float(r["val_return_mean"]) for r in rows],
+                    color=color, lw=0.8, alpha=0.4 if len(curves) > 1 else 1.0)  # fmt: skip
+        by_step: dict[int, list[float]] = {}
+        for rows in curves:
+            for r in rows:
+                by_step.setdefault(int(r["env_steps"]), []).append(float(r["val_return_mean"]))
+        steps = sorted(by_step)
+        ax.plot([s / 1e6 for s in steps], [sum(by_step[s]) / len(by_step[s]) for s in steps], color=color, lw=2,
+                label=f"{name} ({len(curves)} seed{'s' if len(curves) > 1 else ''})")  # fmt: skip
     if reference:
         with open(reference) as f:
             rows = [r for r in csv.DictReader(f) if int(r["env_steps"]) <= 1e6 * max(ax.get_xlim())]
         steps = [int(r["env_steps"]) / 1e6 for r in rows]
         ax.plot(steps, [float(r["val_return_mean"]) for r in rows], "k--", label="PPO reference")
     ax.set_xlabel("env steps (M)")
-    ax.set_ylabel("validation return (16 episodes)")
-    ax.set_title(f"{sweep['task']} {sweep['size']}, seed {sweep['seed']}")
+    ax.set_ylabel("validation return (mean of run.validation_episodes)")
+    seeds = [seed for seed, _ in seed_runs(sweep, folder)]
+    ax.set_title(f"{sweep['task']} {sweep['size']}, seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}")
     ax.legend(fontsize=8, loc="upper left")
     ax.grid(alpha=0.3)
     fig.savefig(out, dpi=120, bbox_inches="tight")
