@@ -6,6 +6,7 @@ from torch import nn
 
 from flow_mbpo_pwm.config import DynamicsConfig
 from flow_mbpo_pwm.models.dynamics import DeterministicDynamics, FlowDynamics, TimeEmbedding
+from flow_mbpo_pwm.models.integrators import evaluation_times
 from flow_mbpo_pwm.models.layers import NormedLinear, SimNorm
 
 LATENT, ACT, GROUP = 16, 2, 8
@@ -112,6 +113,27 @@ def test_time_embeddings():
     raw = TimeEmbedding("raw", 32)
     assert raw.dim == 1 and torch.equal(raw(tau), tau)
     assert flow(time_embedding="raw").velocity_net[0].in_features == LATENT + ACT + 1
+
+
+@pytest.mark.parametrize("integrator,substeps", [("euler", 3), ("heun", 4), ("rk4", 2)])
+@pytest.mark.parametrize("kind", ["sinusoidal", "raw"])
+def test_integration_times_use_precomputed_embeddings_equal_to_computed_ones(integrator, substeps, kind):
+    """The integrator's evaluations read their time embedding from a table made once: exactly what computing it
+    per evaluation gives, so the velocity and the integrated latent are bitwise the same."""
+    dyn = flow(integrator=integrator, substeps=substeps, time_embedding=kind)
+    z, a = simplex_batch(6, 3), torch.rand(6, ACT)
+    x, cond = dyn._start(z, a, None)
+    for t in evaluation_times(substeps, integrator):
+        per_row = dyn.time_embedding(torch.full((6, 1), t))
+        assert torch.equal(dyn.fixed_time_embeddings[dyn._time_rows[t]].expand(6, -1), per_row)
+        direct = dyn.velocity_net(torch.cat([x, cond, per_row], dim=-1))
+        assert torch.equal(dyn.velocity(x, cond, t), direct)
+    computed = []
+    dyn.time_embedding.register_forward_hook(lambda module, args, out: computed.append(args[0]))
+    dyn(z, a)
+    assert computed == []  # the integration computed no embedding
+    dyn.velocity(x, cond, 0.3)  # any other time still works, computed
+    assert len(computed) == 1
 
 
 def test_both_dynamics_share_one_interface():

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from flow_mbpo_pwm.models.integrators import integrate
+from flow_mbpo_pwm.models.integrators import INTEGRATORS, evaluation_times, integrate
 
 
 def velocity(x: torch.Tensor, t: float) -> torch.Tensor:
@@ -28,3 +28,11 @@ def test_integrate_rejects_unknown_method_and_bad_substeps():
         integrate(velocity, x0, 4, "midpoint")
     with pytest.raises(ValueError, match="substeps"):
         integrate(velocity, x0, 0, "euler")
+
+
+@pytest.mark.parametrize("method", INTEGRATORS)
+@pytest.mark.parametrize("substeps", [1, 3, 4])
+def test_evaluation_times_are_the_floats_integrate_evaluates_at(method, substeps):
+    calls = []
+    integrate(lambda x, t: (calls.append(t), torch.ones_like(x))[1], torch.zeros(2), substeps, method)
+    assert evaluation_times(substeps, method) == tuple(dict.fromkeys(calls))

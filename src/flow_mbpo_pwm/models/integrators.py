@@ -51,3 +51,16 @@ def integrate(
     for k in range(substeps):
         x = step(v, x, t0 + k * h, h)
     return x
+
+
+def evaluation_times(substeps: int, method: str = "heun", t0: float = 0.0, t1: float = 1.0) -> tuple[float, ...]:
+    """The distinct times at which `integrate` evaluates the velocity, in first-use order: the same floats, computed
+    by the same steps (a recording velocity field), so a table keyed by them is exact."""
+    times: dict[float, None] = {}
+
+    def record(x: torch.Tensor, t: float) -> torch.Tensor:
+        times[t] = None
+        return x
+
+    integrate(record, torch.zeros(()), substeps, method, t0, t1)
+    return tuple(times)
