@@ -3,9 +3,9 @@ losses, parameters and generator state as the same phases run eagerly from the s
 
 For each (size, dynamics) it builds the Ant exactly as bench/train_epoch.py does, trains a few epochs with CUDA
 graphs (so both phases are warmed up, captured and replayed), then from one snapshot of the agent's state runs each
-phase once replayed and once eagerly (the same Python code, same capturable Adam, same generator state) and
-compares. A second, whole-run comparison trains a CUDA-graph agent and an eager agent (plain Adam) from the same
-seeds for a few epochs and reports how far their losses drift apart (the env's contact solver is not bitwise
+phase once replayed and once eagerly (the same Python code, same Adam, same generator state) and compares. A
+second, whole-run comparison trains a CUDA-graph agent and an eager agent from the same seeds for a few epochs and
+reports how far their losses drift apart (the env's contact solver is not bitwise
 deterministic on the GPU, so this one is reported, not asserted).
 
     PYTHONPATH=src python bench/cuda_graphs_check.py --out bench/out/cuda_graphs_check.json

@@ -1,43 +1,14 @@
-"""CUDA-graph support of the PWM update phases (algorithms/graphs.py). On the CPU: the optimiser-mode helpers and
-that an agent stays eager; on a GPU (skipped without one): a replayed phase equals the same phase run eagerly."""
+"""CUDA-graph support of the PWM update phases (algorithms/graphs.py). On the CPU: that an agent stays eager and
+loads a captured run's optimiser state; on a GPU (skipped without one): a replayed phase equals the same phase run
+eagerly."""
 
 import pytest
 import torch
 from pwm_helpers import small_config
 
-from flow_mbpo_pwm.algorithms.graphs import PhaseGraphs, make_capturable, make_eager, set_lr
+from flow_mbpo_pwm.algorithms.graphs import PhaseGraphs
 from flow_mbpo_pwm.algorithms.pwm import PWM
 from flow_mbpo_pwm.data.replay import ReplayBuffer
-
-
-def adam_with_state() -> torch.optim.Adam:
-    w = torch.nn.Parameter(torch.ones(3))
-    optimizer = torch.optim.Adam([w], lr=0.25)
-    w.sum().backward()
-    optimizer.step()
-    return optimizer
-
-
-def test_capturable_round_trip_keeps_lr_and_moves_step():
-    optimizer = adam_with_state()
-    make_capturable(optimizer, torch.device("cpu"))
-    group = optimizer.param_groups[0]
-    assert group["capturable"] and optimizer.defaults["capturable"]
-    assert isinstance(group["lr"], torch.Tensor) and group["lr"].dim() == 0 and float(group["lr"]) == 0.25
-    step = next(iter(optimizer.state.values()))["step"]
-    assert step.dtype == torch.float32 and float(step) == 1.0
-    make_eager(optimizer)
-    assert group["lr"] == 0.25 and isinstance(group["lr"], float) and not group["capturable"]
-
-
-def test_set_lr_fills_a_tensor_lr_in_place_and_assigns_a_float():
-    tensor_group = {"lr": torch.tensor(1.0)}
-    held = tensor_group["lr"]
-    set_lr(tensor_group, 0.5)
-    assert tensor_group["lr"] is held and float(held) == 0.5
-    float_group = {"lr": 1.0}
-    set_lr(float_group, 0.5)
-    assert float_group["lr"] == 0.5
 
 
 def test_phase_graphs_refuse_a_cpu_device():
@@ -46,23 +17,27 @@ def test_phase_graphs_refuse_a_cpu_device():
 
 
 def test_cpu_agent_stays_eager_and_loads_a_captured_runs_optimiser_state():
-    """A state saved by a capturable agent (tensor lr, capturable Adam) resumes in an eager CPU agent as plain Adam
-    (float lr, host step counters), and the eager agent keeps training."""
+    """A state saved by a GPU run with CUDA graphs before the stacked Adam (capturable torch Adam: tensor lr, float32
+    step counters) resumes in a CPU agent: its moments and step counts are copied in, its lr becomes the stack's,
+    and the agent keeps training."""
     config = small_config()
     saver = PWM(4, 1, config, "cpu", cuda_graphs=True)
     assert saver.graphs is None  # CUDA graphs never apply on the CPU
-    for optimizer in (saver.actor_optimizer, saver.critic_optimizer, saver.wm_optimizer):
-        w = optimizer.param_groups[0]["params"][0]
-        w.grad = torch.zeros_like(w)
-        optimizer.step()
-        make_capturable(optimizer, torch.device("cpu"))  # the format a GPU run with CUDA graphs saves
+    state = saver.state_dict()
+    for name in ("actor_optimizer", "critic_optimizer", "wm_optimizer"):
+        group = state[name]["param_groups"][0]
+        group.update(lr=torch.tensor(0.125), capturable=True)  # the format a GPU run with CUDA graphs saved
+        for param_state in state[name]["state"].values():
+            param_state["step"] = torch.tensor(3.0)
+            param_state["exp_avg"] = torch.full_like(param_state["exp_avg"], 0.5)
     loader = PWM(4, 1, config, "cpu")
-    loader.load_state_dict(saver.state_dict())
+    loader.load_state_dict(state)
     for optimizer in (loader.actor_optimizer, loader.critic_optimizer, loader.wm_optimizer):
         group = optimizer.param_groups[0]
-        assert isinstance(group["lr"], float) and not group["capturable"]
-        for state in optimizer.state.values():
-            assert state["step"].device.type == "cpu"
+        assert group["lr"] == 0.125 and not group["capturable"]
+        for param_state in optimizer.state.values():
+            assert float(param_state["step"]) == 3.0 and param_state["step"].device.type == "cpu"
+            assert (param_state["exp_avg"] == 0.5).all()
     loader.set_learning_rates(0.5)
     assert loader.wm_optimizer.param_groups[0]["lr"] == loader.learning_rates(0.5)["wm"]
 

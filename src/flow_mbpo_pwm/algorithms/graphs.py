@@ -6,7 +6,7 @@ tens of thousands of small kernels per epoch). Capturing a phase once and replay
 with one call.
 
 How a phase runs (`PhaseGraphs.run(name, fn, *inputs)`):
-1. first call: `fn(*inputs)` eagerly, on the capture stream (warm-up: Adam's state, cuBLAS handles and workspaces
+1. first call: `fn(*inputs)` eagerly, on the capture stream (warm-up: cuBLAS handles and workspaces
    exist before capture, so no lazy initialisation is recorded into the graph);
 2. second call: the inputs are copied into static tensors, `fn(*static_inputs)` is captured into a
    `torch.cuda.CUDAGraph` and replayed once (capture records kernels without running them);
@@ -17,10 +17,11 @@ bench/RESULTS.md "CUDA graphs").
 
 What a captured phase may touch: tensors whose storage lives as long as the graph (parameters, optimiser state,
 running statistics, replay-buffer storage, the static inputs) — never a tensor that is re-assigned between
-replays. Hence: Adam runs with `capturable=True` and a 0-d device tensor lr that `PWM.set_learning_rates` fills in
-place (`make_capturable`); random numbers come from the agent's device generators, registered with every graph
-(its offset advances on each replay, as in eager mode); and `PWM.load_state_dict` (which replaces the optimisers'
-state tensors) calls `reset()`, so phases are captured again.
+replays. Hence: Adam (algorithms/stacked_adam.py) keeps its step counts on the device and its lr in a 0-d device
+tensor that `PWM.set_learning_rates` fills in place, and loads a saved state by copying into its tensors; random
+numbers come from the agent's device generators, registered with every graph (its offset advances on each replay,
+as in eager mode); and `PWM.load_state_dict` (which sets the generators' states) calls `reset()`, so phases are
+captured again.
 
 Autograd detail: a parameter's gradient accumulator remembers the stream it was created on; one created on the
 default stream and still alive (held by an earlier autograd graph, e.g. the imagined rollout's) makes the captured
@@ -41,47 +42,6 @@ from typing import Any
 import torch
 
 Outputs = dict[str, torch.Tensor] | tuple[torch.Tensor, ...]
-
-
-def make_capturable(optimizer: torch.optim.Optimizer, device: torch.device) -> None:
-    """Put an Adam optimiser in the form a CUDA graph can hold: `capturable=True`, lr a 0-d float32 tensor on
-    `device`, step counters on `device` (float32, as capturable Adam keeps them)."""
-    optimizer.defaults["capturable"] = True
-    for group in optimizer.param_groups:
-        group["capturable"] = True
-        lr = group["lr"]
-        value = float(lr.item()) if isinstance(lr, torch.Tensor) else float(lr)
-        if not (isinstance(lr, torch.Tensor) and lr.device == device and lr.dtype == torch.float32 and lr.dim() == 0):
-            group["lr"] = torch.tensor(value, dtype=torch.float32, device=device)
-    for state in optimizer.state.values():
-        step = state.get("step")
-        if isinstance(step, torch.Tensor) and (step.device != device or step.dtype != torch.float32):
-            state["step"] = step.to(device=device, dtype=torch.float32)
-
-
-def make_eager(optimizer: torch.optim.Optimizer) -> None:
-    """Undo `make_capturable` on an optimiser whose state came from a captured run or was loaded with
-    map_location=cuda: float lr, `capturable=False`, step counters on the host (as a fresh non-capturable Adam
-    keeps them; on the GPU every step would read them back with a sync). A fused Adam keeps its counters."""
-    optimizer.defaults["capturable"] = False
-    for group in optimizer.param_groups:
-        group["capturable"] = False
-        if isinstance(group["lr"], torch.Tensor):
-            group["lr"] = float(group["lr"].item())
-    if optimizer.defaults.get("fused"):
-        return
-    for state in optimizer.state.values():
-        step = state.get("step")
-        if isinstance(step, torch.Tensor) and step.device.type != "cpu":
-            state["step"] = step.cpu()
-
-
-def set_lr(group: dict[str, Any], value: float) -> None:
-    """Set a param group's lr: in place for a tensor lr (a captured graph holds that tensor), else assign."""
-    if isinstance(group["lr"], torch.Tensor):
-        group["lr"].fill_(value)
-    else:
-        group["lr"] = value
 
 
 @dataclass

@@ -38,9 +38,10 @@ math (`_imagine_step`, `_critic_loss`, `_world_model_loss`, ...) is written for 
 `functional_call` under `vmap` (algorithms/stack.py); every random number is drawn per seed from its generator
 outside vmap and passed in (`draw`). Losses are per seed (`[S]`, summed for one backward: seeds share no
 parameter), gradients are clipped per seed, and only the seeds that train this epoch (warmed up, not stopped)
-are stepped; the others only collect, drawing nothing from their generators, exactly as they would alone. The
-env is one batched env whose block s holds seed s's envs; a seed whose actions went non-finite acts with zero
-torque there (the caller's guard stops it) so its siblings run on.
+are stepped (one Adam update of all seeds per network, algorithms/stacked_adam.py); the others only collect,
+drawing nothing from their generators, exactly as they would alone. The env is one batched env whose block s
+holds seed s's envs; a seed whose actions went non-finite acts with zero torque there (the caller's guard stops
+it) so its siblings run on.
 
 Capture-friendliness: static shapes and loop lengths, RNG from the seeds' generators (torch generators on the
 device), metrics returned as `[S]` device tensors, no `.item()` or tensor-valued Python branches in the epoch (the
@@ -57,11 +58,12 @@ from typing import Any, NamedTuple, Protocol
 import torch
 from torch import nn
 
-from flow_mbpo_pwm.algorithms.graphs import PhaseGraphs, make_capturable, make_eager, set_lr
+from flow_mbpo_pwm.algorithms.graphs import PhaseGraphs
 from flow_mbpo_pwm.algorithms.returns import td_lambda_targets
 from flow_mbpo_pwm.algorithms.running_stats import RunningMeanStd
 from flow_mbpo_pwm.algorithms.stack import clip_grad_norm_per_seed, stack_draws
 from flow_mbpo_pwm.algorithms.stack import per_seed as run_per_seed
+from flow_mbpo_pwm.algorithms.stacked_adam import StackedAdam
 from flow_mbpo_pwm.config import TrainConfig
 from flow_mbpo_pwm.data.replay import ReplayBatch, ReplayBuffer
 from flow_mbpo_pwm.models.actor import Actor
@@ -139,15 +141,6 @@ class SeedAgent(nn.Module):
         z = self.world_model.encode(obs)
         return self.actor.act(z) if deterministic else self.actor.sample(z, self.generator)
 
-    def build_optimizers(self) -> None:
-        cfg = self.config.pwm
-        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, betas=cfg.betas)
-        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, betas=cfg.betas)
-        self.wm_optimizer = torch.optim.Adam(self.world_model.parameters(), lr=cfg.wm_lr)
-
-    def optimizers(self) -> tuple[torch.optim.Optimizer, ...]:
-        return self.actor_optimizer, self.critic_optimizer, self.wm_optimizer
-
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
         """Models, running statistics, optimisers and the generator: everything a bitwise resume needs."""
         return {
@@ -159,21 +152,14 @@ class SeedAgent(nn.Module):
             "warmed_up": self.warmed_up,
         }
 
-    def load_state_dict(self, state: dict[str, Any], strict: bool = True, capturable: bool = False) -> Any:  # type: ignore[override]
+    def load_state_dict(self, state: dict[str, Any], strict: bool = True) -> Any:  # type: ignore[override]
         required = {"modules", "actor_optimizer", "critic_optimizer", "wm_optimizer", "generator", "warmed_up"}
         missing = required - set(state)
         if missing:
             raise KeyError(f"PWM.load_state_dict: missing {sorted(missing)}")
         result = super().load_state_dict(state["modules"], strict=strict)  # copies into the stack's storage
-        for name in ("actor_optimizer", "critic_optimizer", "wm_optimizer"):
-            optimizer = getattr(self, name)
-            optimizer.load_state_dict(state[name])
-            # The saved groups carry the saving run's mode (capturable, tensor lr, step counters' device); use this
-            # agent's.
-            if capturable:
-                make_capturable(optimizer, self.device)
-            else:
-                make_eager(optimizer)
+        for name in OPTIMIZERS.values():
+            getattr(self, name).load_state_dict(state[name])  # copies into the stack's Adam state
         self.generator.set_state(state["generator"].cpu())
         self.warmed_up = bool(state.get("warmed_up", False))
         return result
@@ -235,10 +221,22 @@ class PWM(nn.Module):
                 for name in ("mean", "var", "count"):
                     _share_storage(rms, name, getattr(stats, name), s)
             _share_storage(member, "episode_return", self.episode_returns, s)
-            member.build_optimizers()
         self._state = {f"m.{name}": tensor for name, tensor in self.stacked.items()}
         self._net_params = {net: [t for k, t in self.stacked.items() if k.startswith(f"{net}.")] for net in NETWORKS}
-        self._member_params = {net: [list(getattr(m, net).parameters()) for m in self.members] for net in NETWORKS}
+        # One Adam per network over the stacked parameters (algorithms/stacked_adam.py); each member's optimisers
+        # are its seed's views of it (a lone run's torch.optim.Adam state). The world model's betas are torch's
+        # defaults, as in PWM.
+        settings = {
+            "actor": (cfg.actor_lr, cfg.betas),
+            "critic": (cfg.critic_lr, cfg.betas),
+            "world_model": (cfg.wm_lr, (0.9, 0.999)),
+        }
+        self.adams: dict[str, StackedAdam] = {}
+        for net, (lr, betas) in settings.items():
+            seed_params = [list(getattr(m, net).parameters()) for m in self.members]
+            self.adams[net] = StackedAdam(self._net_params[net], seed_params, lr, betas)
+            for member, optimizer in zip(self.members, self.adams[net].seeds, strict=True):
+                setattr(member, OPTIMIZERS[net], optimizer)
         # Draws of seeds that do not train in a phase (not warmed up yet, or stopped) come from this generator, so
         # their own streams advance exactly as in a lone run.
         self.scratch_generator = torch.Generator(device=dev)
@@ -250,10 +248,6 @@ class PWM(nn.Module):
             cuda_graphs = config.run.cuda_graphs
         generators = [*(m.generator for m in self.members), self.scratch_generator]
         self.graphs = PhaseGraphs(dev, generators) if cuda_graphs and dev.type == "cuda" else None
-        if self.graphs is not None:
-            for member in self.members:
-                for optimizer in member.optimizers():
-                    make_capturable(optimizer, dev)
 
     # ------------------------------------------------------------------------------------------------------------
     # The epoch
@@ -608,10 +602,8 @@ class PWM(nn.Module):
 
     def set_learning_rates(self, progress: float) -> dict[str, float]:
         lrs = self.learning_rates(progress)
-        for member in self.members:
-            for name, optimizer in zip(("actor", "critic", "wm"), member.optimizers(), strict=True):
-                for group in optimizer.param_groups:
-                    set_lr(group, lrs[name])  # in place where a captured graph holds the lr tensor
+        for net, name in (("actor", "actor"), ("critic", "critic"), ("world_model", "wm")):
+            self.adams[net].set_lr(lrs[name])  # in place: a captured graph holds the lr tensor
         return lrs
 
     def _optimize(self, net: str, loss: torch.Tensor, clip: float, training: Sequence[bool]) -> torch.Tensor:
@@ -621,14 +613,9 @@ class PWM(nn.Module):
         for p in params:
             p.grad = None
         loss.sum().backward(inputs=params)
-        norms = clip_grad_norm_per_seed([p.grad for p in params], clip)
-        for s, member in enumerate(self.members):
-            optimizer = getattr(member, OPTIMIZERS[net])
-            optimizer.zero_grad(set_to_none=True)
-            if training[s]:  # Adam keeps per-seed state and step counts: a seed that does not train is skipped
-                for mine, p in zip(self._member_params[net][s], params, strict=True):
-                    mine.grad = p.grad[s]
-                optimizer.step()
+        grads = [p.grad for p in params]
+        norms = clip_grad_norm_per_seed(grads, clip)
+        self.adams[net].step(grads, self._mask(training))  # a seed that does not train is left exactly as it was
         return norms.detach()
 
     def parameter_counts(self) -> dict[str, int]:
@@ -642,8 +629,10 @@ class PWM(nn.Module):
         return self.members[index].state_dict()
 
     def load_seed_state_dict(self, index: int, state: dict[str, Any], strict: bool = True) -> Any:
-        result = self.members[index].load_state_dict(state, strict=strict, capturable=self.graphs is not None)
-        if self.graphs is not None:  # the optimisers' state tensors are new objects: capture again
+        result = self.members[index].load_state_dict(state, strict=strict)
+        # The Adam state is copied in place (the graphs' addresses stay valid); capture again all the same, as the
+        # generators' states were set anew.
+        if self.graphs is not None:
             self.graphs.reset()
         return result
 
