@@ -12,9 +12,8 @@ The rest of the epoch is imagination + actor. Counts are per epoch, for S stacke
 
     PYTHONPATH=src python bench/op_counts.py --seeds 1 3 --out bench/out/op_counts.json
 
-On a GPU, one operation is usually one kernel; on the CPU Adam runs a loop over tensors where CUDA runs foreach
-kernels. So the optimisers are switched to `foreach=True` here, as on CUDA. The scalar reads of a non-capturable
-Adam (`_local_scalar_dense`) are not counted: a captured run has none.
+On a GPU, one operation is usually one kernel (a foreach operation: one per chunk of tensors). Scalar reads back
+to the host (`_local_scalar_dense`) are not counted: a captured run has none.
 """
 
 from __future__ import annotations
@@ -68,10 +67,6 @@ def measure(config_path: str, size: str, dynamics: str, seeds: int) -> dict:
     env_seed = 0 if seeds == 1 else list(range(seeds))  # as train.py builds a stack's env
     env = envs.make_from_config(config.env, device, seed=env_seed, num_envs=config.env.num_envs * seeds)
     agent = PWM(env.obs_dim, env.act_dim, config, device, seeds=tuple(range(seeds)))
-    for member in agent.members:
-        for optimizer in member.optimizers():
-            for group in optimizer.param_groups:
-                group["foreach"] = True  # as CUDA runs them
     generator = torch.Generator(device=device)
     generator.manual_seed(0)
     buffers = filled_buffers(agent, 400, generator)
