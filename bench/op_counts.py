@@ -64,8 +64,7 @@ def counted(fn) -> collections.Counter[str]:
 def measure(config_path: str, size: str, dynamics: str, seeds: int) -> dict:
     config = load_experiment(config_path).cell("ant", size, dynamics, 0)
     device = torch.device("cpu")
-    env_seed = 0 if seeds == 1 else list(range(seeds))  # as train.py builds a stack's env
-    env = envs.make_from_config(config.env, device, seed=env_seed, num_envs=config.env.num_envs * seeds)
+    env = envs.make_for_seeds(config.env, device, list(range(seeds)))  # as train.py builds a stack's env
     agent = PWM(env.obs_dim, env.act_dim, config, device, seeds=tuple(range(seeds)))
     generator = torch.Generator(device=device)
     generator.manual_seed(0)

@@ -96,8 +96,7 @@ def build(size: str, dynamics: str, args: argparse.Namespace, device: torch.devi
         run=RunConfig(seed=0, device=str(device)),
     ).validate()
     seeds = list(range(args.seeds))
-    env_seed = 0 if args.seeds == 1 else seeds
-    env = envs.make_from_config(config.env, device, seed=env_seed, num_envs=args.num_envs * args.seeds)
+    env = envs.make_for_seeds(config.env, device, seeds)  # config.env.num_envs is args.num_envs
     agent = PWM(env.obs_dim, env.act_dim, config, device, cuda_graphs=args.cuda_graphs, seeds=seeds)
     if getattr(args, "capture_imagination", False) and agent.graphs is not None:
         from probe_env_capture import make_env_capturable

@@ -693,11 +693,7 @@ class TrainingRun:
 
         cfg = self.config
         seed_everything(self.seeds[0])
-        # One batched env: block s of `env.num_envs` envs is seed s's, drawing as a lone env with that seed.
-        env_seed = self.seeds[0] if len(self.seeds) == 1 else self.seeds
-        self.env = envs.make_from_config(
-            cfg.env, self.device, seed=env_seed, num_envs=cfg.env.num_envs * len(self.seeds)
-        )
+        self.env = envs.make_for_seeds(cfg.env, self.device, self.seeds)  # block s: seed s's envs
         self.agent = PWM(self.env.obs_dim, self.env.act_dim, cfg, self.device, seeds=self.seeds)
         for run in self.runs:
             run.build()

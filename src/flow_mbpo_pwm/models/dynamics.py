@@ -128,12 +128,12 @@ class FlowDynamics(nn.Module):
 
     def velocity(self, x: torch.Tensor, cond: torch.Tensor, tau: torch.Tensor | float) -> torch.Tensor:
         """`v(x, c, tau)`; `tau` a tensor `[..., 1]` (per-sample times: the loss) or a float (one time for all)."""
-        if isinstance(tau, torch.Tensor):
-            embedding = self.time_embedding(tau)
-        elif float(tau) in self._time_rows:  # an integration time: its precomputed row
-            embedding = self.fixed_time_embeddings[self._time_rows[float(tau)]].expand(*x.shape[:-1], -1)
+        row = None if isinstance(tau, torch.Tensor) else self._time_rows.get(float(tau))
+        if row is not None:  # an integration time: its precomputed row
+            embedding = self.fixed_time_embeddings[row].expand(*x.shape[:-1], -1)
         else:
-            tau = torch.full((*x.shape[:-1], 1), float(tau), dtype=x.dtype, device=x.device)
+            if not isinstance(tau, torch.Tensor):
+                tau = torch.full((*x.shape[:-1], 1), float(tau), dtype=x.dtype, device=x.device)
             embedding = self.time_embedding(tau)
         return self.velocity_net(torch.cat([x, cond, embedding], dim=-1))
 
