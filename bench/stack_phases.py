@@ -17,6 +17,7 @@ import argparse
 import json
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -77,19 +78,32 @@ def time_phase(fn, repeats: int, device: torch.device) -> float:
     return (time.perf_counter() - start) * 1e3 / repeats
 
 
-def measure(config_path: str, size: str, dynamics: str, seeds: int, device: torch.device, repeats: int) -> dict:
+def measure(
+    config_path: str, size: str, dynamics: str, seeds: int, device: torch.device, repeats: int, compile: bool
+) -> dict:
     config = load_experiment(config_path).cell("ant", size, dynamics, 0)
+    config = replace(config, run=replace(config.run, compile=compile))
     agent = PWM(OBS_DIM, ACT_DIM, config, device, seeds=tuple(range(seeds)))
     generator = torch.Generator(device=device)
     generator.manual_seed(0)
     buffers = filled_buffers(agent, 400, generator)
-    agent.train_world_model(buffers, 1)  # warm: every seed trains
+    began = time.perf_counter()
+    agent.train_world_model(buffers, 1)  # warm: every seed trains (and `run.compile` compiles here)
+    first_call_s = time.perf_counter() - began
     training = agent.training_seeds()
     rollout = random_rollout(agent, generator)
     wm_steps = config.pwm.wm_steps
     wm_ms = time_phase(lambda: agent.world_model_steps(buffers, wm_steps, training), repeats, device)
     critic_ms = time_phase(lambda: agent.critic_step(rollout, training), repeats, device)
-    return {"size": size, "dynamics": dynamics, "seeds": seeds, "world_model_ms": wm_ms, "critic_ms": critic_ms}
+    return {
+        "size": size,
+        "dynamics": dynamics,
+        "seeds": seeds,
+        "compile": compile,
+        "first_call_s": first_call_s,
+        "world_model_ms": wm_ms,
+        "critic_ms": critic_ms,
+    }
 
 
 def main() -> None:
@@ -100,6 +114,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 5])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--compile", action="store_true", help="run.compile: the world-model loss compiled")
     parser.add_argument("--out", default="bench/out/stack_phases.json")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -108,7 +123,7 @@ def main() -> None:
     for size in args.sizes:
         for dynamics in args.dynamics:
             for seeds in args.seeds:
-                row = measure(args.config, size, dynamics, seeds, device, args.repeats)
+                row = measure(args.config, size, dynamics, seeds, device, args.repeats, args.compile)
                 rows.append(row)
                 base = next(r for r in rows if r["size"] == size and r["dynamics"] == dynamics)
                 total, base_total = row["world_model_ms"] + row["critic_ms"], base["world_model_ms"] + base["critic_ms"]
@@ -116,7 +131,7 @@ def main() -> None:
                 print(
                     f"{size:4s} {dynamics:14s} S={seeds:2d}  world model {row['world_model_ms']:8.1f} ms  "
                     f"critic {row['critic_ms']:7.1f} ms  per seed {total / seeds:7.1f} ms  "
-                    f"x{row['ratio_to_first']:.2f} of S={base['seeds']}",
+                    f"x{row['ratio_to_first']:.2f} of S={base['seeds']}  first call {row['first_call_s']:.0f} s",
                     flush=True,
                 )
     machine = {

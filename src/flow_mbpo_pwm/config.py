@@ -255,6 +255,10 @@ class RunConfig:
     # On CUDA: capture the critic, world-model and (where the env can step under capture) imagination + actor
     # phases of every epoch in CUDA graphs (algorithms/graphs.py); ignored on CPU.
     cuda_graphs: bool = True
+    # Fuse the world-model loss's small elementwise chains (LayerNorm, Mish, SimNorm, the flow integrator's
+    # updates) with torch.compile (inductor, forward and backward), once per process before the phases are
+    # captured. Pays a compile (about a minute or more) at the start of every train / pretrain process.
+    compile: bool = False
     # The paper's protocol (set by the pipeline from the `pretrain` section; "" = from scratch): start from a world
     # model pretrained offline (`flow-mbpo-pwm pretrain`), and put an offline dataset into the replay buffer first.
     world_model_init: str = ""

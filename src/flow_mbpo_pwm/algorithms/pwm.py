@@ -61,8 +61,7 @@ from torch import nn
 from flow_mbpo_pwm.algorithms.graphs import PhaseGraphs
 from flow_mbpo_pwm.algorithms.returns import td_lambda_targets
 from flow_mbpo_pwm.algorithms.running_stats import RunningMeanStd
-from flow_mbpo_pwm.algorithms.stack import clip_grad_norm_per_seed, stack_draws
-from flow_mbpo_pwm.algorithms.stack import per_seed as run_per_seed
+from flow_mbpo_pwm.algorithms.stack import PerSeed, clip_grad_norm_per_seed, stack_draws
 from flow_mbpo_pwm.algorithms.stacked_adam import StackedAdam
 from flow_mbpo_pwm.config import TrainConfig
 from flow_mbpo_pwm.data.replay import ReplayBatch, ReplayBuffer
@@ -222,6 +221,9 @@ class PWM(nn.Module):
                     _share_storage(rms, name, getattr(stats, name), s)
             _share_storage(member, "episode_return", self.episode_returns, s)
         self._state = {f"m.{name}": tensor for name, tensor in self.stacked.items()}
+        # The world-model loss (flow: 85-92% of an epoch's kernels) is compiled where `run.compile` asks.
+        self._wm_loss = partial(_world_model_loss, gamma=cfg.gamma, coefs=(cfg.wm_dynamics_coef, cfg.wm_reward_coef))
+        self._per_seed = PerSeed(self.members[0], compiled=[self._wm_loss] if config.run.compile else [])
         self._net_params = {net: [t for k, t in self.stacked.items() if k.startswith(f"{net}.")] for net in NETWORKS}
         # One Adam per network over the stacked parameters (algorithms/stacked_adam.py); each member's optimisers
         # are its seed's views of it (a lone run's torch.optim.Adam state). The world model's betas are torch's
@@ -477,8 +479,7 @@ class PWM(nn.Module):
         rows, horizon = batch.action.shape[1:3]
         dynamics = self.members[0].world_model.dynamics  # draws by shape only: any seed's module will do
         draws = self.draw(lambda s, g: [dynamics.draw_loss((rows,), g) for _ in range(horizon)], training)
-        loss = partial(_world_model_loss, gamma=cfg.gamma, coefs=(cfg.wm_dynamics_coef, cfg.wm_reward_coef))
-        losses = self.per_seed(loss, batch.obs, batch.action, reward, batch.valid, draws)
+        losses = self.per_seed(self._wm_loss, batch.obs, batch.action, reward, batch.valid, draws)
         return WorldModelLoss(*losses)
 
     def train_world_model(
@@ -535,7 +536,7 @@ class PWM(nn.Module):
 
     def per_seed(self, fn: Any, *args: Any) -> Any:
         """`fn(seed_agent, *args_s)` on every seed at once, with each seed's parameters (algorithms/stack.py)."""
-        return run_per_seed(self.members[0], self._state, fn, *args)
+        return self._per_seed(self._state, fn, *args)
 
     def draw(self, fn: Any, training: Sequence[bool] | None = None) -> Any:
         """`fn(s, generator)` for every seed s, stacked: seed s draws from its own generator, or — a seed not in

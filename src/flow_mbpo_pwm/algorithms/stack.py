@@ -59,10 +59,37 @@ class _Call(nn.Module):
         return self.fn(self.m, *args)
 
 
+def vmapped(module: nn.Module, fn: Callable[..., Any], compile: bool = False) -> Callable[[dict, tuple], Any]:
+    """`(state, args) -> fn(module, *args_s)` for every seed s at once (see `per_seed`), made once per function;
+    `compile`: the whole vmapped call as one `torch.compile` graph (inductor fuses its elementwise chains, forward
+    and backward; no graph breaks allowed, static shapes)."""
+    call = _Call(module, fn)
+
+    def run(state: dict[str, torch.Tensor], args: tuple[Any, ...]) -> Any:
+        return torch.vmap(lambda st, a: torch.func.functional_call(call, st, (a,)))(state, args)
+
+    return torch.compile(run, fullgraph=True, dynamic=False) if compile else run
+
+
 def per_seed(module: nn.Module, state: dict[str, torch.Tensor], fn: Callable[..., Any], *args: Any) -> Any:
     """`fn(module, *args_s)` for every seed s at once: `module` (one seed's modules, the single definition) runs
     with seed s's slice of `state` (`{"m.<name>": [S, ...]}`, parameters and per-seed buffers) and of `args`
     (tensors, or structures of tensors, each with a leading seed axis). Random ops inside `fn` are refused (vmap's
     default): draw outside and pass the draws in."""
-    call = _Call(module, fn)
-    return torch.vmap(lambda st, a: torch.func.functional_call(call, st, (a,)))(state, args)
+    return vmapped(module, fn)(state, args)
+
+
+class PerSeed:
+    """`per_seed` for one module, with each function's vmapped call made once and kept; the functions in
+    `compiled` are compiled (`vmapped(..., compile=True)`) on their first call."""
+
+    def __init__(self, module: nn.Module, compiled: Sequence[Callable[..., Any]] = ()):
+        self.module = module
+        self.compiled = set(compiled)
+        self.calls: dict[Callable[..., Any], Callable[[dict, tuple], Any]] = {}
+
+    def __call__(self, state: dict[str, torch.Tensor], fn: Callable[..., Any], *args: Any) -> Any:
+        call = self.calls.get(fn)
+        if call is None:
+            call = self.calls[fn] = vmapped(self.module, fn, compile=fn in self.compiled)
+        return call(state, args)
