@@ -111,8 +111,12 @@ class FlowDynamics(nn.Module):
         self.simnorm = SimNorm(simnorm_dim)
         self.time_embedding = TimeEmbedding(config.time_embedding, config.time_embedding_dim)
         cond_dim = act_dim + (latent_dim if self.source == "noise" else 0)
-        # Plain Linear last layer: the velocity target is unbounded and of either sign.
+        # Plain Linear last layer: the velocity target is unbounded and of either sign. Zero at init, so the
+        # untrained delta flow is the copy-the-last-latent baseline, as the residual deterministic model is: from a
+        # random last layer, the pretraining probe's flow never beat that baseline on held-out Ant windows and its
+        # encoder collapsed (bench/RESULTS.md, "Why flow's world model did not fit").
         self.velocity_net = mlp(latent_dim + cond_dim + self.time_embedding.dim, units, latent_dim)
+        zero_last_layer(self.velocity_net)
         # The embeddings of the integrator's evaluation times, row i for time `times[i]` (not saved: derived).
         times = evaluation_times(self.substeps, self.integrator)
         self._time_rows = {t: i for i, t in enumerate(times)}
