@@ -166,3 +166,13 @@ def test_residual_is_refused_for_flow_dynamics():
 
     with pytest.raises(ConfigError, match="dynamics.residual"):
         DynamicsConfig(kind="flow", residual=True).validate()
+
+
+@pytest.mark.parametrize("project", ["simnorm", "none"])
+def test_untrained_delta_flow_is_the_copy_baseline(project):
+    """The velocity net's last layer starts at zero: x_1 = x_0, so the untrained flow predicts z' = z (as the residual
+    deterministic model does), whatever the integrator."""
+    torch.manual_seed(0)
+    z, a = simplex_batch(32, 5), torch.rand(32, ACT) * 2 - 1
+    for integrator in ("euler", "heun", "rk4"):
+        assert torch.allclose(flow(project=project, integrator=integrator)(z, a), z, atol=1e-6)
