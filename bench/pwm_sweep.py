@@ -8,9 +8,10 @@
                                                   # validation return vs env steps, one line per point
 
 A sweep file names a base experiment config, one cell (task, size, and `seed: k` or `seeds: [k, ...]`), the
-schedule, and points: each point is a dynamics variant of the base config plus `pwm:` overrides (any `train.pwm`
-key) and `scratch: true` for a run without the offline protocol. Several seeds train as one stack (one `train`
-process per point, `--seed ... --run-dir ...`), each into `work/<point>/seed<k>` (one seed: `work/<point>/run`).
+schedule, and points: each point is a dynamics variant of the base config (or a new one, `variant: {kind: ...}`)
+plus `pwm:` and `run:` overrides (any `train.pwm` / `train.run` key) and `scratch: true` for a run without the
+offline protocol. Several seeds train as one stack (one `train` process per point, `--seed ... --run-dir ...`),
+each into `work/<point>/seed<k>` (one seed: `work/<point>/run`).
 Every point gets its own experiment config (the base with its overrides) under `work/<point>/config.yaml`, so
 each run is reproducible with the plain CLI. The offline dataset is built by the pipeline itself
 (`snakemake <dataset>`); each protocol point then pretrains its own world model (pretraining
@@ -61,6 +62,8 @@ def seed_runs(sweep: dict, folder: Path) -> list[tuple[int, Path]]:
 
 def point_config(sweep: dict, spec: dict) -> dict:
     config = yaml.safe_load((ROOT / sweep["base"]).read_text())
+    if "variant" in spec:  # a dynamics variant the base config lacks: `variant: {kind: flow, ...}`
+        config.setdefault("dynamics", {})[spec["dynamics"]] = spec["variant"]
     pwm = config.setdefault("train", {}).setdefault("pwm", {})
     pwm.update(spec.get("pwm", {}))
     pwm["epochs"] = sweep["epochs"]
