@@ -257,7 +257,8 @@ class RunConfig:
     cuda_graphs: bool = True
     # Fuse the world-model loss's small elementwise chains (LayerNorm, Mish, SimNorm, the flow integrator's
     # updates) with torch.compile (inductor, forward and backward), once per process before the phases are
-    # captured. Pays a compile (about a minute or more) at the start of every train / pretrain process.
+    # captured: one rollout step (a graph reused for every step of the horizon) and the loss terms. Pays a
+    # compile (tens of seconds) at the start of every train / pretrain process.
     compile: bool = False
     # The paper's protocol (set by the pipeline from the `pretrain` section; "" = from scratch): start from a world
     # model pretrained offline (`flow-mbpo-pwm pretrain`), and put an offline dataset into the replay buffer first.

@@ -221,9 +221,11 @@ class PWM(nn.Module):
                     _share_storage(rms, name, getattr(stats, name), s)
             _share_storage(member, "episode_return", self.episode_returns, s)
         self._state = {f"m.{name}": tensor for name, tensor in self.stacked.items()}
-        # The world-model loss (flow: 85-92% of an epoch's kernels) is compiled where `run.compile` asks.
-        self._wm_loss = partial(_world_model_loss, gamma=cfg.gamma, coefs=(cfg.wm_dynamics_coef, cfg.wm_reward_coef))
-        self._per_seed = PerSeed(self.members[0], compiled=[self._wm_loss] if config.run.compile else [])
+        # The world-model loss (flow: 85-92% of an epoch's kernels) is compiled where `run.compile` asks, piece by
+        # piece: one rollout step (the same graph for every step of the horizon) and the loss terms.
+        self._wm_terms = partial(_world_model_terms, gamma=cfg.gamma, coefs=(cfg.wm_dynamics_coef, cfg.wm_reward_coef))
+        compiled = [_dynamics_step, self._wm_terms] if config.run.compile else []
+        self._per_seed = PerSeed(self.members[0], compiled=compiled)
         self._net_params = {net: [t for k, t in self.stacked.items() if k.startswith(f"{net}.")] for net in NETWORKS}
         # One Adam per network over the stacked parameters (algorithms/stacked_adam.py); each member's optimisers
         # are its seed's views of it (a lone run's torch.optim.Adam state). The world model's betas are torch's
@@ -467,7 +469,7 @@ class PWM(nn.Module):
 
     def world_model_loss(self, batch: ReplayBatch, training: tuple[bool, ...] | None = None) -> WorldModelLoss:
         """Per seed, `L = (1/H) sum_t gamma^t [c_dyn dyn_t + c_rew (R(z_t, a_t) - r_t)^2]` over the batch's valid
-        rows, rolling out from `z_0 = E(o_0)` with the model's own predictions (`_world_model_loss`); `c_dyn`,
+        rows, rolling out from `z_0 = E(o_0)` with the model's own predictions (`_world_model_terms`); `c_dyn`,
         `c_rew` are `pwm.wm_dynamics_coef` and `pwm.wm_reward_coef` (1 and 1 by default, as PWM). `batch` carries
         a leading seed axis. Rewards are normalised by each seed's `rew_rms` (`pwm.reward_norm`); a flow's tau and
         noise are drawn from each seed's generator (`training` seeds; the others from the scratch generator)."""
@@ -479,7 +481,17 @@ class PWM(nn.Module):
         rows, horizon = batch.action.shape[1:3]
         dynamics = self.members[0].world_model.dynamics  # draws by shape only: any seed's module will do
         draws = self.draw(lambda s, g: [dynamics.draw_loss((rows,), g) for _ in range(horizon)], training)
-        losses = self.per_seed(self._wm_loss, batch.obs, batch.action, reward, batch.valid, draws)
+        obs, action, reward = (x.transpose(1, 2) for x in (batch.obs, batch.action, reward))  # [S, H(+1), B, ...]
+        targets = self.per_seed(_encode_targets, obs[:, 1:])  # sg(E(o_{t+1}))
+        z = self.per_seed(_encode, obs[:, 0])
+        latents, step_losses = [], []
+        for t in range(horizon):  # the rollout on the model's own predictions
+            latents.append(z)
+            step_loss, z = self.per_seed(_dynamics_step, z, action[:, t], targets[:, t], draws[t])
+            step_losses.append(step_loss)
+        stacked = [torch.stack(x, dim=1) for x in (latents, step_losses)]  # [S, H, B, ...]
+        predictions = torch.cat([stacked[0][:, 1:], z.unsqueeze(1)], dim=1).detach()
+        losses = self.per_seed(self._wm_terms, *stacked, predictions, action, reward, targets, batch.valid)
         return WorldModelLoss(*losses)
 
     def train_world_model(
@@ -706,41 +718,46 @@ def _actor_std(agent: SeedAgent) -> torch.Tensor:
     return agent.actor.std().detach().mean()
 
 
-def _world_model_loss(
+def _encode_targets(agent: SeedAgent, obs: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return agent.world_model.encode(obs)
+
+
+def _dynamics_step(
+    agent: SeedAgent, z: torch.Tensor, action: torch.Tensor, target: torch.Tensor, draws: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of the world-model rollout: `dyn_t` (the latent MSE, deterministic, or the rectified-flow loss,
+    flow, against the target latent) and the predicted next latent."""
+    return agent.world_model.dynamics.loss(z, action, target, **draws)
+
+
+def _world_model_terms(
     agent: SeedAgent,
-    obs: torch.Tensor,
+    latents: torch.Tensor,
+    step_losses: torch.Tensor,
+    predictions: torch.Tensor,
     action: torch.Tensor,
     reward: torch.Tensor,
+    targets: torch.Tensor,
     valid: torch.Tensor,
-    draws: list[dict[str, torch.Tensor]],
     gamma: float,
     coefs: tuple[float, float] = (1.0, 1.0),
 ) -> tuple[torch.Tensor, ...]:
-    """One seed's world-model loss on `[B, H(+1), ...]` windows with normalised rewards: `dyn_t` is the latent MSE
-    (deterministic) or the rectified-flow loss (flow) against `sg(E(o_{t+1}))`; the total weighs the two terms by
-    `coefs` (dynamics, reward). Also reports the rollout's
-    undiscounted latent MSE, which — unlike `dyn_t` — means the same for both dynamics (how far imagined latents
-    are from encoded ones). Returns the fields of `WorldModelLoss`."""
-    wm = agent.world_model
-    obs = obs.transpose(0, 1)  # [H+1, B, obs_dim]
-    action = action.transpose(0, 1)
-    reward = reward.transpose(0, 1)
+    """One seed's world-model loss from its `[H, B, ...]` rollout (`latents` z_0..z_{H-1}, `step_losses` dyn_t,
+    `predictions` sg(z_1..z_H)) against `targets` sg(E(o_1..o_H)) and the normalised rewards: the total weighs the
+    discounted dynamics and reward terms by `coefs` (dynamics, reward). Also reports the rollout's undiscounted
+    latent MSE, which — unlike `dyn_t` — means the same for both dynamics (how far imagined latents are from
+    encoded ones). Means over the valid rows. Returns the fields of `WorldModelLoss`."""
     horizon = action.shape[0]
-    with torch.no_grad():
-        targets = wm.encode(obs[1:])
-    z = wm.encode(obs[0])
-    latents, predictions = [], []
-    dynamics_loss = torch.zeros(obs.shape[1], device=obs.device)
+    dynamics_loss = torch.zeros(action.shape[1], device=action.device)
     for t in range(horizon):
-        latents.append(z)
-        step_loss, z = wm.dynamics.loss(z, action[t], targets[t], **draws[t])
-        dynamics_loss = dynamics_loss + gamma**t * step_loss
-        predictions.append(z.detach())
+        dynamics_loss = dynamics_loss + gamma**t * step_losses[t]
     # The reward term on all rollout latents at once (one pass of the head instead of H), as one [H*B] batch.
-    discounts = gamma ** torch.arange(horizon, device=obs.device, dtype=dynamics_loss.dtype)
-    rows = torch.stack(latents).flatten(0, 1), action.flatten(0, 1), reward.flatten(0, 1)
-    reward_loss = (discounts.unsqueeze(1) * wm.reward_head.loss(*rows).unflatten(0, (horizon, -1))).sum(0)
-    latent_mse = (torch.stack(predictions) - targets).pow(2).mean(-1).sum(0)
+    discounts = gamma ** torch.arange(horizon, device=action.device, dtype=dynamics_loss.dtype)
+    rows = latents.flatten(0, 1), action.flatten(0, 1), reward.flatten(0, 1)
+    per_step = agent.world_model.reward_head.loss(*rows).unflatten(0, (horizon, -1))
+    reward_loss = (discounts.unsqueeze(1) * per_step).sum(0)
+    latent_mse = (predictions - targets).pow(2).mean(-1).sum(0)
     weight = valid.to(dynamics_loss.dtype)
     denominator = horizon * weight.sum().clamp_min(1.0)
 
