@@ -31,17 +31,17 @@ Choices, and where they differ from the public PWM code (docs: ../shared/specs/p
 - Observations are not normalised (`pwm.normalize_obs=True` is rejected).
 
 A stack of seeds: `PWM(..., seeds=(s1, ..., sS))` trains S seeds of one cell at once (a lone run is S = 1, the same
-code). Each seed is a `SeedAgent` built from the ordinary modules (the single definition of every network) with
-its own initial weights (`torch.manual_seed(seed)`), generator, Adam state, running statistics and replay buffer;
-its parameters are views of the stack's `[S, ...]` tensors (`torch.func.stack_module_state`). The epoch's per-seed
-math (`_imagine_step`, `_critic_loss`, `_world_model_loss`, ...) is written for one seed and run on all through
-`functional_call` under `vmap` (algorithms/stack.py); every random number is drawn per seed from its generator
-outside vmap and passed in (`draw`). Losses are per seed (`[S]`, summed for one backward: seeds share no
-parameter), gradients are clipped per seed, and only the seeds that train this epoch (warmed up, not stopped)
-are stepped (one Adam update of all seeds per network, algorithms/stacked_adam.py); the others only collect,
-drawing nothing from their generators, exactly as they would alone. The env is one batched env whose block s
-holds seed s's envs; a seed whose actions went non-finite acts with zero torque there (the caller's guard stops
-it) so its siblings run on.
+code). Each seed is a `SeedAgent` built from the ordinary modules (the single definition of every network) with its
+own initial weights (`torch.manual_seed(seed)`), generator, Adam state, running statistics and replay buffer; its
+parameters are views of the stack's `[S, ...]` tensors (`torch.func.stack_module_state`). The epoch's per-seed math
+(`_imagine_step`, `_critic_loss`, `_dynamics_step`, `_world_model_terms`, ...) is written for one seed and run on
+all through `functional_call` under `vmap` (algorithms/stack.py); every random number is drawn per seed from its
+generator outside vmap and passed in (`draw`). Losses are per seed (`[S]`, summed for one backward: seeds share no
+parameter), gradients are clipped per seed, and only the seeds that train this epoch (warmed up, not stopped) are
+stepped (one Adam update of all seeds per network, algorithms/stacked_adam.py); the others only collect, drawing
+nothing from their generators, exactly as they would alone. The env is one batched env whose block s holds seed s's
+envs; a seed whose actions went non-finite acts with zero torque there (the caller's guard stops it) so its siblings
+run on.
 
 Capture-friendliness: static shapes and loop lengths, RNG from the seeds' generators (torch generators on the
 device), metrics returned as `[S]` device tensors, no `.item()` or tensor-valued Python branches in the epoch (the
