@@ -134,3 +134,15 @@ def test_temp_names_never_match_what_readers_glob(tmp_path):
     (tmp_path / names[0]).write_text("half a checkpoint")  # what a SIGKILL (no cleanup) leaves
     assert names[0].startswith(".epoch_000004.pt.") and names[0].endswith(".tmp")
     assert list(tmp_path.glob("epoch_*.pt")) == [] and list(tmp_path.glob("*.pt")) == []
+
+
+def test_torch_save_all_replaces_every_file_or_none(tmp_path):
+    """The states of a stack are written together: a failure while writing any of them leaves every old file."""
+    paths = [tmp_path / "a.pt", tmp_path / "b.pt"]
+    io.torch_save_all([(p, {"epoch": torch.tensor(0)}) for p in paths])
+    with pytest.raises(Exception):  # noqa: B017 -- whatever torch.save raises for an object it cannot pickle
+        io.torch_save_all([(paths[0], {"epoch": torch.tensor(1)}), (paths[1], {"epoch": lambda: 1})])
+    assert [int(io.torch_load(p)["epoch"]) for p in paths] == [0, 0]
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["a.pt", "b.pt"]  # no temporary files left
+    io.torch_save_all([(p, {"epoch": torch.tensor(2)}) for p in paths])
+    assert [int(io.torch_load(p)["epoch"]) for p in paths] == [2, 2]

@@ -23,7 +23,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -155,13 +155,22 @@ def _feed(digest: Any, value: Any, where: str) -> None:
 
 def torch_save(path: str | os.PathLike, obj: Any) -> None:
     """Write `obj` atomically; a dict gets an integrity record (any previous record is replaced)."""
+    torch_save_all([(path, obj)])
+
+
+def torch_save_all(items: list[tuple[str | os.PathLike, Any]]) -> None:
+    """`torch_save` of several files that belong together (the states of a stack of seeds): every object is written
+    to its temporary file first, then all are renamed over their targets in one burst. A crash while writing leaves
+    every old file; only one between two renames (microseconds, not the seconds of a write) can mix old and new."""
     import torch
 
-    if isinstance(obj, dict):
-        record = {"algorithm": INTEGRITY_ALGORITHM, "digest": integrity_digest(obj)}
-        obj = {**{k: v for k, v in obj.items() if k != INTEGRITY_KEY}, INTEGRITY_KEY: record}
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with ExitStack() as stack:
+        temporaries = [stack.enter_context(atomic_path(path)) for path, _ in items]
+        for tmp, (_, obj) in zip(temporaries, items, strict=True):
+            if isinstance(obj, dict):
+                record = {"algorithm": INTEGRITY_ALGORITHM, "digest": integrity_digest(obj)}
+                obj = {**{k: v for k, v in obj.items() if k != INTEGRITY_KEY}, INTEGRITY_KEY: record}
+            torch.save(obj, tmp)
 
 
 def torch_load(path: str | os.PathLike, map_location: Any = "cpu", verify: bool = True) -> Any:

@@ -724,8 +724,8 @@ class TrainingRun:
         states = [(run, run._state(shared)) for run in self.live()]
         # Last, so that nothing above (e.g. a state_dict that clones through an RNG) perturbs what is saved.
         rng = capture_rng(self.device)
-        for run, state in states:
-            io.torch_save(run.folder.state, {**state, "rng": rng})
+        # All seeds' files appear together, so a kill between two seeds' writes cannot leave a stack of mixed epochs.
+        io.torch_save_all([(run.folder.state, {**state, "rng": rng}) for run, state in states])
 
     def _load_state(self) -> None:
         """Restore every live seed from its `work/state.pt` (the shared env, observations, epoch and RNG from the

@@ -157,10 +157,15 @@ def test_killed_training_job_resumes_from_its_saved_state(tmp_path):
     )  # fmt: skip
     # Killed after the state save of a training epoch (the first save, at epoch 0, only records the offline start:
     # the pretrained world model and the dataset in the buffer). Epoch 10 validates, then saves its state.
+    # Both seeds of the stack (0 and 1) save their states together (io.torch_save_all).
     checkpoint, state = run / "work/checkpoints/epoch_000010.pt", run / "work/state.pt"
+    sibling = run.parent / "seed1/work/state.pt"
     try:
         deadline = time.monotonic() + 600
-        while not (checkpoint.exists() and state.exists() and state.stat().st_mtime > checkpoint.stat().st_mtime):
+        while not (
+            checkpoint.exists()
+            and all(s.exists() and s.stat().st_mtime > checkpoint.stat().st_mtime for s in (state, sibling))
+        ):
             assert process.poll() is None, "snakemake ended before training saved any state"
             assert time.monotonic() < deadline
             time.sleep(0.1)
