@@ -89,7 +89,6 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="bench/out/flow_chart.json")
     args = parser.parse_args()
-    torch.set_num_threads(max(torch.get_num_threads(), 1))
 
     start = time.perf_counter()
     data = ant_streams(args.envs, args.steps, args.seed)

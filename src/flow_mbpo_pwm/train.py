@@ -724,7 +724,8 @@ class TrainingRun:
         states = [(run, run._state(shared)) for run in self.live()]
         # Last, so that nothing above (e.g. a state_dict that clones through an RNG) perturbs what is saved.
         rng = capture_rng(self.device)
-        # All seeds' files appear together, so a kill between two seeds' writes cannot leave a stack of mixed epochs.
+        # All seeds' files are written first, then renamed together: a kill while writing leaves every old state
+        # (not a stack of mixed epochs, which would not resume).
         io.torch_save_all([(run.folder.state, {**state, "rng": rng}) for run, state in states])
 
     def _load_state(self) -> None:

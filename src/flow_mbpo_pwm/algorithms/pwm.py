@@ -482,16 +482,18 @@ class PWM(nn.Module):
         dynamics = self.members[0].world_model.dynamics  # draws by shape only: any seed's module will do
         draws = self.draw(lambda s, g: [dynamics.draw_loss((rows,), g) for _ in range(horizon)], training)
         obs, action, reward = (x.transpose(1, 2) for x in (batch.obs, batch.action, reward))  # [S, H(+1), B, ...]
-        targets = self.per_seed(_encode_targets, obs[:, 1:])  # sg(E(o_{t+1}))
+        with torch.no_grad():
+            targets = self.per_seed(_encode, obs[:, 1:])  # sg(E(o_{t+1}))
         z = self.per_seed(_encode, obs[:, 0])
         latents, step_losses = [], []
         for t in range(horizon):  # the rollout on the model's own predictions
             latents.append(z)
             step_loss, z = self.per_seed(_dynamics_step, z, action[:, t], targets[:, t], draws[t])
             step_losses.append(step_loss)
-        stacked = [torch.stack(x, dim=1) for x in (latents, step_losses)]  # [S, H, B, ...]
-        predictions = torch.cat([stacked[0][:, 1:], z.unsqueeze(1)], dim=1).detach()
-        losses = self.per_seed(self._wm_terms, *stacked, predictions, action, reward, targets, batch.valid)
+        latents, step_losses = torch.stack(latents, dim=1), torch.stack(step_losses, dim=1)  # [S, H, B, ...]
+        predictions = torch.cat([latents[:, 1:], z.unsqueeze(1)], dim=1).detach()  # sg(z_1 .. z_H)
+        terms = (latents, step_losses, predictions, action, reward, targets, batch.valid)
+        losses = self.per_seed(self._wm_terms, *terms)
         return WorldModelLoss(*losses)
 
     def train_world_model(
@@ -716,11 +718,6 @@ def _critic_loss(agent: SeedAgent, states: torch.Tensor, targets: torch.Tensor) 
 
 def _actor_std(agent: SeedAgent) -> torch.Tensor:
     return agent.actor.std().detach().mean()
-
-
-def _encode_targets(agent: SeedAgent, obs: torch.Tensor) -> torch.Tensor:
-    with torch.no_grad():
-        return agent.world_model.encode(obs)
 
 
 def _dynamics_step(
