@@ -1,4 +1,5 @@
-"""`run.compile`: the world-model loss compiled (torch.compile, inductor) trains as the eager code does."""
+"""`run.compile`: the world-model loss and the imagination compiled (torch.compile, inductor) train as the eager code
+does."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import torch
 from pwm_helpers import small_config
 
 from flow_mbpo_pwm.algorithms.pwm import PWM
+from flow_mbpo_pwm.config import with_overrides
 from flow_mbpo_pwm.data.replay import ReplayBuffer
+from flow_mbpo_pwm.envs import make
 
 
 def filled_buffer(seed: int) -> ReplayBuffer:
@@ -29,6 +32,7 @@ def test_compiled_world_model_updates_equal_eager_ones_for_a_stack_of_flow_seeds
     agents = [PWM(4, 1, replace(config, run=replace(config.run, compile=c)), "cpu", seeds=(0, 1)) for c in (0, 1)]
     buffers = [filled_buffer(seed) for seed in (0, 1)]
     torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
     metrics = [agent.world_model_steps(buffers, 2) for agent in agents]
     for key in ("wm_loss", "wm_dynamics_loss", "wm_reward_loss", "wm_grad_norm"):
         torch.testing.assert_close(metrics[1][key], metrics[0][key], rtol=1e-4, atol=1e-6)
@@ -37,3 +41,38 @@ def test_compiled_world_model_updates_equal_eager_ones_for_a_stack_of_flow_seeds
         torch.testing.assert_close(compiled[name], value, rtol=1e-4, atol=1e-6, msg=name)
     # Two graphs, without breaks: one rollout step (compiled once, run for every step) and the loss terms.
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2
+
+
+def test_compiled_epochs_equal_eager_ones_on_the_ant():
+    """Whole epochs of a stack of two flow seeds on the real Ant: collect-only epochs, the warm-up, then training
+    epochs (imagination with the actor step, critic, world model). With `run.compile` the imagination's step and
+    value are compiled too; every metric and parameter agrees with eager to float32 rounding."""
+    seeds, envs_per_seed, epochs = (0, 1), 2, 6
+    config = small_config("flow", num_envs=envs_per_seed, dynamics_overrides={"integrator": "euler", "substeps": 2})
+    config = with_overrides(config, env={"task": "ant", "episode_length": 8})
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    runs = []
+    for compiled in (False, True):
+        agent_config = replace(config, run=replace(config.run, compile=compiled))
+        env = make("ant", envs_per_seed * len(seeds), "cpu", list(seeds), episode_length=8)
+        agent = PWM(env.obs_dim, env.act_dim, agent_config, "cpu", seeds=seeds)
+        buffers = [ReplayBuffer(400, envs_per_seed, env.obs_dim, env.act_dim, "cpu", config.pwm.horizon) for _ in seeds]
+        obs, history = env.reset(), []
+        for epoch in range(epochs):
+            obs, metrics = agent.epoch(env, obs, buffers, epoch / epochs)
+            if not agent.members[0].warmed_up and all(buffer.ready() for buffer in buffers):
+                agent.train_world_model(buffers, config.pwm.wm_warmup_steps)
+            history.append(metrics)
+        runs.append((agent, history))
+    # Compiled without breaks: the world-model step and terms, the imagination's step and value (each with and
+    # without gradients: collect-only epochs imagine without them).
+    assert not torch._dynamo.utils.counters["graph_break"]
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 6
+    (eager, eager_history), (compiled, compiled_history) = runs
+    assert sum(m["updated"].sum().item() for m in compiled_history) >= 4, "too few training epochs to compare"
+    for epoch, (mine, theirs) in enumerate(zip(compiled_history, eager_history, strict=True)):
+        for name, value in mine.items():
+            torch.testing.assert_close(value, theirs[name], rtol=1e-4, atol=1e-5, msg=f"epoch {epoch}: {name}")
+    for name, value in eager.stacked.items():
+        torch.testing.assert_close(compiled.stacked[name], value, rtol=1e-4, atol=1e-5, msg=name)

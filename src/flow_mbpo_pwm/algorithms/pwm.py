@@ -221,10 +221,15 @@ class PWM(nn.Module):
                     _share_storage(rms, name, getattr(stats, name), s)
             _share_storage(member, "episode_return", self.episode_returns, s)
         self._state = {f"m.{name}": tensor for name, tensor in self.stacked.items()}
-        # The world-model loss (flow: 85-92% of an epoch's kernels) is compiled where `run.compile` asks, piece by
-        # piece: one rollout step (the same graph for every step of the horizon) and the loss terms.
+        # The imagination differentiates through the world model and the critic into the actions only, so their
+        # parameters enter it detached (views of the same storage): a compiled step then computes no gradients
+        # for them, which the actor's backward would throw away.
+        self._acting_state = {k: t if k.startswith("m.actor.") else t.detach() for k, t in self._state.items()}
+        # Where `run.compile` asks, the per-step pieces of the two model-heavy phases are compiled, each one graph
+        # reused at every step of the horizon: the world-model loss's rollout step and its terms (flow: 85-92% of
+        # the world-model phase's kernels), and the imagination's step and value.
         self._wm_terms = partial(_world_model_terms, gamma=cfg.gamma, coefs=(cfg.wm_dynamics_coef, cfg.wm_reward_coef))
-        compiled = [_dynamics_step, self._wm_terms] if config.run.compile else []
+        compiled = [_dynamics_step, self._wm_terms, _imagine_step, _value] if config.run.compile else []
         self._per_seed = PerSeed(self.members[0], compiled=compiled)
         self._net_params = {net: [t for k, t in self.stacked.items() if k.startswith(f"{net}.")] for net in NETWORKS}
         # One Adam per network over the stacked parameters (algorithms/stacked_adam.py); each member's optimisers
@@ -326,7 +331,7 @@ class PWM(nn.Module):
         with torch.set_grad_enabled(with_grad):  # collect-only epochs build no graph
             for i in range(H):
                 draws = self.draw(lambda s, g: self.members[s].draw_step(N, g))
-                action, reward, z_next = self.per_seed(_imagine_step, z, draws)
+                action, reward, z_next = self._per_seed(self._acting_state, _imagine_step, z, draws)
                 taken = torch.nan_to_num(action.detach(), nan=0.0, posinf=0.0, neginf=0.0)
                 next_obs, env_reward, terminated, truncated, info = env.step(taken.reshape(S * N, -1))
                 next_obs, final_obs = next_obs.reshape(S, N, -1), info["final_obs"].reshape(S, N, -1)
@@ -342,7 +347,8 @@ class PWM(nn.Module):
                     ended = torch.where(done, self.episode_returns, -math.inf).amax(1)
                     episode_max = torch.maximum(episode_max, ended)
                     self.episode_returns.masked_fill_(done, 0.0)
-                value_next = self.per_seed(_value, z_next) * (~terminated)  # V(z_{i+1}), zero after a termination
+                # V(z_{i+1}), zero after a termination
+                value_next = self._per_seed(self._acting_state, _value, z_next) * (~terminated)
                 segment_return = segment_return + discount * reward
                 discount = discount * gamma
                 closes = done if i < H - 1 else torch.ones_like(done)  # the rollout's end closes every segment

@@ -10,6 +10,7 @@ passed in as tensors: what `stack_draws` assembles.
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -68,7 +69,15 @@ def vmapped(module: nn.Module, fn: Callable[..., Any], compile: bool = False) ->
     def run(state: dict[str, torch.Tensor], args: tuple[Any, ...]) -> Any:
         return torch.vmap(lambda st, a: torch.func.functional_call(call, st, (a,)))(state, args)
 
-    return torch.compile(run, fullgraph=True, dynamic=False) if compile else run
+    if not compile:
+        return run
+    # Dynamo keeps its compiled graphs, and its recompile limit (8), per code object. Sharing `run`'s, the
+    # compiled functions of a PWM epoch (with and without gradients) passed that limit on an H200 and ran eager
+    # from then on. So each compiled function gets a code object of its own, named for it (in logs and profiles).
+    name = f"per_seed_{getattr(fn, 'func', fn).__name__}"  # a functools.partial: the function it wraps
+    code = run.__code__.replace(co_name=name, co_qualname=name)
+    own = types.FunctionType(code, run.__globals__, name, run.__defaults__, run.__closure__)
+    return torch.compile(own, fullgraph=True, dynamic=False)
 
 
 def per_seed(module: nn.Module, state: dict[str, torch.Tensor], fn: Callable[..., Any], *args: Any) -> Any:
