@@ -39,6 +39,7 @@ VARIANTS = {  # name -> dynamics settings (merged over the preset named by `kind
     "det-residual": {"kind": "deterministic", "residual": True},
     "flow-log-simplex": {"kind": "flow", "integrator": "heun", "substeps": 4, "project": "simnorm"},
     "flow-simplex": {"kind": "flow", "integrator": "heun", "substeps": 4, "project": "none"},
+    "flow-log-detached": {"kind": "flow", "integrator": "heun", "substeps": 4, "detach_source": True},
 }
 
 

@@ -125,6 +125,10 @@ class DynamicsConfig:
     time_embedding_dim: int = 32
     source: Literal["delta", "noise"] = "delta"  # delta: x_0 = z_t; noise: x_0 ~ N(0, I) (stochastic dynamics)
     project: Literal["simnorm", "none"] = "simnorm"  # applied to the integrated latent
+    # flow, delta source only: the flow-matching loss takes its source x_0 = chart(E(o_t)) as data (stop-gradient),
+    # a fixed coupling as flow matching assumes; the encoder then learns through the reward term along the model's
+    # own rollout, not by shrinking x_1 - x_0 (which collapsed flow's encoder at 20 : 0.1, bench/RESULTS.md)
+    detach_source: bool = False
     # deterministic only: z' = SimNorm(log z + f(z, a)) with f's last layer zero at init, so the untrained model
     # is the copy-the-last-latent baseline (models/dynamics.py); false: z' = F(z, a) as in PWM / TD-MPC2
     residual: bool = False
@@ -140,6 +144,11 @@ class DynamicsConfig:
             not (self.residual and self.kind == "flow"),
             f"{key}.residual",
             "applies to deterministic dynamics only (the delta flow already starts from the current latent)",
+        )
+        _check(
+            not self.detach_source or (self.kind == "flow" and self.source == "delta"),
+            f"{key}.detach_source",
+            "applies to flow dynamics with source 'delta' only (the source a noise flow starts from is noise)",
         )
 
 

@@ -176,3 +176,41 @@ def test_untrained_delta_flow_is_the_copy_baseline(project):
     z, a = simplex_batch(32, 5), torch.rand(32, ACT) * 2 - 1
     for integrator in ("euler", "heun", "rk4"):
         assert torch.allclose(flow(project=project, integrator=integrator)(z, a), z, atol=1e-6)
+
+
+def test_a_detached_source_keeps_the_flow_loss_off_the_encoder_but_not_the_rollout():
+    """`detach_source`: the flow-matching loss sends no gradient into z through its source x_0 = log z, so it cannot
+    shrink `x_1 - x_0` by moving z; its velocity net gets exactly the gradient it gets without the option, and the
+    predicted next latent (which the rollout and the reward term continue from) still depends on z."""
+    torch.manual_seed(0)
+    attached, detached = flow(), flow(detach_source=True)
+    nn.init.normal_(attached.velocity_net[-1].weight, std=0.1)  # a trained-looking velocity: z' depends on z
+    detached.load_state_dict(attached.state_dict())
+    z0, a, target = simplex_batch(32, 1), torch.rand(32, ACT) * 2 - 1, simplex_batch(32, 2)
+    tau = torch.rand(32, 1)
+    grads = []
+    for model in (attached, detached):
+        z = z0.clone().requires_grad_()
+        loss, z_next = model.loss(z, a, target, tau=tau)
+        (flow_grad_z,) = torch.autograd.grad(loss.sum(), z, retain_graph=True, allow_unused=True)
+        velocity_grads = torch.autograd.grad(loss.sum(), list(model.velocity_net.parameters()), retain_graph=True)
+        (rollout_grad_z,) = torch.autograd.grad((z_next * target).sum(), z)
+        grads.append((flow_grad_z, velocity_grads, rollout_grad_z))
+    (attached_z, attached_v, attached_roll), (detached_z, detached_v, detached_roll) = grads
+    assert attached_z is not None and attached_z.abs().sum() > 0
+    assert detached_z is None or torch.count_nonzero(detached_z) == 0
+    for mine, theirs in zip(detached_v, attached_v, strict=True):
+        torch.testing.assert_close(mine, theirs)
+    assert detached_roll.abs().sum() > 0
+    torch.testing.assert_close(detached_roll, attached_roll)
+
+
+def test_detach_source_is_refused_where_it_means_nothing():
+    from flow_mbpo_pwm.config import ConfigError
+
+    for bad in (
+        DynamicsConfig(kind="deterministic", detach_source=True),
+        DynamicsConfig(kind="flow", source="noise", detach_source=True),
+    ):
+        with pytest.raises(ConfigError, match="dynamics.detach_source"):
+            bad.validate()

@@ -106,6 +106,7 @@ class FlowDynamics(nn.Module):
         super().__init__()
         self.source = config.source
         self.project = config.project
+        self.detach_source = config.detach_source
         self.integrator = config.integrator
         self.substeps = config.substeps
         self.simnorm = SimNorm(simnorm_dim)
@@ -171,7 +172,7 @@ class FlowDynamics(nn.Module):
         tau: torch.Tensor | None = None,
         next_noise: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        x0, cond = self._start(z, a, generator, noise)
+        x0, cond = self._start(z.detach() if self.detach_source else z, a, generator, noise)
         x1 = self.to_flow_space(target)
         if tau is None:
             tau = torch.rand((*z.shape[:-1], 1), generator=generator, dtype=z.dtype, device=z.device)
