@@ -5,8 +5,10 @@ The PPO reference (`flow-mbpo-pwm reference`) is part of the grid when `referenc
 size "reference" and dynamics "ppo" in both tables (no ratio to deterministic).
 
 The inputs must be exactly the experiment's grid (PWM cells and reference runs): a missing cell, a duplicated
-cell or episode, a cell the config does not list, or a run that did not complete is refused (naming the cells)
-instead of averaged over. Every column is explained in docs/compare-columns.md.
+cell or episode, a cell the config does not list, or a run that neither completed nor was stopped by the collapse
+guard is refused (naming the cells) instead of averaged over. A collapsed run counts, at the checkpoint selection
+took from before its collapse, and is counted (`n_collapsed`, `train_status`). Every column is explained in
+docs/compare-columns.md.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ COMPARE_COLUMNS = [
     "dynamics_kind",
     "substeps",
     "n_seeds",
+    "n_collapsed",
     "n_episodes",
     "return_mean",
     "return_std",
@@ -98,7 +101,11 @@ PER_SEED_COLUMNS = [
     "return_median",
     "return_std",
     *SUMMARY_FIELDS,
+    "train_status",
 ]
+# A run's `status` in its train summary: finished its schedule, or stopped by the collapse guard (it is evaluated
+# at its best checkpoint from before the collapse, as selection chose; `n_collapsed` counts them per cell).
+TRAIN_STATUSES = ("completed", "collapsed")
 
 
 class ResultsInputError(InputError):
@@ -294,7 +301,7 @@ def _check_inputs(experiment: ExperimentConfig, episodes: pd.DataFrame, summarie
     if not duplicated.empty:
         details = [f"{cell_name(*key)} ({sorted(rows['source'])})" for key, rows in duplicated.groupby(RUN)]
         problems.append("several training summaries for " + "; ".join(details[:20]))
-    unfinished = summaries[summaries["status"] != "completed"]
+    unfinished = summaries[~summaries["status"].isin(TRAIN_STATUSES)]
     if not unfinished.empty:
         details = [
             f"{cell_name(*r[:4])} (status {r[4]!r})"
@@ -368,6 +375,7 @@ def build_tables(
                 "return_median": float(np.median(returns)),
                 "return_std": returns.std(ddof=1) if returns.size > 1 else float("nan"),
                 **{k: summary[k] for k in SUMMARY_FIELDS},
+                "train_status": summary["status"],
             }
         )
     per_seed = _integers(
@@ -437,6 +445,7 @@ def _cell_row(
         "dynamics_kind": dynamics_kind(experiment, dynamics),
         "substeps": _substeps(experiment, dynamics),
         "n_seeds": len(groups),
+        "n_collapsed": int((runs["train_status"] == "collapsed").sum()),
         "n_episodes": pooled.size,
         "return_mean": pooled.mean(),
         "return_std": pooled.std(ddof=1) if pooled.size > 1 else math.nan,

@@ -8,7 +8,8 @@ Two checks (config.run.guard, `GuardConfig`):
   `collapse_fraction` x the best validation return so far (when that best is positive) flags the validation row and
   its checkpoint; `collapse_patience` flagged rows in a row stop the run. A non-finite validation return is
   flagged too.
-A stopped run writes `work/diagnostics.json` and never writes `final.pt`.
+A stopped run writes `work/diagnostics.json` and never writes `final.pt`; its tables and summary (status
+"collapsed") say where it stopped, and selection only takes its checkpoints from before (flagged ones are refused).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The run folder of one training cell: its paths and its CSV tables (docs/contracts.md "Run folder").
 
-Declared outputs (`final.pt`, `metrics.csv`, `validation.csv`, `wm_diagnostics.csv`, `train_summary.json`) appear
-only when training completes; everything a restart needs lives in `work/`, which Snakemake never deletes.
+Outputs (`final.pt`, `metrics.csv`, `validation.csv`, `wm_diagnostics.csv`, `train_summary.json`) appear only when
+training ends: completed (all of them), or stopped by the collapse guard (all but `final.pt`, with status
+"collapsed"). Everything a restart needs lives in `work/`, which Snakemake never deletes.
 """
 
 from __future__ import annotations
@@ -119,8 +120,16 @@ class RunFolder(ResumableFolder):
     def wm_diagnostics(self) -> Path:
         return self.root / "wm_diagnostics.csv"
 
+    @property
+    def work_summary(self) -> Path:
+        """A stopped run's summary, kept where Snakemake never deletes it (its declared outputs are re-made from
+        the work/ copies if a later failure of its job removed them)."""
+        return self.work / "train_summary.json"
+
     def declared_outputs(self) -> tuple[Path, ...]:
-        return (self.final, self.metrics, self.validation, self.wm_diagnostics, self.summary)
+        """What the workflow's train job declares: the tables and the summary. `final.pt` is written by a completed
+        run only (a collapsed one has no final model), so the workflow does not declare it."""
+        return (self.metrics, self.validation, self.wm_diagnostics, self.summary)
 
 
 def _cell(value: Any) -> str:

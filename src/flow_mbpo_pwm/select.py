@@ -7,8 +7,10 @@ and the checkpoint files they list, and cross-checks them: a run folder whose re
 than guessed about.
 
 Rules, in order:
-1. Every checkpoint listed in `train_summary.json` is a candidate; `validation.csv` must list exactly the same
-   epochs with the same paths, returns and flags, and every listed file must exist (else: error, nothing written).
+1. Every checkpoint listed in `train_summary.json` is a candidate (of a completed run, or of one the collapse guard
+   stopped: then its checkpoints end at the stop, and the last ones are flagged); `validation.csv` must list
+   exactly the same epochs with the same paths, returns and flags, and every listed file must exist (else: error,
+   nothing written).
 2. A candidate is rejected, with the reason recorded, if its validation return is NaN or infinite, if the collapse
    guard flagged it, or if its file cannot be loaded as a policy of this run (unsafe or corrupt contents, wrong
    format, or metadata naming another run or epoch).
@@ -35,6 +37,9 @@ CRITERION = (
     "checkpoints are rejected"
 )
 CELL_KEYS = ("task", "size", "dynamics", "seed")
+# A run that trained its whole schedule, or that the collapse guard stopped: its checkpoints from before the stop
+# are candidates like any other (the flagged ones are rejected), and the report says which it was.
+TRAIN_STATUSES = ("completed", "collapsed")
 
 
 class SelectionError(io.InputError):
@@ -69,6 +74,7 @@ class Selection:
     cell: dict[str, Any]
     chosen: Candidate | None
     candidates: list[Candidate] = field(default_factory=list)
+    train_status: str = "completed"  # the run's status in its train summary (TRAIN_STATUSES)
 
     @property
     def rejected(self) -> list[Candidate]:
@@ -79,6 +85,7 @@ class Selection:
             raise SelectionError("no candidate was chosen")
         return {
             **self.cell,
+            "train_status": self.train_status,
             "chosen": {"epoch": self.chosen.epoch, "path": self.chosen.path, "val_return": self.chosen.val_return},
             "criterion": CRITERION,
             "candidates": [c.report() for c in self.candidates],
@@ -125,7 +132,7 @@ def choose_checkpoint(run_dir: Path, device: str = "cpu") -> Selection:
         reasons = "; ".join(f"epoch {c.epoch}: {c.rejection}" for c in candidates)
         raise SelectionError(f"{run_dir}: every checkpoint was rejected, nothing to evaluate ({reasons})")
     chosen = max(acceptable, key=lambda c: (c.val_return, c.epoch))
-    return Selection(cell=cell, chosen=chosen, candidates=candidates)
+    return Selection(cell=cell, chosen=chosen, candidates=candidates, train_status=summary["status"])
 
 
 def write_selection(run_dir: Path, selection: Selection, out: Path, report: Path) -> None:
@@ -159,8 +166,8 @@ def _read_summary(path: Path) -> dict[str, Any]:
     missing = [k for k in (*CELL_KEYS, "status", "checkpoints") if k not in summary]
     if missing:
         raise SelectionError(f"{path}: missing keys {missing}")
-    if summary["status"] != "completed":
-        raise SelectionError(f"{path}: status is {summary['status']!r}, not 'completed'")
+    if summary["status"] not in TRAIN_STATUSES:
+        raise SelectionError(f"{path}: status is {summary['status']!r}, not one of {list(TRAIN_STATUSES)}")
     if not isinstance(summary["checkpoints"], list) or not summary["checkpoints"]:
         raise SelectionError(f"{path}: lists no checkpoints, nothing to select from")
     return summary

@@ -5,17 +5,19 @@ accumulated on the device and read once every `run.log_every` epochs; the non-fi
 `run.guard.check_every` epochs; validation (`run.validate_every`) and state saves (`run.save_state_every`) are the
 only other host synchronisation points.
 
-Run folder (docs/contracts.md "Run folder"): everything resumable lives in `work/`; the declared outputs
-(`final.pt`, `metrics.csv`, `validation.csv`, `wm_diagnostics.csv`, `train_summary.json`, the last one last) are
-written only when the run completes. Each validation also measures where learning stalls (diagnostics.py) on its
-own recorded episodes: columns of validation.csv and rows of wm_diagnostics.csv. Restarting the same command
-continues from `work/state.pt`; rows written after that state was saved are dropped, so a resumed run's tables
-equal an uninterrupted run's. On CPU the continuation is bitwise exact.
+Run folder (docs/contracts.md "Run folder"): everything resumable lives in `work/`; the outputs (`final.pt`,
+`metrics.csv`, `validation.csv`, `wm_diagnostics.csv`, `train_summary.json`, the last one last) are written only
+when the run ends: completed, or stopped by the collapse guard (then without `final.pt`, status "collapsed").
+Each validation also measures where learning stalls (diagnostics.py) on its own recorded episodes: columns of
+validation.csv and rows of wm_diagnostics.csv. Restarting the same command continues from `work/state.pt`; rows
+written after that state was saved are dropped, so a resumed run's tables equal an uninterrupted run's. On CPU the
+continuation is bitwise exact.
 
 Exit codes (returned to `cli.py`):
 - 0  completed (or already complete);
-- 3  stopped by the collapse guard (NaN/Inf or a validation collapse; see `work/diagnostics.json`), or the run
-     folder holds such a stopped run (delete `work/diagnostics.json` to retry it anyway);
+- 3  a seed was stopped by the collapse guard (NaN/Inf or a validation collapse; see `work/diagnostics.json`), or
+     its run folder holds such a stopped run (delete `work/diagnostics.json` to retry it anyway); every seed's
+     outputs are written all the same, a stopped seed's with status "collapsed" (the workflow takes 3 as done);
 - 75 preempted (SIGTERM / SIGUSR1): state saved, rerun the same command to continue (75 = EX_TEMPFAIL, "try
      again", which is what a requeued SLURM job or a Snakemake retry does);
 - 130 interrupted by Ctrl-C (SIGINT): state saved the same way, rerun to continue (128 + SIGINT, as a shell
@@ -28,8 +30,9 @@ Exit codes (returned to `cli.py`):
 Several seeds (`train_seeds`, `train --seed 0 1 2 --run-dir A B C`) train as one stack in one process: one batched
 env (block s: seed s's envs), one `PWM` of S seeds, one epoch counter; everything else is per seed (`SeedRun`): its
 run folder, replay buffer, validation env, metrics, guard, records and `work/state.pt` — each folder exactly what a
-lone run of that seed writes. The guard stops a collapsed seed alone (its diagnostics; no declared outputs); its
-siblings finish, and the exit code is then 3. A lone run is the stack of one seed.
+lone run of that seed writes. The guard stops a collapsed seed alone (its diagnostics, and its records up to then
+as outputs with status "collapsed", no final model); its siblings finish, and the exit code is then 3. A lone run
+is the stack of one seed.
 
 Test hook (the only one): environment variable `FLOW_MBPO_PWM_INJECT_NAN_EPOCH=k` fills one actor parameter of every
 seed with NaN at the start of epoch k (1-based), `seed:k` only that seed's, so tests can prove the guard stops the
@@ -332,11 +335,28 @@ class SeedRun:
         self.gradient_env: Any = None  # the gradient check's env, built at its first use
 
     def stop(self, err: CollapseError, progress: Progress) -> None:
-        """The collapse guard stopped this seed: diagnostics to its folder; its siblings train on."""
+        """The collapse guard stopped this seed: diagnostics to its folder, and its records up to here as its
+        outputs with status "collapsed" (no final model), so the workflow goes on with its siblings; they train on."""
         io.write_json(self.folder.diagnostics, err.diagnostics)
         progress.message(self.tag + f"STOPPED by the collapse guard: {err}. Diagnostics: {self.folder.diagnostics}")
         self.stopped = True
         self.stack.agent.stop_seed(self.index)
+        self._finish(stopped=err.diagnostics)
+
+    def restore_stopped_outputs(self) -> None:
+        """A seed stopped in an earlier attempt: re-make its outputs from their work/ copies where a failure of
+        that attempt's job made Snakemake delete them."""
+        folder = self.folder
+        copies = [
+            (folder.work_metrics, folder.metrics),
+            (folder.work_validation, folder.validation),
+            (folder.work_wm_diagnostics, folder.wm_diagnostics),
+            (folder.work_summary, folder.summary),  # the summary last: its presence means the rest is there
+        ]
+        if folder.summary.exists() or not all(source.exists() for source, _ in copies):
+            return
+        for source, target in copies:
+            io.write_text(target, source.read_text())
 
     def _state(self, shared: dict[str, Any]) -> dict[str, Any]:
         """This seed's `work/state.pt` but the RNG states (added last): a lone run's state, whose `env`, `obs` and
@@ -630,23 +650,26 @@ class SeedRun:
         write_table(self.folder.work_validation, VALIDATION_TABLE_COLUMNS, self.validation_rows)
         write_table(self.folder.work_wm_diagnostics, WM_DIAGNOSTICS_COLUMNS, self.wm_diagnostic_rows)
 
-    def _finish(self) -> None:
+    def _finish(self, stopped: dict[str, Any] | None = None) -> None:
+        """The run's outputs: completed, or (`stopped`: the collapse guard's diagnostics) collapsed, whose records
+        end where it stopped and which has no final model."""
         from flow_mbpo_pwm import checkpoints
 
         folder = self.folder
         self._write_work_tables()
-        checkpoints.save_agent(
-            folder.final,
-            self.member,
-            {**self._cell_keys(), "epoch": self.progression.epoch, "config": self.config.to_dict()},
-        )
+        if stopped is None:
+            checkpoints.save_agent(
+                folder.final,
+                self.member,
+                {**self._cell_keys(), "epoch": self.progression.epoch, "config": self.config.to_dict()},
+            )
         write_table(folder.metrics, METRICS_COLUMNS, self.metrics_rows)
         write_table(folder.validation, VALIDATION_TABLE_COLUMNS, self.validation_rows)
         write_table(folder.wm_diagnostics, WM_DIAGNOSTICS_COLUMNS, self.wm_diagnostic_rows)
         returns = [r["train_return_mean"] for r in self.metrics_rows if math.isfinite(r["train_return_mean"])]
         summary = {
             **self._cell_keys(),
-            "status": "completed",
+            "status": "completed" if stopped is None else "collapsed",
             "epochs": self.progression.epoch,
             "env_steps": self.env_steps,
             "train_seconds": round(self._wall_seconds(), 3),
@@ -665,6 +688,9 @@ class SeedRun:
                 for r in self.validation_rows
             ],
         }
+        if stopped is not None:
+            summary["stopped"] = {"epoch": stopped["epoch"], "reason": stopped["reason"]}
+            io.write_json(folder.work_summary, summary)
         io.write_json(folder.summary, summary)
 
 
@@ -783,6 +809,7 @@ class TrainingRun:
                     flush=True,
                 )
                 run.stopped = True
+                run.restore_stopped_outputs()
         if not self.live():
             return EXIT_COLLAPSED
         self._attempt_start = time.monotonic()

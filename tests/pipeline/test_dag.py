@@ -86,7 +86,7 @@ def test_run_folders_and_shell_lines_follow_the_contract(tmp_path):
     assert train.fields["output"].split(", ") == [
         f"{run}/{name}"
         for run in runs
-        for name in ("final.pt", "metrics.csv", "validation.csv", "wm_diagnostics.csv", "train_summary.json")
+        for name in ("metrics.csv", "validation.csv", "wm_diagnostics.csv", "train_summary.json")
     ]
     # Resumable training state (work/) is never a declared output: Snakemake would delete it when a job fails.
     assert not [job for job in jobs if "/work/" in job.fields.get("output", "")]

@@ -206,3 +206,33 @@ def processes_working_in(folder, wait: float = 10.0) -> list[int]:
         if not found or time.monotonic() > deadline:
             return found
         time.sleep(0.2)
+
+
+def test_a_seed_that_collapses_is_reported_and_the_table_still_comes_out(tmp_path, monkeypatch):
+    """One seed of a stack goes non-finite after its first validation. Its job still counts as done (train exits 3,
+    which the rule takes as done), so Snakemake keeps its sibling's outputs; the collapsed seed is evaluated at its
+    checkpoint from before the collapse, and the tables say it collapsed."""
+    config = yaml.safe_load(SMOKE.read_text())
+    config = {
+        **config,
+        "dynamics": {"deterministic": config["dynamics"]["deterministic"]},
+        "reference": {"enabled": False},
+        "pretrain": {"enabled": False},
+    }
+    path = tmp_path / "collapse.yaml"
+    path.write_text(yaml.safe_dump(config))
+    workdir = tmp_path / "collapse"
+    monkeypatch.setenv("FLOW_MBPO_PWM_INJECT_NAN_EPOCH", "1:15")  # seed 1, after its validation at epoch 10
+    args = ("results/compare.csv", "--profile", "profiles/local", "--configfile", str(path), "--cores", "2")
+    result = snakemake(*args, workdir=workdir, timeout=1200)
+    assert result.returncode == 0, describe_failure(result, workdir)
+    runs = {seed: workdir / f"results/ant/tiny-deterministic/seed{seed}" for seed in (0, 1)}
+    assert json.loads((runs[0] / "train_summary.json").read_text())["status"] == "completed"
+    collapsed = json.loads((runs[1] / "train_summary.json").read_text())
+    assert collapsed["status"] == "collapsed" and collapsed["stopped"] == {"epoch": 20, "reason": "non-finite"}
+    assert (runs[0] / "final.pt").is_file() and not (runs[1] / "final.pt").exists()
+    assert json.loads((runs[1] / "selection.json").read_text())["chosen"]["epoch"] == 10
+    compare = pd.read_csv(workdir / "results/compare.csv")
+    assert list(compare["n_collapsed"]) == [1] and list(compare["n_seeds"]) == [2]
+    per_seed = pd.read_csv(workdir / "results/per_seed.csv").set_index("seed")
+    assert per_seed.loc[1, "train_status"] == "collapsed" and per_seed.loc[0, "train_status"] == "completed"

@@ -238,6 +238,25 @@ def test_cells_not_in_the_grid_and_unfinished_runs_are_refused(tmp_path, capsys)
     _refused(tmp_path, capsys, experiment, episodes, summaries, "training did not complete for ant/tiny-flow/seed0")
 
 
+def test_a_run_stopped_by_the_collapse_guard_counts_and_is_counted(tmp_path):
+    """A collapsed seed (train status "collapsed": it was evaluated at the checkpoint selected from before its
+    collapse) is one of its cell's seeds, and the tables say so: `n_collapsed`, `train_status`."""
+    experiment = small_experiment()
+    episodes, summaries = write_results(tmp_path / "results", experiment, hand_returns)
+    collapsed = ("ant", "tiny", "flow", 1)
+    path = next(p for p in summaries if p.parent == run_dir(tmp_path / "results", *collapsed))
+    write_summary(path, collapsed, 3.0, status="collapsed")
+    code, out, per_seed_path = run(tmp_path, experiment, episodes, summaries)
+    assert code == 0
+    compare, per_seed = pd.read_csv(out), pd.read_csv(per_seed_path)
+    counts = compare.set_index(["size", "dynamics"])["n_collapsed"]
+    assert counts[("tiny", "flow")] == 1 and counts.drop(("tiny", "flow")).eq(0).all()
+    status = per_seed.set_index(["size", "dynamics", "seed"])["train_status"]
+    assert status[("tiny", "flow", 1)] == "collapsed" and (status.drop(("tiny", "flow", 1)) == "completed").all()
+    flow = compare.set_index(["size", "dynamics"]).loc[("tiny", "flow")]
+    assert flow["n_seeds"] == len(experiment.seeds)  # it is not dropped from the statistics
+
+
 def test_bad_episode_files_are_refused(tmp_path, capsys):
     experiment = small_experiment()
     episodes, summaries = write_results(tmp_path / "results", experiment, hand_returns)

@@ -156,6 +156,22 @@ def test_a_checkpoint_path_outside_the_run_folder_is_refused(tmp_path, make_run,
     assert "not inside the run folder" in capsys.readouterr().err
 
 
+def test_a_collapsed_run_is_selected_from_before_its_collapse_and_an_unknown_status_is_refused(
+    tmp_path, make_run, capsys
+):
+    run_dir = make_run(tmp_path / "run", [(10, 4.0, ""), (20, 6.0, ""), (30, 0.1, "collapsed: 0.1 < 0.1 x best")])
+    summary_path = run_dir / "train_summary.json"
+    summary = json.loads(summary_path.read_text())
+    io.write_json(summary_path, {**summary, "status": "collapsed", "stopped": {"epoch": 30, "reason": "x"}})
+    rc, _, report = run_select(run_dir)
+    assert rc == 0
+    selection = json.loads(report.read_text())
+    assert selection["chosen"]["epoch"] == 20 and selection["train_status"] == "collapsed"
+    io.write_json(summary_path, {**summary, "status": "running"})
+    rc, _, _ = run_select(run_dir)
+    assert rc != 0 and "status is 'running'" in capsys.readouterr().err
+
+
 def test_an_incomplete_run_is_refused(tmp_path, make_run, capsys):
     run_dir = make_run(tmp_path / "run", [(10, 1.0, "")])
     (run_dir / "train_summary.json").unlink()

@@ -1,4 +1,5 @@
-"""A run that goes bad stops with a clear error and no final model; a run folder never mixes two configs."""
+"""A run that goes bad stops with a clear error and no final model (its records up to the stop are its outputs,
+status "collapsed"); a run folder never mixes two configs."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ from flow_mbpo_pwm.train import EXIT_COLLAPSED, INJECT_NAN_ENV
 
 
 def test_injected_nan_stops_the_run_with_diagnostics_and_no_final_model(tmp_path, write_experiment):
+    """...and its records up to the stop as outputs, with status "collapsed", so a workflow can go on and report
+    it; a rerun does not retry it, and re-makes those outputs if they were deleted (Snakemake deletes a failed
+    job's declared outputs)."""
     config = write_experiment({"train": {"pwm": {"epochs": 12}}})
     run_dir = tmp_path / "run"
     done = run_cli(cli_args(config, run_dir), **{INJECT_NAN_ENV: "5"})
@@ -26,11 +30,21 @@ def test_injected_nan_stops_the_run_with_diagnostics_and_no_final_model(tmp_path
     assert "actor_loss" in diagnostics["nonfinite_metrics"]
     assert any(name.startswith("actor.") for name in diagnostics["nonfinite_parameters"])
     assert diagnostics["last_metrics"]["epoch"] == 4
-    for name in ("final.pt", "metrics.csv", "validation.csv", "train_summary.json"):
-        assert not (run_dir / name).exists(), name
+    assert not (run_dir / "final.pt").exists()
+    summary = json.loads((run_dir / "train_summary.json").read_text())
+    assert summary["status"] == "collapsed" and summary["stopped"] == {"epoch": 6, "reason": "non-finite"}
+    assert summary["epochs"] == 6
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    assert list(metrics["epoch"]) == [2, 4]  # the logged windows before the stop (log_every 2)
+    outputs = {name: (run_dir / name).read_bytes() for name in ("metrics.csv", "validation.csv", "train_summary.json")}
     # The state saved at epoch 3 predates the NaN; no state was saved after it. A rerun is refused, not retried.
     again = run_cli(cli_args(config, run_dir))
     assert again.returncode == EXIT_COLLAPSED and "stopped by the collapse guard" in again.stdout
+    for name in (*outputs, "wm_diagnostics.csv"):
+        (run_dir / name).unlink()
+    once_more = run_cli(cli_args(config, run_dir))
+    assert once_more.returncode == EXIT_COLLAPSED and not (run_dir / "final.pt").exists()
+    assert {name: (run_dir / name).read_bytes() for name in outputs} == outputs
 
 
 def test_validation_collapse_flags_rows_and_stops(tmp_path, write_experiment):
@@ -49,6 +63,9 @@ def test_validation_collapse_flags_rows_and_stops(tmp_path, write_experiment):
     assert rows["val_return_mean"].iloc[-1] < rows["val_return_mean"].iloc[:-1].max()
     assert diagnostics["epoch"] == rows["epoch"].iloc[-1] < 300
     assert not (run_dir / "final.pt").exists()
+    summary = json.loads((run_dir / "train_summary.json").read_text())
+    assert summary["status"] == "collapsed" and summary["stopped"]["reason"] == "validation collapse"
+    assert [c["flagged"] for c in summary["checkpoints"]] == list(rows["flagged"])
 
 
 def test_changed_config_is_refused_on_resume(tmp_path, write_experiment, capsys):

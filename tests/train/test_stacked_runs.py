@@ -76,6 +76,7 @@ def test_a_seed_that_collapses_stops_alone_and_its_sibling_finishes(reference, t
     diagnostics = json.loads((stack[1] / "work" / "diagnostics.json").read_text())
     assert diagnostics["seed"] == 2 and diagnostics["reason"] == "non-finite"
     assert not (stack[1] / "final.pt").exists()
+    assert json.loads((stack[1] / "train_summary.json").read_text())["status"] == "collapsed"
     assert not (stack[0] / "work" / "diagnostics.json").exists()
     assert_same_run(lone[0], stack[0])
     # Rerun: the stopped seed stays stopped (its diagnostics say why), the finished one is complete already.

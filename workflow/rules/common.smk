@@ -204,8 +204,9 @@ def offline_flags(inputs: dict[str, str]) -> str:
 # Stacks of seeds: the seeds of a cell that one `train` job trains together, in one process. A seed that has
 # started keeps its stack, which `train` records in the run folder (work/stack.yaml), so finished and preempted
 # stacks are never regrouped and adding seeds adds jobs of the new seeds only (ExperimentConfig.train_jobs).
+# Not final.pt: a seed stopped by the collapse guard has none, and nothing downstream reads it (select takes the
+# policy checkpoints that train_summary.json lists).
 TRAIN_OUTPUTS = {
-    "final": "final.pt",
     "metrics": "metrics.csv",
     "validation": "validation.csv",
     "wm_diagnostics": "wm_diagnostics.csv",

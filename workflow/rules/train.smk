@@ -4,7 +4,9 @@
 # which seeds share a job is fixed once they start (`TRAIN_JOBS`, common.smk), so adding seeds to the config
 # adds jobs of the new seeds only. Resumable state lives in the run folders' undeclared work/ (Snakemake deletes
 # declared outputs of failed jobs, never work/), so a retried, requeued or `--rerun-incomplete` job continues from
-# the seeds' work/state.pt.
+# the seeds' work/state.pt. Exit 3 (a seed stopped by the collapse guard) counts as done: the stopped seed has
+# written its outputs with status "collapsed" (no final model), and the tables report it; failing the job would
+# make Snakemake delete its siblings' finished outputs.
 
 
 for job in TRAIN_JOBS:
@@ -40,4 +42,4 @@ for job in TRAIN_JOBS:
         shell:
             "{params.gpu_slot} flow-mbpo-pwm train --config {params.config:q} --task {params.task:q}"
             " --size {params.size:q} --dynamics {params.dynamics:q} --seed {params.seeds}"
-            " --run-dir {params.run_dirs} {params.offline} > {log:q} 2>&1"
+            " --run-dir {params.run_dirs} {params.offline} > {log:q} 2>&1 || [ $? -eq 3 ]"
