@@ -16,7 +16,8 @@ On CUDA the critic and world-model phases run as captured CUDA graphs (algorithm
     PYTHONPATH=src python bench/train_epoch.py --device cuda --epochs 20 --out bench/out/train_epoch_gpu.json
 
 `--seeds S` times a stack of S seeds (what one `train` job of S seeds runs: one batched env of S x num_envs ants,
-every network with a leading seed axis); compare its per-epoch time with `--seeds 1`.
+every network with a leading seed axis); compare its per-epoch time with `--seeds 1`. `--compile` times what
+`run.compile: true` runs (compiled during the untimed warm-up epochs).
 
 Prints a table and writes every row (plus machine facts) as JSON to --out.
 """
@@ -93,7 +94,7 @@ def build(size: str, dynamics: str, args: argparse.Namespace, device: torch.devi
         world_model=SIZE_PRESETS[size],
         dynamics=dyn,
         pwm=PWMConfig(**pwm_overrides),
-        run=RunConfig(seed=0, device=str(device)),
+        run=RunConfig(seed=0, device=str(device), compile=args.compile),
     ).validate()
     seeds = list(range(args.seeds))
     env = envs.make_for_seeds(config.env, device, seeds)  # config.env.num_envs is args.num_envs
@@ -170,6 +171,7 @@ def bench_cell(size: str, dynamics: str, args: argparse.Namespace, device: torch
         "epochs": args.epochs,
         **{f"{k}_ms": round(v, 3) for k, v in mean.items()},
         "epoch_unsplit_ms": round(epoch_ms, 3),
+        "compile": config.run.compile,
         "cuda_graphs": agent.graphs is not None,
         "capture_imagination": bool(getattr(env, "supports_torch_graph_capture", False)),
         "captured_phases": [str(name[0] if isinstance(name, tuple) else name) for name in agent.graphs.captured()]
@@ -225,6 +227,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="probe: patch the Ant to step under capture (bench/probe_env_capture.py) so PWM.epoch also captures "
         "the imagination + actor step; only the unsplit timing means anything then",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="run.compile: the world-model loss and the imagination compiled (torch.compile, once per cell)",
     )
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
     args = parser.parse_args(argv)
