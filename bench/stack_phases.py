@@ -29,6 +29,7 @@ import torch
 from flow_mbpo_pwm.algorithms.pwm import PWM, Rollout
 from flow_mbpo_pwm.config import load_experiment
 from flow_mbpo_pwm.data.replay import ReplayBuffer
+from flow_mbpo_pwm.train_state import set_matmul_precision
 
 OBS_DIM, ACT_DIM = 37, 8  # the Ant's
 
@@ -126,6 +127,7 @@ def measure(
         "dynamics": dynamics,
         "seeds": seeds,
         "compile": compile,
+        "tf32": torch.backends.cuda.matmul.allow_tf32,
         "first_call_s": first_call_s,
         "world_model_ms": wm_ms,
         "critic_ms": critic_ms,
@@ -143,10 +145,15 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--compile", action="store_true", help="run.compile: world-model loss and imagination compiled")
+    parser.add_argument(
+        "--tf32", action=argparse.BooleanOptionalAction, default=True, help="TF32 matrix products (run.tf32)"
+    )
     parser.add_argument("--out", default="bench/out/stack_phases.json")
     args = parser.parse_args()
     device = torch.device(args.device)
-    torch.backends.cuda.matmul.allow_tf32 = True
+    # TF32 matrix products: every row recorded so far (bench/RESULTS.md) was timed with them, while training runs
+    # full float32 unless `run.tf32` is set; `--no-tf32` times training's default.
+    set_matmul_precision(args.tf32)
     rows = []
     for size in args.sizes:
         for dynamics in args.dynamics:

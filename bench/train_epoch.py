@@ -17,7 +17,7 @@ On CUDA the critic and world-model phases run as captured CUDA graphs (algorithm
 
 `--seeds S` times a stack of S seeds (what one `train` job of S seeds runs: one batched env of S x num_envs ants,
 every network with a leading seed axis); compare its per-epoch time with `--seeds 1`. `--compile` times what
-`run.compile: true` runs (compiled during the untimed warm-up epochs).
+`run.compile: true` runs (compiled during the untimed warm-up epochs), `--tf32` what `run.tf32: true` runs.
 
 Prints a table and writes every row (plus machine facts) as JSON to --out.
 """
@@ -37,6 +37,7 @@ from flow_mbpo_pwm import envs
 from flow_mbpo_pwm.algorithms.pwm import PWM
 from flow_mbpo_pwm.config import DYNAMICS_PRESETS, SIZE_PRESETS, EnvConfig, PWMConfig, RunConfig, TrainConfig
 from flow_mbpo_pwm.data.replay import ReplayBuffer
+from flow_mbpo_pwm.train_state import set_matmul_precision
 
 PHASES = ("env", "actor", "critic", "world_model")
 
@@ -94,7 +95,7 @@ def build(size: str, dynamics: str, args: argparse.Namespace, device: torch.devi
         world_model=SIZE_PRESETS[size],
         dynamics=dyn,
         pwm=PWMConfig(**pwm_overrides),
-        run=RunConfig(seed=0, device=str(device), compile=args.compile),
+        run=RunConfig(seed=0, device=str(device), compile=args.compile, tf32=args.tf32),
     ).validate()
     seeds = list(range(args.seeds))
     env = envs.make_for_seeds(config.env, device, seeds)  # config.env.num_envs is args.num_envs
@@ -172,6 +173,7 @@ def bench_cell(size: str, dynamics: str, args: argparse.Namespace, device: torch
         **{f"{k}_ms": round(v, 3) for k, v in mean.items()},
         "epoch_unsplit_ms": round(epoch_ms, 3),
         "compile": config.run.compile,
+        "tf32": config.run.tf32,
         "cuda_graphs": agent.graphs is not None,
         "capture_imagination": bool(getattr(env, "supports_torch_graph_capture", False)),
         "captured_phases": [str(name[0] if isinstance(name, tuple) else name) for name in agent.graphs.captured()]
@@ -233,11 +235,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="run.compile: the world-model loss and the imagination compiled (torch.compile, once per cell)",
     )
+    parser.add_argument("--tf32", action="store_true", help="run.tf32: TF32 matrix products on CUDA")
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    set_matmul_precision(args.tf32)  # as `train` does from run.tf32
 
     rows = []
     header = (

@@ -269,6 +269,11 @@ class RunConfig:
     # captured: one rollout step (a graph reused for every step of the horizon) and the loss terms. Pays a
     # compile (tens of seconds) at the start of every train / pretrain process.
     compile: bool = False
+    # On CUDA, float32 matrix products on the tensor cores in TF32 (10-bit mantissa, float32 range;
+    # `torch.backends.cuda.matmul.allow_tf32`) instead of full float32, torch's default. The flow world model's
+    # epoch is mostly matrix products (~4 TFLOP per 3-seed epoch at 5M), which full float32 runs several times
+    # slower on an H200. Process-wide, set where a train or pretrain run starts; no effect on the CPU.
+    tf32: bool = False
     # The paper's protocol (set by the pipeline from the `pretrain` section; "" = from scratch): start from a world
     # model pretrained offline (`flow-mbpo-pwm pretrain`), and put an offline dataset into the replay buffer first.
     world_model_init: str = ""

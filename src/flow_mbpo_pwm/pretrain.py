@@ -27,7 +27,13 @@ from flow_mbpo_pwm import io
 from flow_mbpo_pwm.config import ConfigError, TrainConfig, pretraining_settings
 from flow_mbpo_pwm.run_folder import write_table
 from flow_mbpo_pwm.train import EXIT_COMPLETED, EXIT_PREEMPTED, StopSignals, resolve_device
-from flow_mbpo_pwm.train_state import capture_rng, config_differences, restore_rng, seed_everything
+from flow_mbpo_pwm.train_state import (
+    capture_rng,
+    config_differences,
+    restore_rng,
+    seed_everything,
+    set_matmul_precision,
+)
 
 STATE_FORMAT = "flow-mbpo-pwm/pretrain-state/1"
 LOSSES = ("wm_loss", "wm_dynamics_loss", "wm_reward_loss", "wm_latent_mse", "wm_grad_norm")
@@ -62,6 +68,7 @@ class Pretraining:
         from flow_mbpo_pwm.data.datasets import DatasetError, check_fits, read_dataset, stream_buffer
 
         seed_everything(self.config.run.seed)
+        set_matmul_precision(self.config.run.tf32)
         data, attrs = read_dataset(self.dataset)
         obs_dim, act_dim = data["observations"].shape[-1], data["actions"].shape[-1]
         check_fits(self.dataset, data, attrs, obs_dim, act_dim, self.config.pwm.horizon)

@@ -74,6 +74,7 @@ from flow_mbpo_pwm.train_state import (
     config_differences,
     restore_rng,
     seed_everything,
+    set_matmul_precision,
 )
 
 EXIT_COMPLETED = exit_codes.OK
@@ -719,6 +720,7 @@ class TrainingRun:
 
         cfg = self.config
         seed_everything(self.seeds[0])
+        set_matmul_precision(cfg.run.tf32)
         self.env = envs.make_for_seeds(cfg.env, self.device, self.seeds)  # block s: seed s's envs
         self.agent = PWM(self.env.obs_dim, self.env.act_dim, cfg, self.device, seeds=self.seeds)
         for run in self.runs:

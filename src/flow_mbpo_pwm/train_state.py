@@ -61,6 +61,12 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
+def set_matmul_precision(tf32: bool) -> None:
+    """float32 matrix products on CUDA in TF32 (`run.tf32`) or in full float32 (torch's default); process-wide,
+    so a run sets it when it starts, before it builds anything. CPU products are unaffected."""
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+
+
 def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     """Nested mappings -> {"a.b.c": value}; lists stay values."""
     if not isinstance(data, dict):

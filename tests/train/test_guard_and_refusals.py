@@ -116,3 +116,19 @@ def test_run_saved_before_a_config_key_existed_resumes_only_at_that_keys_default
     assert cli_main(cli_args(config, run_dir)[3:]) == 0
     assert "resumed from" in capsys.readouterr().out
     assert (run_dir / "final.pt").is_file()
+
+
+def test_run_tf32_sets_the_matrix_product_precision_where_the_run_starts(tmp_path, write_experiment):
+    """`run.tf32` is process-wide (torch.backends.cuda.matmul.allow_tf32): `train` sets it from its config before it
+    builds anything, either way."""
+    import torch
+
+    before = torch.backends.cuda.matmul.allow_tf32
+    try:
+        for tf32 in (True, False):
+            config = write_experiment({"train": {"pwm": {"epochs": 1}, "run": {"tf32": tf32}}}, name=f"{tf32}.yaml")
+            torch.backends.cuda.matmul.allow_tf32 = not tf32
+            assert cli_main(cli_args(config, tmp_path / f"run-{tf32}")[3:]) == 0
+            assert torch.backends.cuda.matmul.allow_tf32 is tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
