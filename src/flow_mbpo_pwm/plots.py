@@ -233,10 +233,19 @@ def _per_cell_points(
                 # clipped at 0: a percentile interval need not contain the point estimate
                 yerr = [[max(value - lo, 0.0)], [max(hi - value, 0.0)]]
                 ax.errorbar([x], [value], yerr=yerr, color="black", capsize=5, lw=1.5)
-        seeds = runs[runs["dynamics"] == name][column].to_numpy(dtype=float)
-        ax.scatter(x + rng.uniform(-0.15, 0.15, seeds.size), seeds, s=14, color="0.3", alpha=0.7, zorder=3)
+        seed_rows = runs[runs["dynamics"] == name]
+        seeds = seed_rows[column].to_numpy(dtype=float)
+        at = x + rng.uniform(-0.15, 0.15, seeds.size)
+        # Seeds the collapse guard stopped (per_seed.csv `train_status`; tables from before it have none) in red.
+        collapsed = (seed_rows.get("train_status", pd.Series("", index=seed_rows.index)) == "collapsed").to_numpy()
+        ax.scatter(at[~collapsed], seeds[~collapsed], s=14, color="0.3", alpha=0.7, zorder=3)
+        if collapsed.any():
+            ax.scatter(at[collapsed], seeds[collapsed], s=36, marker="x", color=COLLAPSED_COLOR, zorder=4)
     ax.set_xticks(range(len(names)), names, rotation=20 if len(names) > 3 else 0)
     ax.set_xlim(-0.6, len(names) - 0.4)
+
+
+COLLAPSED_COLOR = "tab:red"
 
 
 def final_returns_figure(experiment: ExperimentConfig, compare: pd.DataFrame, per_seed: pd.DataFrame) -> Figure:
@@ -247,7 +256,7 @@ def final_returns_figure(experiment: ExperimentConfig, compare: pd.DataFrame, pe
         runs = per_seed[(per_seed["task"] == task) & (per_seed["size"] == size)]
         _per_cell_points(ax, experiment, cells, runs, "return_mean", "return_ci_low", "return_ci_high", bars=False)
         _reference_band(ax, compare[(compare["task"] == task) & (compare["size"] == REFERENCE_SIZE)])
-        _label(ax, "dynamics", f"{RETURN_LABEL}\n(mean, 95% CI; dots: seeds)")
+        _label(ax, "dynamics", f"{RETURN_LABEL}\n(mean, 95% CI; dots: seeds, red x: collapsed)")
     return figure
 
 

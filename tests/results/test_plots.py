@@ -206,3 +206,31 @@ def test_wm_diagnostics_figure_says_when_the_cosine_was_never_measured(tmp_path)
     figure = wm_diagnostics_figure(experiment, frame)
     for ax in figure.axes[len(experiment.sizes) :]:  # both cosine rows
         assert [t.get_text() for t in ax.texts] == ["not measured"]
+
+
+def test_a_collapsed_seed_is_a_red_cross_in_final_returns(tmp_path):
+    """per_seed.csv's `train_status`: a seed the collapse guard stopped is drawn apart from the others."""
+    from matplotlib.colors import to_rgba
+
+    from flow_mbpo_pwm.plots import COLLAPSED_COLOR
+
+    experiment = small_experiment()
+    compare, per_seed, _, _ = results_tree(tmp_path, experiment)
+    compare, per_seed = pd.read_csv(compare), pd.read_csv(per_seed)
+
+    def crosses(frame: pd.DataFrame) -> int:
+        figure = final_returns_figure(experiment, compare, frame)
+        red = to_rgba(COLLAPSED_COLOR)
+        return sum(
+            len(c.get_offsets())
+            for ax in figure.axes
+            for c in ax.collections
+            if len(c.get_facecolors()) and np.allclose(c.get_facecolors()[0], red)
+        )
+
+    assert crosses(per_seed) == 0
+    collapsed = per_seed.copy()
+    one = (collapsed["size"] == "tiny") & (collapsed["dynamics"] == "flow") & (collapsed["seed"] == 1)
+    collapsed.loc[one, "train_status"] = "collapsed"
+    assert crosses(collapsed) == 1
+    assert crosses(per_seed.drop(columns="train_status")) == 0  # a table from before the column
