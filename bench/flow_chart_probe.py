@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import time
 from pathlib import Path
@@ -33,7 +34,15 @@ from flow_mbpo_pwm import envs
 from flow_mbpo_pwm.algorithms.pwm import PWM
 from flow_mbpo_pwm.config import load_experiment
 from flow_mbpo_pwm.data.datasets import stream_buffer
-from flow_mbpo_pwm.diagnostics import EpisodeRecord, cut_windows, horizon_errors
+from flow_mbpo_pwm.diagnostics import (
+    EpisodeRecord,
+    JointStateReturns,
+    StartStates,
+    cut_windows,
+    gradient_cosines,
+    horizon_errors,
+    nanmean,
+)
 
 VARIANTS = {  # name -> dynamics settings (merged over the preset named by `kind`)
     "det-residual": {"kind": "deterministic", "residual": True},
@@ -59,6 +68,24 @@ def ant_streams(num_envs: int, steps: int, seed: int) -> dict[str, torch.Tensor]
             fields[name].append(value)
         obs = next_obs
     return {name: torch.stack(values, dim=1) for name, values in fields.items()}
+
+
+def gradient_starts(count: int, horizon: int, seed: int, warm_steps: int = 60) -> StartStates:
+    """`count` saved Ant states (one per env, after `warm_steps` OU-torque steps) with the H OU actions taken from
+    each: the start states of the gradient check, as validation records them."""
+    env = envs.make("ant", count, "cpu", seed)
+    generator = torch.Generator().manual_seed(seed)
+    obs, action = env.reset(), torch.zeros(count, env.act_dim)
+    steps = []
+    for t in range(warm_steps + horizon):
+        if t == warm_steps:
+            start_obs, (joint_q, joint_qd) = obs, env.joint_state()
+        action = 0.85 * action + 0.5 * torch.randn(action.shape, generator=generator)
+        clipped = action.clamp(-1.0, 1.0)
+        if t >= warm_steps:
+            steps.append(clipped)
+        obs, *_ = env.step(clipped)
+    return StartStates(obs=start_obs, joint_q=joint_q, joint_qd=joint_qd, actions=torch.stack(steps, dim=1))
 
 
 def held_out_record(data: dict[str, torch.Tensor]) -> EpisodeRecord:
@@ -87,6 +114,10 @@ def main() -> None:
         "--coefs", type=float, nargs=2, default=None, metavar=("DYNAMICS", "REWARD"),
         help="override pwm.wm_dynamics_coef and pwm.wm_reward_coef (default: the config's)",
     )  # fmt: skip
+    parser.add_argument(
+        "--grad-starts", type=int, default=0,
+        help="also the model-vs-Ant action-gradient cosine (as validation measures it) from this many saved states",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="bench/out/flow_chart.json")
     args = parser.parse_args()
@@ -106,6 +137,12 @@ def main() -> None:
     if args.coefs:
         pwm["wm_dynamics_coef"], pwm["wm_reward_coef"] = args.coefs
     experiment = load_experiment(experiment)
+    starts = gradient_env = None
+    if args.grad_starts:  # held-out states of another seed; the dedicated env of 2 H A rows, as `train` builds it
+        horizon = experiment.cell("ant", args.size, args.variants[0], args.seed).pwm.horizon
+        starts = gradient_starts(args.grad_starts, horizon, args.seed + 1)
+        rows = 2 * horizon * data["actions"].shape[-1]
+        gradient_env = envs.make("ant", rows, "cpu", args.seed, episode_length=horizon, deterministic=True)
     rows = []
     for name in args.variants:
         config = experiment.cell("ant", args.size, name, args.seed)
@@ -121,6 +158,11 @@ def main() -> None:
             done += args.every
             errors = horizon_errors(world_model, windows)
             ratio = errors.wm_latent_mse / errors.copy_latent_mse
+            cosine = math.nan
+            if starts is not None:
+                returns = JointStateReturns(gradient_env, config.pwm.gamma)
+                agreements = gradient_cosines(world_model, starts, returns, config.pwm.gamma, config.run.grad_check_eps)
+                cosine = nanmean([a.cosine for a in agreements])
             row = {
                 "variant": name,
                 "updates": done,
@@ -129,6 +171,7 @@ def main() -> None:
                 "copy_latent_mse_h1": errors.copy_latent_mse[0].item(),
                 "train_wm_latent_mse": losses["wm_latent_mse"][0].item(),
                 "train_wm_dynamics_loss": losses["wm_dynamics_loss"][0].item(),
+                "grad_cosine": cosine,
                 "seconds": time.perf_counter() - began,
             }
             rows.append(row)
@@ -136,7 +179,7 @@ def main() -> None:
                 f"{name:26s} {done:6d} updates  latent/copy h1 {row['latent_over_copy_h1']:6.3f}  "
                 f"h{config.pwm.horizon} {row['latent_over_copy_hH']:6.3f}  "
                 f"copy MSE h1 {row['copy_latent_mse_h1']:.2e}  train latent MSE {row['train_wm_latent_mse']:.2e}  "
-                f"dynamics loss {row['train_wm_dynamics_loss']:.2e}  "
+                f"dynamics loss {row['train_wm_dynamics_loss']:.2e}  grad cos {cosine:6.3f}  "
                 f"{row['seconds']:5.0f} s",
                 flush=True,
             )
