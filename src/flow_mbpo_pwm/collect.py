@@ -42,13 +42,13 @@ def collect_dataset(
     experiment: ExperimentConfig, task: str, reference_dir: Path, out: Path, device: str | None = None
 ) -> tuple[int, dict[str, Any]]:
     """Run every snapshot listed in the reference's `train_summary.json`; returns (transitions, attrs)."""
-    from flow_mbpo_pwm.train import resolve_device
+    from flow_mbpo_pwm.devices import resolve_device
 
     if task not in experiment.tasks:
         raise DatasetError(f"task '{task}' is not in this config's tasks {list(experiment.tasks)}")
     summary = _reference_summary(reference_dir, task)
     cfg = experiment.collect
-    torch_device = resolve_device(device or experiment.reference.device)
+    torch_device = resolve_device(device or experiment.reference.device, "--device" if device else "reference.device")
     env_config = experiment.tasks[task]
     streams: list[dict[str, torch.Tensor]] = []
     snapshots = []

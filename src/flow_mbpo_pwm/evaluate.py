@@ -27,6 +27,7 @@ import torch
 
 from flow_mbpo_pwm import io
 from flow_mbpo_pwm.config import EvaluationConfig, TrainConfig
+from flow_mbpo_pwm.devices import resolve_device
 from flow_mbpo_pwm.io import CheckpointError
 
 EPISODE_COLUMNS = (
@@ -65,12 +66,6 @@ def evaluate(
         f"(eval seed {result['eval_seed']}, {result['num_envs']} envs)"
     )
     return 0
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def evaluation_seed(config: TrainConfig, evaluation: EvaluationConfig) -> int:

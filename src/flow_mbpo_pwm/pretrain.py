@@ -25,8 +25,9 @@ import torch
 
 from flow_mbpo_pwm import io
 from flow_mbpo_pwm.config import ConfigError, TrainConfig, pretraining_settings
+from flow_mbpo_pwm.devices import resolve_device
 from flow_mbpo_pwm.run_folder import write_table
-from flow_mbpo_pwm.train import EXIT_COMPLETED, EXIT_PREEMPTED, StopSignals, resolve_device
+from flow_mbpo_pwm.train import EXIT_COMPLETED, EXIT_PREEMPTED, StopSignals
 from flow_mbpo_pwm.train_state import (
     capture_rng,
     config_differences,

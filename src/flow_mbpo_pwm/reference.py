@@ -39,9 +39,10 @@ from flow_mbpo_pwm.config import (
     TrainConfig,
     from_dict,
 )
+from flow_mbpo_pwm.devices import resolve_device
 from flow_mbpo_pwm.progress import Progress
 from flow_mbpo_pwm.run_folder import ResumableFolder, write_table
-from flow_mbpo_pwm.train import EXIT_COMPLETED, EXIT_PREEMPTED, StopSignals, resolve_device
+from flow_mbpo_pwm.train import EXIT_COMPLETED, EXIT_PREEMPTED, StopSignals
 from flow_mbpo_pwm.train_state import capture_rng, config_differences, restore_rng, seed_everything
 
 STATE_FORMAT = "flow-mbpo-pwm/reference-state/1"
@@ -198,7 +199,7 @@ class ReferenceRun:
         self.settings = settings
         self.folder = folder
         self.config: ReferenceConfig = from_dict(ReferenceConfig, settings["reference"], "reference")
-        self.device = resolve_device(self.config.device)
+        self.device = resolve_device(self.config.device, "reference.device")
         self.task, self.seed = settings["task"], settings["seed"]
         self.name = f"{self.task}/{REFERENCE_SIZE}/seed{self.seed}"
         cfg = self.config

@@ -58,6 +58,7 @@ import yaml
 
 from flow_mbpo_pwm import diagnostics, exit_codes, io
 from flow_mbpo_pwm.config import ConfigError, TrainConfig, dump_yaml, yaml_problem
+from flow_mbpo_pwm.devices import resolve_device
 from flow_mbpo_pwm.guard import CollapseDetector, CollapseError, NonFiniteMonitor, nonfinite_parameters
 from flow_mbpo_pwm.progress import Progress
 from flow_mbpo_pwm.run_folder import (
@@ -118,15 +119,6 @@ STATE_KEYS = (
     "wm_diagnostic_rows",
     "rng",
 )
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("run.device", f"is '{name}' but CUDA is not available on this machine")
-    return device
 
 
 class StopSignals:
