@@ -25,6 +25,7 @@ import pandas as pd
 
 from flow_mbpo_pwm.config import REFERENCE_DYNAMICS, ExperimentConfig
 from flow_mbpo_pwm.io import InputError, read_json, write_csv
+from flow_mbpo_pwm.run_folder import COLLAPSED, TRAIN_STATUSES
 from flow_mbpo_pwm.statistics import (
     hierarchical_bootstrap,
     iqm,
@@ -103,9 +104,6 @@ PER_SEED_COLUMNS = [
     *SUMMARY_FIELDS,
     "train_status",
 ]
-# A run's `status` in its train summary: finished its schedule, or stopped by the collapse guard (it is evaluated
-# at its best checkpoint from before the collapse, as selection chose; `n_collapsed` counts them per cell).
-TRAIN_STATUSES = ("completed", "collapsed")
 
 
 class ResultsInputError(InputError):
@@ -445,7 +443,7 @@ def _cell_row(
         "dynamics_kind": dynamics_kind(experiment, dynamics),
         "substeps": _substeps(experiment, dynamics),
         "n_seeds": len(groups),
-        "n_collapsed": int((runs["train_status"] == "collapsed").sum()),
+        "n_collapsed": int((runs["train_status"] == COLLAPSED).sum()),
         "n_episodes": pooled.size,
         "return_mean": pooled.mean(),
         "return_std": pooled.std(ddof=1) if pooled.size > 1 else math.nan,

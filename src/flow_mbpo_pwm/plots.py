@@ -36,6 +36,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from flow_mbpo_pwm.aggregate import CELL, RUN, ResultsInputError, cell_name, check_cells, read_csv  # noqa: E402
 from flow_mbpo_pwm.config import REFERENCE_DYNAMICS, REFERENCE_SIZE, ExperimentConfig  # noqa: E402
 from flow_mbpo_pwm.io import atomic_path  # noqa: E402
+from flow_mbpo_pwm.run_folder import COLLAPSED  # noqa: E402
 
 FORMATS = ("png", "pdf")
 PANEL_SIZE = (4.2, 3.2)  # inches per panel
@@ -237,7 +238,7 @@ def _per_cell_points(
         seeds = seed_rows[column].to_numpy(dtype=float)
         at = x + rng.uniform(-0.15, 0.15, seeds.size)
         # Seeds the collapse guard stopped (per_seed.csv `train_status`; tables from before it have none) in red.
-        collapsed = (seed_rows.get("train_status", pd.Series("", index=seed_rows.index)) == "collapsed").to_numpy()
+        collapsed = (seed_rows.get("train_status", pd.Series("", index=seed_rows.index)) == COLLAPSED).to_numpy()
         ax.scatter(at[~collapsed], seeds[~collapsed], s=14, color="0.3", alpha=0.7, zorder=3)
         if collapsed.any():
             ax.scatter(at[collapsed], seeds[collapsed], s=36, marker="x", color=COLLAPSED_COLOR, zorder=4)

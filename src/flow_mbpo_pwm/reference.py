@@ -41,7 +41,7 @@ from flow_mbpo_pwm.config import (
 )
 from flow_mbpo_pwm.devices import resolve_device
 from flow_mbpo_pwm.progress import Progress
-from flow_mbpo_pwm.run_folder import ResumableFolder, write_table
+from flow_mbpo_pwm.run_folder import COMPLETED, ResumableFolder, write_table
 from flow_mbpo_pwm.train import EXIT_COMPLETED, EXIT_PREEMPTED, StopSignals
 from flow_mbpo_pwm.train_state import capture_rng, config_differences, restore_rng, seed_everything
 
@@ -481,7 +481,7 @@ class ReferenceRun:
             folder.summary,
             {
                 **self._cell_keys(),
-                "status": "completed",
+                "status": COMPLETED,
                 "stopped_by": self.stopped_by,
                 "epochs": self.iteration,
                 "env_steps": self.env_steps,

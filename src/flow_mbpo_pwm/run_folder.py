@@ -16,6 +16,11 @@ from typing import Any
 
 from flow_mbpo_pwm import io
 
+# A run's `status` in train_summary.json: it trained its whole schedule, or the collapse guard stopped it (its
+# records end at the stop; selection takes its checkpoints from before, aggregate counts it in `n_collapsed`).
+COMPLETED, COLLAPSED = "completed", "collapsed"
+TRAIN_STATUSES = (COMPLETED, COLLAPSED)
+
 METRICS_COLUMNS: tuple[str, ...] = (
     "task", "size", "dynamics", "seed", "epoch", "env_steps", "wall_seconds", "train_return_mean",
     "train_return_max", "train_episodes", "actor_loss", "critic_loss", "wm_loss", "wm_dynamics_loss",
@@ -125,11 +130,6 @@ class RunFolder(ResumableFolder):
         """A stopped run's summary, kept where Snakemake never deletes it (its declared outputs are re-made from
         the work/ copies if a later failure of its job removed them)."""
         return self.work / "train_summary.json"
-
-    def declared_outputs(self) -> tuple[Path, ...]:
-        """What the workflow's train job declares: the tables and the summary. `final.pt` is written by a completed
-        run only (a collapsed one has no final model), so the workflow does not declare it."""
-        return (self.metrics, self.validation, self.wm_diagnostics, self.summary)
 
 
 def _cell(value: Any) -> str:

@@ -29,7 +29,7 @@ from typing import Any
 
 from flow_mbpo_pwm import io
 from flow_mbpo_pwm.io import CheckpointError
-from flow_mbpo_pwm.run_folder import VALIDATION_COLUMNS
+from flow_mbpo_pwm.run_folder import COMPLETED, TRAIN_STATUSES, VALIDATION_COLUMNS
 
 CRITERION = (
     "highest val_return_mean (deterministic policy, validation seeds) recorded during training; "
@@ -37,9 +37,6 @@ CRITERION = (
     "checkpoints are rejected"
 )
 CELL_KEYS = ("task", "size", "dynamics", "seed")
-# A run that trained its whole schedule, or that the collapse guard stopped: its checkpoints from before the stop
-# are candidates like any other (the flagged ones are rejected), and the report says which it was.
-TRAIN_STATUSES = ("completed", "collapsed")
 
 
 class SelectionError(io.InputError):
@@ -74,7 +71,7 @@ class Selection:
     cell: dict[str, Any]
     chosen: Candidate | None
     candidates: list[Candidate] = field(default_factory=list)
-    train_status: str = "completed"  # the run's status in its train summary (TRAIN_STATUSES)
+    train_status: str = COMPLETED  # the run's status in its train summary (run_folder.TRAIN_STATUSES)
 
     @property
     def rejected(self) -> list[Candidate]:

@@ -62,6 +62,8 @@ from flow_mbpo_pwm.devices import resolve_device
 from flow_mbpo_pwm.guard import CollapseDetector, CollapseError, NonFiniteMonitor, nonfinite_parameters
 from flow_mbpo_pwm.progress import Progress
 from flow_mbpo_pwm.run_folder import (
+    COLLAPSED,
+    COMPLETED,
     METRICS_COLUMNS,
     VALIDATION_COLUMNS,
     VALIDATION_DIAGNOSTIC_COLUMNS,
@@ -662,7 +664,7 @@ class SeedRun:
         returns = [r["train_return_mean"] for r in self.metrics_rows if math.isfinite(r["train_return_mean"])]
         summary = {
             **self._cell_keys(),
-            "status": "completed" if stopped is None else "collapsed",
+            "status": COMPLETED if stopped is None else COLLAPSED,
             "epochs": self.progression.epoch,
             "env_steps": self.env_steps,
             "train_seconds": round(self._wall_seconds(), 3),
