@@ -52,6 +52,13 @@ VARIANTS = {  # name -> dynamics settings (merged over the preset named by `kind
 }
 
 
+def ou_step(action: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of the smooth random torques (Ornstein-Uhlenbeck): the process's new state and the torque, clipped
+    to [-1, 1]."""
+    action = 0.85 * action + 0.5 * torch.randn(action.shape, generator=generator)
+    return action, action.clamp(-1.0, 1.0)
+
+
 def ant_streams(num_envs: int, steps: int, seed: int) -> dict[str, torch.Tensor]:
     """`steps` transitions of `num_envs` Ants under OU random torques, as dataset fields `[E, T, ...]`."""
     env = envs.make("ant", num_envs, "cpu", seed)
@@ -61,8 +68,7 @@ def ant_streams(num_envs: int, steps: int, seed: int) -> dict[str, torch.Tensor]
     }
     obs, action = env.reset(), torch.zeros(num_envs, env.act_dim)
     for _ in range(steps):
-        action = 0.85 * action + 0.5 * torch.randn(action.shape, generator=generator)
-        clipped = action.clamp(-1.0, 1.0)
+        action, clipped = ou_step(action, generator)
         next_obs, reward, terminated, truncated, info = env.step(clipped)
         for name, value in zip(fields, (obs, clipped, reward, info["final_obs"], terminated, truncated), strict=True):
             fields[name].append(value)
@@ -80,8 +86,7 @@ def gradient_starts(count: int, horizon: int, seed: int, warm_steps: int = 60) -
     for t in range(warm_steps + horizon):
         if t == warm_steps:
             start_obs, (joint_q, joint_qd) = obs, env.joint_state()
-        action = 0.85 * action + 0.5 * torch.randn(action.shape, generator=generator)
-        clipped = action.clamp(-1.0, 1.0)
+        action, clipped = ou_step(action, generator)
         if t >= warm_steps:
             steps.append(clipped)
         obs, *_ = env.step(clipped)
