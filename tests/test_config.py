@@ -35,6 +35,7 @@ def test_default_experiment_has_every_cell():
         ({"tasks": {"ant;rm -rf": {}}}, "tasks"),
         ({"evaluation": {"seed_base": 500_001}}, "evaluation.seed_base"),
         ({"train": {"pwm": {"actor_lr": float("inf")}}}, "train.pwm.actor_lr"),
+        ({"train": {"pwm": {"epochs": 3000, "lr_decay_epochs": 1500}}}, "train.pwm.lr_decay_epochs"),
         ({"train": {"pwm": {"min_logstd": float("-inf")}}}, "train.pwm.min_logstd"),
         ({"train": {"world_model": {"bin_max": float("nan")}}}, "train.world_model.bin_max"),
         ({"tasks": {"antt": {}}}, "tasks.antt.task"),
@@ -78,3 +79,10 @@ def test_train_jobs_ignore_a_recorded_stack_that_overlaps_one_already_taken():
         lambda *cell: recorded.get(cell[3])
     )
     assert [stack for *_, stack in jobs] == [(0,), (1, 2)]
+
+
+def test_a_cut_run_follows_the_longer_learning_rate_schedule_it_names():
+    pwm = load_experiment({}).cell("ant", "5M", "flow", 0).pwm
+    assert pwm.schedule_progress(0) == 0.0 and pwm.schedule_progress(pwm.epochs) == 1.0
+    cut = load_experiment({"train": {"pwm": {"epochs": 3000, "lr_decay_epochs": 15000}}}).cell("ant", "5M", "flow", 0)
+    assert cut.pwm.schedule_progress(3000) == pytest.approx(0.2)

@@ -155,6 +155,9 @@ class DynamicsConfig:
 @dataclass(frozen=True)
 class PWMConfig:
     epochs: int = 15_000
+    # The epochs over which the learning rates decay (0: `epochs`). A run cut short of a longer schedule names that
+    # schedule here, and then trains exactly as that schedule's first `epochs` epochs (config/short.yaml).
+    lr_decay_epochs: int = 0
     horizon: int = 16  # H: imagined rollout length, also the world-model training sub-trajectory length
     gamma: float = 0.99
     lam: float = 0.95  # TD(lambda)
@@ -194,6 +197,10 @@ class PWMConfig:
     buffer_size: int = 1_000_000
     normalize_obs: bool = False
 
+    def schedule_progress(self, epochs_done: int) -> float:
+        """Where the epoch after `epochs_done` epochs stands in the learning-rate decay, in [0, 1]."""
+        return epochs_done / (self.lr_decay_epochs or self.epochs)
+
     def validate(self, key: str = "pwm") -> None:
         positive_ints = (
             "epochs",
@@ -228,6 +235,11 @@ class PWMConfig:
             "must be in [0, min(actor_lr, critic_lr)]",
         )
         _check(0 <= self.wm_lr_min <= self.wm_lr, f"{key}.wm_lr_min", "must be in [0, wm_lr]")
+        _check(
+            self.lr_decay_epochs == 0 or self.lr_decay_epochs >= self.epochs,
+            f"{key}.lr_decay_epochs",
+            f"must be 0 (decay over `epochs`) or at least epochs ({self.epochs}), got {self.lr_decay_epochs}",
+        )
         _check(all(0.0 <= b < 1.0 for b in self.betas), f"{key}.betas", f"must be in [0, 1), got {self.betas}")
         for name in ("actor_units", "critic_units"):
             _check_hidden_layers(getattr(self, name), f"{key}.{name}")

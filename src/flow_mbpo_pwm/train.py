@@ -464,7 +464,7 @@ class SeedRun:
             **values,
         }
         # The learning rates of this row's last epoch, computed on the host.
-        lrs = self.stack.agent.learning_rates((self.progression.epoch - 1) / self.config.pwm.epochs)
+        lrs = self.stack.agent.learning_rates(self.config.pwm.schedule_progress(self.progression.epoch - 1))
         row.update(actor_lr=lrs["actor"], critic_lr=lrs["critic"], wm_lr=lrs["wm"])
         self.metrics_rows.append(row)
         write_table(self.folder.work_metrics, METRICS_COLUMNS, self.metrics_rows)
@@ -868,7 +868,7 @@ class TrainingRun:
             if p.epoch + 1 == epoch:
                 with torch.no_grad():
                     next(self.agent.members[index].actor.parameters()).fill_(math.nan)
-        self.obs, stacked = self.agent.epoch(self.env, self.obs, self.buffers, p.epoch / cfg.pwm.epochs)
+        self.obs, stacked = self.agent.epoch(self.env, self.obs, self.buffers, cfg.pwm.schedule_progress(p.epoch))
         for run in self.live():
             metrics = {name: value[run.index] for name, value in stacked.items()}
             run.window.add(metrics)
