@@ -124,13 +124,15 @@ def run(path: str) -> None:
             pretrain += ["--steps", str(sweep["pretrain_steps"])]
         jobs[name] = launch(name, "pretrain", pretrain)
     stage = {name: "pretrain" for name in waiting}
+    stopped: set[str] = set()  # signalled once: a second SIGTERM would kill a run still exiting after its save
     while jobs:
         time.sleep(5)
         for name, job in list(jobs.items()):
             code = job.poll()
             if code is None:
-                if time.time() > deadline and stage.get(name) != "pretrain":
+                if time.time() > deadline and stage.get(name) != "pretrain" and name not in stopped:
                     job.send_signal(signal.SIGTERM)
+                    stopped.add(name)
                 continue
             del jobs[name]
             print(f"[{time.time() - start:7.1f}s] {name}: {stage.get(name, 'train')} exit {code}", flush=True)
