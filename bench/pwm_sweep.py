@@ -8,9 +8,12 @@
                                                   # validation return vs env steps, one line per point
 
 A sweep file names a base experiment config, one cell (task, size, and `seed: k` or `seeds: [k, ...]`), the
-schedule, and points: each point is a dynamics variant of the base config (or a new one, `variant: {kind: ...}`)
-plus `pwm:` and `run:` overrides (any `train.pwm` / `train.run` key) and `scratch: true` for a run without the
-offline protocol. Several seeds train as one stack (one `train` process per point, `--seed ... --run-dir ...`),
+schedule (`epochs`, and `lr_decay_epochs` to run the first `epochs` of a longer learning-rate schedule), and
+points: each point is a dynamics variant of the base config (or a new one, `variant: {kind: ...}`) plus `pwm:` and
+`run:` overrides (any `train.pwm` / `train.run` key) and `scratch: true` for a run without the offline protocol.
+Points inherit the base's `run` settings (config/short.yaml: compiled, TF32); the sweeps recorded before TF32 was
+set there ran float32, and their exact per-point configs are in docs/results/<date>-<name>/runs.
+Several seeds train as one stack (one `train` process per point, `--seed ... --run-dir ...`),
 each into `work/<point>/seed<k>` (one seed: `work/<point>/run`).
 Every point gets its own experiment config (the base with its overrides) under `work/<point>/config.yaml`, so
 each run is reproducible with the plain CLI. The offline dataset is built by the pipeline itself
@@ -67,6 +70,9 @@ def point_config(sweep: dict, spec: dict) -> dict:
     pwm = config.setdefault("train", {}).setdefault("pwm", {})
     pwm.update(spec.get("pwm", {}))
     pwm["epochs"] = sweep["epochs"]
+    # The learning rates decay over the sweep's own epochs unless the sweep names a longer schedule: never the
+    # base config's `lr_decay_epochs`, which belongs to the base's epochs (every recorded sweep decayed over its own).
+    pwm["lr_decay_epochs"] = sweep.get("lr_decay_epochs", 0)
     if "run" in spec:
         config["train"].setdefault("run", {}).update(spec["run"])
     config["seeds"] = [seed for seed, _ in seed_runs(sweep, Path())]
