@@ -276,10 +276,11 @@ class RunConfig:
     # On CUDA: capture the critic, world-model and (where the env can step under capture) imagination + actor
     # phases of every epoch in CUDA graphs (algorithms/graphs.py); ignored on CPU.
     cuda_graphs: bool = True
-    # Fuse the world-model loss's small elementwise chains (LayerNorm, Mish, SimNorm, the flow integrator's
-    # updates) with torch.compile (inductor, forward and backward), once per process before the phases are
-    # captured: one rollout step (a graph reused for every step of the horizon) and the loss terms. Pays a
-    # compile (tens of seconds) at the start of every train / pretrain process.
+    # Fuse the small elementwise chains (LayerNorm, Mish, SimNorm, the flow integrator's updates) with
+    # torch.compile (inductor, forward and backward), once per process before the phases are captured: the
+    # world-model loss's rollout step (a graph reused for every step of the horizon) and terms, the imagination's
+    # step and value, the critic's minibatch loss. Pays a compile (tens of seconds) at the start of every train /
+    # pretrain process.
     compile: bool = False
     # On CUDA, float32 matrix products on the tensor cores in TF32 (10-bit mantissa, float32 range;
     # `torch.backends.cuda.matmul.allow_tf32`) instead of full float32, torch's default. The flow world model's

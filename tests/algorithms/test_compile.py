@@ -1,5 +1,5 @@
-"""`run.compile`: the world-model loss and the imagination compiled (torch.compile, inductor) train as the eager code
-does."""
+"""`run.compile`: the world-model loss, the imagination and the critic loss compiled (torch.compile, inductor) train as
+the eager code does."""
 
 from __future__ import annotations
 
@@ -66,9 +66,10 @@ def test_compiled_epochs_equal_eager_ones_on_the_ant():
             history.append(metrics)
         runs.append((agent, history))
     # Compiled without breaks: the world-model step and terms, the imagination's step and value (each with and
-    # without gradients: collect-only epochs imagine without them).
+    # without gradients: collect-only epochs imagine without them), the critic's minibatch loss (7 graphs without
+    # it, 8 with it, on torch 2.13).
     assert not torch._dynamo.utils.counters["graph_break"]
-    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 6
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 8
     (eager, eager_history), (compiled, compiled_history) = runs
     assert sum(m["updated"].sum().item() for m in compiled_history) >= 4, "too few training epochs to compare"
     for epoch, (mine, theirs) in enumerate(zip(compiled_history, eager_history, strict=True)):
