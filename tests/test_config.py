@@ -34,6 +34,8 @@ def test_default_experiment_has_every_cell():
         ({"train_seeds_per_job": "all"}, "train_seeds_per_job"),
         ({"tasks": {"ant;rm -rf": {}}}, "tasks"),
         ({"evaluation": {"seed_base": 500_001}}, "evaluation.seed_base"),
+        ({"evaluation": {"curve_env_steps": [2_000_000, 1_000_000]}}, "evaluation.curve_env_steps"),
+        ({"evaluation": {"curve_env_steps": []}}, "evaluation.curve_env_steps"),
         ({"train": {"pwm": {"actor_lr": float("inf")}}}, "train.pwm.actor_lr"),
         ({"train": {"pwm": {"epochs": 3000, "lr_decay_epochs": 1500}}}, "train.pwm.lr_decay_epochs"),
         ({"train": {"pwm": {"min_logstd": float("-inf")}}}, "train.pwm.min_logstd"),

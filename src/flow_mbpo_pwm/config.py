@@ -13,6 +13,7 @@ generated from these dataclasses (`experiment_schema()`), so the two cannot drif
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import re
 import types
@@ -388,10 +389,19 @@ class EvaluationConfig:
     episodes: int = 100
     num_envs: int = 100  # episodes run in parallel batches of this many envs
     seed_base: int = 1_000_000  # evaluation env seed = seed_base + training seed
+    # Env steps at which results/figures/learning_curves.csv reads every cell's training return against the PPO
+    # reference's (curves.py): the points of the PWM paper's Ant curve (3M .. 30M), and 1M, 2M for short runs.
+    curve_env_steps: tuple[int, ...] = (1_000_000, 2_000_000, 3_000_000, 5_000_000, 10_000_000, 20_000_000, 30_000_000)
 
     def validate(self, key: str = "evaluation") -> None:
         _check(self.episodes >= 1, f"{key}.episodes", f"must be >= 1, got {self.episodes}")
         _check(self.num_envs >= 1, f"{key}.num_envs", f"must be >= 1, got {self.num_envs}")
+        steps = self.curve_env_steps
+        _check(
+            len(steps) >= 1 and steps[0] >= 1 and all(a < b for a, b in itertools.pairwise(steps)),
+            f"{key}.curve_env_steps",
+            f"must be positive and increasing, got {list(steps)}",
+        )
 
 
 # The model-free reference (`flow-mbpo-pwm reference`, rsl-rl's PPO) appears in every table under these cell keys.

@@ -8,6 +8,7 @@ Figures (stems listed by `expected_figures`, so the Snakemake rule declares its 
 - wm_diagnostics: where learning stalls (wm_diagnostics.csv): the world model's latent error over the copy
   baseline's per imagined step at each run's last validation, the model-vs-env gradient cosine over env steps, and
   that cosine per action step at the last check.
+Beside them, `learning_curves.csv` (curves.py): the learning curves read at `evaluation.curve_env_steps`.
 One panel per (task, size): rows are tasks, columns sizes. Colours follow the config's dynamics order everywhere.
 The model-free PPO reference (when `reference.enabled`) is drawn in every panel of its task, in grey: a labelled
 band (95% CI) and line (mean) in final_returns, and its training curve in learning_curves, clipped to the env-step
@@ -35,7 +36,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from flow_mbpo_pwm.aggregate import CELL, RUN, ResultsInputError, cell_name, check_cells, read_csv  # noqa: E402
 from flow_mbpo_pwm.config import REFERENCE_DYNAMICS, REFERENCE_SIZE, ExperimentConfig  # noqa: E402
-from flow_mbpo_pwm.io import atomic_path  # noqa: E402
+from flow_mbpo_pwm.curves import curve_table  # noqa: E402
+from flow_mbpo_pwm.io import atomic_path, write_csv  # noqa: E402
 from flow_mbpo_pwm.run_folder import COLLAPSED  # noqa: E402
 
 FORMATS = ("png", "pdf")
@@ -50,6 +52,9 @@ RETURN_LABEL = "evaluation episode return"
 REFERENCE_COLOR = "0.35"
 REFERENCE_LABEL = "PPO reference (rsl-rl)"
 SECONDS_LABEL = "training wall-clock (seconds)"
+
+
+CURVES_TABLE = "learning_curves.csv"  # written by `plot` into its out_dir, beside the figures
 
 
 def expected_figures(experiment: ExperimentConfig) -> list[str]:
@@ -71,7 +76,8 @@ def plot(
     out_dir: Path,
     wm_diagnostics: list[Path],
 ) -> int:
-    """Write every figure of `expected_figures(experiment)` to `out_dir`. Returns 0, or 1 with a message."""
+    """Write every figure of `expected_figures(experiment)` and `CURVES_TABLE` to `out_dir`. Returns 0, or 1 with
+    a message."""
     try:
         compare_frame = _read_table(compare, COMPARE_COLUMNS, CELL, "compare table")
         cells = compare_frame[CELL].itertuples(index=False, name=None)
@@ -97,7 +103,8 @@ def plot(
         figures["substeps_ablation"] = substeps_ablation_figure(experiment, compare_frame)
     for stem, figure in figures.items():
         save_figure(figure, Path(out_dir) / stem)
-    print(f"flow-mbpo-pwm plot: {len(figures)} figures -> {out_dir}")
+    write_csv(Path(out_dir) / CURVES_TABLE, curve_table(experiment, metrics_frame))
+    print(f"flow-mbpo-pwm plot: {len(figures)} figures and {CURVES_TABLE} -> {out_dir}")
     return 0
 
 

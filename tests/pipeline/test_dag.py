@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from flow_mbpo_pwm.config import load_experiment
-from flow_mbpo_pwm.plots import expected_figures
+from flow_mbpo_pwm.plots import CURVES_TABLE, expected_figures
 
 from .runner import BIN, REPO, dry_run_jobs, job_stats, rule_kind, snakemake, snakemake_env
 
@@ -116,7 +116,7 @@ def test_run_folders_and_shell_lines_follow_the_contract(tmp_path):
         for ext in ("png", "pdf")
     }
     plot = next(j for j in jobs if j.rule == "plot")
-    assert set(plot.fields["output"].split(", ")) == figures
+    assert set(plot.fields["output"].split(", ")) == figures | {f"results/figures/{CURVES_TABLE}"}
 
 
 def test_rule_graph_is_train_select_evaluate_aggregate_plot(tmp_path):

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from flow_mbpo_pwm.config import load_experiment
-from flow_mbpo_pwm.plots import expected_figures
+from flow_mbpo_pwm.plots import CURVES_TABLE, expected_figures
 
 from .runner import BIN, REPO, job_stats, snakemake, snakemake_env
 
@@ -50,6 +50,12 @@ def check_smoke_results(workdir) -> None:
         png = workdir / "results/figures" / f"{stem}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
         assert (workdir / "results/figures" / f"{stem}.pdf").read_bytes()[:5] == b"%PDF-"
+    # The learning curves at the smoke's env steps: both PWM cells against the reference, from the real metrics.
+    curves = pd.read_csv(workdir / "results/figures" / CURVES_TABLE)
+    assert set(curves["dynamics"]) == {"deterministic", "flow", "ppo"}
+    pwm = curves[curves["dynamics"] != "ppo"]
+    assert set(pwm["env_steps"]) == set(experiment.evaluation.curve_env_steps)
+    assert pwm[["train_return_mean", "reference_train_return", "ratio_to_reference"]].notna().all(axis=None)
     for task, size, dynamics, seed in experiment.cells():
         run = workdir / f"results/{task}/{size}-{dynamics}/seed{seed}"
         episodes = pd.read_csv(run / "eval/episodes.csv")

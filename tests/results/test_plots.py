@@ -9,6 +9,7 @@ import pytest
 
 from flow_mbpo_pwm.aggregate import aggregate, grid_runs
 from flow_mbpo_pwm.plots import (
+    CURVES_TABLE,
     expected_figures,
     final_returns_figure,
     learning_curves_figure,
@@ -62,7 +63,7 @@ def test_plot_writes_every_expected_figure(tmp_path):
     assert plot(experiment, compare, per_seed, metrics, out, diagnostics) == 0
     assert_images(out, expected_figures(experiment))
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        f"{stem}.{fmt}" for stem in expected_figures(experiment) for fmt in ("png", "pdf")
+        [f"{stem}.{fmt}" for stem in expected_figures(experiment) for fmt in ("png", "pdf")] + [CURVES_TABLE]
     )
 
 

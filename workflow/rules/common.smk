@@ -13,7 +13,7 @@ import yaml
 
 from flow_mbpo_pwm.config import ConfigError, load_experiment, pretraining_settings
 from flow_mbpo_pwm.io import write_text
-from flow_mbpo_pwm.plots import expected_figures
+from flow_mbpo_pwm.plots import CURVES_TABLE, expected_figures
 
 # The schema (validated in the Snakefile) catches unknown keys and wrong types; load_experiment adds the
 # cross-field rules of the typed config (every cell must resolve), so a bad config stops here, before any job.

@@ -22,6 +22,11 @@ rule plot:
             for stem in FIGURES
         ],
         pdf=[f"{FIGURES_DIR}/{stem}.pdf" for stem in FIGURES],
+        curves=report(
+            f"{FIGURES_DIR}/{CURVES_TABLE}",
+            caption=report_caption("learning_curves_table"),
+            category="Tables",
+        ),
     log:
         "logs/plot.log",
     benchmark:
