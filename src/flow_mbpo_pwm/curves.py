@@ -45,10 +45,7 @@ def curve_table(experiment: ExperimentConfig, metrics: pd.DataFrame) -> pd.DataF
         run: [return_at(curve, x) for x in experiment.evaluation.curve_env_steps]
         for run, curve in metrics.groupby(RUN, sort=False)
     }
-    cells = [(task, size, dynamics) for task in experiment.tasks for size in experiment.sizes
-             for dynamics in experiment.dynamics]  # fmt: skip
-    if experiment.reference.enabled:
-        cells += [(task, REFERENCE_SIZE, REFERENCE_DYNAMICS) for task in experiment.tasks]
+    cells = dict.fromkeys(run[:3] for run in [*experiment.cells(), *experiment.reference_cells()])  # ordered, once
     rows = []
     for cell in cells:
         reference = (cell[0], REFERENCE_SIZE, REFERENCE_DYNAMICS)
