@@ -6,6 +6,13 @@
 #   bash bench/gpu_grid.sh sweep SWEEP.yaml [JOBS_PER_GPU] # deciding runs side by side (bench/pwm_sweep.py)
 #   bash bench/gpu_grid.sh status                         # progress: jobs done, last lines of the running logs
 #   bash bench/gpu_grid.sh pack OUT_DIR                   # results/ tables, figures, curves and logs -> one tarball
+#   bash bench/gpu_grid.sh warp-cache OUT_DIR             # the compiled Warp kernels -> OUT_DIR/warpcache.tar.gz
+#
+# A fresh machine spends ~2 minutes compiling the Ant's Warp kernels (of a 30-minute session). `warp-cache` saves
+# them; extracted into `.warpcache/` of the checkout (ignored by git; `mkdir .warpcache && tar -xzf
+# warpcache.tar.gz -C .warpcache`) and carried to a later machine (`carry [".warpcache"]`, in a call of its own:
+# the wheel parts fill the others), `setup` puts them where Warp looks (WARP_CACHE_PATH) before it warms up, so only
+# kernels whose source or toolchain changed compile again.
 #
 # What `start` does: puts the wheels of .whl/ (rsl-rl-lib and its missing dependencies) into /tmp/site, a
 # `flow-mbpo-pwm` command on PATH (the machine has no pip-installed package), tries CUDA MPS so that the several
@@ -17,6 +24,7 @@ cd "$(dirname "$0")/.."
 GRID=/tmp/grid
 export PYTHONPATH=/tmp/site:$PWD/src PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1
 export GIT_PYTHON_REFRESH=quiet  # rsl-rl imports GitPython, which otherwise fails without a git executable
+export WARP_CACHE_PATH=${WARP_CACHE_PATH:-/tmp/warpcache}  # every job below inherits it
 
 setup() {
   mkdir -p "$GRID" /tmp/site/bin
@@ -36,6 +44,10 @@ setup() {
     unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
     echo "MPS off (time-slicing)" | tee -a "$GRID/mps.txt"
   fi
+  if [ -d .warpcache ] && [ ! -d /tmp/warpcache-carried ]; then  # from an earlier machine (see above)
+    mkdir -p "$WARP_CACHE_PATH" && cp -r .warpcache/. "$WARP_CACHE_PATH"/ && touch /tmp/warpcache-carried
+    echo "Warp kernel cache: $(du -sh "$WARP_CACHE_PATH" | cut -f1) carried in" | tee -a "$GRID/warm.txt"
+  fi
   # One compile of every Warp kernel the jobs use, instead of one per job.
   ( time python3 - <<'PY'
 import torch
@@ -48,7 +60,7 @@ for deterministic in (False, True):  # the diagnostics' gradient check runs a de
 torch.cuda.synchronize()
 print("warp kernels ready")
 PY
-  ) > "$GRID/warm.txt" 2>&1
+  ) >> "$GRID/warm.txt" 2>&1
 }
 
 start() {
@@ -91,4 +103,14 @@ pack() {
   ls -la "$out"
 }
 
-"$@"
+warp_cache() {  # the compiled Warp kernels, for `.warpcache/` of a later session (see the top)
+  local out=$1
+  mkdir -p "$out"
+  tar -czf "$out/warpcache.tar.gz" -C "$WARP_CACHE_PATH" .
+  ls -la "$out/warpcache.tar.gz"
+}
+
+case "${1:-}" in
+  warp-cache) shift; warp_cache "$@" ;;
+  *) "$@" ;;
+esac
