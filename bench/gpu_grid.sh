@@ -6,25 +6,21 @@
 #   bash bench/gpu_grid.sh sweep SWEEP.yaml [JOBS_PER_GPU] # deciding runs side by side (bench/pwm_sweep.py)
 #   bash bench/gpu_grid.sh status                         # progress: jobs done, last lines of the running logs
 #   bash bench/gpu_grid.sh pack OUT_DIR                   # results/ tables, figures, curves and logs -> one tarball
-#   bash bench/gpu_grid.sh warp-cache OUT_DIR             # the compiled Warp kernels -> OUT_DIR/warpcache.tar.gz
+#   bash bench/gpu_grid.sh kernel-cache OUT_DIR           # compiled kernels -> OUT_DIR/kernelcache.tar.gz
 #
-# A fresh machine spends ~2 minutes compiling the Ant's Warp kernels (of a 30-minute session). `warp-cache` saves
-# them; extracted into `.warpcache/` of the checkout (ignored by git; `mkdir .warpcache && tar -xzf
-# warpcache.tar.gz -C .warpcache`) and carried to a later machine (`carry [".warpcache"]`, in a call of its own:
-# the wheel parts fill the others), `setup` puts them where Warp looks (WARP_CACHE_PATH) before it warms up, so only
-# kernels whose source or toolchain changed compile again.
-#
-# What `start` does: puts the wheels of .whl/ (rsl-rl-lib and its missing dependencies) into /tmp/site, a
-# `flow-mbpo-pwm` command on PATH (the machine has no pip-installed package), tries CUDA MPS so that the several
-# jobs sharing a GPU (FLOW_MBPO_PWM_JOBS_PER_GPU, workflow/scripts/gpu_slot.py) overlap their kernels (falls back
-# to plain time-slicing if MPS does not start), compiles the Ant's Warp kernels once, then runs
-# `snakemake all --profile profiles/local --configfile CONFIG --resources gpu=<GPUs x JOBS_PER_GPU>` detached.
+# A fresh machine spends ~2 minutes compiling the Ant's Warp kernels, and every train / pretrain process ~20-35 s
+# compiling its `run.compile` graphs (of a 30-minute session). `kernel-cache` saves both caches (Warp's and
+# inductor's, `warp/` and `inductor/`). Extracted into `.kernelcache/` of the checkout (ignored by git; `mkdir
+# .kernelcache && tar -xzf kernelcache.tar.gz -C .kernelcache`) and carried to a later machine of the same kind
+# (`carry [".kernelcache"]`, in a call of its own: the wheel parts fill the others), `setup` puts them where Warp
+# (WARP_CACHE_PATH) and inductor (TORCHINDUCTOR_CACHE_DIR) look, so only what changed compiles again.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 GRID=/tmp/grid
 export PYTHONPATH=/tmp/site:$PWD/src PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1
 export GIT_PYTHON_REFRESH=quiet  # rsl-rl imports GitPython, which otherwise fails without a git executable
-export WARP_CACHE_PATH=${WARP_CACHE_PATH:-/tmp/warpcache}  # every job below inherits it
+KERNELS=/tmp/kernelcache  # Warp's and inductor's caches, which every job below inherits (see kernel-cache above)
+export WARP_CACHE_PATH=$KERNELS/warp TORCHINDUCTOR_CACHE_DIR=$KERNELS/inductor
 
 setup() {
   mkdir -p "$GRID" /tmp/site/bin
@@ -44,9 +40,9 @@ setup() {
     unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
     echo "MPS off (time-slicing)" | tee -a "$GRID/mps.txt"
   fi
-  if [ -d .warpcache ] && [ ! -d /tmp/warpcache-carried ]; then  # from an earlier machine (see above)
-    mkdir -p "$WARP_CACHE_PATH" && cp -r .warpcache/. "$WARP_CACHE_PATH"/ && touch /tmp/warpcache-carried
-    echo "Warp kernel cache: $(du -sh "$WARP_CACHE_PATH" | cut -f1) carried in" | tee -a "$GRID/warm.txt"
+  if [ -d .kernelcache ] && [ ! -e "$KERNELS/.carried" ]; then  # from an earlier machine (see above)
+    mkdir -p "$KERNELS" && cp -r .kernelcache/. "$KERNELS"/ && touch "$KERNELS/.carried"
+    echo "kernel caches carried in: $(du -sh "$KERNELS" | cut -f1)" | tee -a "$GRID/warm.txt"
   fi
   # One compile of every Warp kernel the jobs use, instead of one per job.
   ( time python3 - <<'PY'
@@ -103,14 +99,14 @@ pack() {
   ls -la "$out"
 }
 
-warp_cache() {  # the compiled Warp kernels, for `.warpcache/` of a later session (see the top)
+kernel_cache() {  # the compiled Warp kernels and inductor graphs, for `.kernelcache/` of a later session (top)
   local out=$1
-  mkdir -p "$out"
-  tar -czf "$out/warpcache.tar.gz" -C "$WARP_CACHE_PATH" .
-  ls -la "$out/warpcache.tar.gz"
+  mkdir -p "$out" "$KERNELS"
+  tar -czf "$out/kernelcache.tar.gz" --exclude=./.carried -C "$KERNELS" .
+  ls -la "$out/kernelcache.tar.gz"
 }
 
 case "${1:-}" in
-  warp-cache) shift; warp_cache "$@" ;;
+  kernel-cache) shift; kernel_cache "$@" ;;
   *) "$@" ;;
 esac
