@@ -79,6 +79,13 @@ def point_config(sweep: dict, spec: dict) -> dict:
     return config
 
 
+def is_flow(sweep: dict, spec: dict) -> bool:
+    """Whether a point trains a flow world model (its dynamics variant resolved as the pipeline resolves it)."""
+    from flow_mbpo_pwm.config import load_experiment
+
+    return load_experiment(point_config(sweep, spec)).dynamics[spec["dynamics"]].kind == "flow"
+
+
 def dataset_path(sweep: dict) -> Path:
     return ROOT / "results" / sweep["task"] / "offline" / "dataset.h5"
 
@@ -121,6 +128,10 @@ def run(path: str) -> None:
             command = ["snakemake", target, "--profile", "profiles/local", "--configfile", sweep["base"],
                        "--resources", "gpu=1", "--cores", "4"]  # fmt: skip
             subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
+    # Flow points first: jobs take GPU slots in launch order, slot 0 of every GPU before slot 1, so the heavy flow
+    # stacks land on different GPUs (listed after the deterministic ones, two flows shared one GPU while the other
+    # idled: docs/results/2026-11-30-flow-detached).
+    waiting.sort(key=lambda name: not is_flow(sweep, sweep["points"][name]))
     for name in waiting:
         spec = sweep["points"][name]
         pretrain = ["--config", str(work / name / "config.yaml"), "--task", sweep["task"], "--size", sweep["size"],
