@@ -41,20 +41,26 @@ def curve_table(experiment: ExperimentConfig, metrics: pd.DataFrame) -> pd.DataF
     """One row per cell (the PWM cells in config order, then each task's reference) and env step that at least
     one of its runs reaches: the mean over those runs, their standard deviation, and for PWM cells the reference's
     mean at the same env steps and the ratio to it."""
-    at = {
-        run: [return_at(curve, x) for x in experiment.evaluation.curve_env_steps]
-        for run, curve in metrics.groupby(RUN, sort=False)
-    }
-    cells = dict.fromkeys(run[:3] for run in [*experiment.cells(), *experiment.reference_cells()])  # ordered, once
+    steps = experiment.evaluation.curve_env_steps
+    # (task, size, dynamics) -> per env step, the returns of the cell's runs that reach it.
+    reached: dict[tuple[str, str, str], list[list[float]]] = {}
+    for run, curve in metrics.groupby(RUN, sort=False):
+        values = reached.setdefault(run[:3], [[] for _ in steps])
+        for i, x in enumerate(steps):
+            value = return_at(curve, x)
+            if np.isfinite(value):
+                values[i].append(value)
     rows = []
-    for cell in cells:
+    for cell in dict.fromkeys(run[:3] for run in [*experiment.cells(), *experiment.reference_cells()]):
         reference = (cell[0], REFERENCE_SIZE, REFERENCE_DYNAMICS)
-        for i, env_steps in enumerate(experiment.evaluation.curve_env_steps):
-            values = _finite([v[i] for run, v in at.items() if run[:3] == cell])
+        own = reached.get(cell)
+        ref = reached.get(reference) if cell != reference else None  # the reference's rows have no ratio
+        for i, env_steps in enumerate(steps):
+            values = own[i] if own else []
             if not values:
                 continue
-            ref = _finite([v[i] for run, v in at.items() if run[:3] == reference]) if cell != reference else []
-            mean, ref_mean = float(np.mean(values)), float(np.mean(ref)) if ref else float("nan")
+            mean = float(np.mean(values))
+            ref_mean = float(np.mean(ref[i])) if ref and ref[i] else float("nan")
             rows.append(
                 {
                     **dict(zip(CELL, cell, strict=True)),
@@ -67,7 +73,3 @@ def curve_table(experiment: ExperimentConfig, metrics: pd.DataFrame) -> pd.DataF
                 }
             )
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)
-
-
-def _finite(values: list[float]) -> list[float]:
-    return [v for v in values if np.isfinite(v)]
