@@ -144,7 +144,9 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 5])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--compile", action="store_true", help="run.compile: world-model loss and imagination compiled")
+    parser.add_argument(
+        "--compile", action="store_true", help="run.compile: world-model loss, imagination and critic loss compiled"
+    )
     parser.add_argument(
         "--tf32", action=argparse.BooleanOptionalAction, default=True, help="TF32 matrix products (run.tf32)"
     )

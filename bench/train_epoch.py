@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--compile",
         action="store_true",
-        help="run.compile: the world-model loss and the imagination compiled (torch.compile, once per cell)",
+        help="run.compile: the world-model loss, imagination and critic loss compiled (torch.compile, once per cell)",
     )
     parser.add_argument("--tf32", action="store_true", help="run.tf32: TF32 matrix products on CUDA")
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")

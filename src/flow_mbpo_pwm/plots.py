@@ -50,10 +50,9 @@ WM_DIAGNOSTICS_COLUMNS = [
 ]  # fmt: skip
 RETURN_LABEL = "evaluation episode return"
 REFERENCE_COLOR = "0.35"
+COLLAPSED_COLOR = "tab:red"  # seeds the collapse guard stopped
 REFERENCE_LABEL = "PPO reference (rsl-rl)"
 SECONDS_LABEL = "training wall-clock (seconds)"
-
-
 CURVES_TABLE = "learning_curves.csv"  # written by `plot` into its out_dir, beside the figures
 
 
@@ -251,9 +250,6 @@ def _per_cell_points(
             ax.scatter(at[collapsed], seeds[collapsed], s=36, marker="x", color=COLLAPSED_COLOR, zorder=4)
     ax.set_xticks(range(len(names)), names, rotation=20 if len(names) > 3 else 0)
     ax.set_xlim(-0.6, len(names) - 0.4)
-
-
-COLLAPSED_COLOR = "tab:red"
 
 
 def final_returns_figure(experiment: ExperimentConfig, compare: pd.DataFrame, per_seed: pd.DataFrame) -> Figure:
