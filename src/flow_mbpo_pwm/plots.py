@@ -36,13 +36,13 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from flow_mbpo_pwm.aggregate import CELL, RUN, ResultsInputError, cell_name, check_cells, read_csv  # noqa: E402
 from flow_mbpo_pwm.config import REFERENCE_DYNAMICS, REFERENCE_SIZE, ExperimentConfig  # noqa: E402
-from flow_mbpo_pwm.curves import curve_table  # noqa: E402
+from flow_mbpo_pwm.curves import curve_table, period_curves  # noqa: E402
 from flow_mbpo_pwm.io import atomic_path, write_csv  # noqa: E402
 from flow_mbpo_pwm.run_folder import COLLAPSED  # noqa: E402
 
 FORMATS = ("png", "pdf")
 PANEL_SIZE = (4.2, 3.2)  # inches per panel
-METRICS_COLUMNS = [*RUN, "env_steps", "train_return_mean"]
+METRICS_COLUMNS = [*RUN, "env_steps", "train_return_mean", "train_episodes"]
 COMPARE_COLUMNS = [*CELL, "return_mean", "return_ci_low", "return_ci_high", "train_seconds"]
 PER_SEED_COLUMNS = [*RUN, "return_mean", "train_seconds"]
 WM_DIAGNOSTICS_COLUMNS = [
@@ -193,7 +193,7 @@ def learning_curves_figure(experiment: ExperimentConfig, metrics: pd.DataFrame) 
     """Training-episode return against env steps: mean over seeds and a 95% bootstrap CI band."""
     figure, axes = _panels(experiment)
     palette = _palette(experiment)
-    finished = metrics.dropna(subset=["train_return_mean"])  # windows where no training episode ended
+    finished = period_curves(experiment, metrics)  # as learning_curves.csv reads them (curves.py)
     for (task, size), ax in zip(_panel_keys(experiment), axes.flat, strict=True):
         panel = finished[(finished["task"] == task) & (finished["size"] == size)]
         reference = finished[(finished["task"] == task) & (finished["dynamics"] == REFERENCE_DYNAMICS)]
@@ -203,7 +203,8 @@ def learning_curves_figure(experiment: ExperimentConfig, metrics: pd.DataFrame) 
         curve = {"x": "env_steps", "y": "train_return_mean", "estimator": "mean", "errorbar": ("ci", 95),
                  "n_boot": 1000, "seed": 0, "ax": ax, "legend": False}  # fmt: skip
         if not reference.empty:
-            sns.lineplot(data=reference, color=REFERENCE_COLOR, linestyle="--", **curve)
+            # markers: its rows are 1.3M env steps apart, and a short PWM run may span only one of them
+            sns.lineplot(data=reference, color=REFERENCE_COLOR, linestyle="--", marker="o", markersize=4, **curve)
         if not panel.empty:
             sns.lineplot(data=panel, hue="dynamics", hue_order=list(experiment.dynamics), palette=palette, **curve)
         _label(ax, "environment steps", "training episode return")
