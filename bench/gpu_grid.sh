@@ -6,14 +6,15 @@
 #   bash bench/gpu_grid.sh sweep SWEEP.yaml [JOBS_PER_GPU] # deciding runs side by side (bench/pwm_sweep.py)
 #   bash bench/gpu_grid.sh status                         # progress: jobs done, last lines of the running logs
 #   bash bench/gpu_grid.sh pack OUT_DIR                   # results/ tables, figures, curves and logs -> one tarball
-#   bash bench/gpu_grid.sh kernel-cache OUT_DIR           # compiled kernels -> OUT_DIR/kernelcache.tar.gz
+#   bash bench/gpu_grid.sh kernel-cache OUT_DIR           # compiled Warp kernels -> OUT_DIR/warp.tar.gz
 #
-# A fresh machine spends ~2 minutes compiling the Ant's Warp kernels, and every train / pretrain process ~20-35 s
-# compiling its `run.compile` graphs (of a 30-minute session). `kernel-cache` saves both caches (Warp's and
-# inductor's, `warp/` and `inductor/`). Extracted into `.kernelcache/` of the checkout (ignored by git; `mkdir
-# .kernelcache && tar -xzf kernelcache.tar.gz -C .kernelcache`) and carried to a later machine of the same kind
-# (`carry [".kernelcache"]`, in a call of its own: the wheel parts fill the others), `setup` puts them where Warp
-# (WARP_CACHE_PATH) and inductor (TORCHINDUCTOR_CACHE_DIR) look, so only what changed compiles again.
+# A fresh machine spends ~2 minutes compiling the Ant's Warp kernels (of a session's 30 device minutes).
+# `kernel-cache` saves Warp's kernel cache as one tarball (9 MB, 1.9 MB compressed, after the short grid); put it in
+# `.kernelcache/` of the checkout (ignored by git: `mkdir -p .kernelcache && cp warp.tar.gz .kernelcache/`) and carry
+# it with the last wheel part (`carry [".w3", ".whl", ".kernelcache"]`: 62 of the 64 MiB a call may carry). `setup`
+# extracts it where Warp looks (WARP_CACHE_PATH), so only kernels that changed compile again. inductor's cache of
+# the `run.compile` graphs (~20-35 s per train / pretrain process) stays behind: 583 MB after the short grid, 90 MB
+# compressed, more than a call may carry.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 GRID=/tmp/grid
@@ -40,9 +41,9 @@ setup() {
     unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
     echo "MPS off (time-slicing)" | tee -a "$GRID/mps.txt"
   fi
-  if [ -d .kernelcache ] && [ ! -e "$KERNELS/.carried" ]; then  # from an earlier machine (see above)
-    mkdir -p "$KERNELS" && cp -r .kernelcache/. "$KERNELS"/ && touch "$KERNELS/.carried"
-    echo "kernel caches carried in: $(du -sh "$KERNELS" | cut -f1)" | tee -a "$GRID/warm.txt"
+  if [ -f .kernelcache/warp.tar.gz ] && [ ! -e "$KERNELS/.carried" ]; then  # from an earlier machine (see above)
+    mkdir -p "$KERNELS/warp" && tar -xzf .kernelcache/warp.tar.gz -C "$KERNELS/warp" && touch "$KERNELS/.carried"
+    echo "Warp kernels carried in: $(du -sh "$KERNELS/warp" | cut -f1)" | tee -a "$GRID/warm.txt"
   fi
   # One compile of every Warp kernel the jobs use, instead of one per job.
   ( time python3 - <<'PY'
@@ -99,11 +100,11 @@ pack() {
   ls -la "$out"
 }
 
-kernel_cache() {  # the compiled Warp kernels and inductor graphs, for `.kernelcache/` of a later session (top)
+kernel_cache() {  # Warp's compiled kernels, for `.kernelcache/` of a later session (top)
   local out=$1
-  mkdir -p "$out" "$KERNELS"
-  tar -czf "$out/kernelcache.tar.gz" --exclude=./.carried -C "$KERNELS" .
-  ls -la "$out/kernelcache.tar.gz"
+  mkdir -p "$out" "$WARP_CACHE_PATH"
+  tar -czf "$out/warp.tar.gz" -C "$WARP_CACHE_PATH" .
+  ls -la "$out/warp.tar.gz"
 }
 
 case "${1:-}" in
