@@ -10,7 +10,9 @@ import torch
 
 from flow_mbpo_pwm.algorithms.running_stats import RunningMeanStd
 from flow_mbpo_pwm.diagnostics import (
+    EpisodeRecord,
     EpisodeRecorder,
+    action_jitter,
     cosine,
     cut_windows,
     finite_difference_gradient,
@@ -209,3 +211,27 @@ def test_model_return_rolls_out_the_world_model():
     actions = torch.tensor([[0.1, 0.2], [-0.3, 0.4]])
     expected = true_reward(obs, actions[0]) + 0.5 * true_reward(true_next(obs, actions[0]), actions[1])
     assert model_return(model, obs, 0.5)(actions).item() == pytest.approx(expected.item())
+
+
+def action_record(actions: torch.Tensor, dones: torch.Tensor) -> EpisodeRecord:
+    steps, envs, _ = actions.shape
+    zeros = torch.zeros(steps, envs, OBS)
+    return EpisodeRecord(zeros, actions, torch.zeros(steps, envs), zeros, dones)
+
+
+def test_action_jitter_is_zero_for_a_constant_action_and_two_for_one_flipping_between_the_bounds():
+    no_end = torch.zeros(6, 2, dtype=torch.bool)
+    assert action_jitter(action_record(torch.full((6, 2, ACT), 0.3), no_end)) == 0.0
+    flipping = torch.tensor([1.0, -1.0] * 3).reshape(6, 1, 1).expand(6, 2, ACT)
+    assert action_jitter(action_record(flipping, no_end)) == pytest.approx(2.0)
+    # one entry flips, the other stays: half the per-entry mean
+    half = torch.stack([flipping[..., 0], torch.zeros(6, 2)], dim=-1)
+    assert action_jitter(action_record(half, no_end)) == pytest.approx(1.0)
+
+
+def test_action_jitter_counts_only_step_pairs_inside_each_envs_first_episode():
+    # env 0 ends its episode at step 1: only the pair (0, 1) counts, not the big jumps after its reset; env 1 runs on
+    actions = torch.tensor([[[0.0], [0.0]], [[0.5], [0.1]], [[-1.0], [0.2]], [[1.0], [0.3]]])
+    dones = torch.tensor([[False, False], [True, False], [False, False], [False, False]])
+    assert action_jitter(action_record(actions, dones)) == pytest.approx((0.5 + 0.1 + 0.1 + 0.1) / 4)
+    assert math.isnan(action_jitter(action_record(actions[:1], dones[:1])))  # one step: no pair

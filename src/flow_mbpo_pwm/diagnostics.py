@@ -11,6 +11,10 @@ Three questions, each answered per imagined step h = 1..H:
   gradient of the H-step discounted return `sum_t gamma^t r_t` with respect to the action sequence (autograd) and
   the real env's gradient of the same return (central finite differences from one saved state). The actor only
   ever sees the model's gradient; if it disagrees with the env's, better model losses do not help the policy.
+And one about the policy itself: does it act smoothly? `action_jitter`: the mean absolute change of its action from
+one step to the next. A policy whose first-order gradients taught it to flip its torques every step drives the
+joints at the env's step rate, and the real latents then alternate from step to step (so does the copy baseline's
+error along the horizon).
 
 Held-out data: the validation episodes (validation env and seeds) of the deterministic policy `tanh(mu)`, recorded
 on the device by `EpisodeRecorder` while validation runs. Not the exploration policy: its noise would be drawn from
@@ -379,6 +383,20 @@ def validation_diagnostics(
 def ratio(numerator: float, denominator: float) -> float:
     """`numerator / denominator`, NaN where undefined (a zero or NaN baseline)."""
     return numerator / denominator if denominator > 0 else math.nan
+
+
+def action_jitter(record: EpisodeRecord) -> float:
+    """Mean absolute change of the policy's action between consecutive steps, per action entry, over every pair of
+    steps inside an env's first episode: 0 for a constant action, 2 for one that flips between the bounds -1 and 1
+    every step. NaN when no env has two steps. One host read (validation only)."""
+    actions, dones = record.actions, record.dones
+    if actions.shape[0] < 2:
+        return math.nan
+    running = torch.cumsum(dones.to(torch.int32), dim=0) == 0  # [T, N]: no episode end up to and including step t
+    pairs = running[:-1].to(actions.dtype)  # (t - 1, t) lies inside the episode when it has not ended by step t - 1
+    change = (actions[1:] - actions[:-1]).abs().mean(-1)
+    count = float(pairs.sum())
+    return float((change * pairs).sum()) / count if count else math.nan
 
 
 def summary_columns(rows: list[dict[str, float]], grad_cosine: float) -> dict[str, float]:

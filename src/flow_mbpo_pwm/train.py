@@ -412,7 +412,8 @@ class SeedRun:
         self.nonfinite.load_state_dict(state["nonfinite"])
         self.collapse.load_state_dict(state["collapse"])
         self.metrics_rows = list(state["metrics_rows"])
-        self.validation_rows = list(state["validation_rows"])
+        # (states saved before validation.csv had `action_jitter` resume with NaN there)
+        self.validation_rows = [{"action_jitter": math.nan, **row} for row in state["validation_rows"]]
         self.wm_diagnostic_rows = list(state.get("wm_diagnostic_rows", []))
 
     def _drop_records_after_state(self) -> None:
@@ -563,6 +564,7 @@ class SeedRun:
             "flagged": bool(reason),
             "flag_reason": reason,
             **diagnostics.summary_columns(step_rows, grad_cosine),
+            "action_jitter": diagnostics.action_jitter(recorder.record),
         }
         self.validation_rows.append(row)
         keys = {**self._cell_keys(), "epoch": epoch, "env_steps": self.env_steps}

@@ -12,7 +12,9 @@ import time
 import pandas as pd
 from train_helpers import cli_args, run_cli, subprocess_env
 
+from flow_mbpo_pwm import io
 from flow_mbpo_pwm.run_folder import VALIDATION_DIAGNOSTIC_COLUMNS, WM_DIAGNOSTICS_COLUMNS
+from flow_mbpo_pwm.train import EXIT_PREEMPTED
 
 HORIZON = 4
 # The Ant (it can be placed in a saved state, so the gradient check runs) with 24-step episodes; validation at
@@ -45,6 +47,7 @@ def test_training_writes_diagnostics_and_a_resumed_run_writes_the_same(tmp_path,
     assert validation["wm_latent_mse_hH"].iloc[-1] == last["wm_latent_mse"].iloc[-1]
     assert validation["copy_latent_mse_h1"].iloc[-1] == last["copy_latent_mse"].iloc[0]
     assert (table["latent_ratio"] == table["wm_latent_mse"] / table["copy_latent_mse"]).all()
+    assert validation["action_jitter"].between(0, 2).all()  # tanh actions in [-1, 1], measured at every validation
 
     # SIGKILL right after the first state save, then the same command again.
     killed = tmp_path / "killed"
@@ -60,3 +63,33 @@ def test_training_writes_diagnostics_and_a_resumed_run_writes_the_same(tmp_path,
     assert "resumed from" in again.stdout
     for name in ("wm_diagnostics.csv", "validation.csv"):
         pd.testing.assert_frame_equal(pd.read_csv(reference / name), pd.read_csv(killed / name), check_exact=True)
+
+
+def test_a_state_saved_before_action_jitter_existed_resumes_with_nan_in_its_rows(tmp_path, write_experiment):
+    longer = {**ANT_RUN["train"], "pwm": {**ANT_RUN["train"]["pwm"], "epochs": 16}}
+    config = write_experiment({**ANT_RUN, "train": longer})
+    run = tmp_path / "run"
+    log_path = tmp_path / "run.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(cli_args(config, run), stdout=log, stderr=subprocess.STDOUT, env=subprocess_env())
+        deadline = time.monotonic() + 300
+        validations = run / "work" / "validation.csv"  # written from the start: a header, then a row each
+        while proc.poll() is None and time.monotonic() < deadline:
+            if validations.exists() and len(validations.read_text().splitlines()) > 1:
+                break
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)  # preempted after its first validation: the state holds that row
+        assert proc.wait(timeout=300) == EXIT_PREEMPTED, log_path.read_text()
+    # The state as code from before the column would have saved it.
+    state = io.torch_load(run / "work" / "state.pt")
+    old_rows = len(state["validation_rows"])
+    assert old_rows >= 1
+    rows = state["validation_rows"]
+    state["validation_rows"] = [{k: v for k, v in row.items() if k != "action_jitter"} for row in rows]
+    io.torch_save(run / "work" / "state.pt", state)
+
+    again = run_cli(cli_args(config, run))
+    assert again.returncode == 0, again.stderr + again.stdout
+    assert "resumed from" in again.stdout
+    jitter = pd.read_csv(run / "validation.csv")["action_jitter"]
+    assert jitter[:old_rows].isna().all() and jitter[old_rows:].between(0, 2).all() and len(jitter) > old_rows
