@@ -2,10 +2,12 @@
 
     python bench/results_summary.py RESULTS_DIR [--out summary.md]
 
-Reads `compare.csv`, `per_seed.csv` and every run's `validation.csv` (PWM cells and the PPO reference) under
-RESULTS_DIR (a `results/` folder) and prints: the comparison table (held-out evaluation, 95% CIs, training
-metric), one row per run, and the held-out validation return of every variant and of the reference at the env
-steps PWM reached (the per-env-step comparison). Reads only CSVs (pandas), like aggregate and plots.
+Reads `compare.csv`, `per_seed.csv`, every run's `validation.csv` (PWM cells and the PPO reference) and
+`figures/learning_curves.csv` under RESULTS_DIR (a `results/` folder) and prints: the comparison table (held-out
+evaluation, 95% CIs, training metric), one row per run, the held-out validation return of every variant and of the
+reference at the env steps PWM reached, each PWM run's last validation diagnostics (world model and action jitter),
+and the learning curves at fixed env steps (the per-env-step comparison). Reads only CSVs (pandas), like aggregate
+and plots.
 """
 
 from __future__ import annotations
@@ -53,6 +55,24 @@ def at_env_steps(curves: pd.DataFrame, steps: list[int]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def last_validation(curves: pd.DataFrame) -> pd.DataFrame:
+    """Per PWM run, its last validation's world-model diagnostics and the policy's action jitter, and the last
+    gradient cosine measured (it is measured every few validations)."""
+    pwm = curves[curves["size"] != "reference"].sort_values("epoch")
+    rows = []
+    for key, run in pwm.groupby(["size", "dynamics", "seed"]):
+        last = run.iloc[-1]
+        measured = run["grad_cosine"].dropna() if "grad_cosine" in run else pd.Series(dtype=float)
+        row = dict(zip(["size", "dynamics", "seed"], key, strict=True))
+        row["epoch"] = int(last["epoch"])
+        row["val_return"] = last["val_return_mean"]
+        for column in ("latent_ratio_hH", "wm_reward_mse_hH", "action_jitter"):
+            row[column] = last[column] if column in run else float("nan")
+        row["last_grad_cosine"] = measured.iloc[-1] if len(measured) else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def summary(results: Path) -> str:
     compare = pd.read_csv(results / "compare.csv", dtype={"size": str})
     per_seed = pd.read_csv(results / "per_seed.csv", dtype={"size": str})
@@ -66,6 +86,12 @@ def summary(results: Path) -> str:
         marks = sorted({int(top * f) for f in (0.25, 0.5, 0.75, 1.0)})
         parts += ["### Validation return (16 deterministic episodes, mean over seeds) at PWM's env steps",
                   markdown(at_env_steps(curves, marks))]  # fmt: skip
+        parts += ["### Last validation per PWM run: latent error / copy at step H, reward error at step H, action "
+                  "jitter, last gradient cosine", markdown(last_validation(curves))]  # fmt: skip
+    table = results / "figures" / "learning_curves.csv"
+    if table.is_file():
+        parts += ["### figures/learning_curves.csv (training return per env step, against PPO)",
+                  markdown(pd.read_csv(table, dtype={"size": str}))]  # fmt: skip
     return "\n\n".join(parts) + "\n"
 
 
