@@ -20,8 +20,8 @@ cd "$(dirname "$0")/.."
 GRID=/tmp/grid
 export PYTHONPATH=/tmp/site:$PWD/src PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1
 export GIT_PYTHON_REFRESH=quiet  # rsl-rl imports GitPython, which otherwise fails without a git executable
-KERNELS=/tmp/kernelcache  # Warp's and inductor's caches, which every job below inherits (see kernel-cache above)
-export WARP_CACHE_PATH=$KERNELS/warp TORCHINDUCTOR_CACHE_DIR=$KERNELS/inductor
+KERNELS=/tmp/kernelcache  # Warp's kernel cache, which every job below inherits (see kernel-cache above)
+export WARP_CACHE_PATH=$KERNELS/warp
 
 setup() {
   mkdir -p "$GRID" /tmp/site/bin

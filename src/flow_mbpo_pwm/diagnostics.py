@@ -395,8 +395,8 @@ def action_jitter(record: EpisodeRecord) -> float:
     running = torch.cumsum(dones.to(torch.int32), dim=0) == 0  # [T, N]: no episode end up to and including step t
     pairs = running[:-1].to(actions.dtype)  # (t - 1, t) lies inside the episode when it has not ended by step t - 1
     change = (actions[1:] - actions[:-1]).abs().mean(-1)
-    count = float(pairs.sum())
-    return float((change * pairs).sum()) / count if count else math.nan
+    total, count = torch.stack([(change * pairs).sum(), pairs.sum()]).tolist()
+    return total / count if count else math.nan
 
 
 def summary_columns(rows: list[dict[str, float]], grad_cosine: float) -> dict[str, float]:
