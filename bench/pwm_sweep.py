@@ -68,11 +68,12 @@ def point_config(sweep: dict, spec: dict) -> dict:
     if "variant" in spec:  # a dynamics variant the base config lacks: `variant: {kind: flow, ...}`
         config.setdefault("dynamics", {})[spec["dynamics"]] = spec["variant"]
     pwm = config.setdefault("train", {}).setdefault("pwm", {})
-    pwm.update(spec.get("pwm", {}))
     pwm["epochs"] = sweep["epochs"]
-    # The learning rates decay over the sweep's own epochs unless the sweep names a longer schedule: never the
-    # base config's `lr_decay_epochs`, which belongs to the base's epochs (every recorded sweep decayed over its own).
+    # The learning rates decay over the sweep's own epochs unless the sweep (or a point's `pwm:`) names a longer
+    # schedule: never the base config's `lr_decay_epochs`, which belongs to the base's epochs (every recorded sweep
+    # decayed over its own).
     pwm["lr_decay_epochs"] = sweep.get("lr_decay_epochs", 0)
+    pwm.update(spec.get("pwm", {}))
     if "run" in spec:
         config["train"].setdefault("run", {}).update(spec["run"])
     config["seeds"] = [seed for seed, _ in seed_runs(sweep, Path())]
