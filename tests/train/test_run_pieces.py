@@ -67,6 +67,22 @@ def test_rng_capture_and_restore_continue_every_generator_identically():
     assert first[2] == second[2]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_rng_restores_from_a_state_loaded_onto_the_gpu():
+    """A run's state is read with map_location=its device, so on CUDA the RNG tensors arrive there; torch's setters
+    take CPU byte tensors only (every stacked resume on an H200 failed with "RNG state must be a torch.ByteTensor"
+    until restore_rng moved them back)."""
+    device = torch.device("cuda")
+    torch.manual_seed(5)
+    state = capture_rng(device)
+    first = (torch.rand(4), torch.rand(4, device=device))
+    torch.manual_seed(6)
+    on_gpu = torch.utils._pytree.tree_map(lambda v: v.to(device) if isinstance(v, torch.Tensor) else v, state)
+    restore_rng(on_gpu, device)
+    second = (torch.rand(4), torch.rand(4, device=device))
+    assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
+
+
 def test_config_differences_name_every_changed_key():
     saved = {"pwm": {"epochs": 10, "betas": [0.7, 0.95]}, "run": {"seed": 0, "guard": {"check_every": 5}}}
     requested = {"pwm": {"epochs": 12, "betas": (0.7, 0.95)}, "run": {"seed": 0, "guard": {"check_every": 7}}}
