@@ -225,7 +225,7 @@ def plot(path: str, out: str, work: str | None = None, reference: str | None = N
         with open(reference) as f:
             rows = [r for r in csv.DictReader(f) if int(r["env_steps"]) <= 1e6 * max(ax.get_xlim())]
         steps = [int(r["env_steps"]) / 1e6 for r in rows]
-        ax.plot(steps, [float(r["val_return_mean"]) for r in rows], "k--", label="PPO reference")
+        ax.plot(steps, [float(r["val_return_mean"]) for r in rows], "k--o", ms=4, label="PPO reference")
     ax.set_xlabel("env steps (M)")
     ax.set_ylabel("validation return (mean of run.validation_episodes)")
     seeds = [seed for seed, _ in seed_runs(sweep, folder)]
