@@ -38,7 +38,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-SLOT = [sys.executable, str(ROOT / "workflow/scripts/gpu_slot.py"), "--"]
+SLOT = [sys.executable, str(ROOT / "workflow/scripts/gpu_slot.py")]
 CLI = [sys.executable, "-m", "flow_mbpo_pwm.cli"]
 
 
@@ -104,7 +104,10 @@ def run(path: str) -> None:
     def launch(name: str, stage: str, args: list[str]) -> subprocess.Popen:
         log = open(work / name / f"{stage}.log", "w")  # noqa: SIM115 -- the child owns it
         print(f"[{time.time() - start:7.1f}s] {name}: {stage}", flush=True)
-        return subprocess.Popen(SLOT + CLI + [stage, *args], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        # Tagged by stage and model kind: gpu_slot.py puts jobs of one tag on different GPUs while it can.
+        tag = f"{stage}:{'flow' if is_flow(sweep, sweep['points'][name]) else 'deterministic'}"
+        slot = [*SLOT, "--tag", tag, "--"]
+        return subprocess.Popen(slot + CLI + [stage, *args], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
 
     def train_args(name: str, spec: dict) -> list[str]:
         folder = work / name
@@ -129,9 +132,9 @@ def run(path: str) -> None:
             command = ["snakemake", target, "--profile", "profiles/local", "--configfile", sweep["base"],
                        "--resources", "gpu=1", "--cores", "4"]  # fmt: skip
             subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
-    # Flow points first: jobs take GPU slots in launch order, slot 0 of every GPU before slot 1, so the heavy flow
-    # stacks land on different GPUs (listed after the deterministic ones, two flows shared one GPU while the other
-    # idled: docs/results/2026-11-30-flow-detached).
+    # Flow points first, their pretraining being the longest (the launch tags keep flows on different GPUs; before
+    # them, two flows listed after the deterministic points shared one GPU while the other idled:
+    # docs/results/2026-11-30-flow-detached).
     waiting.sort(key=lambda name: not is_flow(sweep, sweep["points"][name]))
     for name in waiting:
         spec = sweep["points"][name]

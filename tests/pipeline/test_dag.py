@@ -306,9 +306,12 @@ def test_local_profile_pins_gpu_jobs_only(tmp_path):
     assert result.returncode == 0, result.stderr
     shells = [line for line in result.stdout.splitlines() if "flow-mbpo-pwm " in line and ">" in line]
     for line in shells:
-        pinned = "gpu_slot.py -- flow-mbpo-pwm" in line
+        pinned = re.search(r"gpu_slot\.py (--tag \S+ )?-- flow-mbpo-pwm", line)
         gpu_stage = re.search(r"flow-mbpo-pwm (train|evaluate|reference|collect|pretrain) ", line) is not None
-        assert pinned == gpu_stage, line
+        assert (pinned is not None) == gpu_stage, line
+        if " train " in line:  # a train job's tag is its cell, so a cell's stacks spread over the GPUs
+            cell = re.search(r"--task (\S+) --size (\S+) --dynamics (\S+)", line).groups()
+            assert pinned.group(1) == f"--tag train:{':'.join(cell)} ", line
     # train (one job per stack of seeds), select, evaluate, aggregate, plot + reference, its evaluation, collect,
     # pretrain
     assert len(shells) == 2 + 4 + 4 + 1 + 1 + 2 + 2 + 1 + 2

@@ -23,7 +23,9 @@ JOB = (
 )
 
 
-def start(tmp_path: Path, name: str, env_overrides: dict[str, str], hold: bool = True) -> subprocess.Popen:
+def start(
+    tmp_path: Path, name: str, env_overrides: dict[str, str], hold: bool = True, tag: str | None = None
+) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "SLURM_JOB_ID")}
     env["FLOW_MBPO_PWM_GPU_LOCKS"] = str(tmp_path / "locks")
     env.update(env_overrides)
@@ -31,7 +33,8 @@ def start(tmp_path: Path, name: str, env_overrides: dict[str, str], hold: bool =
     if hold:
         holdfile.touch()
     return subprocess.Popen(
-        [sys.executable, str(SCRIPT), "--", sys.executable, "-c", JOB, str(tmp_path / f"{name}.gpu"), str(holdfile)],
+        [sys.executable, str(SCRIPT), *(["--tag", tag] if tag else []), "--"]
+        + [sys.executable, "-c", JOB, str(tmp_path / f"{name}.gpu"), str(holdfile)],
         env=env,
         stderr=subprocess.PIPE,
         text=True,
@@ -81,6 +84,30 @@ def test_jobs_per_gpu_spreads_jobs_over_gpus_first_then_shares_them(tmp_path):
         _finish(job, tmp_path / f"{name}.hold")
     wait_for(tmp_path / "e.gpu")
     _finish(fifth, tmp_path / "e.hold")
+
+
+def test_jobs_of_one_tag_go_to_different_gpus_before_the_emptiest_gpu(tmp_path):
+    """Two stacks of one cell (tag) go to different GPUs even where the GPU without one holds more other jobs: the
+    case of a flow cell's seeds split over two jobs, started after the deterministic jobs had spread."""
+    pool = {"CUDA_VISIBLE_DEVICES": "0,1", "FLOW_MBPO_PWM_JOBS_PER_GPU": "3"}
+    jobs = {}
+    for name in "abc":  # untagged: spread, then shared -> a 0, b 1, c 0
+        jobs[name] = start(tmp_path, name, pool)
+        wait_for(tmp_path / f"{name}.gpu")
+    jobs["d"] = start(tmp_path, "d", pool, tag="train:ant:5M:flow")
+    assert wait_for(tmp_path / "d.gpu") == "1"  # the GPU with fewer jobs
+    _finish(jobs.pop("b"), tmp_path / "b.hold")  # now GPU 0 holds a, c; GPU 1 holds d
+    jobs["e"] = start(tmp_path, "e", pool, tag="train:ant:5M:flow")
+    assert wait_for(tmp_path / "e.gpu") == "0"  # away from its sibling, though GPU 0 holds more jobs
+    jobs["f"] = start(tmp_path, "f", pool)
+    assert wait_for(tmp_path / "f.gpu") == "1"  # untagged: the GPU with fewer jobs
+    for name, job in jobs.items():
+        _finish(job, tmp_path / f"{name}.hold")
+
+
+def test_a_bad_tag_is_refused(tmp_path):
+    job = start(tmp_path, "a", {"CUDA_VISIBLE_DEVICES": "0"}, hold=False, tag="x; rm -rf /")
+    assert job.wait(timeout=30) == 2 and "--tag" in job.stderr.read()
 
 
 def test_a_bad_jobs_per_gpu_value_is_refused(tmp_path):

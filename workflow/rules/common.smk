@@ -337,3 +337,15 @@ def gpu_slot(wildcards, resources) -> str:
     """Command prefix that binds a GPU job to one GPU. A function of `resources`, so Snakemake does not treat
     the (machine-specific) interpreter and repository paths in it as a rerun trigger."""
     return _GPU_SLOT if resources.get("gpu", 0) else ""
+
+
+def gpu_slot_tagged(tag: str):
+    """`gpu_slot` for jobs of one kind that should not share a GPU while another is free of their kind (the train
+    jobs of one cell): gpu_slot.py places a job away from held jobs of the same tag."""
+
+    def prefix(wildcards, resources) -> str:
+        if not resources.get("gpu", 0):
+            return ""
+        return _GPU_SLOT.removesuffix(" --") + f" --tag {shlex.quote(tag)} --"
+
+    return prefix

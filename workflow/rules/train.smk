@@ -31,7 +31,7 @@ for job in TRAIN_JOBS:
             **job.resources,
         params:
             config=experiment_file,
-            gpu_slot=gpu_slot,
+            gpu_slot=gpu_slot_tagged(f"train:{job.task}:{job.size}:{job.dynamics}"),  # siblings on different GPUs
             cell=job.cell,
             task=job.task,
             size=job.size,
