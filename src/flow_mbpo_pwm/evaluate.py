@@ -10,6 +10,8 @@ episodes back to back (the env resets done rows by itself). Episode `k` of env `
 runs, so it depends on neither timing nor episode lengths. (Keeping "the first N episodes to finish" instead would
 over-represent short episodes, i.e. early falls, and bias the mean return.)
 
+The policy runs at the cell's matrix precision (`run.tf32`), as it ran in the validation episodes that selected it.
+
 The check that the checkpoint fits the cell (task, size preset, dynamics, observation and action sizes) runs after
 the env is built (its sizes are needed) and before it is reset or stepped. Outputs are written only after every
 episode has finished, each atomically; if anything fails, neither output is left behind.
@@ -29,6 +31,7 @@ from flow_mbpo_pwm import io
 from flow_mbpo_pwm.config import EvaluationConfig, TrainConfig
 from flow_mbpo_pwm.devices import resolve_device
 from flow_mbpo_pwm.io import CheckpointError
+from flow_mbpo_pwm.train_state import set_matmul_precision
 
 EPISODE_COLUMNS = (
     "task",
@@ -80,6 +83,7 @@ def run_episodes(config: TrainConfig, evaluation: EvaluationConfig, checkpoint: 
     if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
         raise EvaluationError(f"episodes must be a positive integer, got {episodes!r}")
     device = resolve_device(config.run.device)
+    set_matmul_precision(config.run.tf32)
     policy, meta = load_policy(Path(checkpoint), device)
     num_envs = min(episodes, evaluation.num_envs)
     seed = evaluation_seed(config, evaluation)
@@ -263,6 +267,7 @@ def _write_h5(result: dict[str, Any], path: Path) -> None:
                 "checkpoint": result["checkpoint"],
                 "checkpoint_epoch": int(meta.get("epoch", -1)),
                 "deterministic_action": True,
+                "tf32": bool(config.run.tf32),
             }
         )
 

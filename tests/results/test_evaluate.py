@@ -115,6 +115,24 @@ def test_writes_exactly_n_consistent_episodes_on_held_out_seeds(
     np.testing.assert_allclose(replayed, actions[~padding], atol=1e-6)
 
 
+@pytest.mark.parametrize("tf32", [True, False])
+def test_the_policy_runs_at_the_cells_matrix_precision(tmp_path, experiment, checkpoint, cell, tf32):
+    """Held-out episodes run the policy as the validation that selected it did: TF32 matrix products on CUDA where
+    the cell trains with `run.tf32` (a process-wide switch, so it is read back after the run), and the trajectories
+    record which."""
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = not tf32
+    cell = with_overrides(cell, run={"tf32": tf32})
+    out_h5 = tmp_path / "trajectories.h5"
+    try:
+        assert evaluate(cell, experiment.evaluation, checkpoint, 2, tmp_path / "episodes.csv", out_h5) == 0
+        assert torch.backends.cuda.matmul.allow_tf32 is tf32
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
+    with h5py.File(out_h5) as f:
+        assert bool(f.attrs["tf32"]) is tf32
+
+
 def test_episode_k_of_env_i_is_episode_k_times_num_envs_plus_i(tmp_path, experiment, cell, checkpoint):
     """An independent, step-by-step replay of the same seeded env gives the same episodes in the documented order."""
     episodes, num_envs = 5, experiment.evaluation.num_envs
