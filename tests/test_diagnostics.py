@@ -13,6 +13,7 @@ from flow_mbpo_pwm.diagnostics import (
     EpisodeRecord,
     EpisodeRecorder,
     action_jitter,
+    action_saturation,
     cosine,
     cut_windows,
     finite_difference_gradient,
@@ -235,3 +236,18 @@ def test_action_jitter_counts_only_step_pairs_inside_each_envs_first_episode():
     dones = torch.tensor([[False, False], [True, False], [False, False], [False, False]])
     assert action_jitter(action_record(actions, dones)) == pytest.approx((0.5 + 0.1 + 0.1 + 0.1) / 4)
     assert math.isnan(action_jitter(action_record(actions[:1], dones[:1])))  # one step: no pair
+
+
+def test_action_saturation_is_the_fraction_of_entries_at_the_tanh_bounds_inside_each_first_episode():
+    no_end = torch.zeros(4, 2, dtype=torch.bool)
+    assert action_saturation(action_record(torch.full((4, 2, ACT), 0.3), no_end)) == 0.0
+    assert action_saturation(action_record(torch.full((4, 2, ACT), -0.995), no_end)) == 1.0
+    one_entry = torch.stack([torch.full((4, 2), 0.99), torch.zeros(4, 2)], dim=-1)  # the threshold counts
+    assert action_saturation(action_record(one_entry, no_end)) == pytest.approx(0.5)
+    # env 0 ends at step 1: its steps 0 and 1 count (saturated, then not), its saturated steps after the reset do
+    # not; env 1's four steps: one saturated -> (1 + 1) / (2 + 4)
+    actions = torch.tensor([[[1.0], [0.0]], [[0.5], [0.1]], [[-1.0], [1.0]], [[1.0], [0.3]]])
+    dones = torch.tensor([[False, False], [True, False], [False, False], [False, False]])
+    assert action_saturation(action_record(actions, dones)) == pytest.approx(2 / 6)
+    assert action_saturation(action_record(actions[:1], dones[:1])) == 0.5  # one step is enough
+    assert math.isnan(action_jitter(action_record(actions[:1], dones[:1])))

@@ -11,10 +11,13 @@ Three questions, each answered per imagined step h = 1..H:
   gradient of the H-step discounted return `sum_t gamma^t r_t` with respect to the action sequence (autograd) and
   the real env's gradient of the same return (central finite differences from one saved state). The actor only
   ever sees the model's gradient; if it disagrees with the env's, better model losses do not help the policy.
-And one about the policy itself: does it act smoothly? `action_jitter`: the mean absolute change of its action from
-one step to the next. A policy whose first-order gradients taught it to flip its torques every step drives the
-joints at the env's step rate, and the real latents then alternate from step to step (so does the copy baseline's
-error along the horizon).
+And two about the policy itself (`action_columns`). Does it act smoothly? `action_jitter`: the mean absolute change of
+its action from one step to the next. A policy whose first-order gradients taught it to flip its torques every step
+drives the joints at the env's step rate, and the real latents then alternate from step to step (so does the copy
+baseline's error along the horizon). Is it saturated? `action_saturation`: the fraction of its action entries at
+|tanh(mu)| >= 0.99 (|mu| >= 2.65), where tanh passes on at most 2% of a gradient: a saturated actor learns little
+from first-order gradients, whatever the model's. (Standing Ant agents act with jitter ~0.000-0.003 and tiny actor
+gradients until they leave standing: docs/results/2026-12-01-det-10M.)
 
 Held-out data: the validation episodes (validation env and seeds) of the deterministic policy `tanh(mu)`, recorded
 on the device by `EpisodeRecorder` while validation runs. Not the exploration policy: its noise would be drawn from
@@ -385,18 +388,35 @@ def ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator > 0 else math.nan
 
 
-def action_jitter(record: EpisodeRecord) -> float:
-    """Mean absolute change of the policy's action between consecutive steps, per action entry, over every pair of
-    steps inside an env's first episode: 0 for a constant action, 2 for one that flips between the bounds -1 and 1
-    every step. NaN when no env has two steps. One host read (validation only)."""
+SATURATED = 0.99  # |action| at or above this counts as saturated: tanh'(mu) = 1 - a^2 <= 0.02
+
+
+def action_columns(record: EpisodeRecord) -> dict[str, float]:
+    """validation.csv's policy columns over every env's first episode, in one host read (validation only):
+    - `action_jitter`: the mean absolute change of the action between consecutive steps, per action entry, over the
+      pairs of steps inside the episode: 0 for a constant action, 2 for one that flips between the bounds -1 and 1
+      every step; NaN when no env has two steps;
+    - `action_saturation`: the fraction of action entries with |a| >= `SATURATED`, over the episode's steps."""
     actions, dones = record.actions, record.dones
-    if actions.shape[0] < 2:
-        return math.nan
-    running = torch.cumsum(dones.to(torch.int32), dim=0) == 0  # [T, N]: no episode end up to and including step t
-    pairs = running[:-1].to(actions.dtype)  # (t - 1, t) lies inside the episode when it has not ended by step t - 1
-    change = (actions[1:] - actions[:-1]).abs().mean(-1)
-    total, count = torch.stack([(change * pairs).sum(), pairs.sum()]).tolist()
-    return total / count if count else math.nan
+    ended = torch.cumsum(dones.to(torch.int32), dim=0)  # [T, N]: episode ends up to and including step t
+    inside = (ended - dones.to(torch.int32) == 0).to(actions.dtype)  # step t belongs to the first episode
+    saturated = (actions.abs() >= SATURATED).to(actions.dtype).mean(-1)
+    sums = [(saturated * inside).sum(), inside.sum()]
+    if actions.shape[0] >= 2:
+        pairs = (ended[:-1] == 0).to(actions.dtype)  # (t - 1, t) lies inside the episode when it has not ended by t - 1
+        change = (actions[1:] - actions[:-1]).abs().mean(-1)
+        sums += [(change * pairs).sum(), pairs.sum()]
+    values = torch.stack(sums).tolist()
+    jitter = values[2] / values[3] if len(values) == 4 and values[3] else math.nan
+    return {"action_jitter": jitter, "action_saturation": values[0] / values[1] if values[1] else math.nan}
+
+
+def action_jitter(record: EpisodeRecord) -> float:
+    return action_columns(record)["action_jitter"]
+
+
+def action_saturation(record: EpisodeRecord) -> float:
+    return action_columns(record)["action_saturation"]
 
 
 def summary_columns(rows: list[dict[str, float]], grad_cosine: float) -> dict[str, float]:

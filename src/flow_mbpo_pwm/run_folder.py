@@ -35,10 +35,11 @@ VALIDATION_COLUMNS: tuple[str, ...] = (
 # World-model diagnostics of each validation (diagnostics.py), appended to validation.csv: latent error of the
 # model's own rollout and of the copy-the-last-latent baseline at steps 1 and H (and their ratio at H), reward error
 # at steps 1 and H, the model-vs-env return-gradient cosine (NaN when not measured), and the validated policy's
-# action jitter (`diagnostics.action_jitter`). Readers of validation.csv need only the columns above.
+# action jitter and saturation (`diagnostics.action_columns`). Readers of validation.csv need only the columns above.
 VALIDATION_DIAGNOSTIC_COLUMNS: tuple[str, ...] = (
     "wm_latent_mse_h1", "copy_latent_mse_h1", "wm_latent_mse_hH", "copy_latent_mse_hH", "latent_ratio_hH",
     "wm_reward_mse_h1", "wm_reward_mse_hH", "grad_cosine", "action_jitter",
+    "action_saturation",
 )  # fmt: skip
 
 # wm_diagnostics.csv: one row per validation and imagined step 1..H (grad_cosine repeated on the rows of its epoch;

@@ -412,8 +412,9 @@ class SeedRun:
         self.nonfinite.load_state_dict(state["nonfinite"])
         self.collapse.load_state_dict(state["collapse"])
         self.metrics_rows = list(state["metrics_rows"])
-        # (states saved before validation.csv had `action_jitter` resume with NaN there)
-        self.validation_rows = [{"action_jitter": math.nan, **row} for row in state["validation_rows"]]
+        # (states saved before validation.csv had the policy columns resume with NaN there)
+        policy = {"action_jitter": math.nan, "action_saturation": math.nan}
+        self.validation_rows = [{**policy, **row} for row in state["validation_rows"]]
         self.wm_diagnostic_rows = list(state.get("wm_diagnostic_rows", []))
 
     def _drop_records_after_state(self) -> None:
@@ -564,7 +565,7 @@ class SeedRun:
             "flagged": bool(reason),
             "flag_reason": reason,
             **diagnostics.summary_columns(step_rows, grad_cosine),
-            "action_jitter": diagnostics.action_jitter(recorder.record),
+            **diagnostics.action_columns(recorder.record),
         }
         self.validation_rows.append(row)
         keys = {**self._cell_keys(), "epoch": epoch, "env_steps": self.env_steps}

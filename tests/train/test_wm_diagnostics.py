@@ -48,6 +48,7 @@ def test_training_writes_diagnostics_and_a_resumed_run_writes_the_same(tmp_path,
     assert validation["copy_latent_mse_h1"].iloc[-1] == last["copy_latent_mse"].iloc[0]
     assert (table["latent_ratio"] == table["wm_latent_mse"] / table["copy_latent_mse"]).all()
     assert validation["action_jitter"].between(0, 2).all()  # tanh actions in [-1, 1], measured at every validation
+    assert validation["action_saturation"].between(0, 1).all()
 
     # SIGKILL right after the first state save, then the same command again.
     killed = tmp_path / "killed"
@@ -65,7 +66,7 @@ def test_training_writes_diagnostics_and_a_resumed_run_writes_the_same(tmp_path,
         pd.testing.assert_frame_equal(pd.read_csv(reference / name), pd.read_csv(killed / name), check_exact=True)
 
 
-def test_a_state_saved_before_action_jitter_existed_resumes_with_nan_in_its_rows(tmp_path, write_experiment):
+def test_a_state_saved_before_the_policy_columns_existed_resumes_with_nan_in_its_rows(tmp_path, write_experiment):
     longer = {**ANT_RUN["train"], "pwm": {**ANT_RUN["train"]["pwm"], "epochs": 16}}
     config = write_experiment({**ANT_RUN, "train": longer})
     run = tmp_path / "run"
@@ -85,11 +86,14 @@ def test_a_state_saved_before_action_jitter_existed_resumes_with_nan_in_its_rows
     old_rows = len(state["validation_rows"])
     assert old_rows >= 1
     rows = state["validation_rows"]
-    state["validation_rows"] = [{k: v for k, v in row.items() if k != "action_jitter"} for row in rows]
+    new_columns = ("action_jitter", "action_saturation")
+    state["validation_rows"] = [{k: v for k, v in row.items() if k not in new_columns} for row in rows]
     io.torch_save(run / "work" / "state.pt", state)
 
     again = run_cli(cli_args(config, run))
     assert again.returncode == 0, again.stderr + again.stdout
     assert "resumed from" in again.stdout
-    jitter = pd.read_csv(run / "validation.csv")["action_jitter"]
+    validation = pd.read_csv(run / "validation.csv")
+    jitter, saturation = validation["action_jitter"], validation["action_saturation"]
     assert jitter[:old_rows].isna().all() and jitter[old_rows:].between(0, 2).all() and len(jitter) > old_rows
+    assert saturation[:old_rows].isna().all() and saturation[old_rows:].between(0, 1).all()
