@@ -39,6 +39,8 @@ def test_default_experiment_has_every_cell():
         ({"train": {"pwm": {"actor_lr": float("inf")}}}, "train.pwm.actor_lr"),
         ({"train": {"pwm": {"epochs": 3000, "lr_decay_epochs": 1500}}}, "train.pwm.lr_decay_epochs"),
         ({"train": {"pwm": {"min_logstd": float("-inf")}}}, "train.pwm.min_logstd"),
+        ({"train": {"pwm": {"actor_saturation_coef": -0.1}}}, "train.pwm.actor_saturation_coef"),
+        ({"train": {"pwm": {"actor_saturation_coef": float("nan")}}}, "train.pwm.actor_saturation_coef"),
         ({"train": {"world_model": {"bin_max": float("nan")}}}, "train.world_model.bin_max"),
         ({"tasks": {"antt": {}}}, "tasks.antt.task"),
         ({"tasks": {"pendulum": {"task": "gym:"}}}, "tasks.pendulum.task"),

@@ -195,6 +195,11 @@ class PWMConfig:
     # never clipped: with a standing policy r/std ~ 9 (measured), so a clip at 5 made >99% of targets the constant 5.
     reward_norm: Literal["none", "std", "meanstd"] = "none"
     reward_clip: float = 5.0  # "meanstd" only: clip the normalised rewards to +-reward_clip
+    # Weight of a tanh-saturation penalty on the actor (0: PWM's actor loss, the default): the actor loss adds
+    # `coef * mean(-log tanh'(u))` over the imagined steps' pre-tanh actions u, the tanh term of a tanh-Gaussian
+    # policy's entropy (SAC). It pushes saturated actions (where first-order gradients through tanh vanish) back
+    # towards tanh's linear range; validation.csv's `action_saturation` measures how saturated the policy is.
+    actor_saturation_coef: float = 0.0
     buffer_size: int = 1_000_000
     normalize_obs: bool = False
 
@@ -245,6 +250,8 @@ class PWMConfig:
         for name in ("actor_units", "critic_units"):
             _check_hidden_layers(getattr(self, name), f"{key}.{name}")
         _check(self.min_logstd <= self.init_logstd, f"{key}.init_logstd", "must be >= min_logstd")
+        coef = self.actor_saturation_coef
+        _check(coef >= 0 and math.isfinite(coef), f"{key}.actor_saturation_coef", f"must be >= 0, got {coef}")
 
 
 @dataclass(frozen=True)

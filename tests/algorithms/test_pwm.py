@@ -255,3 +255,28 @@ def test_reward_normalisation_of_the_world_model_target(reward_norm):
     torch.testing.assert_close(seed_loss(agent, batch).reward, expected, rtol=1e-4, atol=1e-5)
     if reward_norm == "std":
         assert target.max() > 5  # never clipped
+
+
+def test_the_saturation_penalty_pulls_a_saturated_actor_back_where_the_return_alone_does_not():
+    """`pwm.actor_saturation_coef`: with every action saturated (the last layer's bias at 12, tanh'(u) ~ 1e-10),
+    the imagined return passes no gradient to that bias; the penalty (mean -log tanh'(u)) pulls it down."""
+    grads = {}
+    for coef in (0.0, 1.0):
+        agent, env, buffer, obs = build(actor_saturation_coef=coef)
+        obs, _ = run_until_warm(agent, env, buffer, obs)
+        name = [n for n in agent.stacked if n.startswith("actor.mu_net.") and n.endswith(".bias")][-1]  # last layer
+        bias = agent.stacked[name]
+        with torch.no_grad():
+            bias.fill_(12.0)
+        rollout, _ = agent.imagine(env, obs, buffer, with_grad=True)
+        if coef == 0.0:
+            assert torch.equal(rollout.saturation, torch.zeros_like(rollout.saturation))
+        else:  # -log tanh'(u) with u ~ 12: ~ 2 (u - log 2) ~ 22.6
+            assert rollout.saturation.requires_grad and (rollout.saturation > 20).all()
+        bias.grad = None
+        agent.actor_step(rollout.objective, saturation=rollout.saturation)
+        grads[coef] = bias.grad
+    assert grads[0.0].abs().max() < 1e-6
+    # Positive (descent lowers the bias, back towards tanh's linear range) and far from vanishing, after the clip of
+    # the actor's whole gradient to norm `actor_grad_clip` = 1.
+    assert (grads[1.0] > 0.05).all()

@@ -89,6 +89,17 @@ def test_a_seed_in_a_stack_of_three_is_bitwise_the_seed_trained_alone(dynamics):
         assert_seed_equals_lone(stack, train((SEEDS[index],), config), index, bitwise)
 
 
+def test_with_the_saturation_penalty_a_seed_in_a_stack_is_bitwise_the_seed_trained_alone():
+    """`pwm.actor_saturation_coef` runs another per-seed imagination step (with the actions' tanh slopes)."""
+    config = with_overrides(ant_config("deterministic"), pwm={"actor_saturation_coef": 0.1})
+    stack = train(SEEDS[:2], config)
+    for index in range(2):
+        assert_seed_equals_lone(stack, train((SEEDS[index],), config), index, bitwise)
+    plain = train(SEEDS[:1], ant_config("deterministic"))  # the penalty changes the training
+    assert not torch.equal(plain[0].seed_state_dict(0)["modules"]["actor.mu_net.0.weight"],
+                           stack[0].seed_state_dict(0)["modules"]["actor.mu_net.0.weight"])  # fmt: skip
+
+
 def test_with_a_scalar_reward_head_a_seed_in_a_stack_equals_it_alone_up_to_float_rounding():
     """The scalar reward head ends in a Linear with ONE output. For that shape the CPU BLAS computes a lone seed's
     (batch of one) matrix product with a matrix-vector kernel and a stack's batched product with another kernel,

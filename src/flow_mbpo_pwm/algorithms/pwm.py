@@ -87,6 +87,9 @@ class Rollout(NamedTuple):
     episodes: torch.Tensor  # training-episode statistics of the real env ([S], float64)
     episode_return_sum: torch.Tensor
     episode_return_max: torch.Tensor
+    # [S, N] per env: mean over the H steps and action entries of -log tanh'(u) (>= 0; with `objective`'s graph),
+    # when `pwm.actor_saturation_coef` > 0; else zeros
+    saturation: torch.Tensor
 
 
 class WorldModelLoss(NamedTuple):
@@ -293,10 +296,12 @@ class PWM(nn.Module):
             metrics.update(actor_metrics)
         else:
             # 3. Actor: one step on the imagined objective, gradients through the model into the actions only.
-            metrics["actor_loss"], metrics["actor_grad_norm"] = self.actor_step(rollout.objective, training)
+            metrics["actor_loss"], metrics["actor_grad_norm"] = self.actor_step(
+                rollout.objective, training, rollout.saturation
+            )
             # Free the imagination's autograd graph: it holds the critic's and world model's gradient accumulators,
             # created on the caller's stream, which a captured phase must not inherit (graphs.py).
-            rollout = rollout._replace(objective=rollout.objective.detach())
+            rollout = _detached(rollout)
         # 4. Critic: TD(lambda) regression on the rollout's detached latents.
         metrics["critic_loss"], metrics["critic_grad_norm"] = self.critic_step(rollout, training)
         # 5. World model: `wm_steps` steps on replayed sub-trajectories.
@@ -321,6 +326,8 @@ class PWM(nn.Module):
         buffers = self._per_seed_sources(buffers)
         latents, model_rewards, next_values, dones = [], [], [], []
         objective = torch.zeros(S, N, device=dev)  # per env: closed segments' sum_t gamma^t r_t + gamma^L V(z_L)
+        saturation = torch.zeros(S, N, device=dev)  # per env: sum_t of -log tanh'(u_t) (with a saturation penalty)
+        penalised = cfg.actor_saturation_coef > 0
         segment_return = torch.zeros(S, N, device=dev)  # discounted model rewards of the open segment
         discount = torch.ones(S, N, device=dev)  # gamma^t within the open segment
         episodes = torch.zeros(S, dtype=torch.float64, device=dev)
@@ -332,7 +339,12 @@ class PWM(nn.Module):
         with torch.set_grad_enabled(with_grad):  # collect-only epochs build no graph
             for i in range(H):
                 draws = self.draw(lambda s, g: self.members[s].draw_step(N, g))
-                action, reward, z_next = self._per_seed(self._acting_state, _imagine_step, z, draws)
+                if penalised:
+                    step = self._per_seed(self._acting_state, _imagine_step_with_log_slope, z, draws)
+                    action, reward, z_next, log_slope = step
+                    saturation = saturation - log_slope
+                else:
+                    action, reward, z_next = self._per_seed(self._acting_state, _imagine_step, z, draws)
                 taken = torch.nan_to_num(action.detach(), nan=0.0, posinf=0.0, neginf=0.0)
                 next_obs, env_reward, terminated, truncated, info = env.step(taken.reshape(S * N, -1))
                 next_obs, final_obs = next_obs.reshape(S, N, -1), info["final_obs"].reshape(S, N, -1)
@@ -373,6 +385,7 @@ class PWM(nn.Module):
             episodes=episodes,
             episode_return_sum=episode_sum,
             episode_return_max=episode_max,
+            saturation=saturation / H,
         )
         return rollout, obs.reshape(S * N, -1)
 
@@ -385,8 +398,8 @@ class PWM(nn.Module):
         def imagine_and_act(obs: torch.Tensor) -> tuple[torch.Tensor, ...]:
             actor_std = self.per_seed(_actor_std)
             rollout, next_obs = self.imagine(env, obs, buffers, with_grad=True)
-            loss, grad_norm = self.actor_step(rollout.objective, training)
-            return (*rollout._replace(objective=rollout.objective.detach()), next_obs, loss, grad_norm, actor_std)
+            loss, grad_norm = self.actor_step(rollout.objective, training, rollout.saturation)
+            return (*_detached(rollout), next_obs, loss, grad_norm, actor_std)
 
         added = [buffer.num_added for buffer in buffers]
         key = ("imagine_act", env, *buffers, training)
@@ -400,14 +413,21 @@ class PWM(nn.Module):
         return Rollout(*out[:fields]), next_obs, actor_metrics
 
     def actor_step(
-        self, objective: torch.Tensor, training: tuple[bool, ...] | None = None
+        self,
+        objective: torch.Tensor,
+        training: tuple[bool, ...] | None = None,
+        saturation: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Maximise the imagined objective `[S, N]` scaled by each seed's running std of objectives (ret_rms).
-        Only the actor's parameters receive gradients; only `training` seeds are updated. Returns per-seed
-        (loss, pre-clip grad norm)."""
+        """Maximise the imagined objective `[S, N]` scaled by each seed's running std of objectives (ret_rms), minus
+        `pwm.actor_saturation_coef` x the rollout's `saturation` `[S, N]` where that is set. Only the actor's
+        parameters receive gradients; only `training` seeds are updated. Returns per-seed (loss, pre-clip grad
+        norm)."""
         training = self.live_seeds() if training is None else training
         self.ret_stats.update(objective.detach(), self._mask(training))
         loss = -(objective / self.ret_stats.std().to(objective.dtype).unsqueeze(1)).mean(1)
+        coef = self.config.pwm.actor_saturation_coef
+        if coef > 0 and saturation is not None:
+            loss = loss + coef * saturation.mean(1)
         grad_norm = self._optimize("actor", loss, self.config.pwm.actor_grad_clip, training)
         for member, trains in zip(self.members, training, strict=True):
             if trains:
@@ -713,6 +733,20 @@ def _imagine_step(
     reward = wm.reward(z, action)  # r_i = R(z_i, a_i)
     z_next = wm.next(z, action, **draws["dynamics"])  # z_{i+1} = F(z_i, a_i)
     return action, reward, z_next
+
+
+def _imagine_step_with_log_slope(
+    agent: SeedAgent, z: torch.Tensor, draws: dict[str, Any]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`_imagine_step` (bitwise the same action, reward and latent) and the action's mean log tanh slope."""
+    wm = agent.world_model
+    action, log_slope = agent.actor.sample_with_log_slope(z.detach(), draws["action"])
+    return action, wm.reward(z, action), wm.next(z, action, **draws["dynamics"]), log_slope
+
+
+def _detached(rollout: Rollout) -> Rollout:
+    """The rollout without the imagination's autograd graph (its other fields are detached already)."""
+    return rollout._replace(objective=rollout.objective.detach(), saturation=rollout.saturation.detach())
 
 
 def _value(agent: SeedAgent, z: torch.Tensor) -> torch.Tensor:

@@ -5,10 +5,12 @@ Training action `tanh(mu + sigma * eps)` (reparameterised); evaluation action `t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 class Actor(nn.Module):
@@ -42,10 +44,20 @@ class Actor(nn.Module):
     ) -> torch.Tensor:
         """`tanh(mu + sigma * eps)`, eps ~ N(0, I) drawn from `generator`, or given as `noise` (drawn by the caller,
         e.g. outside `torch.vmap`, whose own randomness would come from the global RNG)."""
+        return torch.tanh(self._pre_tanh(z, generator, noise))
+
+    def sample_with_log_slope(self, z: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`sample`'s action (bitwise) and the mean over action entries of `log tanh'(u)`, u = mu + sigma * eps: 0 in
+        tanh's linear range, about -6.2 where |a| = 0.999. Computed from u, so that a saturated action (a == 1 in
+        float32) still has a gradient back towards the linear range."""
+        u = self._pre_tanh(z, None, noise)
+        return torch.tanh(u), log_tanh_slope(u).mean(-1)
+
+    def _pre_tanh(self, z: torch.Tensor, generator: torch.Generator | None, noise: torch.Tensor | None) -> torch.Tensor:
         mu = self(z)
         if noise is None:
             noise = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
-        return torch.tanh(mu + self.std() * noise)
+        return mu + self.std() * noise
 
     def act(self, z: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self(z))
@@ -54,3 +66,11 @@ class Actor(nn.Module):
     def clamp_logstd_(self) -> None:
         """Keep the parameter itself at or above the floor (after each optimiser step), so gradients keep flowing."""
         self.logstd.clamp_(min=self.min_logstd)
+
+
+def log_tanh_slope(u: torch.Tensor) -> torch.Tensor:
+    """`log(1 - tanh(u)^2)`, the log of tanh's derivative, as `log 4 + log sigmoid(2u) + log sigmoid(-2u)`
+    (1 - tanh(u)^2 = 4 sigmoid(2u) sigmoid(-2u)): exact, and finite with a gradient (`-2 tanh(u)`) where
+    `1 - tanh(u)^2` rounds to 0. (Not the softplus form: CPU softplus rounds differently with the tensor's size, so
+    a seed in a stack would not be bitwise the seed alone.)"""
+    return math.log(4.0) + F.logsigmoid(2.0 * u) + F.logsigmoid(-2.0 * u)
