@@ -16,8 +16,9 @@ its action from one step to the next. A policy whose first-order gradients taugh
 drives the joints at the env's step rate, and the real latents then alternate from step to step (so does the copy
 baseline's error along the horizon). Is it saturated? `action_saturation`: the fraction of its action entries at
 |tanh(mu)| >= 0.99 (|mu| >= 2.65), where tanh passes on at most 2% of a gradient: a saturated actor learns little
-from first-order gradients, whatever the model's. (The Ant agents that stood longest mostly acted with jitter
-0.000-0.03 and small actor gradients until they left standing: docs/results/2026-12-01-det-10M.)
+from first-order gradients, whatever the model's. (The Ant agents that stood longest had small actor gradients
+until they left standing: docs/results/2026-12-01-det-10M. A standing agent's jitter is ~0 whatever the cause: its
+observations barely change.)
 
 Held-out data: the validation episodes (validation env and seeds) of the deterministic policy `tanh(mu)`, recorded
 on the device by `EpisodeRecorder` while validation runs. Not the exploration policy: its noise would be drawn from
