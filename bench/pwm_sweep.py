@@ -10,7 +10,9 @@
 A sweep file names a base experiment config, one cell (task, size, and `seed: k` or `seeds: [k, ...]`), the
 schedule (`epochs`, and `lr_decay_epochs` to run the first `epochs` of a longer learning-rate schedule), and
 points: each point is a dynamics variant of the base config (or a new one, `variant: {kind: ...}`) plus `pwm:` and
-`run:` overrides (any `train.pwm` / `train.run` key) and `scratch: true` for a run without the offline protocol.
+`run:` overrides (any `train.pwm` / `train.run` key), `pretrain_steps: N` (the world model's pretraining steps;
+else the sweep's `pretrain_steps`, else the base config's) and `scratch: true` for a run without the offline
+protocol.
 Points inherit the base's `run` settings (config/short.yaml: compiled, TF32); the sweeps recorded before TF32 was
 set there ran float32, and their exact per-point configs are in docs/results/<date>-<name>/runs.
 Several seeds train as one stack (one `train` process per point, `--seed ... --run-dir ...`),
@@ -141,8 +143,9 @@ def run(path: str) -> None:
         pretrain = ["--config", str(work / name / "config.yaml"), "--task", sweep["task"], "--size", sweep["size"],
                     "--dynamics", spec["dynamics"], "--dataset", str(dataset_path(sweep)),
                     "--out", str(work / name / "world_model.pt")]  # fmt: skip
-        if "pretrain_steps" in sweep:
-            pretrain += ["--steps", str(sweep["pretrain_steps"])]
+        steps = spec.get("pretrain_steps", sweep.get("pretrain_steps"))  # a point's own, else the sweep's
+        if steps is not None:
+            pretrain += ["--steps", str(steps)]
         jobs[name] = launch(name, "pretrain", pretrain)
     stage = {name: "pretrain" for name in waiting}
     stopped: set[str] = set()  # signalled once: a second SIGTERM would kill a run still exiting after its save
