@@ -2,6 +2,7 @@
 `flow-mbpo-pwm train` run from the pipeline's own protocol (reference -> collect -> pretrain -> train).
 
     python bench/pwm_sweep.py run SWEEP.yaml      # on the GPU machine (bench/gpu_grid.sh sweep SWEEP.yaml starts it)
+    python bench/pwm_sweep.py held-out SWEEP.yaml POINT   # select + evaluate its finished seeds (`run` does it)
     python bench/pwm_sweep.py status SWEEP.yaml   # one line per point: epoch, last validations, diagnostics
     python bench/pwm_sweep.py table SWEEP.yaml    # JSON of every point's validation rows (for bench/RESULTS.md)
     python bench/pwm_sweep.py plot SWEEP.yaml OUT.png [WORK_DIR] [REFERENCE_VALIDATION_CSV]
@@ -22,7 +23,9 @@ each run is reproducible with the plain CLI. The offline dataset is built by the
 (`snakemake <dataset>`); each protocol point then pretrains its own world model (pretraining
 depends on the `pwm` loss settings) and trains from it with the dataset in its buffer. Jobs share the GPUs through
 workflow/scripts/gpu_slot.py (FLOW_MBPO_PWM_JOBS_PER_GPU); `deadline_minutes` after the start every training
-still running gets SIGTERM, which saves its state (exit 75), so its validation rows up to then are kept.
+still running gets SIGTERM, which saves its state (exit 75), so its validation rows up to then are kept. A point
+whose training finishes then gets the pipeline's held-out evaluation, as its rules run it: `select` (best.pt,
+selection.json) and `evaluate` (episodes.csv, `evaluation.episodes` of them) in each seed's run folder.
 
 This is a bench script: it measures, it is not a pipeline stage.
 """
@@ -38,6 +41,8 @@ import time
 from pathlib import Path
 
 import yaml
+
+from flow_mbpo_pwm import exit_codes
 
 ROOT = Path(__file__).resolve().parents[1]
 SLOT = [sys.executable, str(ROOT / "workflow/scripts/gpu_slot.py")]
@@ -154,7 +159,7 @@ def run(path: str) -> None:
         for name, job in list(jobs.items()):
             code = job.poll()
             if code is None:
-                if time.time() > deadline and stage.get(name) != "pretrain" and name not in stopped:
+                if time.time() > deadline and stage.get(name, "train") == "train" and name not in stopped:
                     job.send_signal(signal.SIGTERM)
                     stopped.add(name)
                 continue
@@ -163,7 +168,44 @@ def run(path: str) -> None:
             if stage.get(name) == "pretrain" and code == 0:
                 stage[name] = "train"
                 jobs[name] = launch(name, "train", train_args(name, sweep["points"][name]))
+            elif stage.get(name, "train") == "train" and code in (exit_codes.OK, exit_codes.COLLAPSED):
+                stage[name] = "held-out"  # short, and what the point is read by: never stopped by the deadline
+                print(f"[{time.time() - start:7.1f}s] {name}: held-out evaluation", flush=True)
+                log = open(work / name / "held_out.log", "w")  # noqa: SIM115 -- the child owns it
+                command = [sys.executable, str(Path(__file__).resolve()), "held-out", path, name]
+                jobs[name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     print(f"[{time.time() - start:7.1f}s] sweep done", flush=True)
+
+
+def held_out(path: str, name: str) -> None:
+    """`select` then `evaluate` (through gpu_slot.py) for every seed of point `name` that finished training (its
+    train_summary.json written, completed or collapsed), with the point's own config, into its run folder."""
+    sweep = load(path)
+    spec = sweep["points"][name]
+    folder = Path(sweep["work"]) / name
+    for seed, run in seed_runs(sweep, folder):
+        if not (run / "train_summary.json").exists():
+            print(f"{name} seed {seed}: not finished, not evaluated", flush=True)
+            continue
+        select = [*CLI, "select", "--run-dir", str(run), "--out", str(run / "best.pt"),
+                  "--report", str(run / "selection.json")]  # fmt: skip
+        evaluate = [*SLOT, "--tag", "evaluate", "--", *CLI, "evaluate", "--config", str(folder / "config.yaml"),
+                    "--task", sweep["task"], "--size", sweep["size"], "--dynamics", spec["dynamics"],
+                    "--seed", str(seed), "--checkpoint", str(run / "best.pt"),
+                    "--out-csv", str(run / "episodes.csv"), "--out-h5", str(run / "trajectories.h5")]  # fmt: skip
+        for command in (select, evaluate):
+            subprocess.run(command, cwd=ROOT, check=True)
+        print(f"{name} seed {seed}: held-out return {held_out_mean(run):.1f}", flush=True)
+
+
+def held_out_mean(run: Path) -> float:
+    """Mean return of a run's held-out episodes (episodes.csv), NaN when it has none."""
+    table = run / "episodes.csv"
+    if not table.exists():
+        return float("nan")
+    with open(table) as f:
+        returns = [float(row["return"]) for row in csv.DictReader(f)]
+    return sum(returns) / len(returns) if returns else float("nan")
 
 
 def validation_rows(run: Path) -> list[dict]:
@@ -185,6 +227,7 @@ def status(path: str) -> None:
             print(
                 f"{name:22s} seed {seed:<3d} epoch {last.get('epoch', '-'):>5s}  val(last 6) {curve:40s}"
                 f" latent/copy h1 {ratio(last, 'h1')}  cos {last.get('grad_cosine', '-')[:5]}"
+                f"  saturation {last.get('action_saturation', '-')[:5]}  held-out {held_out_mean(run):.0f}"
             )
 
 
@@ -242,7 +285,7 @@ def plot(path: str, out: str, work: str | None = None, reference: str | None = N
 
 
 if __name__ == "__main__":
-    commands = {"run": run, "status": status, "table": table, "plot": plot}
+    commands = {"run": run, "held-out": held_out, "status": status, "table": table, "plot": plot}
     if len(sys.argv) < 3 or sys.argv[1] not in commands:
         raise SystemExit(__doc__)
     commands[sys.argv[1]](*sys.argv[2:])
