@@ -250,8 +250,8 @@ class PWMConfig:
         for name in ("actor_units", "critic_units"):
             _check_hidden_layers(getattr(self, name), f"{key}.{name}")
         _check(self.min_logstd <= self.init_logstd, f"{key}.init_logstd", "must be >= min_logstd")
-        coef = self.actor_saturation_coef
-        _check(coef >= 0 and math.isfinite(coef), f"{key}.actor_saturation_coef", f"must be >= 0, got {coef}")
+        coef = self.actor_saturation_coef  # (finite: every float setting is checked so on reading)
+        _check(coef >= 0, f"{key}.actor_saturation_coef", f"must be >= 0, got {coef}")
 
 
 @dataclass(frozen=True)

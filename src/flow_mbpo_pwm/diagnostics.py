@@ -399,8 +399,9 @@ def action_columns(record: EpisodeRecord) -> dict[str, float]:
       every step; NaN when no env has two steps;
     - `action_saturation`: the fraction of action entries with |a| >= `SATURATED`, over the episode's steps."""
     actions, dones = record.actions, record.dones
-    ended = torch.cumsum(dones.to(torch.int32), dim=0)  # [T, N]: episode ends up to and including step t
-    inside = (ended - dones.to(torch.int32) == 0).to(actions.dtype)  # step t belongs to the first episode
+    ends = dones.to(torch.int32)
+    ended = torch.cumsum(ends, dim=0)  # [T, N]: episode ends up to and including step t
+    inside = (ended - ends == 0).to(actions.dtype)  # step t belongs to the first episode
     saturated = (actions.abs() >= SATURATED).to(actions.dtype).mean(-1)
     sums = [(saturated * inside).sum(), inside.sum()]
     if actions.shape[0] >= 2:

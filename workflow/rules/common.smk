@@ -323,12 +323,11 @@ def figures_dir(wildcards) -> str:
 
 # GPU jobs start through this wrapper: on a workstation it pins each job to a free GPU (or the CPU if there is
 # none); inside a SLURM job it changes nothing. See workflow/scripts/gpu_slot.py.
-_GPU_SLOT = " ".join(
+_GPU_SLOT_SCRIPT = " ".join(
     shlex.quote(part)
     for part in (
         sys.executable,
         str(Path(workflow.basedir, "workflow", "scripts", "gpu_slot.py")),
-        "--",
     )
 )
 
@@ -336,7 +335,7 @@ _GPU_SLOT = " ".join(
 def gpu_slot(wildcards, resources) -> str:
     """Command prefix that binds a GPU job to one GPU. A function of `resources`, so Snakemake does not treat
     the (machine-specific) interpreter and repository paths in it as a rerun trigger."""
-    return _GPU_SLOT if resources.get("gpu", 0) else ""
+    return f"{_GPU_SLOT_SCRIPT} --" if resources.get("gpu", 0) else ""
 
 
 def gpu_slot_tagged(tag: str):
@@ -344,8 +343,10 @@ def gpu_slot_tagged(tag: str):
     jobs of one cell): gpu_slot.py places a job away from held jobs of the same tag."""
 
     def prefix(wildcards, resources) -> str:
-        if not resources.get("gpu", 0):
-            return ""
-        return _GPU_SLOT.removesuffix(" --") + f" --tag {shlex.quote(tag)} --"
+        return (
+            f"{_GPU_SLOT_SCRIPT} --tag {shlex.quote(tag)} --"
+            if resources.get("gpu", 0)
+            else ""
+        )
 
     return prefix

@@ -728,20 +728,25 @@ def _encode(agent: SeedAgent, obs: torch.Tensor) -> torch.Tensor:
 def _imagine_step(
     agent: SeedAgent, z: torch.Tensor, draws: dict[str, Any]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    wm = agent.world_model
     action = agent.actor.sample(z.detach(), noise=draws["action"])  # a_i = tanh(pi(sg(z_i)) + noise)
+    return action, *_model_step(agent, z, action, draws)
+
+
+def _model_step(
+    agent: SeedAgent, z: torch.Tensor, action: torch.Tensor, draws: dict[str, Any]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    wm = agent.world_model
     reward = wm.reward(z, action)  # r_i = R(z_i, a_i)
     z_next = wm.next(z, action, **draws["dynamics"])  # z_{i+1} = F(z_i, a_i)
-    return action, reward, z_next
+    return reward, z_next
 
 
 def _imagine_step_with_log_slope(
     agent: SeedAgent, z: torch.Tensor, draws: dict[str, Any]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """`_imagine_step` (bitwise the same action, reward and latent) and the action's mean log tanh slope."""
-    wm = agent.world_model
     action, log_slope = agent.actor.sample_with_log_slope(z.detach(), draws["action"])
-    return action, wm.reward(z, action), wm.next(z, action, **draws["dynamics"]), log_slope
+    return action, *_model_step(agent, z, action, draws), log_slope
 
 
 def _detached(rollout: Rollout) -> Rollout:
