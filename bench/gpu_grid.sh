@@ -8,10 +8,13 @@
 #   bash bench/gpu_grid.sh pack OUT_DIR                   # results/ tables, figures, curves and logs -> one tarball
 #   bash bench/gpu_grid.sh kernel-cache OUT_DIR           # compiled Warp kernels -> OUT_DIR/warp.tar.gz
 #
+# The wheels: `bash ../shared/gpu/prepare_wheels.sh`, then `bash bench/restage_wheels.sh` (a call carries the tracked
+# tree too, and prepare_wheels.sh's 60 MiB folders no longer fit beside it): one call per folder, the last with
+# `.whl` and `.kernelcache`.
 # A fresh machine spends ~2 minutes compiling the Ant's Warp kernels (of a session's 30 device minutes).
 # `kernel-cache` saves Warp's kernel cache as one tarball (9 MB, 1.9 MB compressed, after the short grid); put it in
 # `.kernelcache/` of the checkout (ignored by git: `mkdir -p .kernelcache && cp warp.tar.gz .kernelcache/`) and carry
-# it with the last wheel part (`carry [".w3", ".whl", ".kernelcache"]`: 62 of the 64 MiB a call may carry). `setup`
+# it with the last wheel folder (`carry [".w4", ".whl", ".kernelcache"]` after restage_wheels.sh). `setup`
 # extracts it where Warp looks (WARP_CACHE_PATH), so only kernels that changed compile again. inductor's cache of
 # the `run.compile` graphs (~20-35 s per train / pretrain process) stays behind: 583 MB after the short grid, 90 MB
 # compressed, more than a call may carry.
