@@ -18,6 +18,12 @@
 # extracts it where Warp looks (WARP_CACHE_PATH), so only kernels that changed compile again. inductor's cache of
 # the `run.compile` graphs (~20-35 s per train / pretrain process) stays behind: 583 MB after the short grid, 90 MB
 # compressed, more than a call may carry.
+# `pack` also writes reference.tar.gz: the PPO reference runs (policy, snapshots, tables, settings; no resumable
+# state, no evaluation), ~3 MB. Put it in `.carry/` of the checkout (ignored by git) and carry it with the last wheel
+# folder: `start` and `sweep` put every carried run whose settings equal the config's back into results/, where
+# Snakemake, which has no record of it, leaves it as it is. That spares the next machine the reference's 3 minutes
+# of training, and every run of that session learns from the same reference as the last one's. A run of other
+# settings is removed and trains again.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 GRID=/tmp/grid
@@ -63,9 +69,40 @@ PY
   ) >> "$GRID/warm.txt" 2>&1
 }
 
+carry_reference() {  # reference runs packed on an earlier machine (see the top), used where their settings match
+  local config=$1
+  [ -f .carry/reference.tar.gz ] || return 0
+  mkdir -p "$GRID"
+  tar -xzf .carry/reference.tar.gz
+  python3 - "$config" <<'PY' | tee -a "$GRID/warm.txt"
+import pathlib, shutil, sys
+
+import yaml
+
+from flow_mbpo_pwm.config import load_experiment
+from flow_mbpo_pwm.reference import reference_settings
+from flow_mbpo_pwm.train_state import config_differences
+
+experiment = load_experiment(sys.argv[1])
+for saved in sorted(pathlib.Path("results").glob("*/reference/seed*/work/settings.yaml")):
+    run = saved.parent.parent
+    task, seed = run.parent.parent.name, int(run.name.removeprefix("seed"))
+    if task not in experiment.tasks or seed not in experiment.seeds:
+        diffs = [f"task {task} / seed {seed} is not in {sys.argv[1]}"]
+    else:
+        diffs = config_differences(yaml.safe_load(saved.read_text()), reference_settings(experiment, task, seed))
+    if diffs:
+        shutil.rmtree(run)
+        print(f"carried reference {run}: other settings ({diffs[:3]}); removed, it trains here")
+    else:
+        print(f"carried reference {run}: the config's settings; used as it is")
+PY
+}
+
 start() {
   local config=$1 per_gpu=${2:-3} gpus
   setup
+  carry_reference "$config"
   gpus=$(nvidia-smi -L | wc -l)
   export FLOW_MBPO_PWM_JOBS_PER_GPU=$per_gpu
   setsid nohup snakemake all --profile profiles/local --configfile "$config" --resources gpu=$((gpus * per_gpu)) \
@@ -76,6 +113,7 @@ start() {
 sweep() {  # deciding runs side by side (bench/pwm_sweep.py), k jobs per GPU
   local file=$1 per_gpu=${2:-4}
   setup
+  carry_reference "$(python3 -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["base"])' "$file")"
   export FLOW_MBPO_PWM_JOBS_PER_GPU=$per_gpu
   setsid nohup python3 bench/pwm_sweep.py run "$file" > "$GRID/sweep.log" 2>&1 < /dev/null &
   echo "started sweep $file, $per_gpu jobs per GPU; log $GRID/sweep.log"
@@ -100,6 +138,11 @@ pack() {
     -not -path '*/checkpoints/*' 2>/dev/null >> /tmp/pack-list.txt
   ls "$GRID"/*.txt "$GRID"/*.log 2>/dev/null >> /tmp/pack-list.txt
   tar -czf "$out/grid.tar.gz" -T /tmp/pack-list.txt
+  # The reference runs, for `.carry/` of a later session (top): what `collect` and `evaluate` read, and the settings.
+  if compgen -G "results/*/reference/seed*/train_summary.json" >/dev/null; then
+    tar -czf "$out/reference.tar.gz" --exclude='*/work/*.pt' --exclude='*/work/snapshots' --exclude='*/eval' \
+      results/*/reference
+  fi
   ls -la "$out"
 }
 
