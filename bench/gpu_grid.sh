@@ -138,10 +138,14 @@ pack() {
     -not -path '*/checkpoints/*' 2>/dev/null >> /tmp/pack-list.txt
   ls "$GRID"/*.txt "$GRID"/*.log 2>/dev/null >> /tmp/pack-list.txt
   tar -czf "$out/grid.tar.gz" -T /tmp/pack-list.txt
-  # The reference runs, for `.carry/` of a later session (top): what `collect` and `evaluate` read, and the settings.
-  if compgen -G "results/*/reference/seed*/train_summary.json" >/dev/null; then
-    tar -czf "$out/reference.tar.gz" --exclude='*/work/*.pt' --exclude='*/work/snapshots' --exclude='*/eval' \
-      results/*/reference
+  # The finished reference runs, for `.carry/` of a later session (top): what `collect` and `evaluate` read, and the
+  # settings. (An unfinished one stays behind: without its resumable state it could not continue.)
+  local finished
+  finished=$(ls -d results/*/reference/seed* 2>/dev/null | while read -r run; do
+    [ -f "$run/train_summary.json" ] && echo "$run"; done)
+  if [ -n "$finished" ]; then
+    # shellcheck disable=SC2086  # one path per word; run folders have no spaces (the workflow's wildcards)
+    tar -czf "$out/reference.tar.gz" --exclude='*/work/*.pt' --exclude='*/work/snapshots' --exclude='*/eval' $finished
   fi
   ls -la "$out"
 }
