@@ -200,6 +200,11 @@ class PWMConfig:
     # policy's entropy (SAC). It pushes saturated actions (where first-order gradients through tanh vanish) back
     # towards tanh's linear range; validation.csv's `action_saturation` measures how saturated the policy is.
     actor_saturation_coef: float = 0.0
+    # Action magnitude below which the saturation penalty is zero (0: every entry counts, as above). With e.g. 0.95
+    # an entry adds `-log tanh'(u) + log(1 - 0.95^2)` only where |a| > 0.95: saturated actions are pulled back as
+    # before, the rest are free (at 0.1 with no threshold, two of three seeds plateaued at ~2.6k,
+    # docs/results/2026-12-01-saturation).
+    actor_saturation_threshold: float = 0.0
     buffer_size: int = 1_000_000
     normalize_obs: bool = False
 
@@ -252,6 +257,13 @@ class PWMConfig:
         _check(self.min_logstd <= self.init_logstd, f"{key}.init_logstd", "must be >= min_logstd")
         coef = self.actor_saturation_coef  # (finite: every float setting is checked so on reading)
         _check(coef >= 0, f"{key}.actor_saturation_coef", f"must be >= 0, got {coef}")
+        threshold = self.actor_saturation_threshold
+        _check(0 <= threshold < 1, f"{key}.actor_saturation_threshold", f"must be in [0, 1), got {threshold}")
+        _check(
+            threshold == 0 or coef > 0,
+            f"{key}.actor_saturation_threshold",
+            f"is {threshold} but actor_saturation_coef is 0, so there is no penalty for it to shape",
+        )
 
 
 @dataclass(frozen=True)

@@ -257,12 +257,15 @@ def test_reward_normalisation_of_the_world_model_target(reward_norm):
         assert target.max() > 5  # never clipped
 
 
-def test_the_saturation_penalty_pulls_a_saturated_actor_back_where_the_return_alone_does_not():
+@pytest.mark.parametrize("threshold", [0.0, 0.95])
+def test_the_saturation_penalty_pulls_a_saturated_actor_back_where_the_return_alone_does_not(threshold):
     """`pwm.actor_saturation_coef`: with every action saturated (the last layer's bias at 12, tanh'(u) ~ 1e-10),
-    the imagined return passes no gradient to that bias; the penalty (mean -log tanh'(u)) pulls it down."""
+    the imagined return passes no gradient to that bias; the penalty (mean -log tanh'(u), beyond
+    `actor_saturation_threshold`) pulls it down."""
+    margin = -math.log1p(-(threshold**2))  # the penalty starts at -log tanh'(u) = margin
     grads = {}
     for coef in (0.0, 1.0):
-        agent, env, buffer, obs = build(actor_saturation_coef=coef)
+        agent, env, buffer, obs = build(actor_saturation_coef=coef, actor_saturation_threshold=threshold * (coef > 0))
         obs, _ = run_until_warm(agent, env, buffer, obs)
         name = [n for n in agent.stacked if n.startswith("actor.mu_net.") and n.endswith(".bias")][-1]  # last layer
         bias = agent.stacked[name]
@@ -272,7 +275,7 @@ def test_the_saturation_penalty_pulls_a_saturated_actor_back_where_the_return_al
         if coef == 0.0:
             assert torch.equal(rollout.saturation, torch.zeros_like(rollout.saturation))
         else:  # -log tanh'(u) with u ~ 12: ~ 2 (u - log 2) ~ 22.6
-            assert rollout.saturation.requires_grad and (rollout.saturation > 20).all()
+            assert rollout.saturation.requires_grad and (rollout.saturation > 20 - margin).all()
         bias.grad = None
         agent.actor_step(rollout.objective, saturation=rollout.saturation)
         grads[coef] = bias.grad
@@ -280,3 +283,24 @@ def test_the_saturation_penalty_pulls_a_saturated_actor_back_where_the_return_al
     # Positive (descent lowers the bias, back towards tanh's linear range) and far from vanishing, after the clip of
     # the actor's whole gradient to norm `actor_grad_clip` = 1.
     assert (grads[1.0] > 0.05).all()
+
+
+def test_with_a_threshold_an_actor_inside_it_pays_no_penalty_and_gets_no_gradient_from_it():
+    """`pwm.actor_saturation_threshold`: with the last layer zeroed (mu = 0, u = sigma * eps, |a| far below 0.99)
+    the penalty is exactly 0 and passes no gradient to the actor; without the threshold it is positive."""
+    for threshold, free in ((0.99, True), (0.0, False)):
+        agent, env, buffer, obs = build(actor_saturation_coef=0.1, actor_saturation_threshold=threshold)
+        obs, _ = run_until_warm(agent, env, buffer, obs)
+        last = sorted(n for n in agent.stacked if n.startswith("actor.mu_net.") and n.endswith(".bias"))[-1]
+        with torch.no_grad():
+            agent.stacked[last].zero_()
+            agent.stacked[last.removesuffix("bias") + "weight"].zero_()
+        rollout, _ = agent.imagine(env, obs, buffer, with_grad=True)
+        actor = [t for n, t in agent.stacked.items() if n.startswith("actor.")]
+        grads = torch.autograd.grad(rollout.saturation.sum(), actor, allow_unused=True)
+        if free:
+            assert torch.equal(rollout.saturation, torch.zeros_like(rollout.saturation))
+            assert all(g is None or not g.any() for g in grads)
+        else:
+            assert (rollout.saturation > 0).all()
+            assert any(g is not None and g.any() for g in grads)

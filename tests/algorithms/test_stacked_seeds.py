@@ -89,9 +89,12 @@ def test_a_seed_in_a_stack_of_three_is_bitwise_the_seed_trained_alone(dynamics):
         assert_seed_equals_lone(stack, train((SEEDS[index],), config), index, bitwise)
 
 
-def test_with_the_saturation_penalty_a_seed_in_a_stack_is_bitwise_the_seed_trained_alone():
-    """`pwm.actor_saturation_coef` runs another per-seed imagination step (with the actions' tanh slopes)."""
-    config = with_overrides(ant_config("deterministic"), pwm={"actor_saturation_coef": 0.1})
+@pytest.mark.parametrize("threshold", [0.0, 0.5])
+def test_with_the_saturation_penalty_a_seed_in_a_stack_is_bitwise_the_seed_trained_alone(threshold):
+    """`pwm.actor_saturation_coef` runs another per-seed imagination step (with the actions' tanh slopes); the
+    penalty's mean over action entries (with or without `actor_saturation_threshold`) is taken over the whole stack."""
+    pwm = {"actor_saturation_coef": 0.1, "actor_saturation_threshold": threshold}
+    config = with_overrides(ant_config("deterministic"), pwm=pwm)
     stack = train(SEEDS[:2], config)
     for index in range(2):
         assert_seed_equals_lone(stack, train((SEEDS[index],), config), index, bitwise)

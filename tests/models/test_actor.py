@@ -1,11 +1,11 @@
-"""The actor's tanh slope (`log_tanh_slope`, `Actor.sample_with_log_slope`): what the optional saturation penalty
-(`pwm.actor_saturation_coef`) is made of."""
+"""The actor's tanh slope (`log_tanh_slope`, `Actor.sample_with_log_slope`) and the optional saturation penalty
+made of it (`saturation_penalty`; `pwm.actor_saturation_coef`, `pwm.actor_saturation_threshold`)."""
 
 import math
 
 import torch
 
-from flow_mbpo_pwm.models.actor import Actor, log_tanh_slope
+from flow_mbpo_pwm.models.actor import Actor, log_tanh_slope, saturation_penalty
 
 
 def test_log_tanh_slope_is_the_log_of_tanhs_derivative_and_keeps_a_gradient_where_tanh_is_flat():
@@ -29,5 +29,26 @@ def test_sample_with_log_slope_samples_bitwise_as_sample_does():
     action, log_slope = actor.sample_with_log_slope(z, noise)
     assert torch.equal(action, actor.sample(z, noise=noise))
     u = actor(z) + actor.std() * noise
-    assert log_slope.shape == (5,)
-    assert torch.allclose(log_slope, torch.log(1 - torch.tanh(u) ** 2).mean(-1), atol=1e-6)
+    assert log_slope.shape == (5, 3)
+    assert torch.allclose(log_slope, torch.log(1 - torch.tanh(u) ** 2), atol=1e-6)
+
+
+def test_the_saturation_penalty_without_a_threshold_is_the_mean_negative_log_slope():
+    log_slope = log_tanh_slope(torch.tensor([[0.0, 0.5, -2.0], [3.0, -0.1, 1.0]]))
+    assert torch.equal(saturation_penalty(log_slope), -log_slope.mean(-1))
+    assert (saturation_penalty(log_slope) >= 0).all()
+
+
+def test_a_threshold_leaves_actions_below_it_free_and_pulls_saturated_ones_back_as_before():
+    # |a| = tanh(|u|): 0.0, 0.46, 0.96 and 0.9999 for u = 0, 0.5, 2 and 5; threshold 0.95 (u0 = atanh(0.95) ~ 1.83).
+    u = torch.tensor([[0.0, 0.5, -2.0, 5.0]], dtype=torch.float64, requires_grad=True)
+    penalty = saturation_penalty(log_tanh_slope(u), threshold=0.95)
+    beyond = -torch.log(1 - torch.tanh(u.detach()) ** 2) + math.log(1 - 0.95**2)  # per entry, where |a| > 0.95
+    expected = torch.where(torch.tanh(u.detach()).abs() > 0.95, beyond, 0.0).mean(-1)
+    torch.testing.assert_close(penalty, expected, rtol=1e-12, atol=1e-12)
+    (grad,) = torch.autograd.grad(penalty.sum(), u)
+    # No gradient below the threshold; beyond it d/du (-log tanh'(u)) / 4 entries = 2 tanh(u) / 4, as without one.
+    torch.testing.assert_close(grad, torch.where(torch.tanh(u.detach()).abs() > 0.95, 2 * torch.tanh(u.detach()) / 4, 0.0))
+    # At |a| exactly the threshold the penalty is 0, and it rises continuously from there.
+    at = torch.tensor([math.atanh(0.95)], dtype=torch.float64)
+    assert saturation_penalty(log_tanh_slope(at), threshold=0.95).abs().item() < 1e-12

@@ -65,7 +65,7 @@ from flow_mbpo_pwm.algorithms.stack import PerSeed, clip_grad_norm_per_seed, sta
 from flow_mbpo_pwm.algorithms.stacked_adam import StackedAdam
 from flow_mbpo_pwm.config import TrainConfig
 from flow_mbpo_pwm.data.replay import ReplayBatch, ReplayBuffer
-from flow_mbpo_pwm.models.actor import Actor
+from flow_mbpo_pwm.models.actor import Actor, saturation_penalty
 from flow_mbpo_pwm.models.critic import CriticEnsemble
 from flow_mbpo_pwm.models.world_model import WorldModel
 
@@ -87,8 +87,9 @@ class Rollout(NamedTuple):
     episodes: torch.Tensor  # training-episode statistics of the real env ([S], float64)
     episode_return_sum: torch.Tensor
     episode_return_max: torch.Tensor
-    # [S, N] per env: mean over the H steps and action entries of -log tanh'(u) (>= 0; with `objective`'s graph),
-    # when `pwm.actor_saturation_coef` > 0; else zeros
+    # [S, N] per env: mean over the H steps of the saturation penalty (`models.actor.saturation_penalty`: -log tanh'(u)
+    # over the action entries beyond `pwm.actor_saturation_threshold`; >= 0, with `objective`'s graph), when
+    # `pwm.actor_saturation_coef` > 0; else zeros
     saturation: torch.Tensor
 
 
@@ -342,7 +343,7 @@ class PWM(nn.Module):
                 if penalised:
                     step = self._per_seed(self._acting_state, _imagine_step_with_log_slope, z, draws)
                     action, reward, z_next, log_slope = step
-                    saturation = saturation - log_slope
+                    saturation = saturation + saturation_penalty(log_slope, cfg.actor_saturation_threshold)
                 else:
                     action, reward, z_next = self._per_seed(self._acting_state, _imagine_step, z, draws)
                 taken = torch.nan_to_num(action.detach(), nan=0.0, posinf=0.0, neginf=0.0)
@@ -744,7 +745,7 @@ def _model_step(
 def _imagine_step_with_log_slope(
     agent: SeedAgent, z: torch.Tensor, draws: dict[str, Any]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """`_imagine_step` (bitwise the same action, reward and latent) and the action's mean log tanh slope."""
+    """`_imagine_step` (bitwise the same action, reward and latent) and the action entries' log tanh slopes."""
     action, log_slope = agent.actor.sample_with_log_slope(z.detach(), draws["action"])
     return action, *_model_step(agent, z, action, draws), log_slope
 

@@ -47,11 +47,11 @@ class Actor(nn.Module):
         return torch.tanh(self._pre_tanh(z, generator, noise))
 
     def sample_with_log_slope(self, z: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """`sample`'s action (bitwise) and the mean over action entries of `log tanh'(u)`, u = mu + sigma * eps: 0 in
-        tanh's linear range, about -6.2 where |a| = 0.999. Computed from u, so that a saturated action (a == 1 in
-        float32) still has a gradient back towards the linear range."""
+        """`sample`'s action (bitwise) and, per action entry, `log tanh'(u)`, u = mu + sigma * eps: 0 in tanh's linear
+        range, about -6.2 where |a| = 0.999. Computed from u, so that a saturated action (a == 1 in float32) still
+        has a gradient back towards the linear range."""
         u = self._pre_tanh(z, None, noise)
-        return torch.tanh(u), log_tanh_slope(u).mean(-1)
+        return torch.tanh(u), log_tanh_slope(u)
 
     def _pre_tanh(self, z: torch.Tensor, generator: torch.Generator | None, noise: torch.Tensor | None) -> torch.Tensor:
         mu = self(z)
@@ -66,6 +66,17 @@ class Actor(nn.Module):
     def clamp_logstd_(self) -> None:
         """Keep the parameter itself at or above the floor (after each optimiser step), so gradients keep flowing."""
         self.logstd.clamp_(min=self.min_logstd)
+
+
+def saturation_penalty(log_slope: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
+    """The actor's saturation penalty per row: the mean over the last dim (action entries) of `-log tanh'(u)` beyond
+    the action magnitude `threshold`, i.e. of `max(0, -log tanh'(u) + log(1 - threshold^2))` (tanh' = 1 - a^2), from
+    `log_slope = log tanh'(u)`. With `threshold` 0 every entry counts (`-log tanh'(u)` >= 0, the tanh term of a
+    tanh-Gaussian's entropy); with e.g. 0.95 only actions at |a| > 0.95 do, each with the same gradient as without a
+    threshold, so the penalty frees saturated actions without pulling the others towards 0."""
+    if threshold == 0.0:
+        return (-log_slope).mean(-1)
+    return torch.relu(math.log1p(-threshold * threshold) - log_slope).mean(-1)
 
 
 def log_tanh_slope(u: torch.Tensor) -> torch.Tensor:
