@@ -632,11 +632,13 @@ class SeedRun:
                 self.tag + f"world model from {run.world_model_init} (pretrained {meta.get('steps')} steps)"
             )
         if run.offline_data:
-            env = self.stack.env
+            env, start = self.stack.env, time.monotonic()
             data = read_matching_dataset(run.offline_data, env.obs_dim, env.act_dim, self.config.pwm.horizon)
+            read = time.monotonic() - start
             added = fill_buffer(self.buffer, data)
             progress.message(
-                self.tag + f"replay buffer starts with {added} offline transitions from {run.offline_data}"
+                self.tag + f"replay buffer starts with {added} offline transitions from {run.offline_data} "
+                f"(read in {read:.1f} s, stored in {time.monotonic() - start - read:.1f} s)"
             )
         return bool(run.world_model_init or run.offline_data)
 
@@ -816,6 +818,7 @@ class TrainingRun:
         # Handlers first: a SIGTERM that arrives while the run is being built is honoured after the next epoch.
         with StopSignals() as stop:
             self._build()
+            built = time.monotonic() - self._attempt_start
             resumed = any(run.folder.state.exists() for run in self.live())
             if resumed:
                 self._load_state()
@@ -828,19 +831,32 @@ class TrainingRun:
                 io.write_text(run.folder.stack, yaml.safe_dump({"seeds": self.seeds}))
             progress = Progress(cfg.pwm.epochs, self.progression.epoch, self.name)
             try:
+                # The start's parts are timed in the log (a whole run's start is ~80 s on an H200, bench/RESULTS.md).
                 if resumed:
-                    progress.message(f"resumed from {self._state_files()} at epoch {self.progression.epoch}")
+                    progress.message(
+                        f"resumed from {self._state_files()} at epoch {self.progression.epoch} "
+                        f"(built and loaded in {time.monotonic() - self._attempt_start:.1f} s)"
+                    )
                 else:
                     progress.message(
                         f"training on {self.device}: {cfg.pwm.epochs} epochs x {cfg.pwm.horizon} steps x "
                         f"{cfg.env.num_envs} envs x {len(self.seeds)} seed(s) {self.seeds}; parameters per seed "
-                        f"{self.agent.parameter_counts()}"
+                        f"{self.agent.parameter_counts()} (built in {built:.1f} s)"
                     )
                     if any([run._start_from_offline(progress) for run in self.live()]):
+                        saving = time.monotonic()
                         self._save_state(progress)  # a preempted job does not redo the loading
+                        progress.message(f"state saved in {time.monotonic() - saving:.1f} s")
                 trained = False
                 while self.progression.epoch < cfg.pwm.epochs and self.live():
+                    first = time.monotonic()
                     self._one_epoch(progress)
+                    if not trained:
+                        progress.message(
+                            f"first epoch of this attempt in {time.monotonic() - first:.1f} s (its phases compiled "
+                            f"and captured where the run asks); {time.monotonic() - self._attempt_start:.1f} s "
+                            "since the start"
+                        )
                     trained = True
                     if stop.received is not None and self.progression.epoch < cfg.pwm.epochs and self.live():
                         self._save_state(progress)
