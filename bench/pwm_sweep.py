@@ -2,7 +2,8 @@
 `flow-mbpo-pwm train` run from the pipeline's own protocol (reference -> collect -> pretrain -> train).
 
     python bench/pwm_sweep.py run SWEEP.yaml      # on the GPU machine (bench/gpu_grid.sh sweep SWEEP.yaml starts it)
-    python bench/pwm_sweep.py held-out SWEEP.yaml POINT   # select + evaluate its finished seeds (`run` does it)
+    python bench/pwm_sweep.py held-out SWEEP.yaml POINT [--cut]  # select + evaluate its finished seeds (`run`
+                                                  # does it; --cut: also the unfinished ones' best so far)
     python bench/pwm_sweep.py status SWEEP.yaml   # one line per point: epoch, last validations, diagnostics
     python bench/pwm_sweep.py table SWEEP.yaml    # JSON of every point's validation rows (for bench/RESULTS.md)
     python bench/pwm_sweep.py plot SWEEP.yaml OUT.png [WORK_DIR] [REFERENCE_VALIDATION_CSV]
@@ -25,7 +26,9 @@ depends on the `pwm` loss settings) and trains from it with the dataset in its b
 workflow/scripts/gpu_slot.py (FLOW_MBPO_PWM_JOBS_PER_GPU); `deadline_minutes` after the start every training
 still running gets SIGTERM, which saves its state (exit 75), so its validation rows up to then are kept. A point
 whose training finishes then gets the pipeline's held-out evaluation, as its rules run it: `select` (best.pt,
-selection.json) and `evaluate` (episodes.csv, `evaluation.episodes` of them) in each seed's run folder.
+selection.json) and `evaluate` (episodes.csv, `evaluation.episodes` of them) in each seed's run folder. A point the
+deadline cut gets the same evaluation of its best validated checkpoint so far (held_out_cut.json says which, and at
+which epoch it was cut): a number at the cut, marked so in `status`.
 
 This is a bench script: it measures, it is not a pipeline stage.
 """
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -174,28 +178,61 @@ def run(path: str) -> None:
                 log = open(work / name / "held_out.log", "w")  # noqa: SIM115 -- the child owns it
                 command = [sys.executable, str(Path(__file__).resolve()), "held-out", path, name]
                 jobs[name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+            elif stage.get(name, "train") == "train" and code == exit_codes.PREEMPTED and name in stopped:
+                stage[name] = "held-out"  # the deadline cut it: its best validated checkpoint so far, marked so
+                print(f"[{time.time() - start:7.1f}s] {name}: held-out evaluation at the cut", flush=True)
+                log = open(work / name / "held_out.log", "w")  # noqa: SIM115 -- the child owns it
+                command = [sys.executable, str(Path(__file__).resolve()), "held-out", path, name, "--cut"]
+                jobs[name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     print(f"[{time.time() - start:7.1f}s] sweep done", flush=True)
 
 
-def held_out(path: str, name: str) -> None:
+def held_out(path: str, name: str, cut: str = "") -> None:
     """`select` then `evaluate` (through gpu_slot.py) for every seed of point `name` that finished training (its
-    train_summary.json written, completed or collapsed), with the point's own config, into its run folder."""
+    train_summary.json written, completed or collapsed), with the point's own config, into its run folder.
+
+    `--cut` (the sweep's deadline stopped the training): a seed that did not finish gets its best validated
+    checkpoint so far evaluated instead, by select's rule applied to its work/validation.csv (highest finite
+    validation return of an unflagged checkpoint, ties to the later epoch), recorded in `held_out_cut.json`. Such a
+    number is the run's at the cut, not at the point's `epochs`; read it so."""
+    if cut not in ("", "--cut"):
+        raise SystemExit(f"held-out: unknown option {cut!r} (known: --cut)")
     sweep = load(path)
     spec = sweep["points"][name]
     folder = Path(sweep["work"]) / name
     for seed, run in seed_runs(sweep, folder):
-        if not (run / "train_summary.json").exists():
+        if (run / "train_summary.json").exists():
+            checkpoint = run / "best.pt"
+            select = [*CLI, "select", "--run-dir", str(run), "--out", str(checkpoint),
+                      "--report", str(run / "selection.json")]  # fmt: skip
+            subprocess.run(select, cwd=ROOT, check=True)
+        elif cut and (chosen := best_validated(run)) is not None:
+            checkpoint = run / chosen["checkpoint"]
+            record = {"cut_at_epoch": int(validation_rows(run)[-1]["epoch"]), "chosen": chosen,
+                      "criterion": "the training was stopped by the sweep's deadline; its highest finite validation "
+                                   "return of an unflagged checkpoint so far (ties -> later epoch)"}  # fmt: skip
+            (run / "held_out_cut.json").write_text(json.dumps(record, indent=2) + "\n")
+        else:
             print(f"{name} seed {seed}: not finished, not evaluated", flush=True)
             continue
-        select = [*CLI, "select", "--run-dir", str(run), "--out", str(run / "best.pt"),
-                  "--report", str(run / "selection.json")]  # fmt: skip
         evaluate = [*SLOT, "--tag", "evaluate", "--", *CLI, "evaluate", "--config", str(folder / "config.yaml"),
                     "--task", sweep["task"], "--size", sweep["size"], "--dynamics", spec["dynamics"],
-                    "--seed", str(seed), "--checkpoint", str(run / "best.pt"),
+                    "--seed", str(seed), "--checkpoint", str(checkpoint),
                     "--out-csv", str(run / "episodes.csv"), "--out-h5", str(run / "trajectories.h5")]  # fmt: skip
-        for command in (select, evaluate):
-            subprocess.run(command, cwd=ROOT, check=True)
-        print(f"{name} seed {seed}: held-out return {held_out_mean(run):.1f}", flush=True)
+        subprocess.run(evaluate, cwd=ROOT, check=True)
+        at = "" if checkpoint.name == "best.pt" else f" (at the cut, epoch {chosen['epoch']})"
+        print(f"{name} seed {seed}: held-out return {held_out_mean(run):.1f}{at}", flush=True)
+
+
+def best_validated(run: Path) -> dict | None:
+    """The best checkpoint an unfinished run has validated (work/validation.csv), by select's rule; None if none."""
+    best = None
+    for row in validation_rows(run):
+        value = float(row["val_return_mean"])
+        usable = math.isfinite(value) and row["flagged"] != "True" and (run / row["checkpoint"]).exists()
+        if usable and (best is None or value >= best["val_return"]):
+            best = {"epoch": int(row["epoch"]), "val_return": value, "checkpoint": row["checkpoint"]}
+    return best
 
 
 def held_out_mean(run: Path) -> float:
@@ -228,6 +265,7 @@ def status(path: str) -> None:
                 f"{name:22s} seed {seed:<3d} epoch {last.get('epoch', '-'):>5s}  val(last 6) {curve:40s}"
                 f" latent/copy h1 {ratio(last, 'h1')}  cos {last.get('grad_cosine', '-')[:5]}"
                 f"  saturation {last.get('action_saturation', '-')[:5]}  held-out {held_out_mean(run):.0f}"
+                + (" (at the cut)" if (run / "held_out_cut.json").exists() else "")
             )
 
 
