@@ -41,10 +41,14 @@ def test_default_experiment_has_every_cell():
         ({"train": {"pwm": {"min_logstd": float("-inf")}}}, "train.pwm.min_logstd"),
         ({"train": {"pwm": {"actor_saturation_coef": -0.1}}}, "train.pwm.actor_saturation_coef"),
         ({"train": {"pwm": {"actor_saturation_coef": float("nan")}}}, "train.pwm.actor_saturation_coef"),
-        ({"train": {"pwm": {"actor_saturation_coef": 0.1, "actor_saturation_threshold": 1.0}}},
-         "train.pwm.actor_saturation_threshold"),  # fmt: skip
-        ({"train": {"pwm": {"actor_saturation_coef": 0.1, "actor_saturation_threshold": -0.5}}},
-         "train.pwm.actor_saturation_threshold"),  # fmt: skip
+        (
+            {"train": {"pwm": {"actor_saturation_coef": 0.1, "actor_saturation_threshold": 1.0}}},
+            "train.pwm.actor_saturation_threshold",
+        ),
+        (
+            {"train": {"pwm": {"actor_saturation_coef": 0.1, "actor_saturation_threshold": -0.5}}},
+            "train.pwm.actor_saturation_threshold",
+        ),
         ({"train": {"pwm": {"actor_saturation_threshold": 0.9}}}, "train.pwm.actor_saturation_threshold"),
         ({"train": {"world_model": {"bin_max": float("nan")}}}, "train.world_model.bin_max"),
         ({"tasks": {"antt": {}}}, "tasks.antt.task"),

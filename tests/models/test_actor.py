@@ -48,7 +48,8 @@ def test_a_threshold_leaves_actions_below_it_free_and_pulls_saturated_ones_back_
     torch.testing.assert_close(penalty, expected, rtol=1e-12, atol=1e-12)
     (grad,) = torch.autograd.grad(penalty.sum(), u)
     # No gradient below the threshold; beyond it d/du (-log tanh'(u)) / 4 entries = 2 tanh(u) / 4, as without one.
-    torch.testing.assert_close(grad, torch.where(torch.tanh(u.detach()).abs() > 0.95, 2 * torch.tanh(u.detach()) / 4, 0.0))
+    a = torch.tanh(u.detach())
+    torch.testing.assert_close(grad, torch.where(a.abs() > 0.95, 2 * a / 4, 0.0))
     # At |a| exactly the threshold the penalty is 0, and it rises continuously from there.
     at = torch.tensor([math.atanh(0.95)], dtype=torch.float64)
     assert saturation_penalty(log_tanh_slope(at), threshold=0.95).abs().item() < 1e-12

@@ -27,6 +27,17 @@ def test_committed_schema_is_the_generated_one():
     assert schema_script.SCHEMA_PATH.read_text() == schema_script.render()
 
 
+def test_the_settings_baseline_holds_every_setting_and_make_schema_would_not_change_it():
+    """workflow/schemas/settings_baseline.yaml (the fingerprints' baseline) lists every current setting of every
+    kind, so no setting counts as new by mistake; `make schema` only adds to it, never rewrites an entry."""
+    schema_script = load_schema_script()
+    assert schema_script.BASELINE_PATH == REPO / "workflow/schemas/settings_baseline.yaml"
+    from flow_mbpo_pwm import fingerprints
+
+    assert fingerprints.missing_from(schema_script.read_baseline()) == []
+    assert schema_script.BASELINE_PATH.read_text() == schema_script.render_baseline()
+
+
 SHIPPED = ["config.yaml", "short.yaml", "smoke.yaml", "ablation.yaml"]
 
 

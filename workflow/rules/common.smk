@@ -11,7 +11,8 @@ from pathlib import Path
 
 import yaml
 
-from flow_mbpo_pwm.config import ConfigError, load_experiment, pretraining_settings
+from flow_mbpo_pwm import fingerprints
+from flow_mbpo_pwm.config import ConfigError, load_experiment
 from flow_mbpo_pwm.io import write_text
 from flow_mbpo_pwm.plots import CURVES_TABLE, expected_figures
 
@@ -38,6 +39,17 @@ LOG = "{task}/{size}-{dynamics}/seed{seed}"
 
 def _digest(data) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# The settings' baseline values (`make schema`): a fingerprint leaves them out, so a package version that adds a
+# setting at the value that keeps the old behaviour reruns nothing (flow_mbpo_pwm/fingerprints.py).
+SETTINGS_BASELINE = yaml.safe_load(
+    Path(workflow.basedir, "workflow", "schemas", "settings_baseline.yaml").read_text()
+)
+
+
+def _fingerprint(kind: str, settings: dict) -> str:
+    return fingerprints.fingerprint(kind, settings, SETTINGS_BASELINE)
 
 
 # The CLI reads the experiment from a file, but Snakemake's `config` may come from several files plus `--config`
@@ -80,7 +92,7 @@ def cell_digest(wildcards) -> str:
     cell = EXPERIMENT.cell(
         wildcards.task, wildcards.size, wildcards.dynamics, int(wildcards.seed)
     )
-    return _digest(cell.to_dict())
+    return _fingerprint("cell", fingerprints.cell_settings(cell))
 
 
 def evaluation_digest(wildcards) -> str:
@@ -127,9 +139,8 @@ def reference_dir(wildcards) -> str:
 
 
 def _reference_settings_digest(task: str, seed: int) -> str:
-    from flow_mbpo_pwm.reference import reference_settings
-
-    return _digest(reference_settings(EXPERIMENT, task, seed))
+    settings = fingerprints.reference_run_settings(EXPERIMENT, task, seed)
+    return _fingerprint("reference", settings)
 
 
 def reference_digest(wildcards) -> str:
@@ -157,9 +168,9 @@ def collect_summary(wildcards) -> str:
 
 def collect_digest(wildcards) -> str:
     """Fingerprint of what the dataset depends on: the `collect` section and its reference run's settings."""
-    collect = dataclasses.asdict(EXPERIMENT.collect)
     reference = _reference_settings_digest(wildcards.task, EXPERIMENT.collect.seed)
-    return _digest({"reference": reference, "collect": collect})
+    settings = {"reference": reference, **fingerprints.collect_settings(EXPERIMENT)}
+    return _fingerprint("collect", settings)
 
 
 # The paper's protocol (`pretrain:`): one world model per (task, size, dynamics variant), pretrained offline on the
@@ -174,10 +185,7 @@ def pretrain_digest(wildcards) -> str:
     cell = EXPERIMENT.cell(
         wildcards.task, wildcards.size, wildcards.dynamics, EXPERIMENT.seeds[0]
     )
-    settings = pretraining_settings(cell)
-    # The pretraining's own seed is `pretrain.seed`, not the grid's first.
-    settings.pop("seed")
-    return _digest({"pretrain": dataclasses.asdict(EXPERIMENT.pretrain), **settings})
+    return _fingerprint("pretrain", fingerprints.pretrain_settings(EXPERIMENT, cell))
 
 
 def train_inputs(task: str, size: str, dynamics: str) -> dict[str, str]:
@@ -289,10 +297,12 @@ class TrainJob:
     def cell(self) -> str:
         """Fingerprint of the stack's fully resolved training configs (a params rerun trigger)."""
         cells = [
-            EXPERIMENT.cell(self.task, self.size, self.dynamics, seed).to_dict()
+            EXPERIMENT.cell(self.task, self.size, self.dynamics, seed)
             for seed in self.stack
         ]
-        return _digest(cells)
+        return _digest(
+            [_fingerprint("cell", fingerprints.cell_settings(cell)) for cell in cells]
+        )
 
     @property
     def resources(self) -> dict:
