@@ -41,7 +41,8 @@ rulegraph: install  ## the rule graph in dot (pipe into `dot -Tsvg` if graphviz 
 	@snakemake --rulegraph --quiet all
 
 lint: install  ## ruff, snakefmt and snakemake --lint
-	$(BIN)/ruff check tests/pipeline workflow/scripts
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	snakemake --lint
 
