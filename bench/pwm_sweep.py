@@ -6,6 +6,8 @@
                                                   # does it; --cut: also the unfinished ones' best so far)
     python bench/pwm_sweep.py status SWEEP.yaml   # one line per point: epoch, last validations, diagnostics
     python bench/pwm_sweep.py table SWEEP.yaml    # JSON of every point's validation rows (for bench/RESULTS.md)
+    python bench/pwm_sweep.py compare SWEEP.yaml [WORK_DIR] [POINT]  # markdown: held-out [CI], ratio to POINT
+                                                  # (default the first), training return per env step, leaving
     python bench/pwm_sweep.py plot SWEEP.yaml OUT.png [WORK_DIR] [REFERENCE_VALIDATION_CSV]
                                                   # validation return vs env steps, one line per point
 
@@ -286,6 +288,68 @@ def table(path: str) -> None:
     json.dump(rows, sys.stdout, indent=1)
 
 
+LEFT_STANDING = 2_000  # validation return past which an Ant agent has left standing (idle ~1.3k, running 2.5k+)
+CURVE_STEPS = (2_000_000, 5_000_000, 8_000_000, 10_000_000)
+
+
+def compare(path: str, work: str = "", against: str = "") -> None:
+    """A markdown table of the points' results, as docs/results/<date>-<name>/README.md reports a sweep: each point's
+    held-out mean [95% CI] (the pipeline's hierarchical bootstrap over seeds, then episodes; `statistics.py`), its
+    seeds' means, its ratio [95% CI] to the point `against` (default: the first), its mean training return at fixed
+    env steps (the rule of learning_curves.csv, `curves.return_at`), and the env steps at which each seed's
+    validation first passed LEFT_STANDING."""
+    import numpy as np
+    import pandas as pd
+
+    from flow_mbpo_pwm import curves, statistics
+    from flow_mbpo_pwm.config import load_experiment
+
+    sweep = load(path)
+    folder = Path(work or sweep["work"])
+    names = list(sweep["points"])
+    baseline = against or names[0]
+    if baseline not in names:
+        raise SystemExit(f"compare: no point {baseline!r} in {path} (points: {', '.join(names)})")
+    held: dict[str, tuple[float, np.ndarray, list[float]]] = {}
+    rows = []
+    for name in names:
+        spec, runs = sweep["points"][name], seed_runs(sweep, folder / name)
+        groups = [pd.read_csv(run / "episodes.csv")["return"].to_numpy() for _, run in runs
+                  if (run / "episodes.csv").exists()]  # fmt: skip
+        if groups:
+            samples = statistics.hierarchical_bootstrap(groups, "mean", 10_000, np.random.default_rng(0))
+            held[name] = (float(np.concatenate(groups).mean()), samples, [float(g.mean()) for g in groups])
+        experiment = load_experiment(point_config(sweep, spec))
+        period = curves.episode_period(experiment, sweep["task"], spec["dynamics"])
+        returns, left = [], []
+        for _, run in runs:
+            metrics = next((t for t in (run / "metrics.csv", run / "work" / "metrics.csv") if t.exists()), None)
+            curve = pd.read_csv(metrics) if metrics else None
+            returns.append([curves.return_at(curve, x, period) if curve is not None else np.nan for x in CURVE_STEPS])
+            passed = [int(r["env_steps"]) for r in validation_rows(run) if float(r["val_return_mean"]) > LEFT_STANDING]
+            left.append(f"{passed[0] / 1e6:.1f}M" if passed else "never")
+        rows.append((name, np.nanmean(np.array(returns, dtype=float), axis=0) if returns else [], left))
+    print(f"| point | held-out [95% CI] | seeds {' / '.join(str(s) for s, _ in seed_runs(sweep, folder))} "
+          f"| / {baseline} [95% CI] | training return at {' / '.join(f'{x / 1e6:g}M' for x in CURVE_STEPS)} "
+          f"| seeds past {LEFT_STANDING:,} validation at |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    for name, returns, left in rows:
+        if name in held:
+            mean, samples, seeds = held[name]
+            low, high = statistics.percentile_interval(samples)
+            result = f"{mean:,.0f} [{low:,.0f}, {high:,.0f}]"
+            per_seed = " / ".join(f"{m:,.0f}" for m in seeds)
+            ratio = "1" if name == baseline else "—"
+            if baseline in held and name != baseline:
+                base_mean, base_samples, _ = held[baseline]
+                r, r_low, r_high, _ = statistics.ratio_estimate(mean, base_mean, samples, base_samples)
+                ratio = f"{r:.2f} [{r_low:.2f}, {r_high:.2f}]"
+        else:
+            result, per_seed, ratio = "no held-out evaluation", "—", "—"
+        curve = " / ".join("—" if np.isnan(v) else f"{v:,.0f}" for v in returns)
+        print(f"| {name} | {result} | {per_seed} | {ratio} | {curve} | {' / '.join(left)} |")
+
+
 def plot(path: str, out: str, work: str | None = None, reference: str | None = None) -> None:
     import matplotlib
 
@@ -323,7 +387,7 @@ def plot(path: str, out: str, work: str | None = None, reference: str | None = N
 
 
 if __name__ == "__main__":
-    commands = {"run": run, "held-out": held_out, "status": status, "table": table, "plot": plot}
+    commands = {"run": run, "held-out": held_out, "status": status, "table": table, "compare": compare, "plot": plot}
     if len(sys.argv) < 3 or sys.argv[1] not in commands:
         raise SystemExit(__doc__)
     commands[sys.argv[1]](*sys.argv[2:])
