@@ -8,8 +8,7 @@ import dataclasses
 import pytest
 
 from flow_mbpo_pwm import fingerprints
-from flow_mbpo_pwm.config import ExperimentConfig
-from flow_mbpo_pwm.train_state import flatten
+from flow_mbpo_pwm.config import ExperimentConfig, flatten
 
 
 def baseline() -> dict:

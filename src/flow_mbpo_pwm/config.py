@@ -545,6 +545,20 @@ PRETRAIN_PWM_FIELDS = (
 )  # fmt: skip
 
 
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings -> {"a.b.c": value}; lists stay values."""
+    if not isinstance(data, dict):
+        return {prefix: data}
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, name))
+        else:
+            flat[name] = value
+    return flat
+
+
 def pretraining_settings(config: TrainConfig) -> dict[str, Any]:
     """What a pretrained world model depends on, of a cell's training config (its `run.seed` seeds the
     pretraining): the task, the world model and dynamics settings and `PRETRAIN_PWM_FIELDS`."""

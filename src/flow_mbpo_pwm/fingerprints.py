@@ -22,8 +22,7 @@ import hashlib
 import json
 from typing import Any
 
-from flow_mbpo_pwm.config import ExperimentConfig, TrainConfig, pretraining_settings
-from flow_mbpo_pwm.train_state import flatten
+from flow_mbpo_pwm.config import ExperimentConfig, TrainConfig, flatten, pretraining_settings
 
 KINDS = ("cell", "pretrain", "reference", "collect")
 

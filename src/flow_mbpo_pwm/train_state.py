@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from flow_mbpo_pwm.config import flatten
+
 STATE_FORMAT = "flow-mbpo-pwm/train-state/1"
 
 
@@ -67,20 +69,6 @@ def set_matmul_precision(tf32: bool) -> None:
     """float32 matrix products on CUDA in TF32 (`run.tf32`) or in full float32 (torch's default); process-wide,
     so a run sets it when it starts, before it builds anything. CPU products are unaffected."""
     torch.backends.cuda.matmul.allow_tf32 = tf32
-
-
-def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested mappings -> {"a.b.c": value}; lists stay values."""
-    if not isinstance(data, dict):
-        return {prefix: data}
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, dict) and value:
-            flat.update(flatten(value, name))
-        else:
-            flat[name] = value
-    return flat
 
 
 def config_differences(
