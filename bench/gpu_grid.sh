@@ -69,12 +69,15 @@ PY
   ) >> "$GRID/warm.txt" 2>&1
 }
 
-carry_reference() {  # reference runs packed on an earlier machine (see the top), used where their settings match
-  local config=$1
+carry_reference() {  # reference runs packed on an earlier machine (see the top), each used only where it checks out
+  local config=$1 unpacked
   [ -f .carry/reference.tar.gz ] || return 0
   mkdir -p "$GRID"
-  tar -xzf .carry/reference.tar.gz
-  python3 - "$config" <<'PY' | tee -a "$GRID/warm.txt"
+  unpacked=$(mktemp -d)
+  # Unpacked aside: a run reaches results/ only once its settings are checked, and never over a run already there.
+  if ! tar -xzf .carry/reference.tar.gz -C "$unpacked"; then
+    echo "carried reference: .carry/reference.tar.gz cannot be unpacked; the reference trains here" | tee -a "$GRID/warm.txt"
+  elif ! python3 - "$config" "$unpacked" <<'PY' 2>&1 | tee -a "$GRID/warm.txt"; then
 import pathlib, shutil, sys
 
 import yaml
@@ -83,20 +86,30 @@ from flow_mbpo_pwm.config import load_experiment
 from flow_mbpo_pwm.reference import reference_settings
 from flow_mbpo_pwm.train_state import config_differences
 
-experiment = load_experiment(sys.argv[1])
-for saved in sorted(pathlib.Path("results").glob("*/reference/seed*/work/settings.yaml")):
-    run = saved.parent.parent
+experiment, unpacked = load_experiment(sys.argv[1]), pathlib.Path(sys.argv[2])
+for run in sorted(unpacked.glob("results/*/reference/seed*")):
+    target = pathlib.Path(run.relative_to(unpacked))
     task, seed = run.parent.parent.name, int(run.name.removeprefix("seed"))
-    if task not in experiment.tasks or seed not in experiment.seeds:
-        diffs = [f"task {task} / seed {seed} is not in {sys.argv[1]}"]
+    saved = run / "work" / "settings.yaml"
+    if target.exists():
+        why = "results/ has this run already (kept)"
+    elif not saved.is_file() or not (run / "train_summary.json").is_file():
+        why = "not a finished run with its settings"
+    elif task not in experiment.tasks or seed not in experiment.seeds:
+        why = f"task {task} / seed {seed} is not in {sys.argv[1]}"
     else:
         diffs = config_differences(yaml.safe_load(saved.read_text()), reference_settings(experiment, task, seed))
-    if diffs:
-        shutil.rmtree(run)
-        print(f"carried reference {run}: other settings ({diffs[:3]}); removed, it trains here")
+        why = f"other settings ({diffs[:3]})" if diffs else ""
+    if why:
+        print(f"carried reference {target}: {why}; not used")
     else:
-        print(f"carried reference {run}: the config's settings; used as it is")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(run), str(target))
+        print(f"carried reference {target}: the config's settings; used as it is")
 PY
+    echo "carried reference: the check failed (above); runs not yet checked were not used" | tee -a "$GRID/warm.txt"
+  fi
+  rm -rf "$unpacked"
 }
 
 start() {

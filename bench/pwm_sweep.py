@@ -44,6 +44,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import yaml
@@ -204,13 +205,14 @@ def held_out(path: str, name: str, cut: str = "") -> None:
     folder = Path(sweep["work"]) / name
     for seed, run in seed_runs(sweep, folder):
         if (run / "train_summary.json").exists():
+            (run / "held_out_cut.json").unlink(missing_ok=True)  # cut before, finished since
             checkpoint = run / "best.pt"
             select = [*CLI, "select", "--run-dir", str(run), "--out", str(checkpoint),
                       "--report", str(run / "selection.json")]  # fmt: skip
             subprocess.run(select, cwd=ROOT, check=True)
         elif cut and (chosen := best_validated(run)) is not None:
             checkpoint = run / chosen["checkpoint"]
-            record = {"cut_at_epoch": int(validation_rows(run)[-1]["epoch"]), "chosen": chosen,
+            record = {"cut_at_epoch": last_epoch(run), "chosen": chosen,
                       "criterion": "the training was stopped by the sweep's deadline; its highest finite validation "
                                    "return of an unflagged checkpoint so far (ties -> later epoch)"}  # fmt: skip
             (run / "held_out_cut.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -224,6 +226,12 @@ def held_out(path: str, name: str, cut: str = "") -> None:
         subprocess.run(evaluate, cwd=ROOT, check=True)
         at = "" if checkpoint.name == "best.pt" else f" (at the cut, epoch {chosen['epoch']})"
         print(f"{name} seed {seed}: held-out return {held_out_mean(run):.1f}{at}", flush=True)
+
+
+def last_epoch(run: Path) -> int:
+    """The last epoch an unfinished run logged (work/metrics.csv; its validations may be older)."""
+    with open(run / "work" / "metrics.csv") as f:
+        return max(int(row["epoch"]) for row in csv.DictReader(f))
 
 
 def best_validated(run: Path) -> dict | None:
@@ -302,6 +310,7 @@ def compare(path: str, work: str = "", against: str = "") -> None:
     import pandas as pd
 
     from flow_mbpo_pwm import curves, statistics
+    from flow_mbpo_pwm.aggregate import bootstrap_rng
     from flow_mbpo_pwm.config import load_experiment
 
     sweep = load(path)
@@ -310,15 +319,20 @@ def compare(path: str, work: str = "", against: str = "") -> None:
     baseline = against or names[0]
     if baseline not in names:
         raise SystemExit(f"compare: no point {baseline!r} in {path} (points: {', '.join(names)})")
-    held: dict[str, tuple[float, np.ndarray, list[float]]] = {}
+    held: dict[str, tuple[float, np.ndarray, list[str]]] = {}
     rows = []
     for name in names:
         spec, runs = sweep["points"][name], seed_runs(sweep, folder / name)
-        groups = [pd.read_csv(run / "episodes.csv")["return"].to_numpy() for _, run in runs
-                  if (run / "episodes.csv").exists()]  # fmt: skip
+        episodes = [pd.read_csv(run / "episodes.csv")["return"].to_numpy() if (run / "episodes.csv").exists() else None
+                    for _, run in runs]  # fmt: skip
+        groups = [g for g in episodes if g is not None]
         if groups:
-            samples = statistics.hierarchical_bootstrap(groups, "mean", 10_000, np.random.default_rng(0))
-            held[name] = (float(np.concatenate(groups).mean()), samples, [float(g.mean()) for g in groups])
+            # Each point its own stream (as aggregate's cells): ratio_estimate assumes independent distributions.
+            rng = bootstrap_rng(sweep["task"], sweep["size"], name, "return_mean")
+            samples = statistics.hierarchical_bootstrap(groups, "mean", 10_000, rng)
+            seeds = ["—" if g is None else f"{g.mean():,.0f}" + (" (cut)" if (run / "held_out_cut.json").exists()
+                     else "") for g, (_, run) in zip(episodes, runs, strict=True)]  # fmt: skip
+            held[name] = (float(np.concatenate(groups).mean()), samples, seeds)
         experiment = load_experiment(point_config(sweep, spec))
         period = curves.episode_period(experiment, sweep["task"], spec["dynamics"])
         returns, left = [], []
@@ -328,7 +342,9 @@ def compare(path: str, work: str = "", against: str = "") -> None:
             returns.append([curves.return_at(curve, x, period) if curve is not None else np.nan for x in CURVE_STEPS])
             passed = [int(r["env_steps"]) for r in validation_rows(run) if float(r["val_return_mean"]) > LEFT_STANDING]
             left.append(f"{passed[0] / 1e6:.1f}M" if passed else "never")
-        rows.append((name, np.nanmean(np.array(returns, dtype=float), axis=0) if returns else [], left))
+        with warnings.catch_warnings():  # a step no seed reached: NaN, printed as "—"
+            warnings.simplefilter("ignore", RuntimeWarning)
+            rows.append((name, np.nanmean(np.array(returns, dtype=float), axis=0) if returns else [], left))
     print(f"| point | held-out [95% CI] | seeds {' / '.join(str(s) for s, _ in seed_runs(sweep, folder))} "
           f"| / {baseline} [95% CI] | training return at {' / '.join(f'{x / 1e6:g}M' for x in CURVE_STEPS)} "
           f"| seeds past {LEFT_STANDING:,} validation at |")  # fmt: skip
@@ -338,7 +354,7 @@ def compare(path: str, work: str = "", against: str = "") -> None:
             mean, samples, seeds = held[name]
             low, high = statistics.percentile_interval(samples)
             result = f"{mean:,.0f} [{low:,.0f}, {high:,.0f}]"
-            per_seed = " / ".join(f"{m:,.0f}" for m in seeds)
+            per_seed = " / ".join(seeds)
             ratio = "1" if name == baseline else "—"
             if baseline in held and name != baseline:
                 base_mean, base_samples, _ = held[baseline]

@@ -21,12 +21,15 @@ for f in "$stage"/*.whl; do
   if [ "$(stat -c %s "$f")" -gt "$limit" ]; then split -b "$limit" -d "$f" "$parts/$(basename "$f").part."
   else cp "$f" "$parts/"; fi
 done
-rm -rf .w[0-9]*; k=1; used=0; mkdir -p .w1
+# The new folders are filled beside the old ones and swapped in at the end: a failure before then leaves the old.
+next=$(mktemp -d -p .); trap 'rm -rf "$stage" "$parts" "$next"' EXIT
+k=1; used=0; mkdir -p "$next/.w1"
 for f in $(ls -S "$parts"); do
   s=$(stat -c %s "$parts/$f")
-  if [ $((used + s)) -gt "$limit" ]; then k=$((k + 1)); used=0; mkdir -p ".w$k"; fi
-  mv "$parts/$f" ".w$k/"; used=$((used + s))
+  if [ $((used + s)) -gt "$limit" ]; then k=$((k + 1)); used=0; mkdir -p "$next/.w$k"; fi
+  mv "$parts/$f" "$next/.w$k/"; used=$((used + s))
 done
-cp "$stage/SHA256SUMS" "$stage/setup_on_device.sh" ".w$k/"
+cp "$stage/SHA256SUMS" "$stage/setup_on_device.sh" "$next/.w$k/"
+rm -rf .w[0-9]* && mv "$next"/.w[0-9]* .
 du -sh .w[0-9]*
 echo "last folder (carry it with .whl and .kernelcache; source its setup_on_device.sh): .w$k"

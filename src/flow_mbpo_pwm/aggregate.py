@@ -335,8 +335,9 @@ def deterministic_variant(experiment: ExperimentConfig) -> str | None:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _rng(task: str, size: str, dynamics: str, stream: str) -> np.random.Generator:
-    # One stream per cell and statistic, independent of the order of cells: adding a cell changes no other row.
+def bootstrap_rng(task: str, size: str, dynamics: str, stream: str) -> np.random.Generator:
+    """The bootstrap's random stream of one cell and statistic: independent of the order of cells (adding a cell
+    changes no other row) and of every other cell's stream, as `statistics.ratio_estimate` assumes."""
     key = zlib.crc32(f"{task}\0{size}\0{dynamics}\0{stream}".encode())
     return np.random.default_rng([BOOTSTRAP_SEED, key])
 
@@ -405,8 +406,8 @@ def _cell_row(
     bootstrap: int,
 ) -> tuple[dict[str, Any], np.ndarray]:
     pooled = np.concatenate(groups)
-    mean_draws = hierarchical_bootstrap(groups, "mean", bootstrap, _rng(task, size, dynamics, "return_mean"))
-    iqm_draws = hierarchical_bootstrap(groups, "iqm", bootstrap, _rng(task, size, dynamics, "return_iqm"))
+    mean_draws = hierarchical_bootstrap(groups, "mean", bootstrap, bootstrap_rng(task, size, dynamics, "return_mean"))
+    iqm_draws = hierarchical_bootstrap(groups, "iqm", bootstrap, bootstrap_rng(task, size, dynamics, "return_iqm"))
     ci_low, ci_high = percentile_interval(mean_draws, CI_LEVEL)
     iqm_low, iqm_high = percentile_interval(iqm_draws, CI_LEVEL)
 
@@ -415,7 +416,7 @@ def _cell_row(
     best = runs["train_best_return"].to_numpy(dtype=float)
     if np.isfinite(best).all():
         best_draws = hierarchical_bootstrap(
-            [[b] for b in best], "mean", bootstrap, _rng(task, size, dynamics, "train_best_return")
+            [[b] for b in best], "mean", bootstrap, bootstrap_rng(task, size, dynamics, "train_best_return")
         )
         best_low, best_high = percentile_interval(best_draws, CI_LEVEL)
         best_stats = (

@@ -12,7 +12,9 @@ So:
 
 `make schema` registers a new setting at its default, taken to be the value that keeps the old behaviour (the
 assumption train's resume check makes too, `train_state.config_differences`). A new setting whose default changes
-behaviour must be registered at the old behaviour's value by hand.
+behaviour must be registered at the old behaviour's value by hand. The value registered is the setting's in the
+default experiment's first cell (ant, 5M, deterministic, seed 0) and first reference run: a new setting whose
+default differs between sizes, dynamics or tasks counts in the fingerprints of the cells where it differs from that.
 """
 
 from __future__ import annotations

@@ -847,15 +847,16 @@ class TrainingRun:
                         saving = time.monotonic()
                         self._save_state(progress)  # a preempted job does not redo the loading
                         progress.message(f"state saved in {time.monotonic() - saving:.1f} s")
-                trained = False
+                trained = timed = False
                 while self.progression.epoch < cfg.pwm.epochs and self.live():
-                    first = time.monotonic()
+                    begun, updates = time.monotonic(), any(self.agent.training_seeds())
                     self._one_epoch(progress)
-                    if not trained:
+                    if updates and not timed:  # (collect-only epochs before a warm-up compile nothing)
+                        timed = True
                         progress.message(
-                            f"first epoch of this attempt in {time.monotonic() - first:.1f} s (its phases compiled "
-                            f"and captured where the run asks); {time.monotonic() - self._attempt_start:.1f} s "
-                            "since the start"
+                            f"first training epoch of this attempt (epoch {self.progression.epoch}) in "
+                            f"{time.monotonic() - begun:.1f} s, its phases compiled and captured where the run asks; "
+                            f"{time.monotonic() - self._attempt_start:.1f} s since the start"
                         )
                     trained = True
                     if stop.received is not None and self.progression.epoch < cfg.pwm.epochs and self.live():

@@ -291,7 +291,7 @@ def test_with_a_threshold_an_actor_inside_it_pays_no_penalty_and_gets_no_gradien
     for threshold, free in ((0.99, True), (0.0, False)):
         agent, env, buffer, obs = build(actor_saturation_coef=0.1, actor_saturation_threshold=threshold)
         obs, _ = run_until_warm(agent, env, buffer, obs)
-        last = sorted(n for n in agent.stacked if n.startswith("actor.mu_net.") and n.endswith(".bias"))[-1]
+        last = [n for n in agent.stacked if n.startswith("actor.mu_net.") and n.endswith(".bias")][-1]  # last layer
         with torch.no_grad():
             agent.stacked[last].zero_()
             agent.stacked[last.removesuffix("bias") + "weight"].zero_()
