@@ -12,8 +12,7 @@ from flow_mbpo_pwm.algorithms.running_stats import RunningMeanStd
 from flow_mbpo_pwm.diagnostics import (
     EpisodeRecord,
     EpisodeRecorder,
-    action_jitter,
-    action_saturation,
+    action_columns,
     cosine,
     cut_windows,
     finite_difference_gradient,
@@ -218,6 +217,14 @@ def action_record(actions: torch.Tensor, dones: torch.Tensor) -> EpisodeRecord:
     steps, envs, _ = actions.shape
     zeros = torch.zeros(steps, envs, OBS)
     return EpisodeRecord(zeros, actions, torch.zeros(steps, envs), zeros, dones)
+
+
+def action_jitter(record: EpisodeRecord) -> float:
+    return action_columns(record)["action_jitter"]
+
+
+def action_saturation(record: EpisodeRecord) -> float:
+    return action_columns(record)["action_saturation"]
 
 
 def test_action_jitter_is_zero_for_a_constant_action_and_two_for_one_flipping_between_the_bounds():

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from flow_mbpo_pwm import fingerprints
-from flow_mbpo_pwm.config import ExperimentConfig, flatten
+from flow_mbpo_pwm.config import ExperimentConfig, flatten, to_plain
 
 
 def baseline() -> dict:
@@ -77,7 +77,7 @@ def test_every_kind_has_its_settings_and_unknown_kinds_are_refused():
     experiment, cell = default_cell()
     defaults = fingerprints.current_defaults()
     assert set(defaults) == set(fingerprints.KINDS)
-    assert defaults["cell"] == flatten(fingerprints._plain(cell.to_dict()))
+    assert defaults["cell"] == flatten(to_plain(cell.to_dict()))
     assert "pretrain.steps" in defaults["pretrain"] and "seed" not in defaults["pretrain"]
     assert "reference.env_steps" in defaults["reference"] and "collect.noise_scale" in defaults["collect"]
     with pytest.raises(ValueError, match="unknown kind"):

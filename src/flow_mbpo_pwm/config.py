@@ -381,7 +381,7 @@ class TrainConfig:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return _to_plain(dataclasses.asdict(self))
+        return to_plain(dataclasses.asdict(self))
 
 
 # Size presets (TD-MPC2 naming). "tiny" is for tests and the CPU smoke pipeline only.
@@ -733,7 +733,7 @@ class ExperimentConfig:
 
 def _merge(base: Any, overrides: dict[str, Any], key: str) -> Any:
     """`base` (a dataclass) with the fields named in `overrides` replaced, type-checked."""
-    merged = _to_plain(dataclasses.asdict(base))
+    merged = to_plain(dataclasses.asdict(base))
     merged.update(overrides)
     return from_dict(type(base), merged, key)
 
@@ -743,11 +743,12 @@ def _merge(base: Any, overrides: dict[str, Any], key: str) -> Any:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _to_plain(value: Any) -> Any:
+def to_plain(value: Any) -> Any:
+    """Nested data with tuples as lists, recursively: the plain form YAML and JSON give back."""
     if isinstance(value, dict):
-        return {k: _to_plain(v) for k, v in value.items()}
+        return {k: to_plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_to_plain(v) for v in value]
+        return [to_plain(v) for v in value]
     return value
 
 
@@ -849,7 +850,7 @@ def _dynamics_variants(variants: Any) -> dict[str, Any]:
         _check(
             kind in DYNAMICS_PRESETS, f"dynamics.{name}.kind", f"must be one of {list(DYNAMICS_PRESETS)}, got {kind!r}"
         )
-        resolved[name] = _to_plain(dataclasses.asdict(DYNAMICS_PRESETS[kind])) | spec
+        resolved[name] = to_plain(dataclasses.asdict(DYNAMICS_PRESETS[kind])) | spec
     return resolved
 
 
@@ -879,7 +880,7 @@ def load_train_config(path: str | Path) -> TrainConfig:
 
 
 def dump_yaml(config: TrainConfig | ExperimentConfig) -> str:
-    return yaml.safe_dump(_to_plain(dataclasses.asdict(config)), sort_keys=False)
+    return yaml.safe_dump(to_plain(dataclasses.asdict(config)), sort_keys=False)
 
 
 def with_overrides(config: TrainConfig, **sections: dict[str, Any]) -> TrainConfig:

@@ -413,14 +413,6 @@ def action_columns(record: EpisodeRecord) -> dict[str, float]:
     return {"action_jitter": jitter, "action_saturation": values[0] / values[1] if values[1] else math.nan}
 
 
-def action_jitter(record: EpisodeRecord) -> float:
-    return action_columns(record)["action_jitter"]
-
-
-def action_saturation(record: EpisodeRecord) -> float:
-    return action_columns(record)["action_saturation"]
-
-
 def summary_columns(rows: list[dict[str, float]], grad_cosine: float) -> dict[str, float]:
     """validation.csv's diagnostic columns: the first and the last step, and the gradient cosine."""
     first, last = rows[0], rows[-1]

@@ -24,7 +24,7 @@ import hashlib
 import json
 from typing import Any
 
-from flow_mbpo_pwm.config import ExperimentConfig, TrainConfig, flatten, pretraining_settings
+from flow_mbpo_pwm.config import ExperimentConfig, TrainConfig, flatten, pretraining_settings, to_plain
 
 KINDS = ("cell", "pretrain", "reference", "collect")
 
@@ -67,7 +67,7 @@ def current_defaults() -> dict[str, dict[str, Any]]:
         "reference": reference_run_settings(experiment, task, seed),
         "collect": collect_settings(experiment),
     }
-    return {kind: _plain(flatten(settings)) for kind, settings in data.items()}
+    return {kind: to_plain(flatten(settings)) for kind, settings in data.items()}
 
 
 def missing_from(baseline: dict[str, dict[str, Any]]) -> list[str]:
@@ -91,19 +91,10 @@ def fingerprint(kind: str, settings: dict[str, Any], baseline: dict[str, dict[st
         raise ValueError(f"unknown kind of settings {kind!r} (known: {', '.join(KINDS)})")
     known = baseline.get(kind, {})
     missing = object()
-    kept = {key: value for key, value in _plain(flatten(settings)).items() if known.get(key, missing) != value}
+    kept = {key: value for key, value in to_plain(flatten(settings)).items() if known.get(key, missing) != value}
     return digest({"kind": kind, "settings": kept})
 
 
 def digest(data: Any) -> str:
     """First 16 hex digits of the SHA-256 of `data` as sorted JSON."""
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _plain(value: Any) -> Any:
-    """Tuples as lists, recursively, as YAML gives them back."""
-    if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
-    return value

@@ -38,6 +38,7 @@ from flow_mbpo_pwm.config import (
     ReferenceConfig,
     TrainConfig,
     from_dict,
+    to_plain,
 )
 from flow_mbpo_pwm.devices import resolve_device
 from flow_mbpo_pwm.progress import Progress
@@ -105,7 +106,7 @@ def reference_settings(
         "task": task,
         "seed": seed,
         "env": dataclasses.asdict(experiment.tasks[task]),
-        "reference": _plain(dataclasses.asdict(reference)),
+        "reference": to_plain(dataclasses.asdict(reference)),
         "validation_seed_base": run.validation_seed_base,
     }
 
@@ -127,14 +128,6 @@ def _check_cell(experiment: ExperimentConfig, task: str, seed: int) -> None:
         raise ConfigError("task", f"'{task}' is not in this config's tasks {list(experiment.tasks)}")
     if seed not in experiment.seeds:
         raise ConfigError("seed", f"{seed} is not in this config's seeds {list(experiment.seeds)}")
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def reference(experiment: ExperimentConfig, task: str, seed: int, run_dir: Path, **overrides: Any) -> int:

@@ -1,7 +1,6 @@
 # Grid helpers shared by every rule: the validated experiment, run-folder paths, wildcard constraints.
 
 import dataclasses
-import hashlib
 import json
 import os
 import re
@@ -37,10 +36,6 @@ RUN = "results/{task}/{size}-{dynamics}/seed{seed}"
 LOG = "{task}/{size}-{dynamics}/seed{seed}"
 
 
-def _digest(data) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
-
-
 # The settings' baseline values (`make schema`): a fingerprint leaves them out, so a package version that adds a
 # setting at the value that keeps the old behaviour reruns nothing (flow_mbpo_pwm/fingerprints.py).
 SETTINGS_BASELINE = yaml.safe_load(
@@ -55,7 +50,7 @@ def _fingerprint(kind: str, settings: dict) -> str:
 # The CLI reads the experiment from a file, but Snakemake's `config` may come from several files plus `--config`
 # overrides. So the effective config is written to a content-addressed file (atomically, once): a concurrent
 # invocation with another config writes another file and can never change what a running job reads.
-EXPERIMENT_DIGEST = _digest(config)
+EXPERIMENT_DIGEST = fingerprints.digest(config)
 EXPERIMENT_FILE = f"results/config/{EXPERIMENT_DIGEST}.yaml"
 
 
@@ -101,7 +96,9 @@ def evaluation_digest(wildcards) -> str:
         f: getattr(EXPERIMENT.evaluation, f)
         for f in ("episodes", "num_envs", "seed_base")
     }
-    return _digest({"cell": cell_digest(wildcards), "evaluation": evaluation})
+    return fingerprints.digest(
+        {"cell": cell_digest(wildcards), "evaluation": evaluation}
+    )
 
 
 def all_cells(pattern: str) -> list[str]:
@@ -154,7 +151,9 @@ def reference_evaluation_digest(wildcards) -> str:
         f: getattr(EXPERIMENT.evaluation, f)
         for f in ("episodes", "num_envs", "seed_base")
     }
-    return _digest({"reference": reference_digest(wildcards), "evaluation": evaluation})
+    return fingerprints.digest(
+        {"reference": reference_digest(wildcards), "evaluation": evaluation}
+    )
 
 
 def collect_reference_dir(wildcards) -> str:
@@ -300,7 +299,7 @@ class TrainJob:
             EXPERIMENT.cell(self.task, self.size, self.dynamics, seed)
             for seed in self.stack
         ]
-        return _digest(
+        return fingerprints.digest(
             [_fingerprint("cell", fingerprints.cell_settings(cell)) for cell in cells]
         )
 
