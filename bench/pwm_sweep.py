@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import signal
 import subprocess
 import sys
@@ -235,14 +234,20 @@ def last_epoch(run: Path) -> int:
 
 
 def best_validated(run: Path) -> dict | None:
-    """The best checkpoint an unfinished run has validated (work/validation.csv), by select's rule; None if none."""
-    best = None
+    """The best checkpoint an unfinished run has validated (work/validation.csv), by select's rules 2 and 3 (a
+    checkpoint file that is missing counts as rejected); None if none."""
+    from flow_mbpo_pwm import select
+
+    candidates = []
     for row in validation_rows(run):
-        value = float(row["val_return_mean"])
-        usable = math.isfinite(value) and row["flagged"] != "True" and (run / row["checkpoint"]).exists()
-        if usable and (best is None or value >= best["val_return"]):
-            best = {"epoch": int(row["epoch"]), "val_return": value, "checkpoint": row["checkpoint"]}
-    return best
+        cand = select.Candidate(epoch=int(row["epoch"]), env_steps=int(row["env_steps"]), path=row["checkpoint"],
+                                val_return=float(row["val_return_mean"]), flagged=row["flagged"] == "True",
+                                flag_reason=row.get("flag_reason") or "")  # fmt: skip
+        cand.rejection = select.record_problem(cand) or ("" if (run / cand.path).exists() else "no file")
+        candidates.append(cand)
+    chosen = select.best(candidates)
+    return None if chosen is None else {"epoch": chosen.epoch, "val_return": chosen.val_return,
+                                        "checkpoint": chosen.path}  # fmt: skip
 
 
 def held_out_mean(run: Path) -> float:

@@ -117,19 +117,30 @@ def choose_checkpoint(run_dir: Path, device: str = "cpu") -> Selection:
     _cross_check(run_dir / "validation.csv", cell, candidates)
 
     for cand in candidates:
-        if not math.isfinite(cand.val_return):
-            cand.rejection = f"validation return is {cand.val_return} (not finite)"
-        elif cand.flagged:
-            cand.rejection = f"flagged by the collapse guard: {cand.flag_reason or 'no reason recorded'}"
-        else:
-            cand.rejection = _load_problem(run_dir / cand.path, cand, cell, device)
+        cand.rejection = record_problem(cand) or _load_problem(run_dir / cand.path, cand, cell, device)
 
-    acceptable = [c for c in candidates if not c.rejection]
-    if not acceptable:
+    chosen = best(candidates)
+    if chosen is None:
         reasons = "; ".join(f"epoch {c.epoch}: {c.rejection}" for c in candidates)
         raise SelectionError(f"{run_dir}: every checkpoint was rejected, nothing to evaluate ({reasons})")
-    chosen = max(acceptable, key=lambda c: (c.val_return, c.epoch))
     return Selection(cell=cell, chosen=chosen, candidates=candidates, train_status=summary["status"])
+
+
+def record_problem(cand: Candidate) -> str:
+    """Rule 2 as far as the records decide it: why a candidate's validation record rules it out ("" if it
+    does not). The checkpoint file itself is checked by `_load_problem`."""
+    if not math.isfinite(cand.val_return):
+        return f"validation return is {cand.val_return} (not finite)"
+    if cand.flagged:
+        return f"flagged by the collapse guard: {cand.flag_reason or 'no reason recorded'}"
+    return ""
+
+
+def best(candidates: list[Candidate]) -> Candidate | None:
+    """Rule 3: the highest validation return among the candidates not rejected, ties to the later epoch; None
+    when every one was rejected."""
+    acceptable = [c for c in candidates if not c.rejection]
+    return max(acceptable, key=lambda c: (c.val_return, c.epoch)) if acceptable else None
 
 
 def write_selection(run_dir: Path, selection: Selection, out: Path, report: Path) -> None:
