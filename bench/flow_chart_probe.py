@@ -49,6 +49,13 @@ VARIANTS = {  # name -> dynamics settings (merged over the preset named by `kind
     "flow-log-simplex": {"kind": "flow", "integrator": "heun", "substeps": 4, "project": "simnorm"},
     "flow-simplex": {"kind": "flow", "integrator": "heun", "substeps": 4, "project": "none"},
     "flow-log-detached": {"kind": "flow", "integrator": "heun", "substeps": 4, "detach_source": True},
+    "flow-log-detached-endpoint": {
+        "kind": "flow",
+        "integrator": "heun",
+        "substeps": 4,
+        "detach_source": True,
+        "endpoint_coef": 1.0,
+    },
     "flow-simplex-detached": {
         "kind": "flow",
         "integrator": "heun",

@@ -130,6 +130,10 @@ class DynamicsConfig:
     # a fixed coupling as flow matching assumes; the encoder then learns through the reward term along the model's
     # own rollout, not by shrinking x_1 - x_0 (which collapsed flow's encoder at 20 : 0.1, bench/RESULTS.md)
     detach_source: bool = False
+    # flow only: adds `endpoint_coef x MSE(z', sg(E(o')))` on the integrated next latent z' (the deterministic
+    # model's latent loss) to the flow-matching loss, so the map the actor differentiates through is fitted where it
+    # is used, and the encoder learns through it as the deterministic model's does. 0: flow matching alone
+    endpoint_coef: float = 0.0
     # deterministic only: z' = SimNorm(log z + f(z, a)) with f's last layer zero at init, so the untrained model
     # is the copy-the-last-latent baseline (models/dynamics.py); false: z' = F(z, a) as in PWM / TD-MPC2
     residual: bool = False
@@ -150,6 +154,16 @@ class DynamicsConfig:
             not self.detach_source or (self.kind == "flow" and self.source == "delta"),
             f"{key}.detach_source",
             "applies to flow dynamics with source 'delta' only (the source a noise flow starts from is noise)",
+        )
+        _check(
+            math.isfinite(self.endpoint_coef) and self.endpoint_coef >= 0,
+            f"{key}.endpoint_coef",
+            f"must be a finite number >= 0, got {self.endpoint_coef}",
+        )
+        _check(
+            self.endpoint_coef == 0 or self.kind == "flow",
+            f"{key}.endpoint_coef",
+            "applies to flow dynamics only (the deterministic model's loss is this latent MSE already)",
         )
 
 

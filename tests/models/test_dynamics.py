@@ -214,3 +214,43 @@ def test_detach_source_is_refused_where_it_means_nothing():
     ):
         with pytest.raises(ConfigError, match="dynamics.detach_source"):
             bad.validate()
+
+
+def test_the_endpoint_term_adds_the_latent_mse_of_the_integrated_latent_and_trains_the_source_through_it():
+    """`endpoint_coef` c: the loss is the flow-matching loss plus c x MSE(z', target) per sample, z' the integrated
+    next latent the rollout continues from; c = 0 is the flow-matching loss alone, bitwise. With a detached source
+    the flow-matching term sends no gradient into z, and the endpoint term does (through the integration)."""
+    torch.manual_seed(0)
+    plain, with_endpoint = flow(detach_source=True), flow(detach_source=True, endpoint_coef=2.5)
+    nn.init.normal_(plain.velocity_net[-1].weight, std=0.1)
+    with_endpoint.load_state_dict(plain.state_dict())
+    z0, a, target = simplex_batch(32, 1), torch.rand(32, ACT) * 2 - 1, simplex_batch(32, 2)
+    tau = torch.rand(32, 1)
+    x0, x1 = torch.log(z0), torch.log(target)
+    x_tau = (1 - tau) * x0 + tau * x1
+    flow_matching = (plain.velocity(x_tau, a, tau) - (x1 - x0)).pow(2).mean(-1)
+
+    z = z0.clone().requires_grad_()
+    loss, z_next = plain.loss(z, a, target, tau=tau)
+    assert torch.equal(loss, flow_matching)
+    (grad_z,) = torch.autograd.grad(loss.sum(), z, allow_unused=True)
+    assert grad_z is None or torch.count_nonzero(grad_z) == 0
+
+    z = z0.clone().requires_grad_()
+    loss, z_next_endpoint = with_endpoint.loss(z, a, target, tau=tau)
+    torch.testing.assert_close(z_next_endpoint, z_next)
+    torch.testing.assert_close(loss, flow_matching + 2.5 * (z_next - target).pow(2).mean(-1))
+    (grad_z,) = torch.autograd.grad(loss.sum(), z)
+    assert grad_z.abs().sum() > 0
+
+
+def test_endpoint_coef_is_refused_where_it_means_nothing_or_is_not_a_weight():
+    from flow_mbpo_pwm.config import ConfigError
+
+    for bad in (
+        DynamicsConfig(kind="deterministic", endpoint_coef=1.0),
+        DynamicsConfig(kind="flow", endpoint_coef=-0.5),
+        DynamicsConfig(kind="flow", endpoint_coef=float("nan")),
+    ):
+        with pytest.raises(ConfigError, match="dynamics.endpoint_coef"):
+            bad.validate()

@@ -341,21 +341,17 @@ _GPU_SLOT_SCRIPT = " ".join(
 )
 
 
-def gpu_slot(wildcards, resources) -> str:
-    """Command prefix that binds a GPU job to one GPU. A function of `resources`, so Snakemake does not treat
-    the (machine-specific) interpreter and repository paths in it as a rerun trigger."""
-    return f"{_GPU_SLOT_SCRIPT} --" if resources.get("gpu", 0) else ""
-
-
-def gpu_slot_tagged(tag: str):
-    """`gpu_slot` for jobs of one kind that should not share a GPU while another is free of their kind (the train
-    jobs of one cell): gpu_slot.py places a job away from held jobs of the same tag."""
+def gpu_slot_tagged(tag: str = ""):
+    """Command prefix that binds a GPU job to one GPU; with a tag, for jobs of one kind that should not share a
+    GPU while another is free of their kind (the train jobs of one cell): gpu_slot.py places a job away from held
+    jobs of the same tag. A function of `resources`, so Snakemake does not treat the (machine-specific)
+    interpreter and repository paths in it as a rerun trigger."""
+    option = f" --tag {shlex.quote(tag)}" if tag else ""
 
     def prefix(wildcards, resources) -> str:
-        return (
-            f"{_GPU_SLOT_SCRIPT} --tag {shlex.quote(tag)} --"
-            if resources.get("gpu", 0)
-            else ""
-        )
+        return f"{_GPU_SLOT_SCRIPT}{option} --" if resources.get("gpu", 0) else ""
 
     return prefix
+
+
+gpu_slot = gpu_slot_tagged()

@@ -36,6 +36,10 @@ Flow matching (documented decisions, each tested in tests/models/test_dynamics.p
   `tau ~ U[0, 1]` per sample. It replaces the latent MSE of the deterministic model; the rollout then continues
   from the integrated latent (`forward`), so the reward head is trained on the same kind of latents the actor
   imagines with.
+- Endpoint term (`endpoint_coef`, default 0): adds `endpoint_coef * MSE(z', E(o'))` on the integrated next latent,
+  the deterministic model's own loss. Flow matching fits the velocity along straight paths between pairs; the actor
+  differentiates through the integrated map, which this term fits where the rollout uses it. With a detached source
+  it is also what trains the encoder through the dynamics, as the deterministic model's latent loss does.
 """
 
 from __future__ import annotations
@@ -107,6 +111,7 @@ class FlowDynamics(nn.Module):
         self.source = config.source
         self.project = config.project
         self.detach_source = config.detach_source
+        self.endpoint_coef = config.endpoint_coef
         self.integrator = config.integrator
         self.substeps = config.substeps
         self.simnorm = SimNorm(simnorm_dim)
@@ -178,7 +183,10 @@ class FlowDynamics(nn.Module):
             tau = torch.rand((*z.shape[:-1], 1), generator=generator, dtype=z.dtype, device=z.device)
         x_tau = (1.0 - tau) * x0 + tau * x1
         flow_loss = (self.velocity(x_tau, cond, tau) - (x1 - x0)).pow(2).mean(-1)
-        return flow_loss, self(z, a, generator, next_noise)
+        z_next = self(z, a, generator, next_noise)
+        if self.endpoint_coef:
+            flow_loss = flow_loss + self.endpoint_coef * (z_next - target).pow(2).mean(-1)
+        return flow_loss, z_next
 
     def _randn(self, batch_shape: tuple[int, ...], generator: torch.Generator | None) -> torch.Tensor:
         weight = self.velocity_net[-1].weight
