@@ -24,6 +24,12 @@
 # Snakemake, which has no record of it, leaves it as it is. That spares the next machine the reference's 3 minutes
 # of training, and every run of that session learns from the same reference as the last one's. A run of other
 # settings is removed and trains again.
+# `pack` also writes inductor.tar.gz, the compiled `run.compile` graphs of this machine's processes (torch inductor's
+# FX-graph and Triton caches, TORCHINDUCTOR_CACHE_DIR below), when it is at most INDUCTOR_CARRY_MIB compressed (what
+# fits beside .w4 in one call). Put it in `.carry/` as well: `setup` unpacks it where inductor looks, so the train and
+# pretrain processes of the next machine (same card, torch and code) load their graphs instead of compiling them,
+# which took 81 s of a 3-seed flow train's 114 s start (docs/results/2026-12-01-flow-10M). A graph whose code or
+# settings changed compiles again; an archive that is stale costs only its unpacking.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 GRID=/tmp/grid
@@ -31,6 +37,8 @@ export PYTHONPATH=/tmp/site:$PWD/src PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1
 export GIT_PYTHON_REFRESH=quiet  # rsl-rl imports GitPython, which otherwise fails without a git executable
 KERNELS=/tmp/kernelcache  # Warp's kernel cache, which every job below inherits (see kernel-cache above)
 export WARP_CACHE_PATH=$KERNELS/warp
+export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor  # inductor's compiled graphs, which every job inherits (see the top)
+INDUCTOR_CARRY_MIB=12
 
 setup() {
   mkdir -p "$GRID" /tmp/site/bin
@@ -53,6 +61,11 @@ setup() {
   if [ -f .kernelcache/warp.tar.gz ] && [ ! -e "$KERNELS/.carried" ]; then  # from an earlier machine (see above)
     mkdir -p "$KERNELS/warp" && tar -xzf .kernelcache/warp.tar.gz -C "$KERNELS/warp" && touch "$KERNELS/.carried"
     echo "Warp kernels carried in: $(du -sh "$KERNELS/warp" | cut -f1)" | tee -a "$GRID/warm.txt"
+  fi
+  if [ -f .carry/inductor.tar.gz ] && [ ! -e "$TORCHINDUCTOR_CACHE_DIR/.carried" ]; then  # (see the top)
+    mkdir -p "$TORCHINDUCTOR_CACHE_DIR" && tar -xzf .carry/inductor.tar.gz -C "$TORCHINDUCTOR_CACHE_DIR" \
+      && touch "$TORCHINDUCTOR_CACHE_DIR/.carried" \
+      && echo "compiled graphs carried in: $(du -sh "$TORCHINDUCTOR_CACHE_DIR" | cut -f1)" | tee -a "$GRID/warm.txt"
   fi
   # One compile of every Warp kernel the jobs use, instead of one per job.
   ( time python3 - <<'PY'
@@ -159,6 +172,17 @@ pack() {
   if [ -n "$finished" ]; then
     # shellcheck disable=SC2086  # one path per word; run folders have no spaces (the workflow's wildcards)
     tar -czf "$out/reference.tar.gz" --exclude='*/work/*.pt' --exclude='*/work/snapshots' --exclude='*/eval' $finished
+  fi
+  if [ -d "$TORCHINDUCTOR_CACHE_DIR" ]; then  # the compiled graphs, for `.carry/` when small enough (top)
+    tar -czf /tmp/inductor.tar.gz --exclude=.carried -C "$TORCHINDUCTOR_CACHE_DIR" .
+    local mib
+    mib=$(( ($(stat -c %s /tmp/inductor.tar.gz) + 1048575) / 1048576 ))
+    if [ "$mib" -le "$INDUCTOR_CARRY_MIB" ]; then
+      mv /tmp/inductor.tar.gz "$out/inductor.tar.gz"
+    else
+      echo "compiled graphs: ${mib} MiB compressed, over the ${INDUCTOR_CARRY_MIB} MiB one call can carry; not packed"
+      rm -f /tmp/inductor.tar.gz
+    fi
   fi
   ls -la "$out"
 }
