@@ -1,0 +1,105 @@
+"""bench/pwm_sweep.py's readings of a finished sweep, which the results READMEs quote: the checkpoint a run cut by
+the deadline is evaluated at (select's rules), and the `compare` table."""
+
+import csv
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from flow_mbpo_pwm import statistics
+from flow_mbpo_pwm.aggregate import bootstrap_rng
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def sweep_module():
+    spec = importlib.util.spec_from_file_location("pwm_sweep", ROOT / "bench" / "pwm_sweep.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["pwm_sweep"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+VALIDATION = ["epoch", "env_steps", "val_return_mean", "checkpoint", "flagged", "flag_reason"]
+
+
+def write_run(run: Path, validations: list[tuple], returns: list[float] | None = None, files: bool = True) -> None:
+    """A seed's run folder as a sweep leaves it: work/validation.csv (epoch, return, flagged), its checkpoints, a
+    work/metrics.csv, and episodes.csv when it was held out."""
+    (run / "work" / "checkpoints").mkdir(parents=True)
+    with open(run / "work" / "validation.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(VALIDATION)
+        for epoch, value, flagged in validations:
+            checkpoint = f"work/checkpoints/epoch_{epoch:06d}.pt"
+            writer.writerow([epoch, epoch * 2048, value, checkpoint, flagged, "collapse" if flagged else ""])
+            if files:
+                (run / checkpoint).touch()
+    with open(run / "work" / "metrics.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["epoch", "env_steps", "train_return_mean", "train_episodes"])
+        for epoch, *_ in validations:
+            writer.writerow([epoch, epoch * 2048, 1000.0, 128])
+    if returns is not None:
+        with open(run / "episodes.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["episode", "return"])
+            writer.writerows(enumerate(returns))
+
+
+def test_a_cut_run_is_evaluated_at_its_best_usable_validation_by_selects_rules(sweep_module, tmp_path):
+    run = tmp_path / "seed0"
+    write_run(run, [(250, 1300.0, False), (500, 2100.0, True), (750, float("nan"), False), (1000, 1800.0, False),
+                    (1250, 1800.0, False), (1500, 1750.0, False)])  # fmt: skip
+    chosen = sweep_module.best_validated(run)
+    # 500 is flagged, 750 is NaN; 1000 and 1250 tie: the later epoch.
+    assert chosen == {"epoch": 1250, "val_return": 1800.0, "checkpoint": "work/checkpoints/epoch_001250.pt"}
+    (run / chosen["checkpoint"]).unlink()  # a missing file is not evaluated either
+    assert sweep_module.best_validated(run)["epoch"] == 1000
+
+
+def test_a_run_with_no_usable_validation_has_no_cut_checkpoint(sweep_module, tmp_path):
+    run = tmp_path / "seed0"
+    write_run(run, [(250, float("nan"), False), (500, 2100.0, True)])
+    assert sweep_module.best_validated(run) is None
+
+
+def test_compare_reports_each_points_held_out_mean_interval_ratio_and_when_seeds_left_standing(
+    sweep_module, tmp_path, capsys
+):
+    sweep = {
+        "base": "config/smoke.yaml", "task": "ant", "size": "tiny", "seeds": [0, 1], "epochs": 4,
+        "work": str(tmp_path), "points": {"det": {"dynamics": "deterministic"}, "flow": {"dynamics": "flow"}},
+    }  # fmt: skip
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    held = {("det", 0): [3000.0, 3200.0, 3100.0], ("det", 1): [2000.0, 2200.0],
+            ("flow", 0): [1400.0, 1500.0], ("flow", 1): [1300.0, 1350.0, 1250.0]}  # fmt: skip
+    validations = {
+        ("det", 0): [(1, 1500.0, False), (2, 2500.0, False)], ("det", 1): [(1, 1400.0, False), (2, 1990.0, False)],
+        ("flow", 0): [(1, 1400.0, False), (2, 1450.0, False)], ("flow", 1): [(1, 1300.0, False), (2, 1420.0, False)],
+    }  # fmt: skip
+    for (point, seed), returns in held.items():
+        write_run(tmp_path / point / f"seed{seed}", validations[point, seed], returns)
+
+    sweep_module.compare(str(path))
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in capsys.readouterr().out.splitlines()[2:]}
+
+    means = {}
+    for point in ("det", "flow"):
+        groups = [np.array(held[point, seed]) for seed in (0, 1)]
+        rng = bootstrap_rng("ant", "tiny", point, "return_mean")
+        low, high = statistics.percentile_interval(statistics.hierarchical_bootstrap(groups, "mean", 10_000, rng))
+        means[point] = np.concatenate(groups).mean()  # every episode alike, as the pipeline's per-cell mean
+        assert rows[point][1] == f"{means[point]:,.0f} [{low:,.0f}, {high:,.0f}]"
+        assert rows[point][2] == " / ".join(f"{g.mean():,.0f}" for g in groups)
+    assert rows["det"][3] == "1"
+    assert rows["flow"][3].startswith(f"{means['flow'] / means['det']:.2f} [")
+    # Validation past 2,000: det seed 0 at epoch 2 (4,096 env steps); det seed 1 (1,990) and flow never.
+    assert rows["det"][5].rstrip(" |") == "0.0M / never"
+    assert rows["flow"][5].rstrip(" |") == "never / never"
