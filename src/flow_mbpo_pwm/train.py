@@ -617,10 +617,11 @@ class SeedRun:
     # Pretraining and completion
     # ---------------------------------------------------------------------------------------------------------
 
-    def _start_from_offline(self, progress: Progress) -> bool:
+    def _start_from_offline(self, progress: Progress, datasets: dict[str, dict[str, torch.Tensor]]) -> bool:
         """The paper's protocol (fresh runs only): start from the pretrained world model (`run.world_model_init`,
         weights and reward statistics; the agent counts as warmed up) and put the offline data into the replay
-        buffer (`run.offline_data`). True if it did either."""
+        buffer (`run.offline_data`). True if it did either. `datasets`: the files the stack has read so far, by
+        path, so that its seeds read a shared dataset once (`fill_buffer` leaves the data as they are)."""
         from flow_mbpo_pwm import checkpoints
         from flow_mbpo_pwm.data.datasets import fill_buffer, read_matching_dataset
 
@@ -632,13 +633,16 @@ class SeedRun:
                 self.tag + f"world model from {run.world_model_init} (pretrained {meta.get('steps')} steps)"
             )
         if run.offline_data:
-            env, start = self.stack.env, time.monotonic()
-            data = read_matching_dataset(run.offline_data, env.obs_dim, env.act_dim, self.config.pwm.horizon)
+            env, start, path = self.stack.env, time.monotonic(), str(run.offline_data)
+            shared = path in datasets
+            if not shared:
+                datasets[path] = read_matching_dataset(path, env.obs_dim, env.act_dim, self.config.pwm.horizon)
             read = time.monotonic() - start
-            added = fill_buffer(self.buffer, data)
+            added = fill_buffer(self.buffer, datasets[path])
+            how = "read already" if shared else f"read in {read:.1f} s"
             progress.message(
                 self.tag + f"replay buffer starts with {added} offline transitions from {run.offline_data} "
-                f"(read in {read:.1f} s, stored in {time.monotonic() - start - read:.1f} s)"
+                f"({how}, stored in {time.monotonic() - start - read:.1f} s)"
             )
         return bool(run.world_model_init or run.offline_data)
 
@@ -843,7 +847,8 @@ class TrainingRun:
                         f"{cfg.env.num_envs} envs x {len(self.seeds)} seed(s) {self.seeds}; parameters per seed "
                         f"{self.agent.parameter_counts()} (built in {built:.1f} s)"
                     )
-                    if any([run._start_from_offline(progress) for run in self.live()]):
+                    datasets: dict[str, dict[str, torch.Tensor]] = {}
+                    if any([run._start_from_offline(progress, datasets) for run in self.live()]):
                         saving = time.monotonic()
                         self._save_state(progress)  # a preempted job does not redo the loading
                         progress.message(f"state saved in {time.monotonic() - saving:.1f} s")

@@ -227,6 +227,35 @@ def test_pretrain_then_train_starts_from_the_pretrained_world_model_and_the_offl
     assert torch.equal(state["buffer"]["obs"][:120], io.torch_load(runs[0] / "work" / "state.pt")["buffer"]["obs"])
 
 
+def test_a_stack_reads_its_offline_data_once_and_fills_every_seeds_buffer_with_it(finished_runs, tmp_path, monkeypatch):
+    """`train` of two stacked seeds with `--offline-data`: the file is read once for the stack, and each seed's
+    replay buffer starts with all of it, as a lone run's does."""
+    import yaml
+
+    from flow_mbpo_pwm import io
+    from flow_mbpo_pwm.cli import main
+    from flow_mbpo_pwm.data import datasets
+
+    _, runs = finished_runs
+    dataset = tmp_path / "d.h5"
+    assert datasets.export_run(runs[0], dataset) == 0
+    config_path = tmp_path / "experiment.yaml"
+    config_path.write_text(yaml.safe_dump(PRETRAIN_EXPERIMENT))
+    reads = []
+    read = datasets.read_matching_dataset
+    monkeypatch.setattr(datasets, "read_matching_dataset", lambda *args: reads.append(args[0]) or read(*args))
+    cell = ["--config", str(config_path), "--task", "pendulum", "--size", "tiny", "--dynamics", "deterministic"]
+    folders = [tmp_path / "seed0", tmp_path / "seed1"]
+    assert main(["train", *cell, "--seed", "0", "1", "--run-dir", *map(str, folders), "--epochs", "2",
+                 "--offline-data", str(dataset)]) == 0  # fmt: skip
+    assert reads == [str(dataset)]
+    offline = io.torch_load(runs[0] / "work" / "state.pt")["buffer"]["obs"]
+    for folder in folders:
+        buffer = io.torch_load(folder / "work" / "state.pt")["buffer"]
+        assert buffer["num_added"] == 120 + 2 * 4
+        assert torch.equal(buffer["obs"][:120], offline)
+
+
 def test_a_pretrained_world_model_loads_bitwise_and_refuses_another_architecture(finished_runs, tmp_path):
     from flow_mbpo_pwm import checkpoints
     from flow_mbpo_pwm.algorithms.pwm import PWM
