@@ -58,15 +58,9 @@ setup() {
     unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
     echo "MPS off (time-slicing)" | tee -a "$GRID/mps.txt"
   fi
-  if [ -f .kernelcache/warp.tar.gz ] && [ ! -e "$KERNELS/.carried" ]; then  # from an earlier machine (see above)
-    mkdir -p "$KERNELS/warp" && tar -xzf .kernelcache/warp.tar.gz -C "$KERNELS/warp" && touch "$KERNELS/.carried"
-    echo "Warp kernels carried in: $(du -sh "$KERNELS/warp" | cut -f1)" | tee -a "$GRID/warm.txt"
-  fi
-  if [ -f .carry/inductor.tar.gz ] && [ ! -e "$TORCHINDUCTOR_CACHE_DIR/.carried" ]; then  # (see the top)
-    mkdir -p "$TORCHINDUCTOR_CACHE_DIR" && tar -xzf .carry/inductor.tar.gz -C "$TORCHINDUCTOR_CACHE_DIR" \
-      && touch "$TORCHINDUCTOR_CACHE_DIR/.carried" \
-      && echo "compiled graphs carried in: $(du -sh "$TORCHINDUCTOR_CACHE_DIR" | cut -f1)" | tee -a "$GRID/warm.txt"
-  fi
+  # Caches from an earlier machine (see the top), each unpacked once per machine.
+  carry_cache .kernelcache/warp.tar.gz "$KERNELS/warp" "$KERNELS/.carried" "Warp kernels"
+  carry_cache .carry/inductor.tar.gz "$TORCHINDUCTOR_CACHE_DIR" "$TORCHINDUCTOR_CACHE_DIR/.carried" "compiled graphs"
   # One compile of every Warp kernel the jobs use, instead of one per job.
   ( time python3 - <<'PY'
 import torch
@@ -80,6 +74,14 @@ torch.cuda.synchronize()
 print("warp kernels ready")
 PY
   ) >> "$GRID/warm.txt" 2>&1
+}
+
+carry_cache() {  # ARCHIVE DIR MARK LABEL: unpack a carried cache archive into DIR, unless MARK says it was
+  local archive=$1 dir=$2 mark=$3 label=$4
+  if [ -f "$archive" ] && [ ! -e "$mark" ]; then
+    mkdir -p "$dir" && tar -xzf "$archive" -C "$dir" && touch "$mark" \
+      && echo "$label carried in: $(du -sh "$dir" | cut -f1)" | tee -a "$GRID/warm.txt"
+  fi
 }
 
 carry_reference() {  # reference runs packed on an earlier machine (see the top), each used only where it checks out

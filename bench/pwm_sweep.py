@@ -260,12 +260,17 @@ def held_out_mean(run: Path) -> float:
     return sum(returns) / len(returns) if returns else float("nan")
 
 
+def run_table(run: Path, name: str) -> Path | None:
+    """One of a run's tables: the finished run's copy, else the one in work/ (an unfinished run's); None if neither."""
+    return next((table for table in (run / name, run / "work" / name) if table.exists()), None)
+
+
 def validation_rows(run: Path) -> list[dict]:
-    for table in (run / "validation.csv", run / "work" / "validation.csv"):
-        if table.exists():
-            with open(table) as f:
-                return list(csv.DictReader(f))
-    return []
+    table = run_table(run, "validation.csv")
+    if table is None:
+        return []
+    with open(table) as f:
+        return list(csv.DictReader(f))
 
 
 def status(path: str) -> None:
@@ -342,7 +347,7 @@ def compare(path: str, work: str = "", against: str = "") -> None:
         period = curves.episode_period(experiment, sweep["task"], spec["dynamics"])
         returns, left = [], []
         for _, run in runs:
-            metrics = next((t for t in (run / "metrics.csv", run / "work" / "metrics.csv") if t.exists()), None)
+            metrics = run_table(run, "metrics.csv")
             curve = pd.read_csv(metrics) if metrics else None
             returns.append([curves.return_at(curve, x, period) if curve is not None else np.nan for x in CURVE_STEPS])
             passed = [int(r["env_steps"]) for r in validation_rows(run) if float(r["val_return_mean"]) > LEFT_STANDING]
