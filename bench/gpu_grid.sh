@@ -9,8 +9,12 @@
 #   bash bench/gpu_grid.sh kernel-cache OUT_DIR           # compiled Warp kernels -> OUT_DIR/warp.tar.gz
 #
 # The wheels: `bash ../shared/gpu/prepare_wheels.sh`, then `bash bench/restage_wheels.sh` (a call carries the tracked
-# tree too, and prepare_wheels.sh's 60 MiB folders no longer fit beside it): one call per folder, the last with
-# `.whl` and `.kernelcache`.
+# tree too, and prepare_wheels.sh's 60 MiB folders no longer fit beside it), then `bash bench/stage_extra_wheels.sh`
+# (`.whl`: rsl-rl-lib and what it imports): one call per folder, the last with `.whl` (and `.kernelcache`, `.carry`
+# where a session has them). Make the calls, and every call after them, back to back in one batch: a machine is
+# given back 30 s after a call ends, and a bare one starts from nothing (twice on 2026-12-01, 8 device minutes lost).
+# The pinned reference and kernels: bench/carried/ (tracked, README.md there), used where `.carry/` and
+# `.kernelcache/` (ignored, of one session) have none.
 # A fresh machine spends ~2 minutes compiling the Ant's Warp kernels (of a session's 30 device minutes).
 # `kernel-cache` saves Warp's kernel cache as one tarball (9 MB, 1.9 MB compressed, after the short grid); put it in
 # `.kernelcache/` of the checkout (ignored by git: `mkdir -p .kernelcache && cp warp.tar.gz .kernelcache/`) and carry
@@ -39,11 +43,16 @@ KERNELS=/tmp/kernelcache  # Warp's kernel cache, which every job below inherits 
 export WARP_CACHE_PATH=$KERNELS/warp
 export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor  # inductor's compiled graphs, which every job inherits (see the top)
 INDUCTOR_CARRY_MIB=12
+PINNED=bench/carried  # tracked: the pinned PPO reference and Warp's kernels (bench/carried/README.md)
 
 setup() {
   mkdir -p "$GRID" /tmp/site/bin
   if compgen -G ".whl/*.whl" >/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    # Into a folder of their own, then merged: `pip --target --upgrade` replaces every top-level folder a wheel
+    # brings, bin/ included, and a wheel with a console script (tensorboard's) took snakemake's away with it.
+    rm -rf /tmp/site-extra
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site-extra .whl/*.whl
+    cp -a -n /tmp/site-extra/. /tmp/site/
   fi
   printf '#!/bin/sh\nexec python3 -m flow_mbpo_pwm.cli "$@"\n' > /tmp/site/bin/flow-mbpo-pwm
   chmod +x /tmp/site/bin/flow-mbpo-pwm
@@ -59,7 +68,7 @@ setup() {
     echo "MPS off (time-slicing)" | tee -a "$GRID/mps.txt"
   fi
   # Caches from an earlier machine (see the top), each unpacked once per machine.
-  carry_cache .kernelcache/warp.tar.gz "$KERNELS/warp" "$KERNELS/.carried" "Warp kernels"
+  carry_cache "$(first_of .kernelcache/warp.tar.gz "$PINNED/warp.tar.gz")" "$KERNELS/warp" "$KERNELS/.carried" "Warp kernels"
   carry_cache .carry/inductor.tar.gz "$TORCHINDUCTOR_CACHE_DIR" "$TORCHINDUCTOR_CACHE_DIR/.carried" "compiled graphs"
   # One compile of every Warp kernel the jobs use, instead of one per job.
   ( time python3 - <<'PY'
@@ -76,22 +85,30 @@ PY
   ) >> "$GRID/warm.txt" 2>&1
 }
 
+first_of() {  # PATH...: the first of these files that exists (nothing if none does)
+  local file
+  for file in "$@"; do [ -f "$file" ] && { echo "$file"; return 0; }; done
+  return 0
+}
+
 carry_cache() {  # ARCHIVE DIR MARK LABEL: unpack a carried cache archive into DIR, unless MARK says it was
   local archive=$1 dir=$2 mark=$3 label=$4
-  if [ -f "$archive" ] && [ ! -e "$mark" ]; then
+  if [ -n "$archive" ] && [ -f "$archive" ] && [ ! -e "$mark" ]; then
     mkdir -p "$dir" && tar -xzf "$archive" -C "$dir" && touch "$mark" \
       && echo "$label carried in: $(du -sh "$dir" | cut -f1)" | tee -a "$GRID/warm.txt"
   fi
 }
 
 carry_reference() {  # reference runs packed on an earlier machine (see the top), each used only where it checks out
-  local config=$1 unpacked
-  [ -f .carry/reference.tar.gz ] || return 0
+  local config=$1 unpacked archive
+  archive=$(first_of .carry/reference.tar.gz "$PINNED/reference.tar.gz")
+  [ -n "$archive" ] || return 0
   mkdir -p "$GRID"
   unpacked=$(mktemp -d)
   # Unpacked aside: a run reaches results/ only once its settings are checked, and never over a run already there.
-  if ! tar -xzf .carry/reference.tar.gz -C "$unpacked"; then
-    echo "carried reference: .carry/reference.tar.gz cannot be unpacked; the reference trains here" | tee -a "$GRID/warm.txt"
+  echo "carried reference: $archive" | tee -a "$GRID/warm.txt"
+  if ! tar -xzf "$archive" -C "$unpacked"; then
+    echo "carried reference: $archive cannot be unpacked; the reference trains here" | tee -a "$GRID/warm.txt"
   elif ! python3 - "$config" "$unpacked" <<'PY' 2>&1 | tee -a "$GRID/warm.txt"; then
 import pathlib, shutil, sys
 
