@@ -2,8 +2,9 @@
 return of a real task far above what a random policy gets on the same validation seeds.
 
 Task: Gymnasium InvertedPendulum-v5 (obs 4, act 1) through the env registry, episodes of at most 100 steps; reward 1
-per step while the pole is up, so a balancing policy scores ~100 and a random policy ~6. The run is the real CLI in
-a subprocess (as Snakemake runs it), with the tiny size preset and small actor/critic; seeds are fixed.
+per step while the pole is up, so a balancing policy scores ~100 and a random policy ~3.6 (on these validation
+seeds). The run is the real CLI in a subprocess (as Snakemake runs it), with the tiny size preset and small
+actor/critic; seeds are fixed.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
-from train_helpers import LEARNING_RUN, cli_args, run_cli
+from train_helpers import LEARNING_RUN, cli_args, deep_update, run_cli
 
 from flow_mbpo_pwm import envs
 from flow_mbpo_pwm.config import load_experiment
@@ -33,9 +34,17 @@ def random_policy_return(config, episodes: int) -> float:
     return float(returns.mean())
 
 
+# Flow learns the pendulum later than deterministic dynamics, and when is a lottery: at 300 epochs (the deterministic
+# run's) seed 1 of seeds 0-4 had not learned (best 37), and seed 0 failed on CI (best 41) while passing on another
+# machine (best 82): the same seed, rounded differently, learned at a different epoch. At 500 epochs every one of 10
+# runs measured (seeds 0-6 alone, seeds 0-2 as a stack) balanced (best 100), later-half means 34-94. (The world
+# model's steps doubled instead, at 300 epochs: 4 of seeds 0-4, seed 3 never learned.)
+EPOCHS = {"deterministic": 300, "flow": 500}
+
+
 @pytest.mark.parametrize("dynamics", ["deterministic", "flow"])
 def test_pwm_learns_to_balance_the_pendulum(dynamics, tmp_path, write_experiment):
-    path = write_experiment(LEARNING_RUN)
+    path = write_experiment(deep_update(LEARNING_RUN, {"train": {"pwm": {"epochs": EPOCHS[dynamics]}}}))
     config = load_experiment(path).cell("pendulum", "tiny", dynamics, 0)
     random_return = random_policy_return(config, 8)
     assert random_return < 15  # the task is not trivially solved
@@ -45,10 +54,10 @@ def test_pwm_learns_to_balance_the_pendulum(dynamics, tmp_path, write_experiment
     validation = pd.read_csv(tmp_path / "run" / "validation.csv")
     best = validation["val_return_mean"].max()
     print(f"{dynamics}: random {random_return:.1f}, validation returns {validation['val_return_mean'].tolist()}")
-    # Far above random (random ~6, doing nothing ~23, balancing to the end 100): the best validation (the one
+    # Far above random (random 3.6, doing nothing ~23, balancing to the end 100): the best validation (the one
     # `select` would pick) at least 45 and 6x random, and not a one-off: the later half of the validations
-    # averages at least 25 points above random too. (Measured with these settings, raw-reward default, seeds 0-2:
-    # deterministic best 100, later-half means 88-95; flow learns later: best 65-100, later-half means 33-55.)
+    # averages at least 25 points above random too. (Measured with these settings, raw-reward default:
+    # deterministic, seeds 0-3, best 100, later-half means 81-91; flow, seeds 0-6, best 100, later-half means 34-94.)
     assert best >= max(45.0, 6 * random_return)
     later = validation["val_return_mean"].iloc[len(validation) // 2 :].mean()
     assert later >= random_return + 25
