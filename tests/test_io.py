@@ -146,3 +146,50 @@ def test_torch_save_all_replaces_every_file_or_none(tmp_path):
     assert sorted(f.name for f in tmp_path.iterdir()) == ["a.pt", "b.pt"]  # no temporary files left
     io.torch_save_all([(p, {"epoch": torch.tensor(2)}) for p in paths])
     assert [int(io.torch_load(p)["epoch"]) for p in paths] == [2, 2]
+
+
+def test_background_saves_write_what_was_submitted_while_the_caller_goes_on(tmp_path):
+    """The periodic training state is written in a thread: the file holds the tensors as they were at `submit`,
+    though the caller changes them in place at once, and equals what `torch_save_all` writes."""
+    paths = [tmp_path / "a.pt", tmp_path / "b.pt"]
+    weights = torch.arange(6.0)
+    state = {"epoch": 3, "w": weights, "rows": [{"x": 1.5}], "rng": (torch.tensor([7]), [torch.ones(2)])}
+    saves = io.BackgroundSaves()
+    saves.submit([(paths[0], state)])
+    weights.add_(100.0)  # the loop goes on training
+    state["rng"][1][0].zero_()
+    saves.wait()
+    io.torch_save_all([(paths[1], {**state, "w": torch.arange(6.0), "rng": (torch.tensor([7]), [torch.ones(2)])})])
+    written, expected = io.torch_load(paths[0]), io.torch_load(paths[1])
+    assert torch.equal(written["w"], torch.arange(6.0)) and torch.equal(written["rng"][1][0], torch.ones(2))
+    assert io.integrity_digest(written) == io.integrity_digest(expected)
+    assert written["rows"] == [{"x": 1.5}] and isinstance(written["rng"], tuple)
+
+
+def test_background_saves_reuse_their_host_copies_and_write_the_new_values(tmp_path):
+    """The next save copies into the previous save's host tensors (same shapes), a changed shape gets a new one,
+    and each file holds its own save's values."""
+    path = tmp_path / "state.pt"
+    saves = io.BackgroundSaves()
+    weights, steps = torch.zeros(4), torch.tensor([1])
+    saves.submit([(path, {"w": weights, "steps": steps})])
+    first = list(saves._copies)
+    saves.wait()
+    weights.fill_(5.0)
+    saves.submit([(path, {"w": weights, "steps": torch.tensor([1, 2])})])
+    saves.wait()
+    assert saves._copies[0] is first[0] and saves._copies[1] is not first[1]
+    written = io.torch_load(path)
+    assert torch.equal(written["w"], torch.full((4,), 5.0)) and torch.equal(written["steps"], torch.tensor([1, 2]))
+
+
+def test_background_save_error_is_raised_by_the_next_wait_and_keeps_the_old_file(tmp_path):
+    path = tmp_path / "state.pt"
+    saves = io.BackgroundSaves()
+    saves.submit([(path, {"epoch": torch.tensor(1)})])
+    saves.submit([(path, {"epoch": torch.tensor(2), "bad": lambda: 2})])  # waits for the first, then fails
+    with pytest.raises(Exception):  # noqa: B017 -- whatever torch.save raises for an object it cannot pickle
+        saves.wait()
+    saves.wait()  # raised once
+    assert int(io.torch_load(path)["epoch"]) == 1
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["state.pt"]

@@ -1,0 +1,130 @@
+"""What a training state save costs the loop: written in place (`io.torch_save_all`) against copied to host memory
+and written in a thread (`io.BackgroundSaves`, the periodic saves of `train`).
+
+A state is mostly each seed's replay buffer: `pwm.buffer_size` transitions (1M in every real config, full once the
+offline dataset is in it) of the Ant's shapes, saved as `ReplayBuffer.state_dict` does. For S seeds the script
+builds S such buffers on the device, then times, per repeat:
+- `inline`: `torch_save_all` of every seed's state, as `train` wrote every save before;
+- `blocking`: what a background save holds the loop for (the state's clones on the device, as `train` builds it,
+  and their copy into host memory);
+- `written`: from `submit` until the thread's write is done.
+The timed loop does nothing else meanwhile, so `written` is the write alone, not its cost beside a training loop.
+The first repeat allocates the host copies that the later ones reuse, so with three or more repeats (the default)
+the median is a reusing save's.
+
+    PYTHONPATH=src python bench/state_save.py --device cpu --seeds 1 3 --out bench/out/state_save_cpu.json
+    PYTHONPATH=src python bench/state_save.py --device cuda --seeds 1 3 5 --out state_save_gpu.json
+
+Prints a table (seconds per save, median of the repeats) and writes the rows as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_epoch import machine  # noqa: E402
+
+from flow_mbpo_pwm import io  # noqa: E402
+from flow_mbpo_pwm.data.replay import ReplayBuffer  # noqa: E402
+
+OBS_DIM, ACT_DIM, NUM_ENVS, HORIZON = 37, 8, 128, 16  # the Ant's shapes, the 5M cell's envs and horizon
+
+
+def full_buffer(capacity: int, device: torch.device, generator: torch.Generator) -> ReplayBuffer:
+    """A buffer whose every slot is filled (random contents; the bytes written do not depend on them)."""
+    buffer = ReplayBuffer(capacity, NUM_ENVS, OBS_DIM, ACT_DIM, device, horizon=HORIZON)
+    for name in ("obs", "action", "reward", "next_obs"):
+        tensor = getattr(buffer, name)
+        tensor.copy_(torch.randn(tensor.shape, generator=generator, device=device))
+    buffer.num_added = buffer.slots
+    buffer.steps.fill_(buffer.slots)
+    return buffer
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(seeds: int, capacity: int, device: torch.device, repeats: int, folder: Path) -> dict:
+    generator = torch.Generator(device=device).manual_seed(0)
+    buffers = [full_buffer(capacity, device, generator) for _ in range(seeds)]
+    paths = [folder / f"seed{s}.pt" for s in range(seeds)]
+
+    def items() -> list:
+        return [
+            (path, {"epoch": 1, "buffer": buffer.state_dict()}) for path, buffer in zip(paths, buffers, strict=True)
+        ]
+
+    saves = io.BackgroundSaves()
+    inline, blocking, written = [], [], []
+    for _ in range(repeats):
+        sync(device)
+        begun = time.perf_counter()
+        io.torch_save_all(items())
+        inline.append(time.perf_counter() - begun)
+        sync(device)
+        begun = time.perf_counter()
+        saves.submit(items())
+        blocking.append(time.perf_counter() - begun)
+        saves.wait()
+        written.append(time.perf_counter() - begun)
+    megabytes = sum(path.stat().st_size for path in paths) / 1e6
+    return {
+        "seeds": seeds,
+        "capacity": capacity,
+        "megabytes": round(megabytes, 1),
+        "inline_s": statistics.median(inline),
+        "blocking_s": statistics.median(blocking),
+        "written_s": statistics.median(written),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 3])
+    parser.add_argument("--capacity", type=int, default=1_000_000, help="transitions per seed (pwm.buffer_size)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dir", type=Path, default=None, help="where to write (default: a temporary folder)")
+    parser.add_argument("--out", type=Path, default=Path("bench/out/state_save.json"))
+    args = parser.parse_args(argv)
+    if args.repeats < 1 or args.capacity < NUM_ENVS * (HORIZON + 1) or min(args.seeds) < 1:
+        parser.error("--repeats and --seeds must be >= 1, --capacity >= 128 x 17")
+    device = torch.device(args.device)
+    rows = []
+    print(f"{'seeds':>5} {'MB':>8} {'inline s':>9} {'blocking s':>11} {'written s':>10}")
+    with tempfile.TemporaryDirectory(dir=args.dir) as folder:
+        for seeds in args.seeds:
+            row = measure(seeds, args.capacity, device, args.repeats, Path(folder))
+            rows.append(row)
+            print(
+                f"{seeds:>5} {row['megabytes']:>8.1f} {row['inline_s']:>9.2f} {row['blocking_s']:>11.2f} "
+                f"{row['written_s']:>10.2f}",
+                flush=True,
+            )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(
+            {
+                "machine": machine(device),
+                "args": vars(args) | {"out": str(args.out), "dir": str(args.dir)},
+                "rows": rows,
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
