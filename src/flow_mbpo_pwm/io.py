@@ -206,8 +206,7 @@ class BackgroundSaves:
         if isinstance(value, torch.Tensor):
             copy = next(previous, None)
             if copy is None or copy.shape != value.shape or copy.dtype != value.dtype:
-                pin = value.is_cuda and torch.cuda.is_available()
-                copy = torch.empty(value.shape, dtype=value.dtype, pin_memory=pin)
+                copy = torch.empty(value.shape, dtype=value.dtype, pin_memory=value.is_cuda)
             copy.copy_(value.detach())
             self._copies.append(copy)
             return copy
