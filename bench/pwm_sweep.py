@@ -6,8 +6,9 @@
                                                   # does it; --cut: also the unfinished ones' best so far)
     python bench/pwm_sweep.py status SWEEP.yaml   # one line per point: epoch, last validations, diagnostics
     python bench/pwm_sweep.py table SWEEP.yaml    # JSON of every point's validation rows (for bench/RESULTS.md)
-    python bench/pwm_sweep.py compare SWEEP.yaml [WORK_DIR] [POINT]  # markdown: held-out [CI], ratio to POINT
-                                                  # (default the first), training return per env step, leaving
+    python bench/pwm_sweep.py compare SWEEP.yaml [WORK_DIR] [POINT] [REFERENCE_METRICS_CSV]  # markdown: held-out
+                                                  # [CI], ratio to POINT (default the first), training return per
+                                                  # env step (and the PPO reference's), leaving
     python bench/pwm_sweep.py plot SWEEP.yaml OUT.png [WORK_DIR] [REFERENCE_VALIDATION_CSV]
                                                   # validation return vs env steps, one line per point
 
@@ -307,21 +308,24 @@ def table(path: str) -> None:
 
 
 LEFT_STANDING = 2_000  # validation return past which an Ant agent has left standing (idle ~1.3k, running 2.5k+)
-CURVE_STEPS = (2_000_000, 5_000_000, 8_000_000, 10_000_000)
+CURVE_STEPS = (2_000_000, 5_000_000, 8_000_000, 10_000_000)  # always shown
+LATER_STEPS = (20_000_000, 30_000_000)  # shown when a run reaches them (issue 8's 30.7M target)
 
 
-def compare(path: str, work: str = "", against: str = "") -> None:
+def compare(path: str, work: str = "", against: str = "", reference: str = "") -> None:
     """A markdown table of the points' results, as docs/results/<date>-<name>/README.md reports a sweep: each point's
     held-out mean [95% CI] (the pipeline's hierarchical bootstrap over seeds, then episodes; `statistics.py`), its
     seeds' means, its ratio [95% CI] to the point `against` (default: the first), its mean training return at fixed
     env steps (the rule of learning_curves.csv, `curves.return_at`), and the env steps at which each seed's
-    validation first passed LEFT_STANDING."""
+    validation first passed LEFT_STANDING. The training-return marks are CURVE_STEPS, and each of LATER_STEPS that a
+    run's metrics reach. `reference`: a PPO reference's metrics.csv, added as a last row with its training return at
+    the same marks (by the same rule, over its own episode period)."""
     import numpy as np
     import pandas as pd
 
     from flow_mbpo_pwm import curves, statistics
     from flow_mbpo_pwm.aggregate import bootstrap_rng
-    from flow_mbpo_pwm.config import load_experiment
+    from flow_mbpo_pwm.config import REFERENCE_DYNAMICS, load_experiment
 
     sweep = load(path)
     folder = Path(work or sweep["work"])
@@ -331,6 +335,9 @@ def compare(path: str, work: str = "", against: str = "") -> None:
         raise SystemExit(f"compare: no point {baseline!r} in {path} (points: {', '.join(names)})")
     held: dict[str, tuple[float, np.ndarray, list[str]]] = {}
     rows = []
+    tables = {name: [run_table(run, "metrics.csv") for _, run in seed_runs(sweep, folder / name)] for name in names}
+    reach = max((pd.read_csv(t)["env_steps"].max() for ts in tables.values() for t in ts if t), default=0)
+    marks = [*CURVE_STEPS, *(x for x in LATER_STEPS if x <= reach)]
     for name in names:
         spec, runs = sweep["points"][name], seed_runs(sweep, folder / name)
         episodes = [pd.read_csv(run / "episodes.csv")["return"].to_numpy() if (run / "episodes.csv").exists() else None
@@ -346,17 +353,16 @@ def compare(path: str, work: str = "", against: str = "") -> None:
         experiment = load_experiment(point_config(sweep, spec))
         period = curves.episode_period(experiment, sweep["task"], spec["dynamics"])
         returns, left = [], []
-        for _, run in runs:
-            metrics = run_table(run, "metrics.csv")
+        for (_, run), metrics in zip(runs, tables[name], strict=True):
             curve = pd.read_csv(metrics) if metrics else None
-            returns.append([curves.return_at(curve, x, period) if curve is not None else np.nan for x in CURVE_STEPS])
+            returns.append([curves.return_at(curve, x, period) if curve is not None else np.nan for x in marks])
             passed = [int(r["env_steps"]) for r in validation_rows(run) if float(r["val_return_mean"]) > LEFT_STANDING]
             left.append(f"{passed[0] / 1e6:.1f}M" if passed else "never")
         with warnings.catch_warnings():  # a step no seed reached: NaN, printed as "—"
             warnings.simplefilter("ignore", RuntimeWarning)
             rows.append((name, np.nanmean(np.array(returns, dtype=float), axis=0) if returns else [], left))
     print(f"| point | held-out [95% CI] | seeds {' / '.join(str(s) for s, _ in seed_runs(sweep, folder))} "
-          f"| / {baseline} [95% CI] | training return at {' / '.join(f'{x / 1e6:g}M' for x in CURVE_STEPS)} "
+          f"| / {baseline} [95% CI] | training return at {' / '.join(f'{x / 1e6:g}M' for x in marks)} "
           f"| seeds past {LEFT_STANDING:,} validation at |")  # fmt: skip
     print("|---|---|---|---|---|---|")
     for name, returns, left in rows:
@@ -374,6 +380,11 @@ def compare(path: str, work: str = "", against: str = "") -> None:
             result, per_seed, ratio = "no held-out evaluation", "—", "—"
         curve = " / ".join("—" if np.isnan(v) else f"{v:,.0f}" for v in returns)
         print(f"| {name} | {result} | {per_seed} | {ratio} | {curve} | {' / '.join(left)} |")
+    if reference:
+        ppo = pd.read_csv(reference)
+        period = curves.episode_period(experiment, sweep["task"], REFERENCE_DYNAMICS)
+        curve = " / ".join(f"{v:,.0f}" if not np.isnan(v := curves.return_at(ppo, x, period)) else "—" for x in marks)
+        print(f"| PPO reference ({reference}) | — | — | — | {curve} | — |")
 
 
 def plot(path: str, out: str, work: str | None = None, reference: str | None = None) -> None:

@@ -103,3 +103,46 @@ def test_compare_reports_each_points_held_out_mean_interval_ratio_and_when_seeds
     # Validation past 2,000: det seed 0 at epoch 2 (4,096 env steps); det seed 1 (1,990) and flow never.
     assert rows["det"][5].rstrip(" |") == "0.0M / never"
     assert rows["flow"][5].rstrip(" |") == "never / never"
+
+
+def test_compare_reads_the_curve_at_20M_and_30M_once_a_run_reaches_them_and_adds_the_reference_row(
+    sweep_module, tmp_path, capsys
+):
+    """Issue 8's 30.7M target: the training-return marks past 10M appear when a run's metrics reach them, and a PPO
+    reference's metrics.csv adds its row at the same marks (each by its own episode period, `curves.return_at`)."""
+    sweep = {
+        "base": "config/smoke.yaml", "task": "ant", "size": "tiny", "seeds": [0], "epochs": 4,
+        "work": str(tmp_path), "points": {"det": {"dynamics": "deterministic"}},
+    }  # fmt: skip
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    run = tmp_path / "det" / "seed0"
+    write_run(run, [(1, 1500.0, False)])
+    steps = range(1_000_000, 31_000_001, 1_000_000)  # rows far apart next to smoke's periods (400 and 800 env steps)
+    with open(run / "work" / "metrics.csv", "w", newline="") as f:
+        csv.writer(f).writerows(
+            [["env_steps", "train_return_mean", "train_episodes"]] + [[x, x / 1e4, 8] for x in steps]
+        )
+    reference = tmp_path / "reference_metrics.csv"
+    with open(reference, "w", newline="") as f:
+        csv.writer(f).writerows(
+            [["env_steps", "train_return_mean", "train_episodes"]] + [[x, 500 + x / 1e5, 16] for x in steps]
+        )
+
+    sweep_module.compare(str(path), "", "", str(reference))
+    lines = capsys.readouterr().out.splitlines()
+    assert "training return at 2M / 5M / 8M / 10M / 20M / 30M |" in lines[0]
+    assert lines[2].split(" | ")[4] == "200 / 500 / 800 / 1,000 / 2,000 / 3,000"
+    assert lines[3].startswith("| PPO reference (") and lines[3].split(" | ")[4] == "520 / 550 / 580 / 600 / 700 / 800"
+
+
+def test_compare_shows_only_the_marks_to_10M_for_runs_that_stop_before_20M(sweep_module, tmp_path, capsys):
+    sweep = {
+        "base": "config/smoke.yaml", "task": "ant", "size": "tiny", "seeds": [0], "epochs": 4,
+        "work": str(tmp_path), "points": {"det": {"dynamics": "deterministic"}},
+    }  # fmt: skip
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    write_run(tmp_path / "det" / "seed0", [(9_500, 2500.0, False)])  # 19.5M env steps (write_run: 2,048 per epoch)
+    sweep_module.compare(str(path))
+    assert "training return at 2M / 5M / 8M / 10M |" in capsys.readouterr().out.splitlines()[0]
