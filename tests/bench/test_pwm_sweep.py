@@ -105,17 +105,23 @@ def test_compare_reports_each_points_held_out_mean_interval_ratio_and_when_seeds
     assert rows["flow"][5].rstrip(" |") == "never / never"
 
 
+def one_point_sweep(folder: Path) -> Path:
+    """A sweep file of one deterministic point and seed 0 on the smoke config, its work folder `folder`."""
+    sweep = {
+        "base": "config/smoke.yaml", "task": "ant", "size": "tiny", "seeds": [0], "epochs": 4,
+        "work": str(folder), "points": {"det": {"dynamics": "deterministic"}},
+    }  # fmt: skip
+    path = folder / "sweep.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    return path
+
+
 def test_compare_reads_the_curve_at_20M_and_30M_once_a_run_reaches_them_and_adds_the_reference_row(
     sweep_module, tmp_path, capsys
 ):
     """Issue 8's 30.7M target: the training-return marks past 10M appear when a run's metrics reach them, and a PPO
     reference's metrics.csv adds its row at the same marks (each by its own episode period, `curves.return_at`)."""
-    sweep = {
-        "base": "config/smoke.yaml", "task": "ant", "size": "tiny", "seeds": [0], "epochs": 4,
-        "work": str(tmp_path), "points": {"det": {"dynamics": "deterministic"}},
-    }  # fmt: skip
-    path = tmp_path / "sweep.yaml"
-    path.write_text(yaml.safe_dump(sweep))
+    path = one_point_sweep(tmp_path)
     run = tmp_path / "det" / "seed0"
     write_run(run, [(1, 1500.0, False)])
     steps = range(1_000_000, 31_000_001, 1_000_000)  # rows far apart next to smoke's periods (400 and 800 env steps)
@@ -137,12 +143,7 @@ def test_compare_reads_the_curve_at_20M_and_30M_once_a_run_reaches_them_and_adds
 
 
 def test_compare_shows_only_the_marks_to_10M_for_runs_that_stop_before_20M(sweep_module, tmp_path, capsys):
-    sweep = {
-        "base": "config/smoke.yaml", "task": "ant", "size": "tiny", "seeds": [0], "epochs": 4,
-        "work": str(tmp_path), "points": {"det": {"dynamics": "deterministic"}},
-    }  # fmt: skip
-    path = tmp_path / "sweep.yaml"
-    path.write_text(yaml.safe_dump(sweep))
+    path = one_point_sweep(tmp_path)
     write_run(tmp_path / "det" / "seed0", [(9_500, 2500.0, False)])  # 19.5M env steps (write_run: 2,048 per epoch)
     sweep_module.compare(str(path))
     assert "training return at 2M / 5M / 8M / 10M |" in capsys.readouterr().out.splitlines()[0]
