@@ -8,7 +8,13 @@ builds S such buffers on the device, then times, per repeat:
 - `blocking`: what a background save holds the loop for (the state's clones on the device, as `train` builds it,
   and their copy into host memory);
 - `written`: from `submit` until the thread's write is done.
-The timed loop does nothing else meanwhile, so `written` is the write alone, not its cost beside a training loop.
+- `lost beside a loop`: what a host-bound loop of small tensor ops on the device (an epoch's launches, roughly)
+  loses while the thread writes: the time of the write times the share of the loop's iterations per second, alone,
+  that it no longer makes (the thread holding the GIL, or the cores). In `written` the timed loop does nothing
+  else, so that column is the write alone.
+- `table write, longest`: the longest of the small atomic table writes (40 kB, fsynced, as train's metrics.csv
+  every log) made every 20 ms while the thread writes; alone, such a write takes milliseconds. On ext4 a table's
+  fsync waits for the state file's data, which is why `train` defers its table writes during a save.
 The first repeat allocates the host copies that the later ones reuse, so with three or more repeats (the default)
 the median is a reusing save's.
 
@@ -55,6 +61,41 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def busy(x: torch.Tensor, until) -> tuple[int, float]:
+    """Iterations of a host-bound loop of small ops on `x`'s device, run until `until()` is true, and the seconds."""
+    begun, count = time.perf_counter(), 0
+    while not until():
+        x.mul(2.0).add_(1.0).relu_()
+        count += 1
+    sync(x.device)
+    return count, time.perf_counter() - begun
+
+
+def lost_beside_a_loop(saves: io.BackgroundSaves, items: list, device: torch.device) -> float:
+    """Seconds a host-bound loop loses while `saves` writes `items` (see the top)."""
+    x = torch.randn(128, 256, device=device)
+    ends = time.perf_counter() + 1.0
+    count, seconds = busy(x, lambda: time.perf_counter() > ends)
+    alone = count / seconds
+    saves.submit(items)
+    count, seconds = busy(x, lambda: not saves.writing)
+    saves.wait()
+    return seconds * max(0.0, 1.0 - count / seconds / alone)
+
+
+def longest_table_write(saves: io.BackgroundSaves, items: list, folder: Path) -> float:
+    """The longest of the small atomic writes made every 20 ms while `saves` writes `items` (see the top)."""
+    table, longest = "0," * 20_000, 0.0
+    saves.submit(items)
+    while saves.writing:
+        begun = time.perf_counter()
+        io.write_text(folder / "metrics.csv", table)
+        longest = max(longest, time.perf_counter() - begun)
+        time.sleep(0.02)
+    saves.wait()
+    return longest
+
+
 def measure(seeds: int, capacity: int, device: torch.device, repeats: int, folder: Path) -> dict:
     generator = torch.Generator(device=device).manual_seed(0)
     buffers = [full_buffer(capacity, device, generator) for _ in range(seeds)]
@@ -66,7 +107,7 @@ def measure(seeds: int, capacity: int, device: torch.device, repeats: int, folde
         ]
 
     saves = io.BackgroundSaves()
-    inline, blocking, written = [], [], []
+    inline, blocking, written, lost, table = [], [], [], [], []
     for _ in range(repeats):
         sync(device)
         begun = time.perf_counter()
@@ -78,6 +119,8 @@ def measure(seeds: int, capacity: int, device: torch.device, repeats: int, folde
         blocking.append(time.perf_counter() - begun)
         saves.wait()
         written.append(time.perf_counter() - begun)
+        lost.append(lost_beside_a_loop(saves, items(), device))
+        table.append(longest_table_write(saves, items(), folder))
     megabytes = sum(path.stat().st_size for path in paths) / 1e6
     return {
         "seeds": seeds,
@@ -86,6 +129,8 @@ def measure(seeds: int, capacity: int, device: torch.device, repeats: int, folde
         "inline_s": statistics.median(inline),
         "blocking_s": statistics.median(blocking),
         "written_s": statistics.median(written),
+        "lost_beside_loop_s": statistics.median(lost),
+        "longest_table_write_s": statistics.median(table),
     }
 
 
@@ -102,14 +147,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--repeats and --seeds must be >= 1, --capacity >= 128 x 17")
     device = torch.device(args.device)
     rows = []
-    print(f"{'seeds':>5} {'MB':>8} {'inline s':>9} {'blocking s':>11} {'written s':>10}")
+    print(
+        f"{'seeds':>5} {'MB':>8} {'inline s':>9} {'blocking s':>11} {'written s':>10} {'lost beside a loop s':>21} "
+        f"{'table write, longest s':>23}"
+    )
     with tempfile.TemporaryDirectory(dir=args.dir) as folder:
         for seeds in args.seeds:
             row = measure(seeds, args.capacity, device, args.repeats, Path(folder))
             rows.append(row)
             print(
                 f"{seeds:>5} {row['megabytes']:>8.1f} {row['inline_s']:>9.2f} {row['blocking_s']:>11.2f} "
-                f"{row['written_s']:>10.2f}",
+                f"{row['written_s']:>10.2f} {row['lost_beside_loop_s']:>21.2f} {row['longest_table_write_s']:>23.2f}",
                 flush=True,
             )
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -155,10 +155,12 @@ def test_background_saves_write_what_was_submitted_while_the_caller_goes_on(tmp_
     weights = torch.arange(6.0)
     state = {"epoch": 3, "w": weights, "rows": [{"x": 1.5}], "rng": (torch.tensor([7]), [torch.ones(2)])}
     saves = io.BackgroundSaves()
+    assert not saves.writing and saves.written_seconds is None
     saves.submit([(paths[0], state)])
     weights.add_(100.0)  # the loop goes on training
     state["rng"][1][0].zero_()
     saves.wait()
+    assert not saves.writing and saves.written_seconds > 0  # what train's log reports at the next save
     io.torch_save_all([(paths[1], {**state, "w": torch.arange(6.0), "rng": (torch.tensor([7]), [torch.ones(2)])})])
     written, expected = io.torch_load(paths[0]), io.torch_load(paths[1])
     assert torch.equal(written["w"], torch.arange(6.0)) and torch.equal(written["rng"][1][0], torch.ones(2))

@@ -189,6 +189,11 @@ class BackgroundSaves:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._copies: list = []  # the previous snapshot's host tensors, in the order `_snapshot` meets them
+        self.written_seconds: float | None = None  # how long the last finished write took in the thread
+
+    @property
+    def writing(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     def submit(self, items: list[tuple[str | os.PathLike, Any]]) -> None:
         self.wait()
@@ -217,8 +222,10 @@ class BackgroundSaves:
         return value
 
     def _write(self, items: list[tuple[str | os.PathLike, Any]]) -> None:
+        begun = time.monotonic()
         try:
             torch_save_all(items)
+            self.written_seconds = time.monotonic() - begun
         except BaseException as err:  # re-raised by the caller's next `wait`
             self._error = err
 

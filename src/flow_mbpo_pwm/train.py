@@ -456,7 +456,9 @@ class SeedRun:
     def _wall_seconds(self) -> float:
         return self.stack.wall_seconds()
 
-    def _log(self, progress: Progress) -> None:
+    def _log(self, progress: Progress, write: bool = True) -> None:
+        """One metrics row from the window; `write`: also rewrite work/metrics.csv with every row so far (a row
+        not written now is written with the next one, and by `_finish`)."""
         values = self.window.read()
         self.window.reset()
         row = {
@@ -470,7 +472,8 @@ class SeedRun:
         lrs = self.stack.agent.learning_rates(self.config.pwm.schedule_progress(self.progression.epoch - 1))
         row.update(actor_lr=lrs["actor"], critic_lr=lrs["critic"], wm_lr=lrs["wm"])
         self.metrics_rows.append(row)
-        write_table(self.folder.work_metrics, METRICS_COLUMNS, self.metrics_rows)
+        if write:
+            write_table(self.folder.work_metrics, METRICS_COLUMNS, self.metrics_rows)
         names = ("train_return_mean", "train_episodes", "actor_loss", "critic_loss", "wm_loss")
         progress.report({**self.tag_fields, **{k: row[k] for k in names}})
 
@@ -747,6 +750,7 @@ class TrainingRun:
         poisoned state: a resume would only collapse again). `background`: the periodic save, copied to host memory
         here and written while the loop goes on (the replay buffers are most of it: ~4 s of a 3-seed stack's
         5M run on an H200, bench/RESULTS.md); every other save waits for it and writes before returning."""
+        begun = time.monotonic()
         for run in self.live():
             self._guarded(run, run._check_finite, progress)
         shared = {
@@ -764,6 +768,11 @@ class TrainingRun:
         items = [(run.folder.state, {**state, "rng": rng}) for run, state in states]
         if background:
             self._saves.submit(items)
+            previous = self._saves.written_seconds  # the last periodic save's write (None before the first ends)
+            progress.message(
+                f"state save: loop held {time.monotonic() - begun:.2f} s; written in the background"
+                + (f" (the previous one in {previous:.1f} s)" if previous is not None else "")
+            )
         else:
             self._saves.wait()
             io.torch_save_all(items)
@@ -923,11 +932,14 @@ class TrainingRun:
                 f"world-model warm-up of seed(s) {warming}: {cfg.pwm.wm_warmup_steps} steps after epoch {epoch}"
             )
             self.agent.train_world_model(self.buffers, cfg.pwm.wm_warmup_steps, due)
+        # While a state save is being written, the tables wait: each table write is fsynced, and on ext4 that fsync
+        # waits for the state file's data too (up to 0.8 s per write beside a 1 GB save, bench/RESULTS.md).
+        tables = not self._saves.writing
         for run in self.live():
             if epoch % cfg.run.guard.check_every == 0:
                 self._guarded(run, run._check_finite, progress)
             if not run.stopped and (epoch % cfg.run.log_every == 0 or last):
-                run._log(progress)
+                run._log(progress, write=tables)
             if epoch % cfg.run.validate_every == 0 or last:
                 self._guarded(run, partial(run._validate, progress), progress)
         if epoch % cfg.run.save_state_every == 0 and not last and self.live():
