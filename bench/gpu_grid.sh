@@ -5,6 +5,7 @@
 #   bash bench/gpu_grid.sh start CONFIG [JOBS_PER_GPU]   # after `source .wN/setup_on_device.sh` (wheels installed)
 #   bash bench/gpu_grid.sh sweep SWEEP.yaml [JOBS_PER_GPU] # deciding runs side by side (bench/pwm_sweep.py)
 #   bash bench/gpu_grid.sh status                         # progress: jobs done, last lines of the running logs
+#   bash bench/gpu_grid.sh wait_job [SECONDS]             # until the started job exits (at most SECONDS, 540)
 #   bash bench/gpu_grid.sh pack OUT_DIR                   # results/ tables, figures, curves and logs -> one tarball
 #   bash bench/gpu_grid.sh kernel-cache OUT_DIR           # compiled Warp kernels -> OUT_DIR/warp.tar.gz
 #
@@ -152,6 +153,7 @@ start() {
   export FLOW_MBPO_PWM_JOBS_PER_GPU=$per_gpu
   setsid nohup snakemake all --profile profiles/local --configfile "$config" --resources gpu=$((gpus * per_gpu)) \
     --cores "$(nproc)" > "$GRID/snakemake.log" 2>&1 < /dev/null &
+  echo $! > "$GRID/job.pid"
   echo "started: $config, $gpus GPUs x $per_gpu jobs; log $GRID/snakemake.log"
 }
 
@@ -161,7 +163,17 @@ sweep() {  # deciding runs side by side (bench/pwm_sweep.py), k jobs per GPU
   carry_reference "$(python3 -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["base"])' "$file")"
   export FLOW_MBPO_PWM_JOBS_PER_GPU=$per_gpu
   setsid nohup python3 bench/pwm_sweep.py run "$file" > "$GRID/sweep.log" 2>&1 < /dev/null &
+  echo $! > "$GRID/job.pid"
   echo "started sweep $file, $per_gpu jobs per GPU; log $GRID/sweep.log"
+}
+
+wait_job() {  # [SECONDS]: until the started grid or sweep has exited, at most SECONDS (default 540); then its log's end
+  # By its pid: a `pgrep -f` on the command line matches the calling shell too, and waited out a whole call.
+  local limit=${1:-540} pid waited=0
+  pid=$(cat "$GRID/job.pid" 2>/dev/null) || { echo "no started job ($GRID/job.pid)"; return 1; }
+  while kill -0 "$pid" 2>/dev/null && [ "$waited" -lt "$limit" ]; do sleep 5; waited=$((waited + 5)); done
+  if kill -0 "$pid" 2>/dev/null; then echo "still running after ${limit} s"; else echo "exited"; fi
+  tail -n 5 "$GRID/sweep.log" "$GRID/snakemake.log" 2>/dev/null
 }
 
 status() {
