@@ -335,8 +335,14 @@ def compare(path: str, work: str = "", against: str = "", reference: str = "") -
         raise SystemExit(f"compare: no point {baseline!r} in {path} (points: {', '.join(names)})")
     held: dict[str, tuple[float, np.ndarray, list[str]]] = {}
     rows = []
-    tables = {name: [run_table(run, "metrics.csv") for _, run in seed_runs(sweep, folder / name)] for name in names}
-    reach = max((pd.read_csv(t)["env_steps"].max() for ts in tables.values() for t in ts if t), default=0)
+    metrics = {  # each seed's metrics.csv, read once (None where a run has none)
+        name: [
+            pd.read_csv(t) if (t := run_table(run, "metrics.csv")) else None
+            for _, run in seed_runs(sweep, folder / name)
+        ]
+        for name in names
+    }
+    reach = max((m["env_steps"].max() for ms in metrics.values() for m in ms if m is not None), default=0)
     marks = [*CURVE_STEPS, *(x for x in LATER_STEPS if x <= reach)]
     for name in names:
         spec, runs = sweep["points"][name], seed_runs(sweep, folder / name)
@@ -353,8 +359,7 @@ def compare(path: str, work: str = "", against: str = "", reference: str = "") -
         experiment = load_experiment(point_config(sweep, spec))
         period = curves.episode_period(experiment, sweep["task"], spec["dynamics"])
         returns, left = [], []
-        for (_, run), metrics in zip(runs, tables[name], strict=True):
-            curve = pd.read_csv(metrics) if metrics else None
+        for (_, run), curve in zip(runs, metrics[name], strict=True):
             returns.append([curves.return_at(curve, x, period) if curve is not None else np.nan for x in marks])
             passed = [int(r["env_steps"]) for r in validation_rows(run) if float(r["val_return_mean"]) > LEFT_STANDING]
             left.append(f"{passed[0] / 1e6:.1f}M" if passed else "never")
@@ -382,7 +387,9 @@ def compare(path: str, work: str = "", against: str = "", reference: str = "") -
         print(f"| {name} | {result} | {per_seed} | {ratio} | {curve} | {' / '.join(left)} |")
     if reference:
         ppo = pd.read_csv(reference)
-        period = curves.episode_period(experiment, sweep["task"], REFERENCE_DYNAMICS)
+        # The reference's envs are the base config's (no point changes them): read from the baseline point's config.
+        base = load_experiment(point_config(sweep, sweep["points"][baseline]))
+        period = curves.episode_period(base, sweep["task"], REFERENCE_DYNAMICS)
         curve = " / ".join(f"{v:,.0f}" if not np.isnan(v := curves.return_at(ppo, x, period)) else "—" for x in marks)
         print(f"| PPO reference ({reference}) | — | — | — | {curve} | — |")
 

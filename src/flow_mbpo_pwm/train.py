@@ -932,14 +932,13 @@ class TrainingRun:
                 f"world-model warm-up of seed(s) {warming}: {cfg.pwm.wm_warmup_steps} steps after epoch {epoch}"
             )
             self.agent.train_world_model(self.buffers, cfg.pwm.wm_warmup_steps, due)
-        # While a state save is being written, the tables wait: each table write is fsynced, and on ext4 that fsync
-        # waits for the state file's data too (up to 0.8 s per write beside a 1 GB save, bench/RESULTS.md).
-        tables = not self._saves.writing
         for run in self.live():
             if epoch % cfg.run.guard.check_every == 0:
                 self._guarded(run, run._check_finite, progress)
             if not run.stopped and (epoch % cfg.run.log_every == 0 or last):
-                run._log(progress, write=tables)
+                # While a state save is being written the table waits: each table write is fsynced, and on ext4 that
+                # fsync waits for the state file's data too (up to 0.85 s per write, bench/RESULTS.md).
+                run._log(progress, write=not self._saves.writing)
             if epoch % cfg.run.validate_every == 0 or last:
                 self._guarded(run, partial(run._validate, progress), progress)
         if epoch % cfg.run.save_state_every == 0 and not last and self.live():
