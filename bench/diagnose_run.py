@@ -5,8 +5,9 @@ gradient check at several finite-difference steps. Works on run folders trained 
 
     python bench/diagnose_run.py RUN_DIR [--device cuda] [--starts 8] [--eps 0.01 0.003 0.001]
 
-Prints per imagined step the latent errors (model, copy baseline, ratio) and the reward error, then per eps the
-return-gradient cosine (mean and per start state) and its per-action split.
+Prints per imagined step the latent errors (model, copy baseline, ratio), the reward error and the critic's value
+error (model, copy baseline, ratio), then per eps the return-gradient cosine (mean and per start state) and its
+per-action split.
 """
 
 from __future__ import annotations
@@ -65,12 +66,16 @@ def main() -> None:
     print(f"validation return {float(returns.mean()):.1f} +- {float(returns.std(unbiased=False)):.1f}")
 
     units = diagnostics.reward_units(config.pwm.reward_norm, agent.rew_rms, config.pwm.reward_clip)
-    rows, _ = diagnostics.validation_diagnostics(agent.world_model, recorder, H, gamma, units)
-    print(f"\n{'step':>4} {'wm_latent_mse':>14} {'copy_latent_mse':>16} {'ratio':>7} {'wm_reward_mse':>14}")
+    rows, _ = diagnostics.validation_diagnostics(agent.world_model, recorder, H, gamma, units, value=agent.critic.value)
+    print(
+        f"\n{'step':>4} {'wm_latent_mse':>14} {'copy_latent_mse':>16} {'ratio':>7} {'wm_reward_mse':>14}"
+        f" {'wm_value_mse':>13} {'copy_value_mse':>15} {'ratio':>7}"
+    )
     for r in rows:
         print(
             f"{r['step']:>4} {r['wm_latent_mse']:>14.4g} {r['copy_latent_mse']:>16.4g} {r['latent_ratio']:>7.3f}"
-            f" {r['wm_reward_mse']:>14.4g}"
+            f" {r['wm_reward_mse']:>14.4g} {r['wm_value_mse']:>13.4g} {r['copy_value_mse']:>15.4g}"
+            f" {r['value_ratio']:>7.3f}"
         )
 
     start_states = recorder.start_states(H)

@@ -284,7 +284,8 @@ def status(path: str) -> None:
             last = rows[-1] if rows else {}
             print(
                 f"{name:22s} seed {seed:<3d} epoch {last.get('epoch', '-'):>5s}  val(last 6) {curve:40s}"
-                f" latent/copy h1 {ratio(last, 'h1')}  cos {last.get('grad_cosine', '-')[:5]}"
+                f" latent/copy h1 {ratio(last, 'h1')}  value/copy hH {last.get('value_ratio_hH', '-')[:5]}"
+                f"  cos {last.get('grad_cosine', '-')[:5]}"
                 f"  saturation {last.get('action_saturation', '-')[:5]}  held-out {held_out_mean(run):.0f}"
                 + (" (at the cut)" if (run / "held_out_cut.json").exists() else "")
             )

@@ -85,6 +85,43 @@ def test_validation_rows_give_ratio_one_for_the_identity_model_and_no_cosine_wit
     assert all(r["latent_ratio"] == 1.0 for r in rows) and math.isnan(grad)
     summary = summary_columns(rows, grad)
     assert summary["latent_ratio_hH"] == 1.0 and summary["wm_latent_mse_hH"] == rows[-1]["wm_latent_mse"]
+    # no value function given: the value columns are NaN, not made up
+    assert all(math.isnan(r[c]) for r in rows for c in ("wm_value_mse", "copy_value_mse", "value_ratio"))
+    assert math.isnan(summary["value_ratio_hH"])
+
+
+# A value that is linear in the latent: V(z) = w . z, so a latent offset d costs exactly (w . d)^2.
+VALUE_WEIGHTS = torch.tensor([0.5, -1.0, 2.0])
+
+
+def linear_value(z: torch.Tensor) -> torch.Tensor:
+    return z @ VALUE_WEIGHTS
+
+
+def test_value_error_is_zero_for_a_model_equal_to_the_data_dynamics_and_the_copy_baseline_for_identity():
+    windows = cut_windows(linear_system_record(dones_at={(7, 1), (20, 3)}).record, H)
+    exact = horizon_errors(LinearSystemModel(true_next), windows, value=linear_value)
+    assert exact.wm_value_mse.abs().max() < 1e-10
+    assert (exact.copy_value_mse > 1e-3).all()
+    copying = horizon_errors(LinearSystemModel(lambda z, a: z), windows, value=linear_value)
+    assert torch.equal(copying.wm_value_mse, copying.copy_value_mse)
+    rows, _ = validation_diagnostics(LinearSystemModel(lambda z, a: z), linear_system_record(), H, 0.99,
+                                     value=linear_value)  # fmt: skip
+    assert all(r["value_ratio"] == 1.0 for r in rows)
+    summary = summary_columns(rows, math.nan)
+    assert summary["value_ratio_hH"] == 1.0 and summary["wm_value_mse_hH"] == rows[-1]["wm_value_mse"]
+
+
+def test_value_error_of_a_biased_model_is_the_value_of_its_accumulated_latent_offset():
+    # next = A z + B a + d: after h steps the imagined latent is off by sum_{k<h} A^k d in every window
+    bias = torch.tensor([0.05, -0.02, 0.01])
+    windows = cut_windows(linear_system_record().record, H)
+    errors = horizon_errors(LinearSystemModel(lambda z, a: true_next(z, a) + bias), windows, value=linear_value)
+    offset, expected = torch.zeros(OBS), []
+    for _ in range(H):
+        offset = offset @ A_MATRIX.T + bias
+        expected.append(float(offset @ VALUE_WEIGHTS) ** 2)
+    assert errors.wm_value_mse.tolist() == pytest.approx(expected, rel=1e-4)
 
 
 def test_model_equal_to_the_data_dynamics_has_zero_latent_and_reward_error():

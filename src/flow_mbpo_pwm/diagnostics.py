@@ -7,6 +7,11 @@ Three questions, each answered per imagined step h = 1..H:
 - Does the reward head score imagined latents right? The same rollout's `R(z_{h-1}, a_{h-1})` against the real
   reward `r_{h-1}`, in the units the world model regresses (`reward_units`). Step h = 1 is scored on an encoded
   latent, the later ones on imagined latents, so their growth is the cost of compounding latent error.
+- Does the critic value imagined latents as it values the real ones? The same rollout's `V(z_h)` against
+  `V(E(o_h))` (the critic's pessimistic value, the one the actor's objective adds at the rollout's last latent),
+  next to the copy baseline's `V(E(o_0))`: how much the real value changes in h steps. The gradient check below
+  sums rewards only, so a model whose reward gradient agrees with the env's can still steer the actor through a
+  terminal value read off latents the env never reaches.
 - Does the model's gradient point where the real env's does? `gradient_cosine`: the cosine between the model's
   gradient of the H-step discounted return `sum_t gamma^t r_t` with respect to the action sequence (autograd) and
   the real env's gradient of the same return (central finite differences from one saved state). The actor only
@@ -25,8 +30,8 @@ on the device by `EpisodeRecorder` while validation runs. Not the exploration po
 the agent's generator and so change the training run; the data cover what the validated policy visits.
 
 Pure functions over tensors and a world model (anything with `encode(o)`, `next(z, a, generator)`,
-`reward(z, a)`); no file IO. The only env code is `JointStateReturns`, for envs that can be placed in a saved state
-(the Ant's `joint_state`/`set_joint_state`).
+`reward(z, a)`) and, for the value columns, a value function `z -> V(z)`; no file IO. The only env code is
+`JointStateReturns`, for envs that can be placed in a saved state (the Ant's `joint_state`/`set_joint_state`).
 """
 
 from __future__ import annotations
@@ -180,6 +185,16 @@ class HorizonErrors(NamedTuple):
     wm_latent_mse: torch.Tensor  # [H] MSE(z_h, E(o_h)), z_h imagined from z_0 = E(o_0)
     copy_latent_mse: torch.Tensor  # [H] MSE(E(o_0), E(o_h)): the copy-the-last-latent baseline
     wm_reward_mse: torch.Tensor  # [H] (R(z_{h-1}, a_{h-1}) - r_{h-1})^2 in the world model's reward units
+    wm_value_mse: torch.Tensor  # [H] (V(z_h) - V(E(o_h)))^2; NaN without a value function
+    copy_value_mse: torch.Tensor  # [H] (V(E(o_0)) - V(E(o_h)))^2: how much the real value changes in h steps
+
+
+ValueFunction = Callable[[torch.Tensor], torch.Tensor]  # latents [..., latent] -> values [...]
+
+
+def no_value(z: torch.Tensor) -> torch.Tensor:
+    """The value columns' stand-in where no critic is given: NaN for every latent."""
+    return torch.full(z.shape[:-1], math.nan, dtype=z.dtype, device=z.device)
 
 
 @torch.no_grad()
@@ -188,24 +203,30 @@ def horizon_errors(
     windows: Windows,
     units: RewardUnits = identity,
     generator: torch.Generator | None = None,
+    value: ValueFunction = no_value,
 ) -> HorizonErrors:
-    """Latent and reward errors of the model's own H-step rollout on real windows (MSE over latent entries)."""
+    """Latent, reward and value errors of the model's own H-step rollout on real windows (MSE over latent
+    entries; the value's squared error averaged over windows)."""
     horizon = windows.actions.shape[1]
     if windows.obs.shape[0] == 0:
         nan = torch.full((horizon,), math.nan, device=windows.obs.device)
-        return HorizonErrors(nan, nan.clone(), nan.clone())
+        return HorizonErrors(*(nan.clone() for _ in HorizonErrors._fields))
     with eval_mode(world_model):
         encoded = world_model.encode(windows.obs.transpose(0, 1))  # [H+1, B, latent]
+        real_values = value(encoded)  # [H+1, B]
         actions = windows.actions.transpose(0, 1)
         rewards = units(windows.rewards).transpose(0, 1)
         z = encoded[0]
-        latent, copy, reward = [], [], []
+        latent, copy, reward, model_value, copy_value = [], [], [], [], []
         for h in range(horizon):
             reward.append((world_model.reward(z, actions[h]) - rewards[h]).pow(2).mean())
             z = world_model.next(z, actions[h], generator)
             latent.append((z - encoded[h + 1]).pow(2).mean())
             copy.append((encoded[0] - encoded[h + 1]).pow(2).mean())
-    return HorizonErrors(torch.stack(latent), torch.stack(copy), torch.stack(reward))
+            model_value.append((value(z) - real_values[h + 1]).pow(2).mean())
+            copy_value.append((real_values[0] - real_values[h + 1]).pow(2).mean())
+    columns = (latent, copy, reward, model_value, copy_value)
+    return HorizonErrors(*(torch.stack(c) for c in columns))
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -360,15 +381,17 @@ def validation_diagnostics(
     env_returns: JointStateReturns | None = None,
     eps: float = 0.01,
     generator: torch.Generator | None = None,
+    value: ValueFunction = no_value,
 ) -> tuple[list[dict[str, float]], float]:
     """Per-step errors on the recorded episodes (rows of `step, wm_latent_mse, copy_latent_mse, wm_reward_mse,
-    latent_ratio` = model / copy baseline, `grad_cosine_step` = the gradient cosine with respect to the action
-    a_{h-1} alone) and
+    wm_value_mse, copy_value_mse, latent_ratio` and `value_ratio` = model / copy baseline, `grad_cosine_step` = the
+    gradient cosine with respect to the action a_{h-1} alone) and
     the mean gradient cosine over the recorded start states (NaN without `env_returns` or start states).
 
     Windows start every `horizon` steps: consecutive starts would share all but one transition, costing H times
     the compute for little new information."""
-    errors = horizon_errors(world_model, cut_windows(recorder.record, horizon, stride=horizon), units, generator)
+    windows = cut_windows(recorder.record, horizon, stride=horizon)
+    errors = horizon_errors(world_model, windows, units, generator, value)
     columns = torch.stack(list(errors)).double().cpu().tolist()  # the one host read of the errors
     starts = recorder.start_states(horizon) if env_returns is not None else None
     grad, grad_per_step = math.nan, [math.nan] * horizon
@@ -380,6 +403,7 @@ def validation_diagnostics(
     for h in range(horizon):
         row = {"step": h + 1, **{name: values[h] for name, values in zip(HorizonErrors._fields, columns, strict=True)}}
         row["latent_ratio"] = ratio(row["wm_latent_mse"], row["copy_latent_mse"])
+        row["value_ratio"] = ratio(row["wm_value_mse"], row["copy_value_mse"])
         rows.append({**row, "grad_cosine_step": grad_per_step[h]})
     return rows, grad
 
@@ -414,7 +438,8 @@ def action_columns(record: EpisodeRecord) -> dict[str, float]:
 
 
 def summary_columns(rows: list[dict[str, float]], grad_cosine: float) -> dict[str, float]:
-    """validation.csv's diagnostic columns: the first and the last step, and the gradient cosine."""
+    """validation.csv's diagnostic columns: the first and the last step (the value only at the last, where the
+    actor's objective reads it), and the gradient cosine."""
     first, last = rows[0], rows[-1]
     return {
         "wm_latent_mse_h1": first["wm_latent_mse"],
@@ -424,5 +449,8 @@ def summary_columns(rows: list[dict[str, float]], grad_cosine: float) -> dict[st
         "latent_ratio_hH": last["latent_ratio"],
         "wm_reward_mse_h1": first["wm_reward_mse"],
         "wm_reward_mse_hH": last["wm_reward_mse"],
+        "wm_value_mse_hH": last["wm_value_mse"],
+        "copy_value_mse_hH": last["copy_value_mse"],
+        "value_ratio_hH": last["value_ratio"],
         "grad_cosine": grad_cosine,
     }

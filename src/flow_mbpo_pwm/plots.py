@@ -48,6 +48,8 @@ PER_SEED_COLUMNS = [*RUN, "return_mean", "train_seconds"]
 WM_DIAGNOSTICS_COLUMNS = [
     *RUN, "epoch", "env_steps", "step", "wm_latent_mse", "copy_latent_mse", "grad_cosine", "grad_cosine_step",
 ]  # fmt: skip
+# Added later: a run trained before them has no such columns, read as NaN (its value panel says "not measured").
+WM_VALUE_COLUMNS = ["wm_value_mse", "copy_value_mse"]
 RETURN_LABEL = "evaluation episode return"
 REFERENCE_COLOR = "0.35"
 COLLAPSED_COLOR = "tab:red"  # seeds the collapse guard stopped
@@ -132,8 +134,9 @@ def read_metrics(paths: Sequence[Path]) -> pd.DataFrame:
 
 def read_wm_diagnostics(paths: Sequence[Path]) -> pd.DataFrame:
     """Every run's wm_diagnostics.csv in one frame, one row per (run, epoch, step); a run must not come from two
-    files."""
-    return _read_runs(paths, WM_DIAGNOSTICS_COLUMNS, [*RUN, "epoch", "step"], "world-model diagnostics")
+    files. The value columns are NaN where a run's file has none (`WM_VALUE_COLUMNS`)."""
+    frame = _read_runs(paths, WM_DIAGNOSTICS_COLUMNS, [*RUN, "epoch", "step"], "world-model diagnostics")
+    return frame.reindex(columns=[*frame.columns, *(c for c in WM_VALUE_COLUMNS if c not in frame.columns)])
 
 
 def _read_runs(paths: Sequence[Path], columns: Sequence[str], key: Sequence[str], what: str) -> pd.DataFrame:
@@ -338,16 +341,22 @@ def substeps_ablation_figure(experiment: ExperimentConfig, compare: pd.DataFrame
 
 
 def wm_diagnostics_figure(experiment: ExperimentConfig, diagnostics: pd.DataFrame) -> Figure:
-    """Per task three rows of (task, size) panels, means over seeds with 95% CIs:
+    """Per task four rows of (task, size) panels, means over seeds with 95% CIs:
     - the latent error of the model's own rollout over the copy baseline's against the imagined step, at each run's
       last validation (1 = no better than copying the last latent);
     - the gradient cosine against env steps (1 = the model's return gradient points where the env's does);
-    - the gradient cosine of each action alone against its step, at each run's last gradient check."""
+    - the gradient cosine of each action alone against its step, at each run's last gradient check;
+    - the critic's value error at the rollout's latents over the copy baseline's, at each run's last validation
+      (the value the actor's objective adds at the last imagined latent)."""
+    rows = 4
     tasks, sizes = list(experiment.tasks), list(experiment.sizes)
-    figure = Figure(figsize=(PANEL_SIZE[0] * len(sizes), 3 * PANEL_SIZE[1] * len(tasks) + 0.6), layout="constrained")
-    axes = figure.subplots(3 * len(tasks), len(sizes), squeeze=False)
+    figure = Figure(figsize=(PANEL_SIZE[0] * len(sizes), rows * PANEL_SIZE[1] * len(tasks) + 0.6), layout="constrained")
+    axes = figure.subplots(rows * len(tasks), len(sizes), squeeze=False)
     last = diagnostics[diagnostics["epoch"] == diagnostics.groupby(RUN)["epoch"].transform("max")]
-    last = last.assign(ratio=last["wm_latent_mse"] / last["copy_latent_mse"])
+    last = last.assign(
+        ratio=last["wm_latent_mse"] / last["copy_latent_mse"],
+        value_ratio=last["wm_value_mse"] / last["copy_value_mse"],
+    )
     checked = diagnostics[np.isfinite(diagnostics["grad_cosine"])]
     last_checked = checked[checked["epoch"] == checked.groupby(RUN)["epoch"].transform("max")]
     lines = {
@@ -374,7 +383,7 @@ def wm_diagnostics_figure(experiment: ExperimentConfig, diagnostics: pd.DataFram
 
     for row, task in enumerate(tasks):
         for col, size in enumerate(sizes):
-            ratio_ax, cosine_ax, step_ax = (axes[3 * row + k, col] for k in range(3))
+            ratio_ax, cosine_ax, step_ax, value_ax = (axes[rows * row + k, col] for k in range(rows))
 
             def panel(frame: pd.DataFrame, task: str = task, size: str = size) -> pd.DataFrame:
                 return frame[(frame["task"] == task) & (frame["size"] == size)]
@@ -386,7 +395,10 @@ def wm_diagnostics_figure(experiment: ExperimentConfig, diagnostics: pd.DataFram
                  f"{name}: return gradient, model vs env", "environment steps", "cosine similarity")  # fmt: skip
             draw(step_ax, panel(last_checked), "step", "grad_cosine_step", 0.0,
                  f"{name}: gradient per action, last check", "action of step h", "cosine similarity")  # fmt: skip
-            for ax in (ratio_ax, step_ax):
+            valued = last[np.isfinite(last["value_ratio"])]  # runs from before the value columns have NaN there
+            draw(value_ax, panel(valued), "step", "value_ratio", 1.0, f"{name}: critic's value at imagined latents",
+                 "imagined step h", "value error / copy baseline")  # fmt: skip
+            for ax in (ratio_ax, step_ax, value_ax):
                 ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             for ax in (cosine_ax, step_ax):
                 ax.set_ylim(-1.05, 1.05)

@@ -65,6 +65,8 @@ from flow_mbpo_pwm.progress import Progress
 from flow_mbpo_pwm.run_folder import (
     COLLAPSED,
     COMPLETED,
+    LATER_VALIDATION_COLUMNS,
+    LATER_WM_DIAGNOSTICS_COLUMNS,
     METRICS_COLUMNS,
     VALIDATION_COLUMNS,
     VALIDATION_DIAGNOSTIC_COLUMNS,
@@ -413,10 +415,11 @@ class SeedRun:
         self.nonfinite.load_state_dict(state["nonfinite"])
         self.collapse.load_state_dict(state["collapse"])
         self.metrics_rows = list(state["metrics_rows"])
-        # (states saved before validation.csv had the policy columns resume with NaN there)
-        policy = {"action_jitter": math.nan, "action_saturation": math.nan}
-        self.validation_rows = [{**policy, **row} for row in state["validation_rows"]]
-        self.wm_diagnostic_rows = list(state.get("wm_diagnostic_rows", []))
+        # (states saved before a table gained its later columns resume with NaN there)
+        later = dict.fromkeys(LATER_VALIDATION_COLUMNS, math.nan)
+        self.validation_rows = [{**later, **row} for row in state["validation_rows"]]
+        later = dict.fromkeys(LATER_WM_DIAGNOSTICS_COLUMNS, math.nan)
+        self.wm_diagnostic_rows = [{**later, **row} for row in state.get("wm_diagnostic_rows", [])]
 
     def _drop_records_after_state(self) -> None:
         """Rewrite the work tables from the rows the state holds and delete checkpoints of later epochs: what an
@@ -544,7 +547,7 @@ class SeedRun:
         generator = torch.Generator(device=self.device).manual_seed(epoch)
         step_rows, grad_cosine = diagnostics.validation_diagnostics(
             self.member.world_model, recorder, cfg.pwm.horizon, cfg.pwm.gamma, self._reward_units(),
-            gradient_returns, cfg.run.grad_check_eps, generator,
+            gradient_returns, cfg.run.grad_check_eps, generator, self.member.critic.value,
         )  # fmt: skip
         reason = self.collapse.update(epoch, mean)
         path = self.folder.checkpoint(epoch)

@@ -124,7 +124,8 @@ def write_metrics(path: Path, cell: tuple[str, str, str, int], rows: int = 6) ->
 
 def write_wm_diagnostics(path: Path, cell: tuple[str, str, str, int], validations: int = 3, horizon: int = 4) -> Path:
     """wm_diagnostics.csv of one run: latent error growing along the horizon, below the copy baseline for the flow
-    variants; the gradient cosine measured at every validation but the first."""
+    variants, and the critic's value error at 2x its copy baseline for every variant; the gradient cosine measured
+    at every validation but the first."""
     task, size, dynamics, seed = cell
     rng = np.random.default_rng(seed)
     rows = []
@@ -135,7 +136,8 @@ def write_wm_diagnostics(path: Path, cell: tuple[str, str, str, int], validation
             wm = copy * (0.5 if dynamics != "deterministic" else 1.2) * (1 + rng.normal(0, 0.05))
             rows.append({"task": task, "size": size, "dynamics": dynamics, "seed": seed, "epoch": 25 * v,
                          "env_steps": 1600 * v, "step": step, "wm_latent_mse": wm, "copy_latent_mse": copy,
-                         "wm_reward_mse": 0.1 * step, "grad_cosine": cosine,
+                         "wm_reward_mse": 0.1 * step, "wm_value_mse": 2.0 * step, "copy_value_mse": float(step),
+                         "grad_cosine": cosine,
                          "grad_cosine_step": cosine / step})  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows).to_csv(path, index=False)

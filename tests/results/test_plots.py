@@ -178,8 +178,8 @@ def test_wm_diagnostics_figure_shows_the_copy_ratio_and_the_gradient_cosine(tmp_
     compare, per_seed, metrics, diagnostics = results_tree(tmp_path, two_tasks)
     frame = read_wm_diagnostics(diagnostics)
     figure = wm_diagnostics_figure(two_tasks, frame)
-    assert len(figure.axes) == 12  # per task a ratio row and two cosine rows, one panel per size
-    ratio_ax, cosine_ax, step_ax = figure.axes[0], figure.axes[2], figure.axes[4]
+    assert len(figure.axes) == 16  # per task a ratio row, two cosine rows and a value row, one panel per size
+    ratio_ax, cosine_ax, step_ax, value_ax = figure.axes[0], figure.axes[2], figure.axes[4], figure.axes[6]
     assert ratio_ax.get_title() == "ant · tiny: latent error at the last validation"
     assert ratio_ax.get_ylabel() == "latent MSE / copy baseline" and cosine_ax.get_ylabel() == "cosine similarity"
     # one mean line per dynamics variant (plus the dashed reference); the flow fixture sits at ~half the baseline
@@ -194,18 +194,31 @@ def test_wm_diagnostics_figure_shows_the_copy_ratio_and_the_gradient_cosine(tmp_
     step_lines = [line for line in step_ax.get_lines() if line.get_linestyle() != "--"]
     assert len(step_lines) == 2 and list(step_lines[0].get_xdata()) == [1, 2, 3, 4]
     assert step_ax.get_title() == "ant · tiny: gradient per action, last check"
+    # the critic's value error over its copy baseline: the fixture's 2x for both variants
+    value_lines = [line for line in value_ax.get_lines() if line.get_linestyle() != "--"]
+    assert len(value_lines) == 2 and all(np.allclose(line.get_ydata(), 2.0) for line in value_lines)
+    assert value_ax.get_ylabel() == "value error / copy baseline"
 
     out = tmp_path / "figures"
     assert plot(two_tasks, compare, per_seed, metrics, out, diagnostics[:-1]) == 1
     assert "missing world-model diagnostics for 1 cell(s)" in capsys.readouterr().err
 
 
-def test_wm_diagnostics_figure_says_when_the_cosine_was_never_measured(tmp_path):
+def test_wm_diagnostics_figure_says_when_the_cosine_or_the_value_was_never_measured(tmp_path):
     experiment = small_experiment()
     *_, diagnostics = results_tree(tmp_path, experiment)
     frame = read_wm_diagnostics(diagnostics).assign(grad_cosine=float("nan"))
     figure = wm_diagnostics_figure(experiment, frame)
-    for ax in figure.axes[len(experiment.sizes) :]:  # both cosine rows
+    sizes = len(experiment.sizes)
+    for ax in figure.axes[sizes : 3 * sizes]:  # both cosine rows
+        assert [t.get_text() for t in ax.texts] == ["not measured"]
+    # nor the value, in runs from before its columns: read as NaN, and said so, not drawn as zero
+    for path in diagnostics:
+        pd.read_csv(path).drop(columns=["wm_value_mse", "copy_value_mse"]).to_csv(path, index=False)
+    frame = read_wm_diagnostics(diagnostics)
+    assert frame["wm_value_mse"].isna().all() and frame["copy_value_mse"].isna().all()
+    figure = wm_diagnostics_figure(experiment, frame)
+    for ax in figure.axes[3 * sizes :]:
         assert [t.get_text() for t in ax.texts] == ["not measured"]
 
 

@@ -13,7 +13,12 @@ import pandas as pd
 from train_helpers import cli_args, run_cli, subprocess_env
 
 from flow_mbpo_pwm import io
-from flow_mbpo_pwm.run_folder import VALIDATION_DIAGNOSTIC_COLUMNS, WM_DIAGNOSTICS_COLUMNS
+from flow_mbpo_pwm.run_folder import (
+    LATER_VALIDATION_COLUMNS,
+    LATER_WM_DIAGNOSTICS_COLUMNS,
+    VALIDATION_DIAGNOSTIC_COLUMNS,
+    WM_DIAGNOSTICS_COLUMNS,
+)
 from flow_mbpo_pwm.train import EXIT_PREEMPTED
 
 HORIZON = 4
@@ -37,7 +42,7 @@ def test_training_writes_diagnostics_and_a_resumed_run_writes_the_same(tmp_path,
     assert tuple(table.columns) == WM_DIAGNOSTICS_COLUMNS
     assert list(table["epoch"]) == [e for e in validation["epoch"] for _ in range(HORIZON)]
     assert list(table["step"]) == list(range(1, HORIZON + 1)) * len(validation)
-    for column in ("wm_latent_mse", "copy_latent_mse", "wm_reward_mse"):
+    for column in ("wm_latent_mse", "copy_latent_mse", "wm_reward_mse", "wm_value_mse", "copy_value_mse"):
         assert table[column].notna().all() and (table[column] >= 0).all(), column
     last = table[table["epoch"] == validation["epoch"].iloc[-1]]
     # after the world model is trained its reward head has a gradient: the cosine is measured
@@ -47,6 +52,8 @@ def test_training_writes_diagnostics_and_a_resumed_run_writes_the_same(tmp_path,
     assert validation["wm_latent_mse_hH"].iloc[-1] == last["wm_latent_mse"].iloc[-1]
     assert validation["copy_latent_mse_h1"].iloc[-1] == last["copy_latent_mse"].iloc[0]
     assert (table["latent_ratio"] == table["wm_latent_mse"] / table["copy_latent_mse"]).all()
+    assert validation["wm_value_mse_hH"].iloc[-1] == last["wm_value_mse"].iloc[-1]
+    assert validation["value_ratio_hH"].iloc[-1] == last["value_ratio"].iloc[-1]
     assert validation["action_jitter"].between(0, 2).all()  # tanh actions in [-1, 1], measured at every validation
     assert validation["action_saturation"].between(0, 1).all()
 
@@ -66,7 +73,7 @@ def test_training_writes_diagnostics_and_a_resumed_run_writes_the_same(tmp_path,
         pd.testing.assert_frame_equal(pd.read_csv(reference / name), pd.read_csv(killed / name), check_exact=True)
 
 
-def test_a_state_saved_before_the_policy_columns_existed_resumes_with_nan_in_its_rows(tmp_path, write_experiment):
+def test_a_state_saved_before_the_later_columns_existed_resumes_with_nan_in_its_rows(tmp_path, write_experiment):
     longer = {**ANT_RUN["train"], "pwm": {**ANT_RUN["train"]["pwm"], "epochs": 16}}
     config = write_experiment({**ANT_RUN, "train": longer})
     run = tmp_path / "run"
@@ -85,9 +92,11 @@ def test_a_state_saved_before_the_policy_columns_existed_resumes_with_nan_in_its
     state = io.torch_load(run / "work" / "state.pt")
     old_rows = len(state["validation_rows"])
     assert old_rows >= 1
-    rows = state["validation_rows"]
-    new_columns = ("action_jitter", "action_saturation")
-    state["validation_rows"] = [{k: v for k, v in row.items() if k not in new_columns} for row in rows]
+    rows, wm_rows = state["validation_rows"], state["wm_diagnostic_rows"]
+    state["validation_rows"] = [{k: v for k, v in row.items() if k not in LATER_VALIDATION_COLUMNS} for row in rows]
+    state["wm_diagnostic_rows"] = [
+        {k: v for k, v in row.items() if k not in LATER_WM_DIAGNOSTICS_COLUMNS} for row in wm_rows
+    ]
     io.torch_save(run / "work" / "state.pt", state)
 
     again = run_cli(cli_args(config, run))
@@ -97,3 +106,8 @@ def test_a_state_saved_before_the_policy_columns_existed_resumes_with_nan_in_its
     jitter, saturation = validation["action_jitter"], validation["action_saturation"]
     assert jitter[:old_rows].isna().all() and jitter[old_rows:].between(0, 2).all() and len(jitter) > old_rows
     assert saturation[:old_rows].isna().all() and saturation[old_rows:].between(0, 1).all()
+    value = validation["wm_value_mse_hH"]
+    assert value[:old_rows].isna().all() and (value[old_rows:] >= 0).all()
+    table = pd.read_csv(run / "wm_diagnostics.csv")
+    old_steps = len(wm_rows)
+    assert table["value_ratio"][:old_steps].isna().all() and table["wm_value_mse"][old_steps:].notna().all()
