@@ -1,0 +1,116 @@
+"""World-model dynamics on a cheap CPU testbed: how soon PWM balances InvertedPendulum with each dynamics variant.
+
+On the Ant a flow deciding run costs a session's whole GPU time. On the CPU, PWM balances InvertedPendulum in a few
+hundred epochs with the settings of tests/train/test_learning.py (`train_helpers.LEARNING_RUN`: 16 envs, episodes of
+at most 100 steps, H = 4, latent 64), and flow learns it later than deterministic dynamics does. So a flow change
+that helps the Ant can be tried here first: each variant trains its seeds as one stack (one real `flow-mbpo-pwm
+train` process), one variant after another.
+
+    PYTHONPATH=src python bench/pendulum_dynamics.py --variants det flow-log flow-simplex --seeds 0 1 2 3 \
+        --epochs 500 --work /tmp/pend --out bench/out/pendulum_dynamics.json
+
+Variants (`VARIANTS`): the product's dynamics (residual deterministic; flow Heun K = 4 in the log-simplex chart with
+its source detached) and flow changes. Per variant and seed it prints the first validation epoch at which the
+deterministic validation return reached BALANCED (of 100), the best, and the mean over the later half of the
+validations (does it stay up?), and writes them with every validation return as JSON. Validation every 20 epochs,
+8 episodes. A finished variant's runs are read, not retrained (delete its folder under --work to rerun it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "train"))
+from train_helpers import LEARNING_RUN, TINY_EXPERIMENT, deep_update  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_epoch import machine  # noqa: E402
+
+FLOW = {"kind": "flow", "integrator": "heun", "substeps": 4, "detach_source": True}
+VARIANTS = {
+    "det": {"kind": "deterministic", "residual": True},  # config/config.yaml's deterministic
+    "flow-log": FLOW,  # config/config.yaml's flow
+    "flow-simplex": {**FLOW, "project": "none"},  # the flow loss in simplex coordinates
+    "flow-endpoint": {**FLOW, "endpoint_coef": 1.0},  # plus the deterministic model's latent loss on its endpoint
+}
+BALANCED = 95.0  # validation return that counts as balanced (100 = upright for the whole episode)
+
+
+def experiment(variants: list[str], seeds: list[int], epochs: int) -> dict:
+    config = deep_update(TINY_EXPERIMENT, LEARNING_RUN)
+    config["dynamics"] = {name: VARIANTS[name] for name in variants}
+    config["seeds"] = seeds
+    config["train"]["pwm"]["epochs"] = epochs
+    return config
+
+
+def train(config_path: Path, variant: str, seeds: list[int], work: Path) -> float:
+    """One stack of the variant's seeds through the real CLI; seconds it took (0 if it had finished before)."""
+    runs = [work / variant / f"seed{seed}" for seed in seeds]
+    if all((run / "validation.csv").exists() for run in runs):
+        return 0.0
+    cell = ["--task", "pendulum", "--size", "tiny", "--dynamics", variant]
+    command = [sys.executable, "-m", "flow_mbpo_pwm.cli", "train", "--config", str(config_path), *cell,
+               "--seed", *map(str, seeds), "--run-dir", *map(str, runs)]  # fmt: skip
+    began = time.perf_counter()
+    with open(work / f"{variant}.log", "w") as log:
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+        subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=True, cwd=ROOT, env=env)
+    return time.perf_counter() - began
+
+
+def summary(run: Path) -> dict:
+    validation = pd.read_csv(run / "validation.csv")
+    returns = validation["val_return_mean"]
+    balanced = validation["epoch"][returns >= BALANCED]
+    return {
+        "first_balanced_epoch": int(balanced.iloc[0]) if len(balanced) else None,
+        "best": float(returns.max()),
+        "later_half_mean": float(returns.iloc[len(returns) // 2 :].mean()),
+        "returns": [round(float(r), 1) for r in returns],
+        "epochs": [int(e) for e in validation["epoch"]],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3])
+    parser.add_argument("--epochs", type=int, default=500)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/pendulum_dynamics"))
+    parser.add_argument("--out", type=Path, default=None, help="JSON of every variant's runs")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    config_path = args.work / "experiment.yaml"
+    config_path.write_text(yaml.safe_dump(experiment(args.variants, args.seeds, args.epochs), sort_keys=False))
+
+    rows = []
+    print(f"{'variant':14s} {'seed':>4s} {'first >= 95 at':>14s} {'best':>6s} {'later-half mean':>15s}")
+    for variant in args.variants:
+        seconds = train(config_path, variant, args.seeds, args.work)
+        for seed in args.seeds:
+            run = args.work / variant / f"seed{seed}"
+            row = {"variant": variant, "seed": seed, "train_seconds": seconds, **summary(run)}
+            rows.append(row)
+            first = row["first_balanced_epoch"]
+            print(f"{variant:14s} {seed:>4d} {'never' if first is None else first:>14} {row['best']:>6.0f}"
+                  f" {row['later_half_mean']:>15.1f}")  # fmt: skip
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        facts = {"machine": machine(torch.device("cpu")), "epochs": args.epochs, "rows": rows}
+        args.out.write_text(json.dumps(facts, indent=1))
+
+
+if __name__ == "__main__":
+    main()

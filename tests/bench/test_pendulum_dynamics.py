@@ -1,0 +1,48 @@
+"""bench/pendulum_dynamics.py: its experiment is one the pipeline accepts, with each variant's dynamics as named,
+and its reading of a run's validations (first balanced epoch, best, later-half mean)."""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from flow_mbpo_pwm.config import load_experiment
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("pendulum_dynamics", ROOT / "bench" / "pendulum_dynamics.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["pendulum_dynamics"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_variant_is_a_valid_cell_of_the_experiment(bench, tmp_path):
+    path = tmp_path / "experiment.yaml"
+    path.write_text(yaml.safe_dump(bench.experiment(list(bench.VARIANTS), [0, 1], 50)))
+    experiment = load_experiment(path)
+    assert list(experiment.seeds) == [0, 1]
+    assert experiment.dynamics["det"].residual and experiment.dynamics["det"].kind == "deterministic"
+    assert experiment.dynamics["flow-log"].project == "simnorm" and experiment.dynamics["flow-log"].detach_source
+    assert experiment.dynamics["flow-simplex"].project == "none"
+    assert experiment.dynamics["flow-endpoint"].endpoint_coef == 1.0
+    cell = experiment.cell("pendulum", "tiny", "flow-log", 0)
+    assert cell.pwm.epochs == 50 and cell.dynamics.substeps == 4
+
+
+def test_summary_reads_when_a_run_balanced_and_whether_it_stayed_up(bench, tmp_path):
+    returns = [5.0, 40.0, 96.0, 100.0, 60.0, 80.0]
+    pd.DataFrame({"epoch": [20 * (i + 1) for i in range(6)], "val_return_mean": returns}).to_csv(
+        tmp_path / "validation.csv", index=False
+    )
+    summary = bench.summary(tmp_path)
+    assert summary["first_balanced_epoch"] == 60 and summary["best"] == 100.0
+    assert summary["later_half_mean"] == pytest.approx((100.0 + 60.0 + 80.0) / 3)
+    pd.DataFrame({"epoch": [20, 40], "val_return_mean": [5.0, 94.9]}).to_csv(tmp_path / "validation.csv", index=False)
+    assert bench.summary(tmp_path)["first_balanced_epoch"] is None
