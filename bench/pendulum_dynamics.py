@@ -51,6 +51,7 @@ def experiment(variants: list[str], seeds: list[int], epochs: int) -> dict:
     config = deep_update(TINY_EXPERIMENT, LEARNING_RUN)
     config["dynamics"] = {name: VARIANTS[name] for name in variants}
     config["seeds"] = seeds
+    config["collect"] = {"seed": seeds[0]}  # unused here (no offline data), but it must name one of the seeds
     config["train"]["pwm"]["epochs"] = epochs
     return config
 
