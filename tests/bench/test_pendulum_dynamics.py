@@ -34,6 +34,8 @@ def test_every_variant_is_a_valid_cell_of_the_experiment(bench, tmp_path):
     assert experiment.dynamics["flow-endpoint"].endpoint_coef == 1.0
     cell = experiment.cell("pendulum", "tiny", "flow-log", 4)
     assert cell.pwm.epochs == 50 and cell.dynamics.substeps == 4
+    wide = bench.experiment(["det"], [0], 50, latent_dim=512)
+    assert wide["train"]["world_model"]["latent_dim"] == 512
 
 
 def test_summary_reads_when_a_run_balanced_and_whether_it_stayed_up(bench, tmp_path):
