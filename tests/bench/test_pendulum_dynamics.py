@@ -1,26 +1,17 @@
 """bench/pendulum_dynamics.py: its experiment is one the pipeline accepts, with each variant's dynamics as named,
 and its reading of a run's validations (first balanced epoch, best, later-half mean)."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pandas as pd
 import pytest
 import yaml
+from bench_helpers import load_bench_script
 
 from flow_mbpo_pwm.config import load_experiment
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("pendulum_dynamics", ROOT / "bench" / "pendulum_dynamics.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["pendulum_dynamics"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("pendulum_dynamics")
 
 
 def test_every_variant_is_a_valid_cell_of_the_experiment(bench, tmp_path):

@@ -2,27 +2,20 @@
 the deadline is evaluated at (select's rules), and the `compare` table."""
 
 import csv
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from bench_helpers import load_bench_script
 
 from flow_mbpo_pwm import statistics
 from flow_mbpo_pwm.aggregate import bootstrap_rng
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
 def sweep_module():
-    spec = importlib.util.spec_from_file_location("pwm_sweep", ROOT / "bench" / "pwm_sweep.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["pwm_sweep"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("pwm_sweep")
 
 
 VALIDATION = ["epoch", "env_steps", "val_return_mean", "checkpoint", "flagged", "flag_reason"]
