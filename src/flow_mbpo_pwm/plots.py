@@ -38,7 +38,7 @@ from flow_mbpo_pwm.aggregate import CELL, RUN, ResultsInputError, cell_name, che
 from flow_mbpo_pwm.config import REFERENCE_DYNAMICS, REFERENCE_SIZE, ExperimentConfig  # noqa: E402
 from flow_mbpo_pwm.curves import curve_table, period_curves  # noqa: E402
 from flow_mbpo_pwm.io import atomic_path, write_csv  # noqa: E402
-from flow_mbpo_pwm.run_folder import COLLAPSED  # noqa: E402
+from flow_mbpo_pwm.run_folder import COLLAPSED, LATER_WM_DIAGNOSTICS_COLUMNS  # noqa: E402
 
 FORMATS = ("png", "pdf")
 PANEL_SIZE = (4.2, 3.2)  # inches per panel
@@ -48,8 +48,6 @@ PER_SEED_COLUMNS = [*RUN, "return_mean", "train_seconds"]
 WM_DIAGNOSTICS_COLUMNS = [
     *RUN, "epoch", "env_steps", "step", "wm_latent_mse", "copy_latent_mse", "grad_cosine", "grad_cosine_step",
 ]  # fmt: skip
-# Added later: a run trained before them has no such columns, read as NaN (its value panel says "not measured").
-WM_VALUE_COLUMNS = ["wm_value_mse", "copy_value_mse"]
 RETURN_LABEL = "evaluation episode return"
 REFERENCE_COLOR = "0.35"
 COLLAPSED_COLOR = "tab:red"  # seeds the collapse guard stopped
@@ -134,9 +132,10 @@ def read_metrics(paths: Sequence[Path]) -> pd.DataFrame:
 
 def read_wm_diagnostics(paths: Sequence[Path]) -> pd.DataFrame:
     """Every run's wm_diagnostics.csv in one frame, one row per (run, epoch, step); a run must not come from two
-    files. The value columns are NaN where a run's file has none (`WM_VALUE_COLUMNS`)."""
+    files. The columns added after runs had been trained (`run_folder.LATER_WM_DIAGNOSTICS_COLUMNS`, the value's)
+    are NaN where a run's file has none."""
     frame = _read_runs(paths, WM_DIAGNOSTICS_COLUMNS, [*RUN, "epoch", "step"], "world-model diagnostics")
-    return frame.reindex(columns=[*frame.columns, *(c for c in WM_VALUE_COLUMNS if c not in frame.columns)])
+    return frame.reindex(columns=[*frame.columns, *(c for c in LATER_WM_DIAGNOSTICS_COLUMNS if c not in frame.columns)])
 
 
 def _read_runs(paths: Sequence[Path], columns: Sequence[str], key: Sequence[str], what: str) -> pd.DataFrame:
@@ -357,6 +356,7 @@ def wm_diagnostics_figure(experiment: ExperimentConfig, diagnostics: pd.DataFram
         ratio=last["wm_latent_mse"] / last["copy_latent_mse"],
         value_ratio=last["wm_value_mse"] / last["copy_value_mse"],
     )
+    valued = last[np.isfinite(last["value_ratio"])]  # runs from before the value columns have NaN there
     checked = diagnostics[np.isfinite(diagnostics["grad_cosine"])]
     last_checked = checked[checked["epoch"] == checked.groupby(RUN)["epoch"].transform("max")]
     lines = {
@@ -395,7 +395,6 @@ def wm_diagnostics_figure(experiment: ExperimentConfig, diagnostics: pd.DataFram
                  f"{name}: return gradient, model vs env", "environment steps", "cosine similarity")  # fmt: skip
             draw(step_ax, panel(last_checked), "step", "grad_cosine_step", 0.0,
                  f"{name}: gradient per action, last check", "action of step h", "cosine similarity")  # fmt: skip
-            valued = last[np.isfinite(last["value_ratio"])]  # runs from before the value columns have NaN there
             draw(value_ax, panel(valued), "step", "value_ratio", 1.0, f"{name}: critic's value at imagined latents",
                  "imagined step h", "value error / copy baseline")  # fmt: skip
             for ax in (ratio_ax, step_ax, value_ax):
