@@ -56,6 +56,13 @@ VARIANTS = {  # name -> dynamics settings (merged over the preset named by `kind
         "detach_source": True,
         "endpoint_coef": 1.0,
     },
+    "flow-log-detached-simplex-metric": {
+        "kind": "flow",
+        "integrator": "heun",
+        "substeps": 4,
+        "detach_source": True,
+        "loss_metric": "simplex",
+    },
     "flow-simplex-detached": {
         "kind": "flow",
         "integrator": "heun",
@@ -66,14 +73,14 @@ VARIANTS = {  # name -> dynamics settings (merged over the preset named by `kind
 }
 
 
-def ou_step(action: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """One step of the smooth random torques (Ornstein-Uhlenbeck): the process's new state and the torque, clipped
-    to [-1, 1]."""
-    action = 0.85 * action + 0.5 * torch.randn(action.shape, generator=generator)
+def ou_step(action: torch.Tensor, generator: torch.Generator, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of the smooth random torques (Ornstein-Uhlenbeck, stationary std ~0.95 `scale`): the process's new
+    state and the torque, clipped to [-1, 1]."""
+    action = 0.85 * action + 0.5 * scale * torch.randn(action.shape, generator=generator)
     return action, action.clamp(-1.0, 1.0)
 
 
-def ant_streams(num_envs: int, steps: int, seed: int) -> dict[str, torch.Tensor]:
+def ant_streams(num_envs: int, steps: int, seed: int, scale: float = 1.0) -> dict[str, torch.Tensor]:
     """`steps` transitions of `num_envs` Ants under OU random torques, as dataset fields `[E, T, ...]`."""
     env = envs.make("ant", num_envs, "cpu", seed)
     generator = torch.Generator().manual_seed(seed)
@@ -82,7 +89,7 @@ def ant_streams(num_envs: int, steps: int, seed: int) -> dict[str, torch.Tensor]
     }
     obs, action = env.reset(), torch.zeros(num_envs, env.act_dim)
     for _ in range(steps):
-        action, clipped = ou_step(action, generator)
+        action, clipped = ou_step(action, generator, scale)
         next_obs, reward, terminated, truncated, info = env.step(clipped)
         for name, value in zip(fields, (obs, clipped, reward, info["final_obs"], terminated, truncated), strict=True):
             fields[name].append(value)
@@ -90,7 +97,7 @@ def ant_streams(num_envs: int, steps: int, seed: int) -> dict[str, torch.Tensor]
     return {name: torch.stack(values, dim=1) for name, values in fields.items()}
 
 
-def gradient_starts(count: int, horizon: int, seed: int, warm_steps: int = 60) -> StartStates:
+def gradient_starts(count: int, horizon: int, seed: int, scale: float = 1.0, warm_steps: int = 60) -> StartStates:
     """`count` saved Ant states (one per env, after `warm_steps` OU-torque steps) with the H OU actions taken from
     each: the start states of the gradient check, as validation records them."""
     env = envs.make("ant", count, "cpu", seed)
@@ -100,7 +107,7 @@ def gradient_starts(count: int, horizon: int, seed: int, warm_steps: int = 60) -
     for t in range(warm_steps + horizon):
         if t == warm_steps:
             start_obs, (joint_q, joint_qd) = obs, env.joint_state()
-        action, clipped = ou_step(action, generator)
+        action, clipped = ou_step(action, generator, scale)
         if t >= warm_steps:
             steps.append(clipped)
         obs, *_ = env.step(clipped)
@@ -137,12 +144,16 @@ def main() -> None:
         "--grad-starts", type=int, default=0,
         help="also the model-vs-Ant action-gradient cosine (as validation measures it) from this many saved states",
     )  # fmt: skip
+    parser.add_argument(
+        "--torque-scale", type=float, default=1.0,
+        help="scale of the OU torques (0.1: small actions about a standing pose, as a standing agent's data)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="bench/out/flow_chart.json")
     args = parser.parse_args()
 
     start = time.perf_counter()
-    data = ant_streams(args.envs, args.steps, args.seed)
+    data = ant_streams(args.envs, args.steps, args.seed, args.torque_scale)
     split = args.envs * 3 // 4
     train = {k: v[:split] for k, v in data.items()}
     held = held_out_record({k: v[split:] for k, v in data.items()})
@@ -159,7 +170,7 @@ def main() -> None:
     starts = gradient_env = None
     if args.grad_starts:  # held-out states of another seed; the dedicated env of 2 H A rows, as `train` builds it
         horizon = experiment.cell("ant", args.size, args.variants[0], args.seed).pwm.horizon
-        starts = gradient_starts(args.grad_starts, horizon, args.seed + 1)
+        starts = gradient_starts(args.grad_starts, horizon, args.seed + 1, args.torque_scale)
         rows = 2 * horizon * data["actions"].shape[-1]
         gradient_env = envs.make("ant", rows, "cpu", args.seed, episode_length=horizon, deterministic=True)
     rows = []

@@ -47,6 +47,7 @@ VARIANTS = {
     "flow-log": FLOW,  # config/config.yaml's flow
     "flow-simplex": {**FLOW, "project": "none"},  # the flow loss in simplex coordinates
     "flow-endpoint": {**FLOW, "endpoint_coef": 1.0},  # plus the deterministic model's latent loss on its endpoint
+    "flow-metric": {**FLOW, "loss_metric": "simplex"},  # the flow loss's chart errors weighted to the simplex's size
 }
 BALANCED = 95.0  # validation return that counts as balanced (100 = upright for the whole episode)
 

@@ -134,6 +134,12 @@ class DynamicsConfig:
     # model's latent loss) to the flow-matching loss, so the map the actor differentiates through is fitted where it
     # is used, and the encoder learns through it as the deterministic model's does. 0: flow matching alone
     endpoint_coef: float = 0.0
+    # flow, log-simplex chart only: how the flow-matching loss measures the velocity error e in flow space.
+    # "chart": its plain MSE. "simplex": entry i counted as p_i e_i, p = SimNorm(x_tau) (stop-gradient), its size on
+    # the simplex to first order (dz = p * d log z, up to each group's mean shift). Chart errors in near-zero entries
+    # are large but move the latent little; weighted, the loss has the deterministic model's scale (its latent MSE)
+    # and emphasis. Same minimiser: the weight depends on x_tau alone
+    loss_metric: Literal["chart", "simplex"] = "chart"
     # deterministic only: z' = SimNorm(log z + f(z, a)) with f's last layer zero at init, so the untrained model
     # is the copy-the-last-latent baseline (models/dynamics.py); false: z' = F(z, a) as in PWM / TD-MPC2
     residual: bool = False
@@ -164,6 +170,11 @@ class DynamicsConfig:
             self.endpoint_coef == 0 or self.kind == "flow",
             f"{key}.endpoint_coef",
             "applies to flow dynamics only (the deterministic model's loss is this latent MSE already)",
+        )
+        _check(
+            self.loss_metric == "chart" or (self.kind == "flow" and self.project == "simnorm"),
+            f"{key}.loss_metric",
+            "'simplex' applies to flow dynamics in the log-simplex chart (project: simnorm) only",
         )
 
 

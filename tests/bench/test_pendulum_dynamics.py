@@ -23,6 +23,7 @@ def test_every_variant_is_a_valid_cell_of_the_experiment(bench, tmp_path):
     assert experiment.dynamics["flow-log"].project == "simnorm" and experiment.dynamics["flow-log"].detach_source
     assert experiment.dynamics["flow-simplex"].project == "none"
     assert experiment.dynamics["flow-endpoint"].endpoint_coef == 1.0
+    assert experiment.dynamics["flow-metric"].loss_metric == "simplex"
     cell = experiment.cell("pendulum", "tiny", "flow-log", 4)
     assert cell.pwm.epochs == 50 and cell.dynamics.substeps == 4
     wide = bench.experiment(["det"], [0], 50, latent_dim=512)

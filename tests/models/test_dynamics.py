@@ -254,3 +254,47 @@ def test_endpoint_coef_is_refused_where_it_means_nothing_or_is_not_a_weight():
     ):
         with pytest.raises(ConfigError, match="dynamics.endpoint_coef"):
             bad.validate()
+
+
+def test_the_simplex_loss_metric_weights_each_chart_error_by_its_probability_at_x_tau():
+    """`loss_metric: simplex`: entry i of the velocity error counts as p_i e_i, p = SimNorm(x_tau); "chart" is the
+    plain MSE, bitwise as before."""
+    torch.manual_seed(0)
+    chart, simplex = flow(detach_source=True), flow(detach_source=True, loss_metric="simplex")
+    nn.init.normal_(chart.velocity_net[-1].weight, std=0.1)
+    simplex.load_state_dict(chart.state_dict())
+    z, a, target, tau = simplex_batch(32, 1), torch.rand(32, ACT) * 2 - 1, simplex_batch(32, 2), torch.rand(32, 1)
+    x0, x1 = torch.log(z), torch.log(target)
+    x_tau = (1 - tau) * x0 + tau * x1
+    error = chart.velocity(x_tau, a, tau) - (x1 - x0)
+
+    assert torch.equal(chart.loss(z, a, target, tau=tau)[0], error.pow(2).mean(-1))
+    torch.testing.assert_close(simplex.loss(z, a, target, tau=tau)[0], (SimNorm(GROUP)(x_tau) * error).pow(2).mean(-1))
+
+
+def test_under_the_simplex_metric_the_untrained_flows_loss_is_the_copy_baselines_latent_mse():
+    """Known answer: the untrained delta flow predicts no change (its last layer is zero), so its error is the whole
+    log-change. For a small change and tau = 0, weighted by p = z that is z' - z to first order: the loss is the copy
+    baseline's latent MSE, the deterministic model's loss scale. The chart metric's is the log-change's MSE, far
+    larger where entries are near zero."""
+    z, a = simplex_batch(64, 3), torch.rand(64, ACT) * 2 - 1
+    g = torch.Generator().manual_seed(4)
+    target = SimNorm(GROUP)(torch.log(z) + 1e-3 * torch.randn(64, LATENT, generator=g))
+    copy_mse = (target - z).pow(2).mean(-1)
+    tau = torch.zeros(64, 1)
+
+    simplex_loss = flow(detach_source=True, loss_metric="simplex").loss(z, a, target, tau=tau)[0]
+    chart_loss = flow(detach_source=True).loss(z, a, target, tau=tau)[0]
+    torch.testing.assert_close(simplex_loss, copy_mse, rtol=0.02, atol=0.0)
+    assert (chart_loss > 10 * copy_mse).all()
+
+
+def test_the_simplex_loss_metric_is_refused_outside_the_log_simplex_chart():
+    from flow_mbpo_pwm.config import ConfigError
+
+    for bad in (
+        DynamicsConfig(kind="deterministic", loss_metric="simplex"),
+        DynamicsConfig(kind="flow", project="none", loss_metric="simplex"),
+    ):
+        with pytest.raises(ConfigError, match="dynamics.loss_metric"):
+            bad.validate()

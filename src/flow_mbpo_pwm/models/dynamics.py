@@ -36,6 +36,11 @@ Flow matching (documented decisions, each tested in tests/models/test_dynamics.p
   `tau ~ U[0, 1]` per sample. It replaces the latent MSE of the deterministic model; the rollout then continues
   from the integrated latent (`forward`), so the reward head is trained on the same kind of latents the actor
   imagines with.
+- Loss metric (`loss_metric`): "chart" (default) takes the velocity error's plain MSE in flow space. "simplex"
+  weights entry i by `p_i = SimNorm(x_tau)_i` (stop-gradient) before squaring: a log-chart error `e` moves the latent
+  by about `p * e` (minus each group's mean shift), so near-zero entries, whose log-changes are large and noisy but
+  move nothing, stop dominating the loss, and its scale is the deterministic model's latent MSE. The weight depends
+  on `x_tau` alone, so the loss's minimiser, the conditional mean velocity, is unchanged.
 - Endpoint term (`endpoint_coef`, default 0): adds `endpoint_coef * MSE(z', E(o'))` on the integrated next latent,
   the deterministic model's own loss. Flow matching fits the velocity along straight paths between pairs; the actor
   differentiates through the integrated map, which this term fits where the rollout uses it. With a detached source
@@ -112,6 +117,7 @@ class FlowDynamics(nn.Module):
         self.project = config.project
         self.detach_source = config.detach_source
         self.endpoint_coef = config.endpoint_coef
+        self.loss_metric = config.loss_metric
         self.integrator = config.integrator
         self.substeps = config.substeps
         self.simnorm = SimNorm(simnorm_dim)
@@ -182,7 +188,10 @@ class FlowDynamics(nn.Module):
         if tau is None:
             tau = torch.rand((*z.shape[:-1], 1), generator=generator, dtype=z.dtype, device=z.device)
         x_tau = (1.0 - tau) * x0 + tau * x1
-        flow_loss = (self.velocity(x_tau, cond, tau) - (x1 - x0)).pow(2).mean(-1)
+        error = self.velocity(x_tau, cond, tau) - (x1 - x0)
+        if self.loss_metric == "simplex":
+            error = self.simnorm(x_tau.detach()) * error
+        flow_loss = error.pow(2).mean(-1)
         z_next = self(z, a, generator, next_noise)
         if self.endpoint_coef:
             flow_loss = flow_loss + self.endpoint_coef * (z_next - target).pow(2).mean(-1)
