@@ -52,7 +52,13 @@ VARIANTS = {
 BALANCED = 95.0  # validation return that counts as balanced (100 = upright for the whole episode)
 
 
-def experiment(variants: list[str], seeds: list[int], epochs: int, latent_dim: int | None = None) -> dict:
+def experiment(
+    variants: list[str],
+    seeds: list[int],
+    epochs: int,
+    latent_dim: int | None = None,
+    coefs: tuple[float, float] | None = None,
+) -> dict:
     config = deep_update(TINY_EXPERIMENT, LEARNING_RUN)
     if latent_dim is not None:  # the Ant's presets have 512 (64 SimNorm groups of 8); the testbed's 64
         config["train"]["world_model"]["latent_dim"] = latent_dim
@@ -60,6 +66,8 @@ def experiment(variants: list[str], seeds: list[int], epochs: int, latent_dim: i
     config["seeds"] = seeds
     config["collect"] = {"seed": seeds[0]}  # unused here (no offline data), but it must name one of the seeds
     config["train"]["pwm"]["epochs"] = epochs
+    if coefs is not None:  # the world-model loss's weights for every variant (default the preset's 1 : 1)
+        config["train"]["pwm"]["wm_dynamics_coef"], config["train"]["pwm"]["wm_reward_coef"] = coefs
     return config
 
 
@@ -97,12 +105,16 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3])
     parser.add_argument("--epochs", type=int, default=500)
     parser.add_argument("--latent-dim", type=int, default=None, help="world-model latent size (default: 64)")
+    parser.add_argument(
+        "--coefs", type=float, nargs=2, default=None, metavar=("DYNAMICS", "REWARD"),
+        help="the world-model loss's weights for every variant (default: the preset's 1 1; the Ant configs' 20 0.1)",
+    )  # fmt: skip
     parser.add_argument("--work", type=Path, default=Path("/tmp/pendulum_dynamics"))
     parser.add_argument("--out", type=Path, default=None, help="JSON of every variant's runs")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     config_path = args.work / "experiment.yaml"
-    config = experiment(args.variants, args.seeds, args.epochs, args.latent_dim)
+    config = experiment(args.variants, args.seeds, args.epochs, args.latent_dim, args.coefs)
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
     rows = []
@@ -119,7 +131,10 @@ def main() -> None:
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         latent = config["train"]["world_model"]["latent_dim"]
-        facts = {"machine": machine(torch.device("cpu")), "epochs": args.epochs, "latent_dim": latent, "rows": rows}
+        pwm = config["train"]["pwm"]
+        coefs = [pwm.get("wm_dynamics_coef"), pwm.get("wm_reward_coef")]
+        facts = {"machine": machine(torch.device("cpu")), "epochs": args.epochs, "latent_dim": latent, "coefs": coefs}
+        facts["rows"] = rows
         args.out.write_text(json.dumps(facts, indent=1))
 
 
