@@ -42,6 +42,8 @@ from train_helpers import LEARNING_RUN, TINY_EXPERIMENT, deep_update  # noqa: E4
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_epoch import machine  # noqa: E402
 
+from flow_mbpo_pwm.config import load_experiment  # noqa: E402
+
 FLOW = {"kind": "flow", "integrator": "heun", "substeps": 4, "detach_source": True}
 VARIANTS = {
     "det": {"kind": "deterministic", "residual": True},  # config/config.yaml's deterministic
@@ -131,11 +133,14 @@ def main() -> None:
                   f" {row['later_half_mean']:>15.1f}")  # fmt: skip
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        latent = config["train"]["world_model"]["latent_dim"]
-        pwm = config["train"]["pwm"]
-        coefs = [pwm.get("wm_dynamics_coef"), pwm.get("wm_reward_coef")]
-        facts = {"machine": machine(torch.device("cpu")), "epochs": args.epochs, "latent_dim": latent, "coefs": coefs}
-        facts["rows"] = rows
+        cell = load_experiment(config).cell("pendulum", "tiny", args.variants[0], args.seeds[0])
+        facts = {
+            "machine": machine(torch.device("cpu")),
+            "epochs": args.epochs,
+            "latent_dim": cell.world_model.latent_dim,
+            "coefs": [cell.pwm.wm_dynamics_coef, cell.pwm.wm_reward_coef],  # as resolved: the preset's unless --coefs
+            "rows": rows,
+        }
         args.out.write_text(json.dumps(facts, indent=1))
 
 
