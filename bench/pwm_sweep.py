@@ -17,7 +17,9 @@ schedule (`epochs`, and `lr_decay_epochs` to run the first `epochs` of a longer 
 points: each point is a dynamics variant of the base config (or a new one, `variant: {kind: ...}`) plus `pwm:` and
 `run:` overrides (any `train.pwm` / `train.run` key), `pretrain_steps: N` (the world model's pretraining steps;
 else the sweep's `pretrain_steps`, else the base config's) and `scratch: true` for a run without the offline
-protocol.
+protocol. A sweep-level `pwm:` applies to every point, under the points' own: it pins what a sweep's points share
+where the base config may change (config/short.yaml went from 20 : 0.1 without an actor penalty to 1 : 1 with
+one on 2026-12-02; every sweep file written before pins the former, so it reruns what it recorded).
 Points inherit the base's `run` settings (config/short.yaml: compiled, TF32); the sweeps recorded before TF32 was
 set there ran float32, and their exact per-point configs are in docs/results/<date>-<name>/runs.
 Several seeds train as one stack (one `train` process per point, `--seed ... --run-dir ...`),
@@ -87,6 +89,7 @@ def point_config(sweep: dict, spec: dict) -> dict:
     # schedule: never the base config's `lr_decay_epochs`, which belongs to the base's epochs (every recorded sweep
     # decayed over its own).
     pwm["lr_decay_epochs"] = sweep.get("lr_decay_epochs", 0)
+    pwm.update(sweep.get("pwm", {}))
     pwm.update(spec.get("pwm", {}))
     if "run" in spec:
         config["train"].setdefault("run", {}).update(spec["run"])
@@ -284,11 +287,19 @@ def status(path: str) -> None:
             last = rows[-1] if rows else {}
             print(
                 f"{name:22s} seed {seed:<3d} epoch {last.get('epoch', '-'):>5s}  val(last 6) {curve:40s}"
-                f" latent/copy h1 {ratio(last, 'h1')}  value/copy hH {last.get('value_ratio_hH', '-')[:5]}"
-                f"  cos {last.get('grad_cosine', '-')[:5]}"
-                f"  saturation {last.get('action_saturation', '-')[:5]}  held-out {held_out_mean(run):.0f}"
+                f" latent/copy h1 {ratio(last, 'h1')}  value/copy hH {number(last, 'value_ratio_hH')}"
+                f"  cos {number(last, 'grad_cosine')}"
+                f"  saturation {number(last, 'action_saturation')}  held-out {held_out_mean(run):.0f}"
                 + (" (at the cut)" if (run / "held_out_cut.json").exists() else "")
             )
+
+
+def number(row: dict, key: str) -> str:
+    """A validation row's value to 3 significant digits (`-` where it is missing or empty)."""
+    try:
+        return f"{float(row[key]):.3g}"
+    except (KeyError, ValueError):
+        return "-"
 
 
 def ratio(row: dict, step: str) -> str:

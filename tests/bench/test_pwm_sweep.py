@@ -140,3 +140,26 @@ def test_compare_shows_only_the_marks_to_10M_for_runs_that_stop_before_20M(sweep
     write_run(tmp_path / "det" / "seed0", [(9_500, 2500.0, False)])  # 19.5M env steps (write_run: 2,048 per epoch)
     sweep_module.compare(str(path))
     assert "training return at 2M / 5M / 8M / 10M |" in capsys.readouterr().out.splitlines()[0]
+
+
+def test_a_sweep_level_pwm_applies_to_every_point_under_the_points_own(sweep_module):
+    """A sweep's own `pwm:` pins what its points share against later changes of the base config; a point's `pwm:`
+    still wins."""
+    sweep = {"base": "config/short.yaml", "epochs": 100, "seeds": [0, 1],
+             "pwm": {"wm_dynamics_coef": 20.0, "wm_reward_coef": 0.1, "actor_saturation_coef": 0.0}}  # fmt: skip
+    plain = sweep_module.point_config(sweep, {"dynamics": "flow"})["train"]["pwm"]
+    own = sweep_module.point_config(sweep, {"dynamics": "flow", "pwm": {"actor_saturation_coef": 0.1}})["train"]["pwm"]
+    assert (plain["wm_dynamics_coef"], plain["wm_reward_coef"], plain["actor_saturation_coef"]) == (20.0, 0.1, 0.0)
+    assert (own["wm_dynamics_coef"], own["wm_reward_coef"], own["actor_saturation_coef"]) == (20.0, 0.1, 0.1)
+    assert plain["epochs"] == 100
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "bench" / "sweeps").glob("*.yaml")), ids=str)
+def test_every_sweep_file_resolves_each_point_to_a_valid_experiment(sweep_module, path):
+    """Every point of every sweep file in bench/sweeps is a valid experiment on today's base config, so a recorded
+    sweep can be rerun and a candidate fails here, not on a GPU machine."""
+    from flow_mbpo_pwm.config import load_experiment
+
+    sweep = sweep_module.load(str(path))
+    for spec in sweep["points"].values():
+        load_experiment(sweep_module.point_config(sweep, spec))
