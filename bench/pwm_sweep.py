@@ -35,6 +35,12 @@ selection.json) and `evaluate` (episodes.csv, `evaluation.episodes` of them) in 
 deadline cut gets the same evaluation of its best validated checkpoint so far (held_out_cut.json says which, and at
 which epoch it was cut): a number at the cut, marked so in `status`.
 
+`compare` and `plot` also read finished results records: a point with `runs: docs/results/<date>-<name>/runs/<point>`
+reads its seeds' files as a record keeps them, `<that path>-seed<k>-{validation,metrics,episodes}.csv` and
+`-held_out_cut.json` (a record's compare.yaml, which then needs no `work`), so a record's table and figure are
+one command each, from the repository root. Such a file may also name the `against` point and the PPO reference's
+`reference_metrics` (compare) and `reference_validation` (plot) tables, which the command line's arguments override.
+
 This is a bench script: it measures, it is not a pipeline stage.
 """
 
@@ -45,9 +51,13 @@ import json
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -60,9 +70,11 @@ CLI = [sys.executable, "-m", "flow_mbpo_pwm.cli"]
 
 def load(path: str) -> dict:
     sweep = yaml.safe_load(Path(path).read_text())
-    for key in ("base", "task", "size", "epochs", "work", "points"):
+    for key in ("base", "task", "size", "epochs", "points"):
         if key not in sweep:
             raise SystemExit(f"{path}: missing key '{key}'")
+    if "work" not in sweep and not all("runs" in spec for spec in sweep["points"].values()):
+        raise SystemExit(f"{path}: missing key 'work' (only a file whose every point names its `runs:` needs none)")
     if ("seed" in sweep) == ("seeds" in sweep):
         raise SystemExit(f"{path}: give either 'seed: k' or 'seeds: [k, ...]'")
     seeds = sweep.get("seeds", [sweep.get("seed")])
@@ -77,6 +89,36 @@ def seed_runs(sweep: dict, folder: Path) -> list[tuple[int, Path]]:
     if "seed" in sweep:
         return [(sweep["seed"], folder / "run")]
     return [(seed, folder / f"seed{seed}") for seed in sweep["seeds"]]
+
+
+RECORD_FILES = ("validation.csv", "metrics.csv", "episodes.csv", "held_out_cut.json")
+
+
+@contextmanager
+def work_folder(sweep: dict, work: str = "") -> Iterator[Path]:
+    """The folder `compare` and `plot` read the points' seeds from: `work` (else the sweep's). Where points name
+    `runs:` (a results record's files), a temporary folder that lays them out as a sweep's work folder, beside the
+    other points' folders of `work`."""
+    folder = Path(work or sweep.get("work", ""))
+    recorded = {name: spec["runs"] for name, spec in sweep["points"].items() if "runs" in spec}
+    if not recorded:
+        yield folder
+        return
+    with tempfile.TemporaryDirectory(prefix="pwm_sweep_") as laid:
+        for name in sweep["points"]:
+            if name not in recorded:
+                (Path(laid) / name).symlink_to((folder / name).resolve())
+                continue
+            for seed, run in seed_runs(sweep, Path(laid) / name):
+                run.mkdir(parents=True)
+                stem = ROOT / f"{recorded[name]}-seed{seed}-"
+                for required in ("validation.csv", "metrics.csv"):
+                    if not Path(f"{stem}{required}").exists():
+                        raise SystemExit(f"point {name!r}: no {stem}{required} (runs: {recorded[name]})")
+                for file in RECORD_FILES:
+                    if Path(f"{stem}{file}").exists():
+                        (run / file).symlink_to(f"{stem}{file}")
+        yield Path(laid)
 
 
 def point_config(sweep: dict, spec: dict) -> dict:
@@ -332,6 +374,17 @@ def compare(path: str, work: str = "", against: str = "", reference: str = "") -
     validation first passed LEFT_STANDING. The training-return marks are CURVE_STEPS, and each of LATER_STEPS that a
     run's metrics reach. `reference`: a PPO reference's metrics.csv, added as a last row with its training return at
     the same marks (by the same rule, over its own episode period)."""
+    sweep = load(path)
+    names = list(sweep["points"])
+    baseline = against or sweep.get("against") or names[0]
+    reference = reference or sweep.get("reference_metrics", "")
+    if baseline not in names:
+        raise SystemExit(f"compare: no point {baseline!r} in {path} (points: {', '.join(names)})")
+    with work_folder(sweep, work) as folder:
+        _compare(sweep, folder, baseline, reference)
+
+
+def _compare(sweep: dict, folder: Path, baseline: str, reference: str) -> None:
     import numpy as np
     import pandas as pd
 
@@ -339,12 +392,7 @@ def compare(path: str, work: str = "", against: str = "", reference: str = "") -
     from flow_mbpo_pwm.aggregate import bootstrap_rng
     from flow_mbpo_pwm.config import REFERENCE_DYNAMICS, load_experiment
 
-    sweep = load(path)
-    folder = Path(work or sweep["work"])
     names = list(sweep["points"])
-    baseline = against or names[0]
-    if baseline not in names:
-        raise SystemExit(f"compare: no point {baseline!r} in {path} (points: {', '.join(names)})")
     held: dict[str, tuple[float, np.ndarray, list[str]]] = {}
     rows = []
     metrics = {  # each seed's metrics.csv, read once (None where a run has none)
@@ -413,7 +461,12 @@ def plot(path: str, out: str, work: str | None = None, reference: str | None = N
     import matplotlib.pyplot as plt
 
     sweep = load(path)
-    folder = Path(work or sweep["work"])
+    reference = reference or sweep.get("reference_validation")
+    with work_folder(sweep, work or "") as folder:
+        _plot(sweep, folder, out, reference, plt)
+
+
+def _plot(sweep: dict, folder: Path, out: str, reference: str | None, plt: Any) -> None:
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for index, name in enumerate(sweep["points"]):
         color = f"C{index % 10}"

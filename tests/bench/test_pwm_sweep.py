@@ -163,3 +163,39 @@ def test_every_sweep_file_resolves_each_point_to_a_valid_experiment(sweep_module
     sweep = sweep_module.load(str(path))
     for spec in sweep["points"].values():
         load_experiment(sweep_module.point_config(sweep, spec))
+
+
+def test_compare_and_plot_read_a_results_records_runs_as_they_read_a_sweeps_work_folder(sweep_module, tmp_path, capsys):
+    """A record keeps each seed's tables as `runs/<point>-seed<k>-<file>`; a compare file whose points name those
+    (`runs:`), its baseline and its reference needs no layout by hand and gives the work folder's table."""
+    work, record = tmp_path / "work", tmp_path / "record" / "runs"
+    record.mkdir(parents=True)
+    held = {("det", 0): [3000.0, 3200.0], ("det", 1): [2000.0, 2200.0], ("flow", 0): [1400.0], ("flow", 1): [2500.0]}
+    for (point, seed), returns in held.items():
+        run = work / point / f"seed{seed}"
+        write_run(run, [(1, 1500.0 + 400 * seed, False), (2, 2100.0 * (point == "det"), False)], returns)
+        for file in ("episodes.csv", "work/metrics.csv", "work/validation.csv"):
+            (record / f"{point}-seed{seed}-{Path(file).name}").write_bytes((run / file).read_bytes())
+    reference = tmp_path / "reference_metrics.csv"
+    reference.write_text("env_steps,train_return_mean,train_episodes\n2000000,900,16\n")
+    sweep = {"base": "config/smoke.yaml", "task": "ant", "size": "tiny", "seeds": [0, 1], "epochs": 4}
+    points = {"det": {"dynamics": "deterministic"}, "flow": {"dynamics": "flow"}}
+    laid_out = tmp_path / "sweep.yaml"
+    laid_out.write_text(yaml.safe_dump({**sweep, "work": str(work), "points": points}))
+    recorded = tmp_path / "compare.yaml"
+    recorded.write_text(yaml.safe_dump({
+        **sweep, "against": "flow", "reference_metrics": str(reference),
+        "points": {name: {**spec, "runs": str(record / name)} for name, spec in points.items()},
+    }))  # fmt: skip
+
+    sweep_module.compare(str(laid_out), "", "flow", str(reference))
+    expected = capsys.readouterr().out
+    sweep_module.compare(str(recorded))
+    assert capsys.readouterr().out == expected
+    assert "| det | 2,600 [" in expected and "| PPO reference (" in expected
+    sweep_module.plot(str(recorded), str(tmp_path / "curves.png"))
+    assert (tmp_path / "curves.png").stat().st_size > 0
+
+    (record / "flow-seed1-metrics.csv").unlink()  # a record missing a seed's table is named, not read as empty
+    with pytest.raises(SystemExit, match="flow-seed1-metrics.csv"):
+        sweep_module.compare(str(recorded))
