@@ -54,7 +54,8 @@ def test_shipped_configs_pass_schema_and_typed_config(name):
 def test_shipped_configs_build_the_main_configs_models(name):
     """The shipped variants (short, smoke, ablation) change schedules, sizes and flow substeps, never the model
     itself: each dynamics variant is config/config.yaml's variant of its kind but for the integrator settings,
-    under the same world-model loss weights (the predecessor's hand-edited variants drifted into broken settings)."""
+    under the same world-model loss weights and actor penalty (the predecessor's hand-edited variants drifted into
+    broken settings)."""
     main, other = (load_experiment(REPO / "config" / n) for n in ("config.yaml", name))
     model = {kind: vars(v) for v in main.dynamics.values() for kind in [v.kind]}
     integration = {"integrator", "substeps"}
@@ -62,7 +63,7 @@ def test_shipped_configs_build_the_main_configs_models(name):
         mine = {k: v for k, v in vars(variant).items() if k not in integration}
         theirs = {k: v for k, v in model[variant.kind].items() if k not in integration}
         assert mine == theirs, f"{name}: dynamics variant '{variant_name}' differs from config/config.yaml's"
-    weights = ("wm_dynamics_coef", "wm_reward_coef")
+    weights = ("wm_dynamics_coef", "wm_reward_coef", "actor_saturation_coef")
     main_pwm, other_pwm = (e.train.pwm for e in (main, other))
     assert {w: other_pwm.get(w) for w in weights} == {w: main_pwm.get(w) for w in weights}, name
 
