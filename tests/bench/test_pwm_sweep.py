@@ -199,3 +199,19 @@ def test_compare_and_plot_read_a_results_records_runs_as_they_read_a_sweeps_work
     (record / "flow-seed1-metrics.csv").unlink()  # a record missing a seed's table is named, not read as empty
     with pytest.raises(SystemExit, match="flow-seed1-metrics.csv"):
         sweep_module.compare(str(recorded))
+
+
+RECORDS = sorted((Path(__file__).parents[2] / "docs" / "results").glob("*/compare.yaml"))
+
+
+@pytest.mark.parametrize("path", RECORDS, ids=lambda p: p.parent.name)
+def test_every_records_compare_file_gives_the_held_out_results_its_readme_reports(sweep_module, path, capsys):
+    """A results record's table is one command (`compare docs/results/<record>/compare.yaml`), from the files the
+    record keeps: each point's held-out mean [95% CI] it prints is what the record's README reports (the ratios
+    are laid out differently from record to record: one README gives a point's ratio to two baselines)."""
+    sweep_module.compare(str(path))
+    readme = (path.parent / "README.md").read_text()
+    held_out = [line.split(" | ")[:2] for line in capsys.readouterr().out.splitlines()[2:]]
+    assert any("[" in cell for _, cell in held_out), f"{path.parent.name}: no held-out result"
+    for point, cell in held_out:
+        assert "[" not in cell or cell in readme, f"{path.parent.name}: {point} {cell}"
