@@ -62,6 +62,7 @@ from typing import Any
 import yaml
 
 from flow_mbpo_pwm import exit_codes
+from flow_mbpo_pwm.config import CollectConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SLOT = [sys.executable, str(ROOT / "workflow/scripts/gpu_slot.py")]
@@ -135,7 +136,11 @@ def point_config(sweep: dict, spec: dict) -> dict:
     pwm.update(spec.get("pwm", {}))
     if "run" in spec:
         config["train"].setdefault("run", {}).update(spec["run"])
-    config["seeds"] = [seed for seed, _ in seed_runs(sweep, Path())]
+    seeds = [seed for seed, _ in seed_runs(sweep, Path())]
+    # The offline dataset is the base config's, collected from its reference seed `collect.seed`, which a config's
+    # seeds must include: a sweep that trains other seeds (e.g. 3 and 4) keeps it listed, untrained.
+    collect_seed = config.get("collect", {}).get("seed", CollectConfig().seed)
+    config["seeds"] = seeds if collect_seed in seeds else [collect_seed, *seeds]
     return config
 
 

@@ -215,3 +215,15 @@ def test_every_records_compare_file_gives_the_held_out_results_its_readme_report
     assert any("[" in cell for _, cell in held_out), f"{path.parent.name}: no held-out result"
     for point, cell in held_out:
         assert "[" not in cell or cell in readme, f"{path.parent.name}: {point} {cell}"
+
+
+def test_a_sweep_of_other_seeds_keeps_the_reference_seed_of_its_dataset_in_the_config(sweep_module):
+    """The offline dataset comes from the base config's reference seed (`collect.seed`, 0), which a config's seeds
+    must list: a sweep of seeds 3 and 4 trains those and keeps 0 listed, so the point's config is valid."""
+    from flow_mbpo_pwm.config import load_experiment
+
+    sweep = {"base": "config/short.yaml", "epochs": 100, "seeds": [3, 4]}
+    config = sweep_module.point_config(sweep, {"dynamics": "flow"})
+    assert config["seeds"] == [0, 3, 4]
+    assert load_experiment(config).collect.seed == 0
+    assert sweep_module.point_config({**sweep, "seeds": [1, 0]}, {"dynamics": "flow"})["seeds"] == [1, 0]
