@@ -61,6 +61,7 @@ def experiment(
     epochs: int,
     latent_dim: int | None = None,
     coefs: tuple[float, float] | None = None,
+    actor_saturation: float | None = None,
 ) -> dict:
     config = deep_update(TINY_EXPERIMENT, LEARNING_RUN)
     if latent_dim is not None:  # the Ant's presets have 512 (64 SimNorm groups of 8); the testbed's 64
@@ -71,6 +72,8 @@ def experiment(
     config["train"]["pwm"]["epochs"] = epochs
     if coefs is not None:  # the world-model loss's weights for every variant (default the preset's 1 : 1)
         config["train"]["pwm"]["wm_dynamics_coef"], config["train"]["pwm"]["wm_reward_coef"] = coefs
+    if actor_saturation is not None:  # the actor's saturation penalty (default the preset's 0; the configs' 0.1)
+        config["train"]["pwm"]["actor_saturation_coef"] = actor_saturation
     return config
 
 
@@ -112,12 +115,16 @@ def main() -> None:
         "--coefs", type=float, nargs=2, default=None, metavar=("DYNAMICS", "REWARD"),
         help="the world-model loss's weights for every variant (default: the preset's 1 1; the Ant configs' 20 0.1)",
     )  # fmt: skip
+    parser.add_argument(
+        "--actor-saturation", type=float, default=None, metavar="C",
+        help="pwm.actor_saturation_coef for every variant (default: the preset's 0; the configs' 0.1)",
+    )  # fmt: skip
     parser.add_argument("--work", type=Path, default=Path("/tmp/pendulum_dynamics"))
     parser.add_argument("--out", type=Path, default=None, help="JSON of every variant's runs")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     config_path = args.work / "experiment.yaml"
-    config = experiment(args.variants, args.seeds, args.epochs, args.latent_dim, args.coefs)
+    config = experiment(args.variants, args.seeds, args.epochs, args.latent_dim, args.coefs, args.actor_saturation)
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
     rows = []
@@ -139,6 +146,7 @@ def main() -> None:
             "epochs": args.epochs,
             "latent_dim": cell.world_model.latent_dim,
             "coefs": [cell.pwm.wm_dynamics_coef, cell.pwm.wm_reward_coef],  # as resolved: the preset's unless --coefs
+            "actor_saturation_coef": cell.pwm.actor_saturation_coef,
             "rows": rows,
         }
         args.out.write_text(json.dumps(facts, indent=1))

@@ -30,6 +30,8 @@ def test_every_variant_is_a_valid_cell_of_the_experiment(bench, tmp_path):
     assert wide["train"]["world_model"]["latent_dim"] == 512
     weighted = bench.experiment(["flow-metric"], [0], 50, coefs=(1280.0, 0.1))
     assert weighted["train"]["pwm"]["wm_dynamics_coef"] == 1280.0 and weighted["train"]["pwm"]["wm_reward_coef"] == 0.1
+    penalised = load_experiment(bench.experiment(["det"], [0], 50, actor_saturation=0.1))
+    assert penalised.cell("pendulum", "tiny", "det", 0).pwm.actor_saturation_coef == 0.1
 
 
 def test_summary_reads_when_a_run_balanced_and_whether_it_stayed_up(bench, tmp_path):
