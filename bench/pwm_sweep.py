@@ -38,7 +38,8 @@ which epoch it was cut): a number at the cut, marked so in `status`.
 `compare` and `plot` also read finished results records: a point with `runs: docs/results/<date>-<name>/runs/<point>`
 reads its seeds' files as a record keeps them, `<that path>-seed<k>-{validation,metrics,episodes}.csv` and
 `-held_out_cut.json` (a record's compare.yaml, which then needs no `work`), so a record's table and figure are
-one command each, from the repository root. Such a file may also name the `against` point and the PPO reference's
+one command each, from the repository root. A point whose seeds ran in several sweeps names a list of such paths
+(each seed's files from the first that has them). Such a file may also name the `against` point and the PPO reference's
 `reference_metrics` (compare) and `reference_validation` (plot) tables, which the command line's arguments override.
 
 This is a bench script: it measures, it is not a pipeline stage.
@@ -95,6 +96,14 @@ def seed_runs(sweep: dict, folder: Path) -> list[tuple[int, Path]]:
 RECORD_FILES = ("validation.csv", "metrics.csv", "episodes.csv", "held_out_cut.json")
 
 
+def seed_stem(runs: str | list[str], seed: int) -> Path:
+    """Where a recorded point keeps one seed's files (`<stem>-seed<k>-<file>`). `runs:` is one record's path, or a
+    list of them when the point's seeds were run in several sweeps (seeds 0-2 in one record, 3-4 in a later one):
+    then the first that holds the seed's validation table."""
+    stems = [ROOT / f"{path}-seed{seed}-" for path in ([runs] if isinstance(runs, str) else runs)]
+    return next((stem for stem in stems if Path(f"{stem}validation.csv").exists()), stems[0])
+
+
 @contextmanager
 def work_folder(sweep: dict, work: str = "") -> Iterator[Path]:
     """The folder `compare` and `plot` read the points' seeds from: `work` (else the sweep's). Where points name
@@ -112,7 +121,7 @@ def work_folder(sweep: dict, work: str = "") -> Iterator[Path]:
                 continue
             for seed, run in seed_runs(sweep, Path(laid) / name):
                 run.mkdir(parents=True)
-                stem = ROOT / f"{recorded[name]}-seed{seed}-"
+                stem = seed_stem(recorded[name], seed)
                 for required in ("validation.csv", "metrics.csv"):
                     if not Path(f"{stem}{required}").exists():
                         raise SystemExit(f"point {name!r}: no {stem}{required} (runs: {recorded[name]})")

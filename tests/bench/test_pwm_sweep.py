@@ -167,7 +167,8 @@ def test_every_sweep_file_resolves_each_point_to_a_valid_experiment(sweep_module
 
 def test_compare_and_plot_read_a_results_records_runs_as_they_read_a_sweeps_work_folder(sweep_module, tmp_path, capsys):
     """A record keeps each seed's tables as `runs/<point>-seed<k>-<file>`; a compare file whose points name those
-    (`runs:`), its baseline and its reference needs no layout by hand and gives the work folder's table."""
+    (`runs:`, one record or several), its baseline and its reference needs no layout by hand and gives the work
+    folder's table."""
     work, record = tmp_path / "work", tmp_path / "record" / "runs"
     record.mkdir(parents=True)
     held = {("det", 0): [3000.0, 3200.0], ("det", 1): [2000.0, 2200.0], ("flow", 0): [1400.0], ("flow", 1): [2500.0]}
@@ -196,7 +197,19 @@ def test_compare_and_plot_read_a_results_records_runs_as_they_read_a_sweeps_work
     sweep_module.plot(str(recorded), str(tmp_path / "curves.png"))
     assert (tmp_path / "curves.png").stat().st_size > 0
 
-    (record / "flow-seed1-metrics.csv").unlink()  # a record missing a seed's table is named, not read as empty
+    # A point whose seeds ran in two sweeps names both records: each seed's files from the first that has them.
+    later = tmp_path / "later" / "runs"
+    later.mkdir(parents=True)
+    for file in record.glob("*-seed1-*"):
+        file.rename(later / file.name)
+    split = yaml.safe_load(recorded.read_text())
+    for name, spec in split["points"].items():
+        spec["runs"] = [str(record / name), str(later / name)]
+    recorded.write_text(yaml.safe_dump(split))
+    sweep_module.compare(str(recorded))
+    assert capsys.readouterr().out == expected
+
+    (later / "flow-seed1-metrics.csv").unlink()  # a record missing a seed's table is named, not read as empty
     with pytest.raises(SystemExit, match="flow-seed1-metrics.csv"):
         sweep_module.compare(str(recorded))
 
