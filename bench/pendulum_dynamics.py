@@ -4,8 +4,9 @@ On the Ant a flow deciding run costs a session's whole GPU time. On the CPU, PWM
 hundred epochs with the settings of tests/train/test_learning.py (`train_helpers.LEARNING_RUN`: 16 envs, episodes of
 at most 100 steps, H = 4, latent 64, the preset's loss weights 1 : 1). So a flow change that helps the Ant can be
 tried here first: each variant trains its seeds as one stack (one real `flow-mbpo-pwm train` process), one variant
-after another. `--coefs 20 0.1` runs it at the Ant configs' weights, where flow stays up less than deterministic
-(bench/RESULTS.md).
+after another. `--coefs 20 0.1` runs it at the Ant configs' old weights, where flow stays up less than
+deterministic; `--actor-saturation 0.1` adds the actor penalty the configs train with since 2026-12-02, which
+changes little here (bench/RESULTS.md).
 
     PYTHONPATH=src python bench/pendulum_dynamics.py --variants det flow-log flow-simplex --seeds 0 1 2 3 \
         --epochs 500 --work /tmp/pend --out bench/out/pendulum_dynamics.json
