@@ -160,7 +160,10 @@ start() {
 sweep() {  # deciding runs side by side (bench/pwm_sweep.py), k jobs per GPU
   local file=$1 per_gpu=${2:-4}
   setup
-  carry_reference "$(python3 -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["base"])' "$file")"
+  # Checked against the config the sweep derives from: its base with the sweep's own `config:` (e.g. a reference of
+  # other settings, which a carried reference of the base's must not stand in for).
+  python3 bench/pwm_sweep.py base "$file" "$GRID/sweep-base.yaml" || return 1
+  carry_reference "$GRID/sweep-base.yaml"
   export FLOW_MBPO_PWM_JOBS_PER_GPU=$per_gpu
   setsid nohup python3 bench/pwm_sweep.py run "$file" > "$GRID/sweep.log" 2>&1 < /dev/null &
   echo $! > "$GRID/job.pid"

@@ -11,6 +11,7 @@
                                                   # env step (and the PPO reference's), leaving
     python bench/pwm_sweep.py plot SWEEP.yaml OUT.png [WORK_DIR] [REFERENCE_VALIDATION_CSV]
                                                   # validation return vs env steps, one line per point
+    python bench/pwm_sweep.py base SWEEP.yaml OUT.yaml  # the experiment config the sweep derives from (below)
 
 A sweep file names a base experiment config, one cell (task, size, and `seed: k` or `seeds: [k, ...]`), the
 schedule (`epochs`, and `lr_decay_epochs` to run the first `epochs` of a longer learning-rate schedule), and
@@ -20,6 +21,11 @@ else the sweep's `pretrain_steps`, else the base config's) and `scratch: true` f
 protocol. A sweep-level `pwm:` applies to every point, under the points' own: it pins what a sweep's points share
 where the base config may change (config/short.yaml went from 20 : 0.1 without an actor penalty to 1 : 1 with
 one on 2026-12-02; every sweep file written before pins the former, so it reruns what it recorded).
+A sweep-level `config:` is merged into the base config itself (nested keys replace the base's one by one) for the
+whole sweep, the offline dataset included: `config: {reference: {max_minutes: 10}}` gives the sweep its own PPO
+reference, so its own dataset. Snakemake then builds the dataset from that merged config (`work/base.yaml`), and
+`bench/gpu_grid.sh sweep` checks a carried reference against it (`base`), so a reference of other settings is
+never used in its place.
 Points inherit the base's `run` settings (config/short.yaml: compiled, TF32); the sweeps recorded before TF32 was
 set there ran float32, and their exact per-point configs are in docs/results/<date>-<name>/runs.
 Several seeds train as one stack (one `train` process per point, `--seed ... --run-dir ...`),
@@ -77,6 +83,8 @@ def load(path: str) -> dict:
             raise SystemExit(f"{path}: missing key '{key}'")
     if "work" not in sweep and not all("runs" in spec for spec in sweep["points"].values()):
         raise SystemExit(f"{path}: missing key 'work' (only a file whose every point names its `runs:` needs none)")
+    if not isinstance(sweep.get("config", {}), dict):
+        raise SystemExit(f"{path}: 'config' must be a mapping merged into the base config, got {sweep['config']!r}")
     if ("seed" in sweep) == ("seeds" in sweep):
         raise SystemExit(f"{path}: give either 'seed: k' or 'seeds: [k, ...]'")
     seeds = sweep.get("seeds", [sweep.get("seed")])
@@ -131,8 +139,37 @@ def work_folder(sweep: dict, work: str = "") -> Iterator[Path]:
         yield Path(laid)
 
 
+def merged(base: dict, overrides: dict) -> dict:
+    """`base` with `overrides` merged in: nested dicts key by key, anything else replaced."""
+    out = dict(base)
+    for key, value in overrides.items():
+        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def base_config(sweep: dict) -> dict:
+    """The experiment config the sweep derives from: its `base` file with the sweep's `config:` merged in."""
+    return merged(yaml.safe_load((ROOT / sweep["base"]).read_text()), sweep.get("config") or {})
+
+
+def base_file(sweep: dict, folder: Path) -> str:
+    """The config file the offline dataset is built from: the `base` file, or with a sweep-level `config:` the
+    merged config, written to `folder`/base.yaml."""
+    if not sweep.get("config"):
+        return sweep["base"]
+    path = folder / "base.yaml"
+    path.write_text(yaml.safe_dump(base_config(sweep), sort_keys=False))
+    return str(path)
+
+
+def base(path: str, out: str) -> None:
+    """Write the experiment config a sweep derives from to `out` (bench/gpu_grid.sh checks carried references
+    against it)."""
+    Path(out).write_text(yaml.safe_dump(base_config(load(path)), sort_keys=False))
+
+
 def point_config(sweep: dict, spec: dict) -> dict:
-    config = yaml.safe_load((ROOT / sweep["base"]).read_text())
+    config = base_config(sweep)
     if "variant" in spec:  # a dynamics variant the base config lacks: `variant: {kind: flow, ...}`
         config.setdefault("dynamics", {})[spec["dynamics"]] = spec["variant"]
     pwm = config.setdefault("train", {}).setdefault("pwm", {})
@@ -202,7 +239,7 @@ def run(path: str) -> None:
         print(f"[{time.time() - start:7.1f}s] dataset: snakemake", flush=True)
         target = str(dataset_path(sweep).relative_to(ROOT))
         with open(work / "dataset.log", "w") as log:
-            command = ["snakemake", target, "--profile", "profiles/local", "--configfile", sweep["base"],
+            command = ["snakemake", target, "--profile", "profiles/local", "--configfile", base_file(sweep, work),
                        "--resources", "gpu=1", "--cores", "4"]  # fmt: skip
             subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
     # Flow points first, their pretraining being the longest (the launch tags keep flows on different GPUs; before
@@ -510,7 +547,8 @@ def _plot(sweep: dict, folder: Path, out: str, reference: str | None, plt: Any) 
 
 
 if __name__ == "__main__":
-    commands = {"run": run, "held-out": held_out, "status": status, "table": table, "compare": compare, "plot": plot}
+    commands = {"run": run, "held-out": held_out, "status": status, "table": table, "compare": compare, "plot": plot,
+                "base": base}  # fmt: skip
     if len(sys.argv) < 3 or sys.argv[1] not in commands:
         raise SystemExit(__doc__)
     commands[sys.argv[1]](*sys.argv[2:])

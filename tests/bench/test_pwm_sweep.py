@@ -154,6 +154,36 @@ def test_a_sweep_level_pwm_applies_to_every_point_under_the_points_own(sweep_mod
     assert plain["epochs"] == 100
 
 
+def test_a_sweep_level_config_is_merged_into_the_base_for_its_points_and_its_dataset(sweep_module, tmp_path):
+    """`config: {reference: {max_minutes: 10}}` gives a sweep its own PPO reference: every point's config and the
+    config its dataset is built from (`base`, which gpu_grid.sh checks a carried reference against) hold it, the
+    base's other reference keys stay, and a reference of the plain base's settings no longer matches it."""
+    from flow_mbpo_pwm.config import load_experiment
+    from flow_mbpo_pwm.reference import reference_settings
+
+    root = Path(__file__).parents[2]
+    sweep = {"base": "config/short.yaml", "task": "ant", "size": "5M", "epochs": 100, "seeds": [0],
+             "work": str(tmp_path), "points": {"det": {"dynamics": "deterministic"}},
+             "config": {"reference": {"max_minutes": 10}}}  # fmt: skip
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    point = sweep_module.point_config(sweep, {"dynamics": "deterministic"})
+    plain = yaml.safe_load((root / "config/short.yaml").read_text())
+    assert point["reference"] == {**plain["reference"], "max_minutes": 10}
+
+    sweep_module.base(str(path), str(tmp_path / "effective.yaml"))
+    effective = load_experiment(yaml.safe_load((tmp_path / "effective.yaml").read_text()))
+    assert effective.reference.max_minutes == 10
+    assert reference_settings(effective, "ant", 0) != reference_settings(load_experiment(plain), "ant", 0)
+    assert sweep_module.base_file(sweep, tmp_path) == str(tmp_path / "base.yaml")
+    assert yaml.safe_load((tmp_path / "base.yaml").read_text()) == sweep_module.base_config(sweep)
+    assert sweep_module.base_file({**sweep, "config": {}}, tmp_path) == "config/short.yaml"
+
+    path.write_text(yaml.safe_dump({**sweep, "config": ["reference"]}))
+    with pytest.raises(SystemExit, match="'config' must be a mapping"):
+        sweep_module.load(str(path))
+
+
 @pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "bench" / "sweeps").glob("*.yaml")), ids=str)
 def test_every_sweep_file_resolves_each_point_to_a_valid_experiment(sweep_module, path):
     """Every point of every sweep file in bench/sweeps is a valid experiment on today's base config, so a recorded
