@@ -25,7 +25,9 @@ A sweep-level `config:` is merged into the base config itself (nested keys repla
 whole sweep, the offline dataset included: `config: {reference: {max_minutes: 10}}` gives the sweep its own PPO
 reference, so its own dataset. Snakemake then builds the dataset from that merged config (`work/base.yaml`), and
 `bench/gpu_grid.sh sweep` checks a carried reference against it (`base`), so a reference of other settings is
-never used in its place.
+never used in its place. `evaluate_reference: true` also has the pipeline evaluate that reference (its
+`evaluate_reference` rule, 100 held-out episodes) while the points pretrain and train, into
+results/<task>/reference/seed<collect.seed>/eval/episodes.csv.
 Points inherit the base's `run` settings (config/short.yaml: compiled, TF32); the sweeps recorded before TF32 was
 set there ran float32, and their exact per-point configs are in docs/results/<date>-<name>/runs.
 Several seeds train as one stack (one `train` process per point, `--seed ... --run-dir ...`),
@@ -201,6 +203,12 @@ def dataset_path(sweep: dict) -> Path:
     return ROOT / "results" / sweep["task"] / "offline" / "dataset.h5"
 
 
+def reference_episodes(sweep: dict) -> Path:
+    """The held-out episodes of the reference the dataset comes from (the pipeline's `evaluate_reference` output)."""
+    seed = base_config(sweep).get("collect", {}).get("seed", CollectConfig().seed)
+    return ROOT / "results" / sweep["task"] / "reference" / f"seed{seed}" / "eval" / "episodes.csv"
+
+
 def run(path: str) -> None:
     sweep = load(path)
     work = Path(sweep["work"])
@@ -209,6 +217,7 @@ def run(path: str) -> None:
     deadline = start + 60 * float(sweep.get("deadline_minutes", 1e9))
     cell = ["--task", sweep["task"], "--size", sweep["size"]]
     jobs: dict[str, subprocess.Popen] = {}
+    stage: dict[str, str] = {}  # what each running job does: pretrain, train (the default), held-out, ...
     waiting: list[str] = []
 
     def launch(name: str, stage: str, args: list[str]) -> subprocess.Popen:
@@ -242,6 +251,14 @@ def run(path: str) -> None:
             command = ["snakemake", target, "--profile", "profiles/local", "--configfile", base_file(sweep, work),
                        "--resources", "gpu=1", "--cores", "4"]  # fmt: skip
             subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
+    if sweep.get("evaluate_reference"):  # beside the points' jobs; the deadline never stops it
+        print(f"[{time.time() - start:7.1f}s] PPO reference: evaluation", flush=True)
+        target = str(reference_episodes(sweep).relative_to(ROOT))
+        command = ["snakemake", target, "--profile", "profiles/local", "--configfile", base_file(sweep, work),
+                   "--resources", "gpu=1", "--cores", "2"]  # fmt: skip
+        log = open(work / "reference_eval.log", "w")  # noqa: SIM115 -- the child owns it
+        jobs["PPO reference"] = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        stage["PPO reference"] = "evaluation"
     # Flow points first, their pretraining being the longest (the launch tags keep flows on different GPUs; before
     # them, two flows listed after the deterministic points shared one GPU while the other idled:
     # docs/results/2026-11-30-flow-detached).
@@ -255,7 +272,7 @@ def run(path: str) -> None:
         if steps is not None:
             pretrain += ["--steps", str(steps)]
         jobs[name] = launch(name, "pretrain", pretrain)
-    stage = {name: "pretrain" for name in waiting}
+    stage.update({name: "pretrain" for name in waiting})
     stopped: set[str] = set()  # signalled once: a second SIGTERM would kill a run still exiting after its save
     while jobs:
         time.sleep(5)

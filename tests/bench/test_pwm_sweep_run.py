@@ -1,0 +1,52 @@
+"""bench/pwm_sweep.py `run`, the driver of every deciding run on the GPU, for real on the CPU: the smoke config's
+protocol (PPO reference -> collect -> pretrain -> a stacked train -> held-out evaluation) in a copy of the repository,
+so its results/ and .snakemake/ stay out of the checkout."""
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent  # the virtualenv's bin: snakemake and flow-mbpo-pwm live here
+
+
+def rows(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_a_sweep_with_its_own_reference_runs_the_protocol_and_evaluates_that_reference(tmp_path):
+    """A sweep-level `config:` (here the reference's budget) reaches the reference the dataset comes from, and
+    `evaluate_reference: true` evaluates that reference beside the points; each seed of the stack is held out on
+    the config's 100 episodes."""
+    repo = tmp_path / "repo"
+    for part in ("bench", "workflow", "config", "profiles"):
+        shutil.copytree(ROOT / part, repo / part, ignore=shutil.ignore_patterns("__pycache__", "out"))
+    shutil.copy(ROOT / "Snakefile", repo / "Snakefile")
+    work = tmp_path / "work"
+    sweep = {"base": "config/smoke.yaml", "task": "ant", "size": "tiny", "seeds": [0, 1], "epochs": 20,
+             "work": str(work), "config": {"reference": {"env_steps": 4096}}, "evaluate_reference": True,
+             "points": {"det": {"dynamics": "deterministic"}}}  # fmt: skip
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump(sweep))
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "bench/pwm_sweep.py", "run", str(tmp_path / "sweep.yaml")], cwd=repo,
+                          env=env, capture_output=True, text=True, timeout=900, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    log = done.stdout
+    for line in ("dataset: snakemake", "PPO reference: evaluation exit 0", "det: pretrain exit 0", "det: train exit 0",
+                 "det: held-out exit 0", "sweep done"):  # fmt: skip
+        assert line in log, log
+
+    reference = repo / "results" / "ant" / "reference" / "seed0"
+    assert yaml.safe_load((reference / "work" / "settings.yaml").read_text())["reference"]["env_steps"] == 4096
+    assert (repo / "results" / "ant" / "offline" / "dataset.h5").is_file()
+    assert len(rows(reference / "eval" / "episodes.csv")) == 100
+    for seed in (0, 1):
+        run = work / "det" / f"seed{seed}"
+        assert len(rows(run / "episodes.csv")) == 100
+        assert {int(r["epoch"]) for r in rows(run / "metrics.csv")} >= {20}
