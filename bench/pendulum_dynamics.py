@@ -38,12 +38,12 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "train"))
-from train_helpers import LEARNING_RUN, TINY_EXPERIMENT, deep_update  # noqa: E402
+from train_helpers import LEARNING_RUN, TINY_EXPERIMENT  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_epoch import machine  # noqa: E402
 
-from flow_mbpo_pwm.config import load_experiment  # noqa: E402
+from flow_mbpo_pwm.config import deep_merge, load_experiment  # noqa: E402
 
 FLOW = {"kind": "flow", "integrator": "heun", "substeps": 4, "detach_source": True}
 VARIANTS = {
@@ -64,7 +64,7 @@ def experiment(
     coefs: tuple[float, float] | None = None,
     actor_saturation: float | None = None,
 ) -> dict:
-    config = deep_update(TINY_EXPERIMENT, LEARNING_RUN)
+    config = deep_merge(TINY_EXPERIMENT, LEARNING_RUN)
     if latent_dim is not None:  # the Ant's presets have 512 (64 SimNorm groups of 8); the testbed's 64
         config["train"]["world_model"]["latent_dim"] = latent_dim
     config["dynamics"] = {name: VARIANTS[name] for name in variants}

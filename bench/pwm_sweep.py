@@ -71,7 +71,7 @@ from typing import Any
 import yaml
 
 from flow_mbpo_pwm import exit_codes
-from flow_mbpo_pwm.config import CollectConfig
+from flow_mbpo_pwm.config import CollectConfig, deep_merge
 
 ROOT = Path(__file__).resolve().parents[1]
 SLOT = [sys.executable, str(ROOT / "workflow/scripts/gpu_slot.py")]
@@ -141,17 +141,9 @@ def work_folder(sweep: dict, work: str = "") -> Iterator[Path]:
         yield Path(laid)
 
 
-def merged(base: dict, overrides: dict) -> dict:
-    """`base` with `overrides` merged in: nested dicts key by key, anything else replaced."""
-    out = dict(base)
-    for key, value in overrides.items():
-        out[key] = merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
 def base_config(sweep: dict) -> dict:
     """The experiment config the sweep derives from: its `base` file with the sweep's `config:` merged in."""
-    return merged(yaml.safe_load((ROOT / sweep["base"]).read_text()), sweep.get("config") or {})
+    return deep_merge(yaml.safe_load((ROOT / sweep["base"]).read_text()), sweep.get("config") or {})
 
 
 def base_file(sweep: dict, folder: Path) -> str:
@@ -187,8 +179,8 @@ def point_config(sweep: dict, spec: dict) -> dict:
     seeds = [seed for seed, _ in seed_runs(sweep, Path())]
     # The offline dataset is the base config's, collected from its reference seed `collect.seed`, which a config's
     # seeds must include: a sweep that trains other seeds (e.g. 3 and 4) keeps it listed, untrained.
-    collect_seed = config.get("collect", {}).get("seed", CollectConfig().seed)
-    config["seeds"] = seeds if collect_seed in seeds else [collect_seed, *seeds]
+    reference_seed = collect_seed(config)
+    config["seeds"] = seeds if reference_seed in seeds else [reference_seed, *seeds]
     return config
 
 
@@ -203,10 +195,21 @@ def dataset_path(sweep: dict) -> Path:
     return ROOT / "results" / sweep["task"] / "offline" / "dataset.h5"
 
 
+def collect_seed(config: dict) -> int:
+    """The reference seed whose snapshots a config's offline dataset is collected from (`collect.seed`)."""
+    return config.get("collect", {}).get("seed", CollectConfig().seed)
+
+
 def reference_episodes(sweep: dict) -> Path:
     """The held-out episodes of the reference the dataset comes from (the pipeline's `evaluate_reference` output)."""
-    seed = base_config(sweep).get("collect", {}).get("seed", CollectConfig().seed)
+    seed = collect_seed(base_config(sweep))
     return ROOT / "results" / sweep["task"] / "reference" / f"seed{seed}" / "eval" / "episodes.csv"
+
+
+def snakemake_command(target: Path, configfile: str, cores: int) -> list[str]:
+    """The pipeline making `target` on this machine (profiles/local, one GPU slot) from `configfile`."""
+    return ["snakemake", str(target.relative_to(ROOT)), "--profile", "profiles/local", "--configfile", configfile,
+            "--resources", "gpu=1", "--cores", str(cores)]  # fmt: skip
 
 
 def run(path: str) -> None:
@@ -244,18 +247,15 @@ def run(path: str) -> None:
             jobs[name] = launch(name, "train", train_args(name, spec))
         else:
             waiting.append(name)
+    configfile = base_file(sweep, work)
     if waiting and not dataset_path(sweep).exists():
         print(f"[{time.time() - start:7.1f}s] dataset: snakemake", flush=True)
-        target = str(dataset_path(sweep).relative_to(ROOT))
         with open(work / "dataset.log", "w") as log:
-            command = ["snakemake", target, "--profile", "profiles/local", "--configfile", base_file(sweep, work),
-                       "--resources", "gpu=1", "--cores", "4"]  # fmt: skip
+            command = snakemake_command(dataset_path(sweep), configfile, cores=4)
             subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=True)
     if sweep.get("evaluate_reference"):  # beside the points' jobs; the deadline never stops it
         print(f"[{time.time() - start:7.1f}s] PPO reference: evaluation", flush=True)
-        target = str(reference_episodes(sweep).relative_to(ROOT))
-        command = ["snakemake", target, "--profile", "profiles/local", "--configfile", base_file(sweep, work),
-                   "--resources", "gpu=1", "--cores", "2"]  # fmt: skip
+        command = snakemake_command(reference_episodes(sweep), configfile, cores=2)
         log = open(work / "reference_eval.log", "w")  # noqa: SIM115 -- the child owns it
         jobs["PPO reference"] = subprocess.Popen(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         stage["PPO reference"] = "evaluation"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from flow_mbpo_pwm.config import ConfigError, load_experiment
+from flow_mbpo_pwm.config import ConfigError, deep_merge, load_experiment
 
 
 def test_default_experiment_has_every_cell():
@@ -99,3 +99,13 @@ def test_a_cut_run_follows_the_longer_learning_rate_schedule_it_names():
     assert pwm.schedule_progress(0) == 0.0 and pwm.schedule_progress(pwm.epochs) == 1.0
     cut = load_experiment({"train": {"pwm": {"epochs": 3000, "lr_decay_epochs": 15000}}}).cell("ant", "5M", "flow", 0)
     assert cut.pwm.schedule_progress(3000) == pytest.approx(0.2)
+
+
+def test_deep_merge_replaces_nested_keys_one_by_one_and_leaves_its_inputs_alone():
+    base = {"reference": {"num_envs": 4096, "max_minutes": 3}, "seeds": [0, 1], "sizes": ["5M"]}
+    overrides = {"reference": {"max_minutes": 10}, "seeds": [2], "collect": {"seed": 0}}
+    merged = deep_merge(base, overrides)
+    assert merged == {"reference": {"num_envs": 4096, "max_minutes": 10}, "seeds": [2], "sizes": ["5M"],
+                      "collect": {"seed": 0}}  # fmt: skip
+    assert base == {"reference": {"num_envs": 4096, "max_minutes": 3}, "seeds": [0, 1], "sizes": ["5M"]}
+    assert deep_merge(base, {"reference": 7})["reference"] == 7  # a non-mapping replaces a mapping whole

@@ -768,6 +768,15 @@ def _merge(base: Any, overrides: dict[str, Any], key: str) -> Any:
 # --------------------------------------------------------------------------------------------------------------
 
 
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Plain config data `base` with `overrides` merged in: nested mappings key by key, anything else replaced
+    (for configs derived from an experiment file: the bench sweeps, the tests)."""
+    out = dict(base)
+    for key, value in overrides.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
 def to_plain(value: Any) -> Any:
     """Nested data with tuples as lists, recursively: the plain form YAML and JSON give back."""
     if isinstance(value, dict):

@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 
 from flow_mbpo_pwm import io
+from flow_mbpo_pwm.config import deep_merge as deep_update  # noqa: F401 -- the tests' name for it
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -74,13 +75,6 @@ LEARNING_RUN = {
         "run": {"log_every": 5, "validate_every": 20, "save_state_every": 100, "validation_episodes": 8},
     },
 }
-
-
-def deep_update(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in changes.items():
-        out[key] = deep_update(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
 
 
 def cli_args(config: Path, run_dir: Path, dynamics: str = "deterministic", seed: int = 0) -> list[str]:
