@@ -4,6 +4,7 @@
 #
 #   bash bench/gpu_grid.sh start CONFIG [JOBS_PER_GPU]   # after `source .wN/setup_on_device.sh` (wheels installed)
 #   bash bench/gpu_grid.sh sweep SWEEP.yaml [JOBS_PER_GPU] # deciding runs side by side (bench/pwm_sweep.py)
+#   bash bench/gpu_grid.sh ppo FILE                       # PPO reference variants side by side (reference_sweep.py)
 #   bash bench/gpu_grid.sh status                         # progress: jobs done, last lines of the running logs
 #   bash bench/gpu_grid.sh wait_job [SECONDS]             # until the started job exits (at most SECONDS, 540)
 #   bash bench/gpu_grid.sh pack OUT_DIR                   # results/ tables, figures, curves and logs -> one tarball
@@ -116,7 +117,7 @@ import pathlib, shutil, sys
 import yaml
 
 from flow_mbpo_pwm.config import load_experiment
-from flow_mbpo_pwm.reference import reference_settings
+from flow_mbpo_pwm.reference import reference_settings, settings_defaults
 from flow_mbpo_pwm.train_state import config_differences
 
 experiment, unpacked = load_experiment(sys.argv[1]), pathlib.Path(sys.argv[2])
@@ -131,7 +132,8 @@ for run in sorted(unpacked.glob("results/*/reference/seed*")):
     elif task not in experiment.tasks or seed not in experiment.seeds:
         why = f"task {task} / seed {seed} is not in {sys.argv[1]}"
     else:
-        diffs = config_differences(yaml.safe_load(saved.read_text()), reference_settings(experiment, task, seed))
+        requested = reference_settings(experiment, task, seed)
+        diffs = config_differences(yaml.safe_load(saved.read_text()), requested, settings_defaults())
         why = f"other settings ({diffs[:3]})" if diffs else ""
     if why:
         print(f"carried reference {target}: {why}; not used")
@@ -170,6 +172,14 @@ sweep() {  # deciding runs side by side (bench/pwm_sweep.py), k jobs per GPU
   echo "started sweep $file, $per_gpu jobs per GPU; log $GRID/sweep.log"
 }
 
+ppo() {  # PPO reference variants side by side (bench/reference_sweep.py), into /tmp/ppo (`pack` takes it along)
+  local file=$1
+  setup
+  setsid nohup python3 bench/reference_sweep.py run "$file" /tmp/ppo > "$GRID/sweep.log" 2>&1 < /dev/null &
+  echo $! > "$GRID/job.pid"
+  echo "started PPO variants $file; log $GRID/sweep.log, results /tmp/ppo"
+}
+
 wait_job() {  # [SECONDS]: until the started grid or sweep has exited, at most SECONDS (default 540); then its log's end
   # By its pid: a `pgrep -f` on the command line matches the calling shell too, and waited out a whole call.
   local limit=${1:-540} pid waited=0
@@ -196,6 +206,8 @@ pack() {
     > /tmp/pack-list.txt
   find /tmp/sweep -type f \( -name '*.csv' -o -name '*.json' -o -name '*.log' -o -name '*.yaml' \) \
     -not -path '*/checkpoints/*' 2>/dev/null >> /tmp/pack-list.txt
+  find /tmp/ppo -type f \( -name '*.csv' -o -name '*.json' -o -name '*.log' -o -name '*.yaml' \) \
+    2>/dev/null >> /tmp/pack-list.txt
   ls "$GRID"/*.txt "$GRID"/*.log 2>/dev/null >> /tmp/pack-list.txt
   tar -czf "$out/grid.tar.gz" -T /tmp/pack-list.txt
   # The finished reference runs, for `.carry/` of a later session (top): what `collect` and `evaluate` read, and the

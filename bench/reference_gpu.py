@@ -5,7 +5,8 @@ policy (100 held-out episodes by default), and prints one table row per snapshot
 everything as JSON.
 
     PYTHONPATH=src python bench/reference_gpu.py --config config/config.yaml --max-minutes 10 --out bench/out/ref.json
-    # knobs: --num-envs 4096 --env-steps 400000000 --entropy-coef 0.0 --seed 0 --episodes 100
+    # knobs: --num-envs 4096 --env-steps 400000000 --entropy-coef 0.0 --min-noise-std 0.0 --learning-rate 1e-3
+    #        --schedule adaptive --seed 0 --episodes 100
 
 Needs CUDA for meaningful numbers (it runs on the CPU too, slowly).
 """
@@ -34,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-envs", type=int, default=None, help="override reference.num_envs")
     parser.add_argument("--entropy-coef", type=float, default=None, help="override reference.entropy_coef")
     parser.add_argument("--learning-rate", type=float, default=None, help="override reference.learning_rate")
+    parser.add_argument("--min-noise-std", type=float, default=None, help="override reference.min_noise_std")
+    parser.add_argument("--schedule", choices=("adaptive", "fixed"), default=None, help="override reference.schedule")
     parser.add_argument("--episodes", type=int, default=100, help="held-out evaluation episodes (0 = skip)")
     parser.add_argument("--run-dir", type=Path, default=None, help="default: a fresh temporary folder")
     parser.add_argument("--out", type=Path, default=Path("bench/out/reference_gpu.json"))
@@ -45,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     from flow_mbpo_pwm.reference import evaluation_cell, reference
 
     experiment = load_experiment(args.config)
-    changes = {"num_envs": args.num_envs, "entropy_coef": args.entropy_coef, "learning_rate": args.learning_rate}
+    changes = {"num_envs": args.num_envs, "entropy_coef": args.entropy_coef, "learning_rate": args.learning_rate,
+               "min_noise_std": args.min_noise_std, "schedule": args.schedule}  # fmt: skip
     changes = {k: v for k, v in changes.items() if v is not None}
     if changes:
         experiment = dataclasses.replace(experiment, reference=dataclasses.replace(experiment.reference, **changes))

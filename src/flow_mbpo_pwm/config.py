@@ -470,6 +470,9 @@ class ReferenceConfig:
     activation: Literal["elu", "relu", "tanh"] = "elu"
     empirical_normalization: bool = True  # running mean/std of observations (saved with the policy)
     init_noise_std: float = 1.0
+    # Floor of the exploration std (rsl-rl's `std_range` lower bound), against its collapse when entropy_coef is 0;
+    # 0 = rsl-rl's own 1e-6 floor.
+    min_noise_std: float = 0.0
     learning_rate: float = 1e-3
     schedule: Literal["adaptive", "fixed"] = "adaptive"  # adaptive: lr follows desired_kl
     desired_kl: float = 0.01
@@ -513,6 +516,11 @@ class ReferenceConfig:
             _check(getattr(self, name) > 0, f"{key}.{name}", f"must be > 0, got {getattr(self, name)}")
         for name in ("value_loss_coef", "entropy_coef"):
             _check(getattr(self, name) >= 0, f"{key}.{name}", f"must be >= 0, got {getattr(self, name)}")
+        _check(
+            0 <= self.min_noise_std < self.init_noise_std,
+            f"{key}.min_noise_std",
+            f"must be >= 0 and < init_noise_std ({self.init_noise_std}), got {self.min_noise_std}",
+        )
         _check(0.0 < self.gamma <= 1.0, f"{key}.gamma", f"must be in (0, 1], got {self.gamma}")
         _check(0.0 <= self.lam <= 1.0, f"{key}.lam", f"must be in [0, 1], got {self.lam}")
         for name in ("actor_units", "critic_units"):

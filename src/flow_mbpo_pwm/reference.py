@@ -34,6 +34,7 @@ from flow_mbpo_pwm.config import (
     REFERENCE_DYNAMICS,
     REFERENCE_SIZE,
     ConfigError,
+    EnvConfig,
     ExperimentConfig,
     ReferenceConfig,
     TrainConfig,
@@ -111,6 +112,15 @@ def reference_settings(
     }
 
 
+def settings_defaults() -> dict[str, Any]:
+    """The typed parts of `reference_settings` at their defaults: what `config_differences` takes as `defaults`, so
+    settings saved before a key was added still match when that key is requested at its default."""
+    return {
+        "env": to_plain(dataclasses.asdict(EnvConfig())),
+        "reference": to_plain(dataclasses.asdict(ReferenceConfig())),
+    }
+
+
 def evaluation_cell(experiment: ExperimentConfig, task: str, seed: int, device: str | None = None) -> TrainConfig:
     """What `evaluate` needs to run a reference policy's held-out episodes: the cell keys (size "reference",
     dynamics "ppo"), the task's env, the seed and the device. `evaluate` reads only these fields of a TrainConfig;
@@ -144,7 +154,8 @@ def _check_folder(folder: ReferenceFolder, settings: dict[str, Any]) -> None:
 
     if folder.settings.exists():
         saved = yaml.safe_load(folder.settings.read_text())
-        diffs = [d for d in config_differences(saved, settings) if d[0] not in RESUMABLE_CHANGES]
+        diffs = config_differences(saved, settings, settings_defaults())
+        diffs = [d for d in diffs if d[0] not in RESUMABLE_CHANGES]
         if diffs:
             listed = "; ".join(f"{k}: saved {a!r}, requested {b!r}" for k, a, b in diffs)
             raise ConfigError(
@@ -208,7 +219,6 @@ class ReferenceRun:
         from rsl_rl.algorithms import PPO
 
         from flow_mbpo_pwm import envs
-        from flow_mbpo_pwm.config import EnvConfig
         from flow_mbpo_pwm.envs.rsl_adapter import RslVecEnv
         from flow_mbpo_pwm.reference_policy import rsl_model_config
 
@@ -262,7 +272,8 @@ class ReferenceRun:
         state = io.torch_load(self.folder.state, map_location=self.device)
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise io.CheckpointError(f"{self.folder.state}: not a reference state of format {STATE_FORMAT}")
-        diffs = [d for d in config_differences(state["settings"], self.settings) if d[0] not in RESUMABLE_CHANGES]
+        diffs = config_differences(state["settings"], self.settings, settings_defaults())
+        diffs = [d for d in diffs if d[0] not in RESUMABLE_CHANGES]
         if diffs:
             raise ConfigError(diffs[0][0], f"differs from the settings saved in {self.folder.state}: {diffs}")
         self.alg.load(state["alg"], None, strict=True)

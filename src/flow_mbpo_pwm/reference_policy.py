@@ -40,6 +40,8 @@ def rsl_model_config(reference: ReferenceConfig) -> dict[str, Any]:
             "distribution_cfg": {
                 "class_name": "rsl_rl.modules.distribution.GaussianDistribution",
                 "init_std": reference.init_noise_std,
+                # min_noise_std 0 gives rsl-rl's default range, (1e-6, 1e6).
+                "std_range": (max(reference.min_noise_std, 1e-6), 1e6),
                 "std_type": "scalar",
             },
         },

@@ -3,6 +3,7 @@ evaluation by `evaluate`, the offline dataset, resume after SIGTERM and clear re
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -222,3 +223,78 @@ def test_wall_clock_cap_stops_the_run_and_saves_the_final_policy(config_path, tm
     assert summary["stopped_by"] == "max_minutes" and summary["epochs"] == 1 and summary["env_steps"] == 128
     assert [c["env_steps"] for c in summary["checkpoints"]] == [0, 128]  # untrained and final
     assert (run / "policy.pt").read_bytes() == (run / "snapshots" / "step_000000000128.pt").read_bytes()
+
+
+def test_min_noise_std_must_be_below_init_noise_std_and_not_negative():
+    for floor in (-0.1, 1.0, 2.0):
+        with pytest.raises(ConfigError, match="reference.min_noise_std"):
+            load_experiment({**EXPERIMENT, "reference": {**EXPERIMENT["reference"], "min_noise_std": floor}})
+    load_experiment({**EXPERIMENT, "reference": {**EXPERIMENT["reference"], "min_noise_std": 0.3}})
+
+
+def test_min_noise_std_floors_the_exploration_std_and_its_default_keeps_rsl_rls_range():
+    from rsl_rl.modules.distribution import GaussianDistribution
+    from rsl_rl.utils import resolve_class
+
+    from flow_mbpo_pwm.config import ReferenceConfig
+    from flow_mbpo_pwm.reference_policy import build_actor, exploration_std, rsl_model_config
+
+    floored = ReferenceConfig(min_noise_std=0.3, actor_units=(4,))
+    assert rsl_model_config(floored)["actor"]["distribution_cfg"]["std_range"] == (0.3, 1e6)
+    actor = build_actor(floored, obs_dim=3, act_dim=2)
+    with torch.no_grad():
+        actor.distribution.std_param.fill_(0.05)  # collapsed below the floor
+    actor({"policy": torch.zeros(5, 3)}, stochastic_output=True)
+    assert torch.allclose(actor.output_std, torch.full((5, 2), 0.3))
+    assert torch.allclose(exploration_std(actor), torch.full((2,), 0.3))  # what metrics and collect read
+
+    # At the default 0 the distribution is the one built before the knob existed (no std_range given).
+    _, today = resolve_class(rsl_model_config(ReferenceConfig())["actor"]["distribution_cfg"])
+    before = {k: v for k, v in today.items() if k != "std_range"}
+    assert GaussianDistribution(2, **today).std_range == GaussianDistribution(2, **before).std_range == [1e-6, 1e6]
+
+
+def test_settings_saved_before_min_noise_std_still_match_at_its_default(tmp_path):
+    from flow_mbpo_pwm.reference import ReferenceFolder, _check_folder, reference_settings
+
+    experiment = load_experiment(EXPERIMENT)
+    folder = ReferenceFolder(tmp_path / "seed0")
+    old = reference_settings(experiment, "ant", 0)
+    del old["reference"]["min_noise_std"]
+    io.write_text(folder.settings, yaml.safe_dump(old, sort_keys=False))
+    _check_folder(folder, reference_settings(experiment, "ant", 0))  # no difference: the folder is reused
+
+    io.write_text(folder.settings, yaml.safe_dump(old, sort_keys=False))
+    floored = load_experiment({**EXPERIMENT, "reference": {**EXPERIMENT["reference"], "min_noise_std": 0.3}})
+    with pytest.raises(ConfigError, match="reference.min_noise_std"):
+        _check_folder(folder, reference_settings(floored, "ant", 0))
+
+
+def test_the_pinned_carried_reference_matches_config_short():
+    """bench/gpu_grid.sh uses bench/carried/reference.tar.gz only where its saved settings match the config."""
+    import tarfile
+
+    from flow_mbpo_pwm.reference import reference_settings, settings_defaults
+    from flow_mbpo_pwm.train_state import config_differences
+
+    root = Path(__file__).parents[2]
+    with tarfile.open(root / "bench" / "carried" / "reference.tar.gz") as archive:
+        saved = yaml.safe_load(archive.extractfile("results/ant/reference/seed0/work/settings.yaml").read())
+    requested = reference_settings(load_experiment(root / "config" / "short.yaml"), "ant", 0)
+    assert config_differences(saved, requested, settings_defaults()) == []
+
+
+def test_a_policy_saved_before_min_noise_std_loads_with_rsl_rls_range(tmp_path):
+    from flow_mbpo_pwm.config import ReferenceConfig, to_plain
+    from flow_mbpo_pwm.reference_policy import build_actor, load_reference_policy, save_reference_policy
+
+    settings = ReferenceConfig(actor_units=(4,))
+    old = to_plain(dataclasses.asdict(settings))
+    del old["min_noise_std"]
+    actor = build_actor(settings, obs_dim=3, act_dim=2)
+    meta = {"task": "ant", "size": "reference", "dynamics": "ppo", "seed": 0, "iteration": 0, "env_steps": 0,
+            "obs_dim": 3, "act_dim": 2, "std": [1.0, 1.0], "reference": old}  # fmt: skip
+    save_reference_policy(tmp_path / "old.pt", actor, meta)
+    policy, _ = load_reference_policy(tmp_path / "old.pt")
+    assert policy.actor.distribution.std_range == [1e-6, 1e6]
+    assert torch.equal(policy.std, torch.ones(2))
