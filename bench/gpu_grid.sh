@@ -175,7 +175,9 @@ sweep() {  # deciding runs side by side (bench/pwm_sweep.py), k jobs per GPU
 ppo() {  # PPO reference variants side by side (bench/reference_sweep.py), into /tmp/ppo (`pack` takes it along)
   local file=$1
   setup
-  setsid nohup python3 bench/reference_sweep.py run "$file" /tmp/ppo > "$GRID/sweep.log" 2>&1 < /dev/null &
+  # Several processes on the machine's cores: a few CPU threads each (their work is on the GPU).
+  OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} setsid nohup python3 bench/reference_sweep.py run "$file" /tmp/ppo \
+    > "$GRID/sweep.log" 2>&1 < /dev/null &
   echo $! > "$GRID/job.pid"
   echo "started PPO variants $file; log $GRID/sweep.log, results /tmp/ppo"
 }
