@@ -5,6 +5,7 @@
 #   bash bench/gpu_grid.sh start CONFIG [JOBS_PER_GPU]   # after `source .wN/setup_on_device.sh` (wheels installed)
 #   bash bench/gpu_grid.sh sweep SWEEP.yaml [JOBS_PER_GPU] # deciding runs side by side (bench/pwm_sweep.py)
 #   bash bench/gpu_grid.sh ppo FILE                       # PPO reference variants side by side (reference_sweep.py)
+#   bash bench/gpu_grid.sh ppo_reference NAME             # then variant NAME as the reference of the next `sweep`
 #   bash bench/gpu_grid.sh status                         # progress: jobs done, last lines of the running logs
 #   bash bench/gpu_grid.sh wait_job [SECONDS]             # until the started job exits (at most SECONDS, 540)
 #   bash bench/gpu_grid.sh pack OUT_DIR                   # results/ tables, figures, curves and logs -> one tarball
@@ -38,7 +39,8 @@
 # settings changed compiles again; an archive that is stale costs only its unpacking.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-GRID=/tmp/grid
+GRID=${GRID:-/tmp/grid}
+PPO=${PPO:-/tmp/ppo}  # bench/reference_sweep.py's results (`ppo`, `ppo_reference`, `pack`)
 export PYTHONPATH=/tmp/site:$PWD/src PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1
 export GIT_PYTHON_REFRESH=quiet  # rsl-rl imports GitPython, which otherwise fails without a git executable
 KERNELS=/tmp/kernelcache  # Warp's kernel cache, which every job below inherits (see kernel-cache above)
@@ -172,14 +174,24 @@ sweep() {  # deciding runs side by side (bench/pwm_sweep.py), k jobs per GPU
   echo "started sweep $file, $per_gpu jobs per GPU; log $GRID/sweep.log"
 }
 
-ppo() {  # PPO reference variants side by side (bench/reference_sweep.py), into /tmp/ppo (`pack` takes it along)
+ppo() {  # PPO reference variants side by side (bench/reference_sweep.py), into $PPO (`pack` takes it along)
   local file=$1
   setup
   # Several processes on the machine's cores: a few CPU threads each (their work is on the GPU).
-  OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} setsid nohup python3 bench/reference_sweep.py run "$file" /tmp/ppo \
+  OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} setsid nohup python3 bench/reference_sweep.py run "$file" "$PPO" \
     > "$GRID/sweep.log" 2>&1 < /dev/null &
   echo $! > "$GRID/job.pid"
-  echo "started PPO variants $file; log $GRID/sweep.log, results /tmp/ppo"
+  echo "started PPO variants $file; log $GRID/sweep.log, results $PPO"
+}
+
+ppo_reference() {  # NAME: variant NAME of the `ppo` run as the carried reference (.carry/reference.tar.gz) of a
+  # `sweep` started after it on this machine; used only where its settings equal the sweep's (carry_reference).
+  local name=$1
+  [[ "$name" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] && [ -d "$PPO/$name/results" ] \
+    || { echo "no PPO variant '$name' in $PPO"; return 1; }
+  mkdir -p .carry
+  tar -czf .carry/reference.tar.gz --exclude='*/work/*.pt' --exclude='*/work/snapshots' --exclude='*/eval' \
+    -C "$PPO/$name" results && echo "PPO variant $name -> .carry/reference.tar.gz ($(du -h .carry/reference.tar.gz | cut -f1))"
 }
 
 wait_job() {  # [SECONDS]: until the started grid or sweep has exited, at most SECONDS (default 540); then its log's end
@@ -208,7 +220,7 @@ pack() {
     > /tmp/pack-list.txt
   find /tmp/sweep -type f \( -name '*.csv' -o -name '*.json' -o -name '*.log' -o -name '*.yaml' \) \
     -not -path '*/checkpoints/*' 2>/dev/null >> /tmp/pack-list.txt
-  find /tmp/ppo -type f \( -name '*.csv' -o -name '*.json' -o -name '*.log' -o -name '*.yaml' \) \
+  find "$PPO" -type f \( -name '*.csv' -o -name '*.json' -o -name '*.log' -o -name '*.yaml' \) \
     2>/dev/null >> /tmp/pack-list.txt
   ls "$GRID"/*.txt "$GRID"/*.log 2>/dev/null >> /tmp/pack-list.txt
   tar -czf "$out/grid.tar.gz" -T /tmp/pack-list.txt

@@ -7,9 +7,10 @@ real `reference` stage, then its held-out evaluation), all variants at once, the
 A file names the experiment `config`, the `seed`, the budget (`env_steps`, with `max_minutes` as a cap), the held-out
 `episodes` and the `variants`: each a name and the `reference.*` settings it overrides, among those
 bench/reference_gpu.py takes as flags (VARIANT_FLAGS). The variants share the machine (CUDA MPS on the GPU
-machine), so read them at equal env steps, not wall time; time the chosen setting alone for issue 8's
-">= 5,000 held out in <= 10 minutes". Each variant writes OUT_DIR/<name>.json (reference_gpu.py's), <name>.log and
-its run folder OUT_DIR/<name>/.
+machine), so read them at equal env steps, not wall time. Each variant writes OUT_DIR/<name>.json
+(reference_gpu.py's), <name>.log and its run folder, laid out as the pipeline's: OUT_DIR/<name>/results/<task>/
+reference/seed<k>, so that `bash bench/gpu_grid.sh ppo_reference NAME` can hand it to a PWM sweep whose config asks
+for the same reference settings (it is then used as it is, as a carried reference is).
 
 This is a bench script: it measures, it is not a pipeline stage.
 """
@@ -44,6 +45,8 @@ def load(path: str) -> dict:
     for key in ("env_steps", "max_minutes", "episodes", "seed"):
         if key in sweep and not isinstance(sweep[key], (int, float)):
             raise SystemExit(f"{path}: `{key}` must be a number, got {sweep[key]!r}")
+    if not NAME.match(str(sweep.get("task", "ant"))):
+        raise SystemExit(f"{path}: `task` {sweep['task']!r} must be letters, digits, '.', '_' or '-'")
     for name, settings in sweep["variants"].items():
         if not NAME.match(str(name)):
             raise SystemExit(f"{path}: variant name {name!r} must be letters, digits, '.', '_' or '-'")
@@ -54,10 +57,15 @@ def load(path: str) -> dict:
     return sweep
 
 
+def run_folder(sweep: dict, name: str, out: Path) -> Path:
+    return out / name / "results" / sweep.get("task", "ant") / "reference" / f"seed{sweep.get('seed', 0)}"
+
+
 def command(sweep: dict, name: str, out: Path) -> list[str]:
     cmd = [sys.executable, "bench/reference_gpu.py", "--config", str(sweep.get("config", "config/config.yaml")),
-           "--seed", str(sweep.get("seed", 0)), "--episodes", str(sweep.get("episodes", 100)),
-           "--run-dir", str(out / name), "--out", str(out / f"{name}.json")]  # fmt: skip
+           "--task", str(sweep.get("task", "ant")), "--seed", str(sweep.get("seed", 0)),
+           "--episodes", str(sweep.get("episodes", 100)), "--run-dir", str(run_folder(sweep, name, out)),
+           "--out", str(out / f"{name}.json")]  # fmt: skip
     for key in ("env_steps", "max_minutes"):
         if key in sweep:
             cmd += [f"--{key.replace('_', '-')}", str(sweep[key])]
@@ -92,7 +100,8 @@ def train_return_at(metrics: pd.DataFrame, steps: int) -> float:
 
 def row(out: Path, name: str) -> dict:
     result = json.loads((out / f"{name}.json").read_text())
-    metrics = pd.read_csv(out / name / "metrics.csv")
+    (folder,) = (out / name / "results").glob("*/reference/seed*")  # run_folder's, without the sweep file
+    metrics = pd.read_csv(folder / "metrics.csv")
     validation = pd.DataFrame(result["validation"])
     best = validation.loc[validation["val_return_mean"].idxmax()]
     return {

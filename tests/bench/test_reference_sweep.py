@@ -5,8 +5,10 @@ import csv
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -45,27 +47,97 @@ def test_each_variants_settings_reach_reference_gpu_as_its_flags(sweep_module, t
     assert "--max-minutes" not in cmd
 
 
-def test_variants_train_side_by_side_and_are_tabled(tmp_path):
-    """Two variants of the smoke reference train at once; each is held out and gets its row, and the floor
-    reaches the run (its saved settings and its policy's exploration std)."""
-    sweep = {"config": "config/smoke.yaml", "seed": 0, "env_steps": 2048, "episodes": 2,
-             "variants": {"control": {}, "floor": {"min_noise_std": 0.9}}}  # fmt: skip
-    out = tmp_path / "out"
+SWEEP = {"config": "config/smoke.yaml", "seed": 0, "env_steps": 2048, "episodes": 2,
+         "variants": {"control": {}, "floor": {"min_noise_std": 0.9}}}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """Two variants of the smoke reference, trained at once by `run` (its stdout and out folder)."""
+    tmp = tmp_path_factory.mktemp("reference_sweep")
+    out = tmp / "out"
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "bench/reference_sweep.py", "run", write(tmp_path, sweep), str(out)],
+    done = subprocess.run([sys.executable, "bench/reference_sweep.py", "run", write(tmp, SWEEP), str(out)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr + "".join(p.read_text() for p in out.glob("*.log"))
-    assert "control: exit 0" in done.stdout and "floor: exit 0" in done.stdout
-    rows = [line for line in done.stdout.splitlines() if line.startswith("| control") or line.startswith("| floor")]
-    assert len(rows) == 2, done.stdout
+    return done.stdout, out
+
+
+def test_variants_train_side_by_side_and_are_tabled(swept):
+    """Each variant is held out and gets its row, and the floor reaches the run (its saved settings and its
+    exploration std)."""
+    stdout, out = swept
+    assert "control: exit 0" in stdout and "floor: exit 0" in stdout
+    rows = [line for line in stdout.splitlines() if line.startswith("| control") or line.startswith("| floor")]
+    assert len(rows) == 2, stdout
     assert "min_noise_std 0.9" in rows[1] and "config's" in rows[0]
     for name in ("control", "floor"):
         result = json.loads((out / f"{name}.json").read_text())
         assert result["env_steps"] >= 2048 and result["heldout_episodes"] == 2
     floor = json.loads((out / "floor.json").read_text())
     assert floor["reference"]["min_noise_std"] == 0.9
-    settings = yaml.safe_load((out / "floor" / "work" / "settings.yaml").read_text())
+    run = out / "floor" / "results" / "ant" / "reference" / "seed0"  # the pipeline's layout, for ppo_reference
+    settings = yaml.safe_load((run / "work" / "settings.yaml").read_text())
     assert settings["reference"]["min_noise_std"] == 0.9
-    with open(out / "floor" / "metrics.csv") as f:
+    assert (run / "train_summary.json").is_file() and (run / "policy.pt").is_file()
+    with open(run / "metrics.csv") as f:
         stds = [float(r["action_std"]) for r in csv.DictReader(f)]
     assert stds and min(stds) >= 0.9 - 1e-6
+
+
+@pytest.mark.parametrize(("floor", "used"), [(0.9, True), (0.5, False)])
+def test_a_variant_becomes_the_reference_of_a_sweep_that_asks_for_its_settings(swept, tmp_path, floor, used):
+    """`gpu_grid.sh ppo_reference NAME` packs the variant as the carried reference; the sweep's check
+    (`carry_reference`) puts it into results/ only where the config asks for the same reference settings."""
+    _, out = swept
+    repo = tmp_path / "repo"
+    shutil.copytree(ROOT / "bench", repo / "bench", ignore=shutil.ignore_patterns("__pycache__", "out"))
+    shutil.copytree(ROOT / "config", repo / "config")
+    (repo / "src").symlink_to(ROOT / "src")
+    config = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    config["reference"]["min_noise_std"] = floor
+    (repo / "asks.yaml").write_text(yaml.safe_dump(config))
+    env = {**os.environ, "PPO": str(out), "GRID": str(tmp_path / "grid"), "OMP_NUM_THREADS": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # fmt: skip
+
+    def gpu_grid(*args):
+        done = subprocess.run(["bash", "bench/gpu_grid.sh", *args], cwd=repo, env=env, capture_output=True,
+                              text=True, timeout=300, check=False)  # fmt: skip
+        return done.returncode, done.stdout + done.stderr
+
+    assert gpu_grid("ppo_reference", "nothing")[0] != 0
+    code, log = gpu_grid("ppo_reference", "floor")
+    assert code == 0 and (repo / ".carry" / "reference.tar.gz").is_file(), log
+    code, log = gpu_grid("carry_reference", "asks.yaml")
+    assert code == 0, log
+    carried = repo / "results" / "ant" / "reference" / "seed0"
+    if used:
+        assert "used as it is" in log and (carried / "train_summary.json").is_file(), log
+        assert not list(carried.glob("work/*.pt"))  # no resumable state travels
+    else:
+        assert "other settings" in log and "min_noise_std" in log and not carried.exists(), log
+
+
+def test_the_det_floor_sweep_asks_for_the_reference_settings_of_an_exploration_variant(sweep_module, tmp_path):
+    """bench/sweeps/ant-5M-det-floor.yaml takes over a variant of bench/sweeps/reference/exploration.yaml on the same
+    machine (`ppo_reference`): the reference settings its merged config asks for are that variant's exactly, as
+    bench/reference_gpu.py trains it (the config's reference with the variant's overrides and the sweep's budget)."""
+    import dataclasses
+
+    from flow_mbpo_pwm.config import load_experiment
+    from flow_mbpo_pwm.reference import reference_settings, settings_defaults
+    from flow_mbpo_pwm.train_state import config_differences
+
+    exploration = sweep_module.load(str(ROOT / "bench" / "sweeps" / "reference" / "exploration.yaml"))
+    pwm_sweep = load_bench_script("pwm_sweep")
+    floor = ROOT / "bench" / "sweeps" / "ant-5M-det-floor.yaml"
+    pwm_sweep.base(str(floor), str(tmp_path / "base.yaml"))
+    asked = reference_settings(load_experiment(tmp_path / "base.yaml"), "ant", exploration["seed"])
+    wanted = yaml.safe_load(floor.read_text())["config"]["reference"]["min_noise_std"]
+    (name,) = [n for n, v in exploration["variants"].items() if (v or {}).get("min_noise_std") == wanted]
+    experiment = load_experiment(ROOT / exploration["config"])
+    variant = dataclasses.replace(experiment.reference, **exploration["variants"][name])
+    trained = reference_settings(dataclasses.replace(experiment, reference=variant), "ant", exploration["seed"],
+                                 device="auto", env_steps=exploration["env_steps"],
+                                 max_minutes=exploration["max_minutes"])  # fmt: skip
+    assert config_differences(trained, asked, settings_defaults()) == []
