@@ -471,7 +471,7 @@ class ReferenceConfig:
     empirical_normalization: bool = True  # running mean/std of observations (saved with the policy)
     init_noise_std: float = 1.0
     # Floor of the exploration std (rsl-rl's `std_range` lower bound), against its collapse when entropy_coef is 0;
-    # 0 = rsl-rl's own 1e-6 floor.
+    # 0 = rsl-rl's own 1e-6 floor. rsl-rl clamps the std parameter, so a std that reaches the floor stays there.
     min_noise_std: float = 0.0
     learning_rate: float = 1e-3
     schedule: Literal["adaptive", "fixed"] = "adaptive"  # adaptive: lr follows desired_kl
