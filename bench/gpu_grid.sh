@@ -184,14 +184,20 @@ ppo() {  # PPO reference variants side by side (bench/reference_sweep.py), into 
   echo "started PPO variants $file; log $GRID/sweep.log, results $PPO"
 }
 
+reference_archive() {  # ARCHIVE [tar options] RUN...: finished reference runs as a carried reference (top): what
+  # `collect` and `evaluate` read, and the settings; no resumable state, no evaluation.
+  local archive=$1; shift
+  tar -czf "$archive" --exclude='*/work/*.pt' --exclude='*/work/snapshots' --exclude='*/eval' "$@"
+}
+
 ppo_reference() {  # NAME: variant NAME of the `ppo` run as the carried reference (.carry/reference.tar.gz) of a
   # `sweep` started after it on this machine; used only where its settings equal the sweep's (carry_reference).
   local name=$1
   [[ "$name" =~ ^[A-Za-z0-9][A-Za-z0-9._-]*$ ]] && [ -d "$PPO/$name/results" ] \
     || { echo "no PPO variant '$name' in $PPO"; return 1; }
   mkdir -p .carry
-  tar -czf .carry/reference.tar.gz --exclude='*/work/*.pt' --exclude='*/work/snapshots' --exclude='*/eval' \
-    -C "$PPO/$name" results && echo "PPO variant $name -> .carry/reference.tar.gz ($(du -h .carry/reference.tar.gz | cut -f1))"
+  reference_archive .carry/reference.tar.gz -C "$PPO/$name" results \
+    && echo "PPO variant $name -> .carry/reference.tar.gz ($(du -h .carry/reference.tar.gz | cut -f1))"
 }
 
 wait_job() {  # [SECONDS]: until the started grid or sweep has exited, at most SECONDS (default 540); then its log's end
@@ -231,7 +237,7 @@ pack() {
     [ -f "$run/train_summary.json" ] && echo "$run"; done)
   if [ -n "$finished" ]; then
     # shellcheck disable=SC2086  # one path per word; run folders have no spaces (the workflow's wildcards)
-    tar -czf "$out/reference.tar.gz" --exclude='*/work/*.pt' --exclude='*/work/snapshots' --exclude='*/eval' $finished
+    reference_archive "$out/reference.tar.gz" $finished
   fi
   if [ -d "$TORCHINDUCTOR_CACHE_DIR" ]; then  # the compiled graphs, for `.carry/` when small enough (top)
     tar -czf /tmp/inductor.tar.gz --exclude=.carried -C "$TORCHINDUCTOR_CACHE_DIR" .

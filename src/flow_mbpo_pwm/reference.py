@@ -121,6 +121,13 @@ def settings_defaults() -> dict[str, Any]:
     }
 
 
+def _settings_differences(saved: dict[str, Any], settings: dict[str, Any]) -> list[tuple[str, Any, Any]]:
+    """What differs between saved and requested settings, but the keys a run may resume across
+    (RESUMABLE_CHANGES); a key saved before it existed counts only where it is requested off its default."""
+    diffs = config_differences(saved, settings, settings_defaults())
+    return [d for d in diffs if d[0] not in RESUMABLE_CHANGES]
+
+
 def evaluation_cell(experiment: ExperimentConfig, task: str, seed: int, device: str | None = None) -> TrainConfig:
     """What `evaluate` needs to run a reference policy's held-out episodes: the cell keys (size "reference",
     dynamics "ppo"), the task's env, the seed and the device. `evaluate` reads only these fields of a TrainConfig;
@@ -154,8 +161,7 @@ def _check_folder(folder: ReferenceFolder, settings: dict[str, Any]) -> None:
 
     if folder.settings.exists():
         saved = yaml.safe_load(folder.settings.read_text())
-        diffs = config_differences(saved, settings, settings_defaults())
-        diffs = [d for d in diffs if d[0] not in RESUMABLE_CHANGES]
+        diffs = _settings_differences(saved, settings)
         if diffs:
             listed = "; ".join(f"{k}: saved {a!r}, requested {b!r}" for k, a, b in diffs)
             raise ConfigError(
@@ -272,8 +278,7 @@ class ReferenceRun:
         state = io.torch_load(self.folder.state, map_location=self.device)
         if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
             raise io.CheckpointError(f"{self.folder.state}: not a reference state of format {STATE_FORMAT}")
-        diffs = config_differences(state["settings"], self.settings, settings_defaults())
-        diffs = [d for d in diffs if d[0] not in RESUMABLE_CHANGES]
+        diffs = _settings_differences(state["settings"], self.settings)
         if diffs:
             raise ConfigError(diffs[0][0], f"differs from the settings saved in {self.folder.state}: {diffs}")
         self.alg.load(state["alg"], None, strict=True)
