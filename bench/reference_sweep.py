@@ -3,6 +3,7 @@ real `reference` stage, then its held-out evaluation), all variants at once, the
 
     python bench/reference_sweep.py run FILE OUT_DIR   # `bash bench/gpu_grid.sh ppo FILE` starts it detached
     python bench/reference_sweep.py table OUT_DIR      # markdown, one row per variant (also printed by `run`)
+    python bench/reference_sweep.py adopt OUT_DIR PWM_SWEEP NEW_SWEEP   # the best variant's settings -> a PWM sweep
 
 A file names the experiment `config`, the `seed`, the budget (`env_steps`, with `max_minutes` as a cap), the held-out
 `episodes` and the `variants`: each a name and the `reference.*` settings it overrides, among those
@@ -11,6 +12,11 @@ machine), so read them at equal env steps, not wall time. Each variant writes OU
 (reference_gpu.py's), <name>.log and its run folder, laid out as the pipeline's: OUT_DIR/<name>/results/<task>/
 reference/seed<k>, so that `bash bench/gpu_grid.sh ppo_reference NAME` can hand it to a PWM sweep whose config asks
 for the same reference settings (it is then used as it is, as a carried reference is).
+
+`adopt` names the variant held out highest and writes PWM_SWEEP (a bench/pwm_sweep.py file) with that variant's
+settings in place of the exploration settings its `config: {reference: ...}` names, so that the sweep asks for the
+reference the variant trained and `ppo_reference` can hand it over on the same machine. It refuses (exit 3) when the
+best variant is one without settings (the config's own reference): there is nothing to adopt.
 
 This is a bench script: it measures, it is not a pipeline stage.
 """
@@ -133,12 +139,44 @@ def table(out_dir: str) -> None:
         print("| " + " | ".join(str(v) for v in r.values()) + " |")
 
 
+def best(out_dir: str) -> tuple[str, dict]:
+    """The variant held out highest, and the settings it overrides (reference_gpu.py's json)."""
+    results = {p.stem: json.loads(p.read_text()) for p in Path(out_dir).glob("*.json")}
+    held_out = {name: r["heldout_return_mean"] for name, r in results.items() if "heldout_return_mean" in r}
+    if not held_out:
+        raise SystemExit(f"{out_dir}: no variant was held out")
+    name = max(held_out, key=held_out.get)
+    return name, {k: v for k, v in results[name]["overrides"].items() if k in VARIANT_FLAGS}
+
+
+def adopted(pwm_sweep: dict, settings: dict) -> dict:
+    """A PWM sweep asking for the reference of these variant settings: its own reference budget, the variant's
+    exploration settings instead of its own."""
+    config = dict(pwm_sweep.get("config") or {})
+    reference = {k: v for k, v in (config.get("reference") or {}).items() if k not in VARIANT_FLAGS}
+    config["reference"] = {**reference, **settings}
+    return {**pwm_sweep, "config": config}
+
+
+def adopt(out_dir: str, pwm_sweep: str, new_sweep: str) -> int:
+    name, settings = best(out_dir)
+    if not settings:
+        print(f"{name}: the best variant has no settings of its own; nothing to adopt", flush=True)
+        return 3
+    sweep = adopted(yaml.safe_load(Path(pwm_sweep).read_text()), settings)
+    Path(new_sweep).write_text(yaml.safe_dump(sweep, sort_keys=False))
+    print(name, flush=True)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if len(argv) == 3 and argv[0] == "run":
         return run(argv[1], argv[2])
     if len(argv) == 2 and argv[0] == "table":
         table(argv[1])
         return 0
+    if len(argv) == 4 and argv[0] == "adopt":
+        return adopt(argv[1], argv[2], argv[3])
     raise SystemExit(__doc__)
 
 

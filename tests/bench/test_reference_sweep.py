@@ -118,10 +118,36 @@ def test_a_variant_becomes_the_reference_of_a_sweep_that_asks_for_its_settings(s
         assert "other settings" in log and "min_noise_std" in log and not carried.exists(), log
 
 
-def test_the_det_floor_sweep_asks_for_the_reference_settings_of_an_exploration_variant(sweep_module, tmp_path):
-    """bench/sweeps/ant-5M-det-floor.yaml takes over a variant of bench/sweeps/reference/exploration.yaml on the same
-    machine (`ppo_reference`): the reference settings its merged config asks for are that variant's exactly, as
-    bench/reference_gpu.py trains it (the config's reference with the variant's overrides and the sweep's budget)."""
+def test_adopt_takes_the_variant_held_out_highest_and_refuses_the_config_own(sweep_module, tmp_path):
+    """`adopt` names the variant of the highest held-out mean and writes the PWM sweep asking for its settings; when
+    that variant is the config's own reference there is nothing to adopt (exit 3, no file)."""
+    out, pwm = tmp_path / "out", tmp_path / "pwm.yaml"
+    out.mkdir()
+    pwm.write_text(yaml.safe_dump({"seeds": [0], "config": {"reference": {"max_minutes": 10, "min_noise_std": 0.2}}}))
+
+    def result(name, held_out, **changes):
+        overrides = {"env_steps": 400, "max_minutes": 10, **changes}
+        (out / f"{name}.json").write_text(json.dumps({"overrides": overrides, "heldout_return_mean": held_out}))
+
+    result("control", 2300.0)
+    result("floor0.2", 3100.0, min_noise_std=0.2)
+    result("entropy0.01", 4200.0, entropy_coef=0.01)
+    assert sweep_module.main(["adopt", str(out), str(pwm), str(tmp_path / "new.yaml")]) == 0
+    new = yaml.safe_load((tmp_path / "new.yaml").read_text())
+    assert new["seeds"] == [0] and new["config"]["reference"] == {"max_minutes": 10, "entropy_coef": 0.01}
+    result("control", 5000.0)
+    assert sweep_module.main(["adopt", str(out), str(pwm), str(tmp_path / "none.yaml")]) == 3
+    assert not (tmp_path / "none.yaml").exists()
+
+
+@pytest.mark.parametrize("name", ["floor0.2", "floor0.4", "entropy0.005", "entropy0.01"])
+def test_the_det_floor_sweep_adopted_asks_for_the_reference_settings_of_each_exploration_variant(
+    sweep_module, tmp_path, name
+):
+    """bench/sweeps/ant-5M-det-floor.yaml, adopted for a variant of bench/sweeps/reference/exploration.yaml (`adopt`),
+    takes that variant over on the same machine (`ppo_reference`): the reference settings its merged config asks for
+    are the variant's exactly, as bench/reference_gpu.py trains it (the config's reference with the variant's
+    overrides and the sweep's budget)."""
     import dataclasses
 
     from flow_mbpo_pwm.config import load_experiment
@@ -130,11 +156,11 @@ def test_the_det_floor_sweep_asks_for_the_reference_settings_of_an_exploration_v
 
     exploration = sweep_module.load(str(ROOT / "bench" / "sweeps" / "reference" / "exploration.yaml"))
     pwm_sweep = load_bench_script("pwm_sweep")
-    floor = ROOT / "bench" / "sweeps" / "ant-5M-det-floor.yaml"
-    pwm_sweep.base(str(floor), str(tmp_path / "base.yaml"))
+    floor = yaml.safe_load((ROOT / "bench" / "sweeps" / "ant-5M-det-floor.yaml").read_text())
+    adopted = tmp_path / "adopted.yaml"
+    adopted.write_text(yaml.safe_dump(sweep_module.adopted(floor, exploration["variants"][name])))
+    pwm_sweep.base(str(adopted), str(tmp_path / "base.yaml"))
     asked = reference_settings(load_experiment(tmp_path / "base.yaml"), "ant", exploration["seed"])
-    wanted = yaml.safe_load(floor.read_text())["config"]["reference"]["min_noise_std"]
-    (name,) = [n for n, v in exploration["variants"].items() if (v or {}).get("min_noise_std") == wanted]
     experiment = load_experiment(ROOT / exploration["config"])
     variant = dataclasses.replace(experiment.reference, **exploration["variants"][name])
     trained = reference_settings(dataclasses.replace(experiment, reference=variant), "ant", exploration["seed"],
