@@ -167,3 +167,19 @@ def test_the_det_floor_sweep_adopted_asks_for_the_reference_settings_of_each_exp
                                  device="auto", env_steps=exploration["env_steps"],
                                  max_minutes=exploration["max_minutes"])  # fmt: skip
     assert config_differences(trained, asked, settings_defaults()) == []
+
+
+PPO_RECORDS = sorted({p.parents[2] for p in (ROOT / "docs" / "results").glob("*/runs/*/results")})
+
+
+@pytest.mark.parametrize("record", PPO_RECORDS, ids=lambda p: p.name)
+def test_every_ppo_records_table_gives_the_held_out_results_its_readme_reports(sweep_module, record, capsys):
+    """A PPO variants record keeps `table`'s inputs (`runs/<variant>.json` and the run folders): its table is one
+    command, and each variant's held-out cell it prints is what the record's README reports."""
+    sweep_module.table(str(record / "runs"))
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines()[2:]]
+    readme = (record / "README.md").read_text()
+    assert rows
+    for cells in rows:
+        held_out = cells[-1].rstrip(" |")
+        assert "+-" in held_out and held_out in readme, f"{record.name}: {cells[0]} {held_out}"
