@@ -25,6 +25,9 @@
 # extracts it where Warp looks (WARP_CACHE_PATH), so only kernels that changed compile again. inductor's cache of
 # the `run.compile` graphs (~20-35 s per train / pretrain process) stays behind: 583 MB after the short grid, 90 MB
 # compressed, more than a call may carry.
+# A call carries at most 64 MiB with the tracked tree (16 MiB on 2026-12-03): .w4 (39) + .whl (7) + .carry (8.5)
+# passed it. Then carry `.carry` in a call of its own before the last one, with `mkdir -p /tmp/carry && cp .carry/*
+# /tmp/carry/`: `setup` and `carry_reference` take each archive from `.carry/`, else from /tmp/carry.
 # `pack` also writes reference.tar.gz: the PPO reference runs (policy, snapshots, tables, settings; no resumable
 # state, no evaluation), ~3 MB. Put it in `.carry/` of the checkout (ignored by git) and carry it with the last wheel
 # folder: `start` and `sweep` put every carried run whose settings equal the config's back into results/, where
@@ -48,6 +51,7 @@ export WARP_CACHE_PATH=$KERNELS/warp
 export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor  # inductor's compiled graphs, which every job inherits (see the top)
 INDUCTOR_CARRY_MIB=12
 PINNED=bench/carried  # tracked: the pinned PPO reference and Warp's kernels (bench/carried/README.md)
+CARRIED=${CARRIED:-/tmp/carry}  # `.carry/`'s archives copied here by a call of their own, when they do not fit beside .w4 (top)
 
 setup() {
   mkdir -p "$GRID" /tmp/site/bin
@@ -63,7 +67,10 @@ setup() {
   nvidia-smi --query-gpu=index,name,driver_version,memory.total --format=csv | tee "$GRID/card.txt"
   export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps/pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps/log
   mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
-  if command -v nvidia-cuda-mps-control >/dev/null && nvidia-cuda-mps-control -d 2>>"$GRID/mps.txt" \
+  # A second `setup` on the machine (e.g. `sweep` after `ppo`) finds the first one's daemon: keep using it. (On
+  # 2026-12-03 `-d` refused, "already running", and the sweep fell back to time-slicing.)
+  if command -v nvidia-cuda-mps-control >/dev/null \
+     && { pgrep -x nvidia-cuda-mps-control >/dev/null || nvidia-cuda-mps-control -d 2>>"$GRID/mps.txt"; } \
      && timeout 60 python3 -c "import torch; print(torch.ones(2, device='cuda').sum().item())" >>"$GRID/mps.txt" 2>&1; then
     echo "MPS on" | tee -a "$GRID/mps.txt"
   else
@@ -73,7 +80,7 @@ setup() {
   fi
   # Caches from an earlier machine (see the top), each unpacked once per machine.
   carry_cache "$(first_of .kernelcache/warp.tar.gz "$PINNED/warp.tar.gz")" "$KERNELS/warp" "$KERNELS/.carried" "Warp kernels"
-  carry_cache .carry/inductor.tar.gz "$TORCHINDUCTOR_CACHE_DIR" "$TORCHINDUCTOR_CACHE_DIR/.carried" "compiled graphs"
+  carry_cache "$(first_of .carry/inductor.tar.gz "$CARRIED/inductor.tar.gz")" "$TORCHINDUCTOR_CACHE_DIR" "$TORCHINDUCTOR_CACHE_DIR/.carried" "compiled graphs"
   # One compile of every Warp kernel the jobs use, instead of one per job.
   ( time python3 - <<'PY'
 import torch
@@ -105,7 +112,7 @@ carry_cache() {  # ARCHIVE DIR MARK LABEL: unpack a carried cache archive into D
 
 carry_reference() {  # reference runs packed on an earlier machine (see the top), each used only where it checks out
   local config=$1 unpacked archive
-  archive=$(first_of .carry/reference.tar.gz "$PINNED/reference.tar.gz")
+  archive=$(first_of .carry/reference.tar.gz "$CARRIED/reference.tar.gz" "$PINNED/reference.tar.gz")
   [ -n "$archive" ] || return 0
   mkdir -p "$GRID"
   unpacked=$(mktemp -d)
@@ -179,9 +186,9 @@ ppo() {  # PPO reference variants side by side (bench/reference_sweep.py), into 
   setup
   # Several processes on the machine's cores: a few CPU threads each (their work is on the GPU).
   OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} setsid nohup python3 bench/reference_sweep.py run "$file" "$PPO" \
-    > "$GRID/sweep.log" 2>&1 < /dev/null &
+    > "$GRID/ppo.log" 2>&1 < /dev/null &  # a log of its own: a `sweep` after it on the machine writes sweep.log
   echo $! > "$GRID/job.pid"
-  echo "started PPO variants $file; log $GRID/sweep.log, results $PPO"
+  echo "started PPO variants $file; log $GRID/ppo.log, results $PPO"
 }
 
 reference_archive() {  # ARCHIVE [tar options] RUN...: finished reference runs as a carried reference (top): what
@@ -206,7 +213,7 @@ wait_job() {  # [SECONDS]: until the started grid or sweep has exited, at most S
   pid=$(cat "$GRID/job.pid" 2>/dev/null) || { echo "no started job ($GRID/job.pid)"; return 1; }
   while kill -0 "$pid" 2>/dev/null && [ "$waited" -lt "$limit" ]; do sleep 5; waited=$((waited + 5)); done
   if kill -0 "$pid" 2>/dev/null; then echo "still running after ${limit} s"; else echo "exited"; fi
-  tail -n 5 "$GRID/sweep.log" "$GRID/snakemake.log" 2>/dev/null
+  tail -n 5 "$GRID/ppo.log" "$GRID/sweep.log" "$GRID/snakemake.log" 2>/dev/null
 }
 
 status() {
