@@ -16,7 +16,7 @@
 # (`.whl`: rsl-rl-lib and what it imports): one call per folder, the last with `.whl` (and `.kernelcache`, `.carry`
 # where a session has them). Make the calls, and every call after them, back to back in one batch: a machine is
 # given back 30 s after a call ends, and a bare one starts from nothing (twice on 2026-12-01, 8 device minutes lost).
-# The pinned reference and kernels: bench/carried/ (tracked, README.md there), used where `.carry/` and
+# The pinned references and kernels: bench/carried/ (tracked, README.md there), used where `.carry/` and
 # `.kernelcache/` (ignored, of one session) have none.
 # A fresh machine spends ~2 minutes compiling the Ant's Warp kernels (of a session's 30 device minutes).
 # `kernel-cache` saves Warp's kernel cache as one tarball (9 MB, 1.9 MB compressed, after the short grid); put it in
@@ -50,7 +50,7 @@ KERNELS=/tmp/kernelcache  # Warp's kernel cache, which every job below inherits 
 export WARP_CACHE_PATH=$KERNELS/warp
 export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor  # inductor's compiled graphs, which every job inherits (see the top)
 INDUCTOR_CARRY_MIB=12
-PINNED=bench/carried  # tracked: the pinned PPO reference and Warp's kernels (bench/carried/README.md)
+PINNED=bench/carried  # tracked: the pinned PPO references and Warp's kernels (bench/carried/README.md)
 CARRIED=${CARRIED:-/tmp/carry}  # `.carry/`'s archives copied here by a call of their own, when they do not fit beside .w4 (top)
 
 setup() {
@@ -110,10 +110,17 @@ carry_cache() {  # ARCHIVE DIR MARK LABEL: unpack a carried cache archive into D
   fi
 }
 
-carry_reference() {  # reference runs packed on an earlier machine (see the top), each used only where it checks out
-  local config=$1 unpacked archive
-  archive=$(first_of .carry/reference.tar.gz "$CARRIED/reference.tar.gz" "$PINNED/reference.tar.gz")
-  [ -n "$archive" ] || return 0
+carry_reference() {  # CONFIG: reference runs packed on an earlier machine (see the top), each used only where it
+  # checks out. Every archive is tried, the session's first: a run one of them put into results/ is kept there.
+  local config=$1 archive
+  for archive in .carry/reference.tar.gz "$CARRIED/reference.tar.gz" "$PINNED"/reference*.tar.gz; do
+    [ -f "$archive" ] && carry_reference_from "$config" "$archive"
+  done
+  return 0
+}
+
+carry_reference_from() {  # CONFIG ARCHIVE
+  local config=$1 archive=$2 unpacked
   mkdir -p "$GRID"
   unpacked=$(mktemp -d)
   # Unpacked aside: a run reaches results/ only once its settings are checked, and never over a run already there.

@@ -118,6 +118,34 @@ def test_a_variant_becomes_the_reference_of_a_sweep_that_asks_for_its_settings(s
         assert "other settings" in log and "min_noise_std" in log and not carried.exists(), log
 
 
+PINNED = [("config.yaml", "reference-config.tar.gz", "reference.tar.gz"),
+          ("short.yaml", "reference.tar.gz", "reference-config.tar.gz")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("config", "used", "other"), PINNED)
+def test_every_pinned_reference_is_tried_and_the_configs_own_is_used(tmp_path, config, used, other):
+    """`carry_reference` tries each archive in bench/carried (no session copy in `.carry/`): the one trained with
+    the config's reference settings goes into results/, the other is named and left out."""
+    repo = tmp_path / "repo"
+    shutil.copytree(ROOT / "bench", repo / "bench", ignore=shutil.ignore_patterns("__pycache__", "out"))
+    shutil.copytree(ROOT / "config", repo / "config")
+    (repo / "src").symlink_to(ROOT / "src")
+    env = {**os.environ, "GRID": str(tmp_path / "grid"), "CARRIED": str(tmp_path / "none"),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # fmt: skip
+    done = subprocess.run(["bash", "bench/gpu_grid.sh", "carry_reference", f"config/{config}"], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log
+    blocks = dict(block.split("\n", 1) for block in log.split("carried reference: bench/carried/")[1:])
+    assert set(blocks) == {used, other}, log
+    assert "used as it is" in blocks[used], log
+    assert "not used" in blocks[other] and "used as it is" not in blocks[other], log
+    summary = json.loads((repo / "results" / "ant" / "reference" / "seed0" / "train_summary.json").read_text())
+    settings = yaml.safe_load((repo / "results" / "ant" / "reference" / "seed0" / "work" / "settings.yaml").read_text())
+    wanted = yaml.safe_load((ROOT / "config" / config).read_text())["reference"]
+    assert settings["reference"]["max_minutes"] == wanted["max_minutes"] and summary["env_steps"] > 0
+
+
 def test_adopt_takes_the_variant_held_out_highest_and_refuses_the_config_own(sweep_module, tmp_path):
     """`adopt` names the variant of the highest held-out mean and writes the PWM sweep asking for its settings; when
     that variant is the config's own reference there is nothing to adopt (exit 3, no file)."""

@@ -270,17 +270,20 @@ def test_settings_saved_before_min_noise_std_still_match_at_its_default(tmp_path
         _check_folder(folder, reference_settings(floored, "ant", 0))
 
 
-def test_the_pinned_carried_reference_matches_config_short():
-    """bench/gpu_grid.sh uses bench/carried/reference.tar.gz only where its saved settings match the config."""
+@pytest.mark.parametrize(("archive", "config"), [("reference.tar.gz", "short.yaml"),
+                                                 ("reference-config.tar.gz", "config.yaml")])  # fmt: skip
+def test_each_pinned_carried_reference_matches_its_config(archive, config):
+    """bench/gpu_grid.sh uses a bench/carried/reference*.tar.gz only where its saved settings match the config:
+    each pinned one stands in for the reference of the config it was trained for (bench/carried/README.md)."""
     import tarfile
 
     from flow_mbpo_pwm.reference import reference_settings, settings_defaults
     from flow_mbpo_pwm.train_state import config_differences
 
     root = Path(__file__).parents[2]
-    with tarfile.open(root / "bench" / "carried" / "reference.tar.gz") as archive:
-        saved = yaml.safe_load(archive.extractfile("results/ant/reference/seed0/work/settings.yaml").read())
-    requested = reference_settings(load_experiment(root / "config" / "short.yaml"), "ant", 0)
+    with tarfile.open(root / "bench" / "carried" / archive) as packed:
+        saved = yaml.safe_load(packed.extractfile("results/ant/reference/seed0/work/settings.yaml").read())
+    requested = reference_settings(load_experiment(root / "config" / config), "ant", 0)
     assert config_differences(saved, requested, settings_defaults()) == []
 
 
