@@ -25,6 +25,7 @@ METRICS_COLUMNS: tuple[str, ...] = (
     "task", "size", "dynamics", "seed", "epoch", "env_steps", "wall_seconds", "train_return_mean",
     "train_return_max", "train_episodes", "actor_loss", "critic_loss", "wm_loss", "wm_dynamics_loss",
     "wm_reward_loss", "actor_grad_norm", "critic_grad_norm", "wm_grad_norm", "actor_lr", "critic_lr", "wm_lr",
+    "actor_std",
 )  # fmt: skip
 
 VALIDATION_COLUMNS: tuple[str, ...] = (
@@ -54,6 +55,7 @@ WM_DIAGNOSTICS_COLUMNS: tuple[str, ...] = (
 LATER_VALIDATION_COLUMNS = ("wm_value_mse_hH", "copy_value_mse_hH", "value_ratio_hH", "action_jitter",
                             "action_saturation")  # fmt: skip
 LATER_WM_DIAGNOSTICS_COLUMNS = ("wm_value_mse", "copy_value_mse", "value_ratio")
+LATER_METRICS_COLUMNS = ("actor_std",)  # the policy's exploration std (mean over action dims), since 2026-12-03
 
 
 @dataclass(frozen=True)

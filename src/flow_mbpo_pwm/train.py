@@ -65,6 +65,7 @@ from flow_mbpo_pwm.progress import Progress
 from flow_mbpo_pwm.run_folder import (
     COLLAPSED,
     COMPLETED,
+    LATER_METRICS_COLUMNS,
     LATER_VALIDATION_COLUMNS,
     LATER_WM_DIAGNOSTICS_COLUMNS,
     METRICS_COLUMNS,
@@ -91,7 +92,7 @@ INJECT_NAN_ENV = "FLOW_MBPO_PWM_INJECT_NAN_EPOCH"
 
 # Per-epoch training metrics averaged over a log window (names as `PWM.epoch` returns them). Learning rates are
 # not read from the device: they are a host function of progress (`PWM.learning_rates`).
-WINDOW_MEAN_METRICS = (
+LOSS_WINDOW_METRICS = (
     "actor_loss",
     "critic_loss",
     "wm_loss",
@@ -101,8 +102,12 @@ WINDOW_MEAN_METRICS = (
     "critic_grad_norm",
     "wm_grad_norm",
 )
+# Then the policy's exploration std (mean over action dims; a collapse of it is what stalled the PPO reference).
+# It comes from parameters, which the guard checks themselves, and a later metric must not change the shape of a
+# saved guard state.
+WINDOW_MEAN_METRICS = (*LOSS_WINDOW_METRICS, "actor_std")
 # Metrics that must stay finite; any NaN/Inf among them stops the run at the next guard check.
-GUARDED_METRICS = (*WINDOW_MEAN_METRICS, "episode_return_sum")
+GUARDED_METRICS = (*LOSS_WINDOW_METRICS, "episode_return_sum")
 # validation.csv: the validation itself, then the world-model diagnostics measured on its episodes.
 VALIDATION_TABLE_COLUMNS = (*VALIDATION_COLUMNS, *VALIDATION_DIAGNOSTIC_COLUMNS)
 # What `TrainingRun._state` writes and `_load_state` needs.
@@ -203,6 +208,12 @@ class MetricWindow:
         for key in ("sums", "episodes", "return_sum", "return_max"):
             setattr(self, key, state[key].to(self.device))
         self.epochs = int(state["epochs"])
+        # A state saved before the later metrics: their sums over the epochs already in the window are unknown
+        # (NaN in that window's row; an empty window starts at 0).
+        missing = len(WINDOW_MEAN_METRICS) - len(self.sums)
+        if missing > 0:
+            unknown = self.sums.new_full((missing,), math.nan if self.epochs else 0.0)
+            self.sums = torch.cat([self.sums, unknown])
 
 
 @dataclass
@@ -414,8 +425,9 @@ class SeedRun:
         self.window.load_state_dict(state["window"])
         self.nonfinite.load_state_dict(state["nonfinite"])
         self.collapse.load_state_dict(state["collapse"])
-        self.metrics_rows = list(state["metrics_rows"])
         # (states saved before a table gained its later columns resume with NaN there)
+        later = dict.fromkeys(LATER_METRICS_COLUMNS, math.nan)
+        self.metrics_rows = [{**later, **row} for row in state["metrics_rows"]]
         later = dict.fromkeys(LATER_VALIDATION_COLUMNS, math.nan)
         self.validation_rows = [{**later, **row} for row in state["validation_rows"]]
         later = dict.fromkeys(LATER_WM_DIAGNOSTICS_COLUMNS, math.nan)
@@ -477,7 +489,7 @@ class SeedRun:
         self.metrics_rows.append(row)
         if write:
             write_table(self.folder.work_metrics, METRICS_COLUMNS, self.metrics_rows)
-        names = ("train_return_mean", "train_episodes", "actor_loss", "critic_loss", "wm_loss")
+        names = ("train_return_mean", "train_episodes", "actor_loss", "critic_loss", "wm_loss", "actor_std")
         progress.report({**self.tag_fields, **{k: row[k] for k in names}})
 
     @torch.no_grad()

@@ -13,7 +13,9 @@ import pandas as pd
 from train_helpers import cli_args, run_cli, subprocess_env
 
 from flow_mbpo_pwm import io
+from flow_mbpo_pwm.config import PWMConfig
 from flow_mbpo_pwm.run_folder import (
+    LATER_METRICS_COLUMNS,
     LATER_VALIDATION_COLUMNS,
     LATER_WM_DIAGNOSTICS_COLUMNS,
     VALIDATION_DIAGNOSTIC_COLUMNS,
@@ -97,6 +99,11 @@ def test_a_state_saved_before_the_later_columns_existed_resumes_with_nan_in_its_
     state["wm_diagnostic_rows"] = [
         {k: v for k, v in row.items() if k not in LATER_WM_DIAGNOSTICS_COLUMNS} for row in wm_rows
     ]
+    old_metrics = len(state["metrics_rows"])
+    metrics_rows = state["metrics_rows"]
+    state["metrics_rows"] = [{k: v for k, v in r.items() if k not in LATER_METRICS_COLUMNS} for r in metrics_rows]
+    window = state["window"]
+    window["sums"] = window["sums"][: len(window["sums"]) - len(LATER_METRICS_COLUMNS)]
     io.torch_save(run / "work" / "state.pt", state)
 
     again = run_cli(cli_args(config, run))
@@ -108,6 +115,10 @@ def test_a_state_saved_before_the_later_columns_existed_resumes_with_nan_in_its_
     assert saturation[:old_rows].isna().all() and saturation[old_rows:].between(0, 1).all()
     value = validation["wm_value_mse_hH"]
     assert value[:old_rows].isna().all() and (value[old_rows:] >= 0).all()
+    std = pd.read_csv(run / "metrics.csv")["actor_std"]
+    assert std[:old_metrics].isna().all() and len(std) > old_metrics + 1
+    floor = math.exp(PWMConfig().min_logstd)  # the actor's std never goes below it
+    assert (std[old_metrics + 1 :] >= floor - 1e-6).all()  # the windows after the one the resume fell into
     table = pd.read_csv(run / "wm_diagnostics.csv")
     old_steps = len(wm_rows)
     assert table["value_ratio"][:old_steps].isna().all() and table["wm_value_mse"][old_steps:].notna().all()
