@@ -51,7 +51,7 @@ export WARP_CACHE_PATH=$KERNELS/warp
 export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor  # inductor's compiled graphs, which every job inherits (see the top)
 INDUCTOR_CARRY_MIB=12
 PINNED=bench/carried  # tracked: the pinned PPO references and Warp's kernels (bench/carried/README.md)
-CARRIED=${CARRIED:-/tmp/carry}  # `.carry/`'s archives copied here by a call of their own, when they do not fit beside .w4 (top)
+CARRIED=${CARRIED:-/tmp/carry}  # .carry/ copied here by a call of its own where it does not fit beside .w4 (top)
 
 setup() {
   mkdir -p "$GRID" /tmp/site/bin
