@@ -104,6 +104,11 @@ def train_return_at(metrics: pd.DataFrame, steps: int) -> float:
     return float(rows["train_return_mean"].iloc[-1]) if len(rows) else float("nan")
 
 
+def variant_settings(result: dict) -> dict:
+    """The reference settings a variant's run overrode (reference_gpu.py's json), without the sweep's budget."""
+    return {k: v for k, v in result["overrides"].items() if k in VARIANT_FLAGS}
+
+
 def row(out: Path, name: str) -> dict:
     result = json.loads((out / f"{name}.json").read_text())
     (folder,) = (out / name / "results").glob("*/reference/seed*")  # run_folder's, without the sweep file
@@ -112,7 +117,7 @@ def row(out: Path, name: str) -> dict:
     best = validation.loc[validation["val_return_mean"].idxmax()]
     return {
         "variant": name,
-        "settings": ", ".join(f"{k} {v}" for k, v in result["overrides"].items() if k in VARIANT_FLAGS) or "config's",
+        "settings": ", ".join(f"{k} {v}" for k, v in variant_settings(result).items()) or "config's",
         "env steps": f"{result['env_steps'] / 1e6:.1f}M",
         "env steps/s": f"{result['env_steps_per_second'] / 1e6:.2f}M",
         "training return at " + " / ".join(f"{m // 1_000_000}M" for m in TRAIN_MARKS): " / ".join(
@@ -146,7 +151,7 @@ def best(out_dir: str) -> tuple[str, dict]:
     if not held_out:
         raise SystemExit(f"{out_dir}: no variant was held out")
     name = max(held_out, key=held_out.get)
-    return name, {k: v for k, v in results[name]["overrides"].items() if k in VARIANT_FLAGS}
+    return name, variant_settings(results[name])
 
 
 def adopted(pwm_sweep: dict, settings: dict) -> dict:

@@ -85,30 +85,39 @@ def test_variants_train_side_by_side_and_are_tabled(swept):
     assert stds and min(stds) >= 0.9 - 1e-6
 
 
+def repo_copy(tmp_path) -> Path:
+    """What bench/gpu_grid.sh reads of a checkout (bench/, config/, src/), in a folder of its own: results/ and
+    .carry/ it writes stay there."""
+    repo = tmp_path / "repo"
+    shutil.copytree(ROOT / "bench", repo / "bench", ignore=shutil.ignore_patterns("__pycache__", "out"))
+    shutil.copytree(ROOT / "config", repo / "config")
+    (repo / "src").symlink_to(ROOT / "src")
+    return repo
+
+
+def gpu_grid(repo: Path, env: dict, *args: str) -> tuple[int, str]:
+    """`bash bench/gpu_grid.sh ARGS` in `repo` with this Python first on PATH: exit code and output."""
+    env = {**os.environ, **env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    done = subprocess.run(["bash", "bench/gpu_grid.sh", *args], cwd=repo, env=env, capture_output=True, text=True,
+                          timeout=300, check=False)  # fmt: skip
+    return done.returncode, done.stdout + done.stderr
+
+
 @pytest.mark.parametrize(("floor", "used"), [(0.9, True), (0.5, False)])
 def test_a_variant_becomes_the_reference_of_a_sweep_that_asks_for_its_settings(swept, tmp_path, floor, used):
     """`gpu_grid.sh ppo_reference NAME` packs the variant as the carried reference; the sweep's check
     (`carry_reference`) puts it into results/ only where the config asks for the same reference settings."""
     _, out = swept
-    repo = tmp_path / "repo"
-    shutil.copytree(ROOT / "bench", repo / "bench", ignore=shutil.ignore_patterns("__pycache__", "out"))
-    shutil.copytree(ROOT / "config", repo / "config")
-    (repo / "src").symlink_to(ROOT / "src")
+    repo = repo_copy(tmp_path)
     config = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
     config["reference"]["min_noise_std"] = floor
     (repo / "asks.yaml").write_text(yaml.safe_dump(config))
-    env = {**os.environ, "PPO": str(out), "GRID": str(tmp_path / "grid"), "OMP_NUM_THREADS": "1",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # fmt: skip
+    env = {"PPO": str(out), "GRID": str(tmp_path / "grid"), "OMP_NUM_THREADS": "1"}
 
-    def gpu_grid(*args):
-        done = subprocess.run(["bash", "bench/gpu_grid.sh", *args], cwd=repo, env=env, capture_output=True,
-                              text=True, timeout=300, check=False)  # fmt: skip
-        return done.returncode, done.stdout + done.stderr
-
-    assert gpu_grid("ppo_reference", "nothing")[0] != 0
-    code, log = gpu_grid("ppo_reference", "floor")
+    assert gpu_grid(repo, env, "ppo_reference", "nothing")[0] != 0
+    code, log = gpu_grid(repo, env, "ppo_reference", "floor")
     assert code == 0 and (repo / ".carry" / "reference.tar.gz").is_file(), log
-    code, log = gpu_grid("carry_reference", "asks.yaml")
+    code, log = gpu_grid(repo, env, "carry_reference", "asks.yaml")
     assert code == 0, log
     carried = repo / "results" / "ant" / "reference" / "seed0"
     if used:
@@ -126,22 +135,17 @@ PINNED = [("config.yaml", "reference-config.tar.gz", "reference.tar.gz"),
 def test_every_pinned_reference_is_tried_and_the_configs_own_is_used(tmp_path, config, used, other):
     """`carry_reference` tries each archive in bench/carried (no session copy in `.carry/`): the one trained with
     the config's reference settings goes into results/, the other is named and left out."""
-    repo = tmp_path / "repo"
-    shutil.copytree(ROOT / "bench", repo / "bench", ignore=shutil.ignore_patterns("__pycache__", "out"))
-    shutil.copytree(ROOT / "config", repo / "config")
-    (repo / "src").symlink_to(ROOT / "src")
-    env = {**os.environ, "GRID": str(tmp_path / "grid"), "CARRIED": str(tmp_path / "none"),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # fmt: skip
-    done = subprocess.run(["bash", "bench/gpu_grid.sh", "carry_reference", f"config/{config}"], cwd=repo, env=env,
-                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
-    log = done.stdout + done.stderr
-    assert done.returncode == 0, log
+    repo = repo_copy(tmp_path)
+    env = {"GRID": str(tmp_path / "grid"), "CARRIED": str(tmp_path / "none")}
+    code, log = gpu_grid(repo, env, "carry_reference", f"config/{config}")
+    assert code == 0, log
     blocks = dict(block.split("\n", 1) for block in log.split("carried reference: bench/carried/")[1:])
     assert set(blocks) == {used, other}, log
     assert "used as it is" in blocks[used], log
     assert "not used" in blocks[other] and "used as it is" not in blocks[other], log
-    summary = json.loads((repo / "results" / "ant" / "reference" / "seed0" / "train_summary.json").read_text())
-    settings = yaml.safe_load((repo / "results" / "ant" / "reference" / "seed0" / "work" / "settings.yaml").read_text())
+    carried = repo / "results" / "ant" / "reference" / "seed0"
+    summary = json.loads((carried / "train_summary.json").read_text())
+    settings = yaml.safe_load((carried / "work" / "settings.yaml").read_text())
     wanted = yaml.safe_load((ROOT / "config" / config).read_text())["reference"]
     assert settings["reference"]["max_minutes"] == wanted["max_minutes"] and summary["env_steps"] > 0
 
