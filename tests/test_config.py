@@ -39,6 +39,7 @@ def test_default_experiment_has_every_cell():
         ({"train": {"pwm": {"actor_lr": float("inf")}}}, "train.pwm.actor_lr"),
         ({"train": {"pwm": {"epochs": 3000, "lr_decay_epochs": 1500}}}, "train.pwm.lr_decay_epochs"),
         ({"train": {"pwm": {"min_logstd": float("-inf")}}}, "train.pwm.min_logstd"),
+        ({"train": {"pwm": {"min_logstd_decay_epochs": -1}}}, "train.pwm.min_logstd_decay_epochs"),
         ({"train": {"pwm": {"actor_saturation_coef": -0.1}}}, "train.pwm.actor_saturation_coef"),
         ({"train": {"pwm": {"actor_saturation_coef": float("nan")}}}, "train.pwm.actor_saturation_coef"),
         (
@@ -99,6 +100,15 @@ def test_a_cut_run_follows_the_longer_learning_rate_schedule_it_names():
     assert pwm.schedule_progress(0) == 0.0 and pwm.schedule_progress(pwm.epochs) == 1.0
     cut = load_experiment({"train": {"pwm": {"epochs": 3000, "lr_decay_epochs": 15000}}}).cell("ant", "5M", "flow", 0)
     assert cut.pwm.schedule_progress(3000) == pytest.approx(0.2)
+
+
+def test_the_actors_std_floor_is_pwms_throughout_or_falls_from_its_start_to_it():
+    pwm = load_experiment({}).cell("ant", "5M", "deterministic", 0).pwm
+    assert [pwm.logstd_floor(e) for e in (0, 500, 15_000)] == [pwm.min_logstd] * 3
+    falling = {"train": {"pwm": {"init_logstd": -0.5, "min_logstd": -1.5, "min_logstd_decay_epochs": 2000}}}
+    pwm = load_experiment(falling).cell("ant", "5M", "deterministic", 0).pwm
+    floors = [pwm.logstd_floor(e) for e in (0, 500, 1000, 2000, 2001, 15_000)]
+    assert floors == pytest.approx([-0.5, -0.75, -1.0, -1.5, -1.5, -1.5])
 
 
 def test_deep_merge_replaces_nested_keys_one_by_one_and_leaves_its_inputs_alone():

@@ -193,6 +193,12 @@ class PWMConfig:
     num_critics: int = 3
     init_logstd: float = -1.0
     min_logstd: float = -1.427
+    # The floor of the actor's learnable log-std (its exploration noise): `min_logstd` from the start (0, PWM's), or
+    # `init_logstd` at the start, falling linearly to `min_logstd` over the first `min_logstd_decay_epochs` epochs.
+    # Nothing in the actor's loss rewards noise, so its std sits at the floor (0.24 from ~2.2M env steps on the 5M
+    # Ant, docs/results/2026-12-03-actor-std-check); a fixed floor of 0.4 or 0.6 made the agent leave standing
+    # earlier but level off lower (docs/results/2026-12-03-det-actor-std). A falling floor asks for both.
+    min_logstd_decay_epochs: int = 0
     actor_lr: float = 5e-4
     critic_lr: float = 5e-4
     lr_min: float = 1e-5  # actor and critic lr decay linearly to this
@@ -233,6 +239,13 @@ class PWMConfig:
     buffer_size: int = 1_000_000
     normalize_obs: bool = False
 
+    def logstd_floor(self, epochs_done: int) -> float:
+        """The actor's log-std floor for the epoch after `epochs_done` epochs (`min_logstd_decay_epochs`)."""
+        if not self.min_logstd_decay_epochs:
+            return self.min_logstd
+        done = min(1.0, epochs_done / self.min_logstd_decay_epochs)
+        return self.init_logstd + (self.min_logstd - self.init_logstd) * done
+
     def schedule_progress(self, epochs_done: int) -> float:
         """Where the epoch after `epochs_done` epochs stands in the learning-rate decay, in [0, 1]."""
         return epochs_done / (self.lr_decay_epochs or self.epochs)
@@ -249,7 +262,7 @@ class PWMConfig:
         )
         for name in positive_ints:
             _check(getattr(self, name) >= 1, f"{key}.{name}", f"must be >= 1, got {getattr(self, name)}")
-        for name in ("wm_steps", "wm_warmup_steps"):
+        for name in ("wm_steps", "wm_warmup_steps", "min_logstd_decay_epochs"):
             _check(getattr(self, name) >= 0, f"{key}.{name}", f"must be >= 0, got {getattr(self, name)}")
         _check(0.0 < self.gamma <= 1.0, f"{key}.gamma", f"must be in (0, 1], got {self.gamma}")
         _check(0.0 <= self.lam <= 1.0, f"{key}.lam", f"must be in [0, 1], got {self.lam}")

@@ -929,6 +929,7 @@ class TrainingRun:
             if p.epoch + 1 == epoch:
                 with torch.no_grad():
                     next(self.agent.members[index].actor.parameters()).fill_(math.nan)
+        self.agent.set_logstd_floor(cfg.pwm.logstd_floor(p.epoch))
         self.obs, stacked = self.agent.epoch(self.env, self.obs, self.buffers, cfg.pwm.schedule_progress(p.epoch))
         for run in self.live():
             metrics = {name: value[run.index] for name, value in stacked.items()}

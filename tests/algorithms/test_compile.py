@@ -77,3 +77,30 @@ def test_compiled_epochs_equal_eager_ones_on_the_ant():
             torch.testing.assert_close(value, theirs[name], rtol=1e-4, atol=1e-5, msg=f"epoch {epoch}: {name}")
     for name, value in eager.stacked.items():
         torch.testing.assert_close(compiled.stacked[name], value, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def _sample(actor, z, noise):
+    return actor.sample(z, noise=noise)
+
+
+def test_a_compiled_step_reads_the_std_floor_set_in_place_without_compiling_again():
+    """`pwm.min_logstd_decay_epochs` changes the actors' floor every epoch in place (`PWM.set_logstd_floor`): a
+    compiled per-seed step (as the imagination's) must read the tensor, not a constant baked in at compile time."""
+    from flow_mbpo_pwm.algorithms.stack import vmapped
+    from flow_mbpo_pwm.models.actor import Actor
+
+    torch.manual_seed(0)
+    actors = [Actor(6, 3, (8,), init_logstd=-1.0, min_logstd=-1.0) for _ in range(2)]
+    params, _ = torch.func.stack_module_state(actors)
+    state = {f"m.{name}": value.detach() for name, value in params.items()}
+    z, noise = torch.randn(2, 5, 6), torch.randn(2, 5, 3)
+    eager, compiled = vmapped(actors[0], _sample), vmapped(actors[0], _sample, compile=True)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    first = compiled(state, (z, noise))
+    torch.testing.assert_close(first, eager(state, (z, noise)))
+    actors[0].set_floor(0.0)  # above every seed's logstd (-1.0): the std becomes 1 everywhere
+    raised = compiled(state, (z, noise))
+    torch.testing.assert_close(raised, eager(state, (z, noise)))
+    assert not torch.allclose(raised, first)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1

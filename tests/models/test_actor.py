@@ -1,5 +1,5 @@
-"""The actor's tanh slope (`log_tanh_slope`, `Actor.sample_with_log_slope`) and the optional saturation penalty
-made of it (`saturation_penalty`; `pwm.actor_saturation_coef`, `pwm.actor_saturation_threshold`)."""
+"""The actor's tanh slope (`log_tanh_slope`, `Actor.sample_with_log_slope`), the optional saturation penalty made of
+it (`saturation_penalty`; `pwm.actor_saturation_coef`, `pwm.actor_saturation_threshold`), and its std's floor."""
 
 import math
 
@@ -53,3 +53,18 @@ def test_a_threshold_leaves_actions_below_it_free_and_pulls_saturated_ones_back_
     # At |a| exactly the threshold the penalty is 0, and it rises continuously from there.
     at = torch.tensor([math.atanh(0.95)], dtype=torch.float64)
     assert saturation_penalty(log_tanh_slope(at), threshold=0.95).abs().item() < 1e-12
+
+
+def test_the_std_floor_is_a_tensor_set_in_place_and_no_part_of_the_saved_policy():
+    actor = Actor(latent_dim=6, act_dim=3, units=(8,), init_logstd=-1.0, min_logstd=-1.5)
+    floor = actor.logstd_floor
+    with torch.no_grad():
+        actor.logstd.copy_(torch.tensor([-2.0, -1.2, 0.0]))
+    torch.testing.assert_close(actor.std(), torch.tensor([-1.5, -1.2, 0.0]).exp())
+    actor.set_floor(-1.0)  # raised: the std and the parameter's clamp follow it
+    assert actor.logstd_floor is floor and floor.item() == -1.0  # the same tensor (a captured graph reads it)
+    torch.testing.assert_close(actor.std(), torch.tensor([-1.0, -1.0, 0.0]).exp())
+    actor.clamp_logstd_()
+    assert actor.logstd.tolist() == [-1.0, -1.0, 0.0]
+    assert "logstd_floor" not in actor.state_dict()  # a function of the epoch, not of the policy
+    Actor(latent_dim=6, act_dim=3, units=(8,)).load_state_dict(actor.state_dict())

@@ -12,20 +12,12 @@ import subprocess
 import time
 from pathlib import Path
 
-from train_helpers import assert_same_run, cli_args, run_cli, subprocess_env
+from train_helpers import assert_same_run, cli_args, killed_and_rerun, run_cli, subprocess_env, wait_for
 
 from flow_mbpo_pwm.train import EXIT_INTERRUPTED, EXIT_PREEMPTED
 
 # Long enough that a signal lands mid-run, short enough for CI; saves every 3 epochs, logs every 2.
 RESUME_RUN = {"train": {"pwm": {"epochs": 24}}}
-
-
-def _wait_for(proc: subprocess.Popen, condition, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert proc.poll() is None, f"training ended (rc {proc.returncode}) before the awaited moment"
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def test_killed_and_preempted_runs_resume_bitwise(tmp_path, write_experiment):
@@ -36,13 +28,7 @@ def test_killed_and_preempted_runs_resume_bitwise(tmp_path, write_experiment):
 
     # (b) SIGKILL right after the first periodic state save, then the same command again.
     killed = tmp_path / "killed"
-    log = (tmp_path / "killed.log").open("w")
-    proc = subprocess.Popen(cli_args(config, killed), stdout=log, stderr=subprocess.STDOUT, env=subprocess_env())
-    _wait_for(proc, lambda: (killed / "work" / "state.pt").exists())
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (killed / "final.pt").exists()
-    again = run_cli(cli_args(config, killed))
+    again = killed_and_rerun(config, killed)
     assert again.returncode == 0, again.stderr + again.stdout
     assert "resumed from" in again.stdout
     assert_same_run(reference, killed)
@@ -67,7 +53,7 @@ def _signal_and_resume(tmp_path: Path, config: Path, reference: Path, sig: int, 
         proc = subprocess.Popen(
             cli_args(config, interrupted), stdout=log_path.open("w"), stderr=subprocess.STDOUT, env=subprocess_env()
         )
-        _wait_for(proc, lambda: "training on" in log_path.read_text())  # noqa: B023 (used before the next loop)
+        wait_for(proc, lambda: "training on" in log_path.read_text())  # noqa: B023 (used before the next loop)
         time.sleep(delay)
         proc.send_signal(sig)
         rc = proc.wait(timeout=300)

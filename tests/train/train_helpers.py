@@ -4,8 +4,11 @@ subprocess (what Snakemake runs)."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +117,27 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 
 def run_cli(args: list[str], timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=subprocess_env(**env))
+
+
+def wait_for(proc: subprocess.Popen, condition: Callable[[], bool], timeout: float = 300) -> None:
+    """Poll `condition` until it holds, failing if `proc` ends first or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"training ended (rc {proc.returncode}) before the awaited moment"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def killed_and_rerun(config: Path, run: Path) -> subprocess.CompletedProcess:
+    """The real CLI SIGKILLed right after its first periodic state save (no final outputs yet), then the same
+    command again: the rerun's result."""
+    with (run.parent / f"{run.name}.log").open("w") as log:
+        proc = subprocess.Popen(cli_args(config, run), stdout=log, stderr=subprocess.STDOUT, env=subprocess_env())
+        wait_for(proc, lambda: (run / "work" / "state.pt").exists())
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert not (run / "final.pt").exists()
+    return run_cli(cli_args(config, run))
 
 
 def _tensors(obj, prefix=""):

@@ -255,6 +255,7 @@ class PWM(nn.Module):
         # their own streams advance exactly as in a lone run.
         self.scratch_generator = torch.Generator(device=dev)
         self.stopped = [False] * S  # host flags: seeds stopped by the caller (e.g. the collapse guard)
+        self._logstd_floor = cfg.min_logstd  # the actors' floor as built (`set_logstd_floor`)
         self._masks: dict[tuple[bool, ...], torch.Tensor] = {}
         # On CUDA the critic and world-model phases run as captured CUDA graphs (algorithms/graphs.py); on the CPU
         # everything stays eager. `cuda_graphs=None` follows the config (`run.cuda_graphs`, default on).
@@ -648,6 +649,14 @@ class PWM(nn.Module):
         for net, name in (("actor", "actor"), ("critic", "critic"), ("world_model", "wm")):
             self.adams[net].set_lr(lrs[name])  # in place: a captured graph holds the lr tensor
         return lrs
+
+    def set_logstd_floor(self, min_logstd: float) -> None:
+        """Every seed's actor log-std floor (`PWMConfig.logstd_floor` of the epoch), in place where it changes: the
+        captured phases and compiled steps read the tensor."""
+        if min_logstd != self._logstd_floor:
+            for member in self.members:
+                member.actor.set_floor(min_logstd)
+            self._logstd_floor = min_logstd
 
     def _optimize(self, net: str, loss: torch.Tensor, clip: float, training: Sequence[bool]) -> torch.Tensor:
         """One step of network `net` of every `training` seed on its loss (`loss [S]`; gradients are accumulated

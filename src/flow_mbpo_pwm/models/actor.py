@@ -1,5 +1,6 @@
 """The policy: latent -> 400 -> 200 -> 100 -> act_dim (hidden `Linear -> Mish -> LayerNorm`, PyTorch's default Linear
-init as in PWM), with a state-independent learnable log-std (init -1.0, never below `min_logstd`).
+init as in PWM), with a state-independent learnable log-std (init -1.0, never below its floor: `min_logstd`, or what
+`set_floor` puts there).
 
 Training action `tanh(mu + sigma * eps)` (reparameterised); evaluation action `tanh(mu)`."""
 
@@ -30,14 +31,20 @@ class Actor(nn.Module):
         layers.append(nn.Linear(dims[-1], act_dim))
         self.mu_net = nn.Sequential(*layers)
         self.logstd = nn.Parameter(torch.full((act_dim,), float(init_logstd)))
-        self.min_logstd = float(min_logstd)
+        # A tensor, filled in place by `set_floor` (a captured graph or compiled step reads it), and not part of
+        # the state: the floor is a function of the epoch (`PWMConfig.logstd_floor`).
+        self.register_buffer("logstd_floor", torch.tensor(float(min_logstd)), persistent=False)
+
+    @torch.no_grad()
+    def set_floor(self, min_logstd: float) -> None:
+        self.logstd_floor.fill_(min_logstd)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """The mean `mu` of the pre-tanh Gaussian."""
         return self.mu_net(z)
 
     def std(self) -> torch.Tensor:
-        return self.logstd.clamp(min=self.min_logstd).exp()
+        return self.logstd.clamp(min=self.logstd_floor).exp()
 
     def sample(
         self, z: torch.Tensor, generator: torch.Generator | None = None, noise: torch.Tensor | None = None
@@ -65,7 +72,7 @@ class Actor(nn.Module):
     @torch.no_grad()
     def clamp_logstd_(self) -> None:
         """Keep the parameter itself at or above the floor (after each optimiser step), so gradients keep flowing."""
-        self.logstd.clamp_(min=self.min_logstd)
+        self.logstd.clamp_(min=self.logstd_floor)
 
 
 def saturation_penalty(log_slope: torch.Tensor, threshold: float = 0.0) -> torch.Tensor:
