@@ -69,7 +69,8 @@ setup() {
   mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
   # A second `setup` on the machine (e.g. `sweep` after `ppo`) finds the first one's daemon: keep using it. (On
   # 2026-12-03 `-d` refused, "already running", and the sweep fell back to time-slicing.) By its command line:
-  # `pgrep -x` matches the 15-character process name only, which this name is longer than.
+  # `pgrep -x` matches the 15-character process name only, which this name is longer than. Seen on the GPU the same
+  # night: a second `sweep` on the machine kept MPS on (docs/results/2026-12-03-det-seeds34).
   if command -v nvidia-cuda-mps-control >/dev/null \
      && { pgrep -f '(^|/)nvidia-cuda-mps-control -d' >/dev/null || nvidia-cuda-mps-control -d 2>>"$GRID/mps.txt"; } \
      && timeout 60 python3 -c "import torch; print(torch.ones(2, device='cuda').sum().item())" >>"$GRID/mps.txt" 2>&1; then
