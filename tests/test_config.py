@@ -40,6 +40,7 @@ def test_default_experiment_has_every_cell():
         ({"train": {"pwm": {"epochs": 3000, "lr_decay_epochs": 1500}}}, "train.pwm.lr_decay_epochs"),
         ({"train": {"pwm": {"min_logstd": float("-inf")}}}, "train.pwm.min_logstd"),
         ({"train": {"pwm": {"min_logstd_decay_epochs": -1}}}, "train.pwm.min_logstd_decay_epochs"),
+        ({"train": {"pwm": {"actor_smoothness_coef": -0.5}}}, "train.pwm.actor_smoothness_coef"),
         ({"train": {"pwm": {"actor_saturation_coef": -0.1}}}, "train.pwm.actor_saturation_coef"),
         ({"train": {"pwm": {"actor_saturation_coef": float("nan")}}}, "train.pwm.actor_saturation_coef"),
         (

@@ -236,6 +236,13 @@ class PWMConfig:
     # before, the rest are free (at 0.1 with no threshold, two of three seeds plateaued at ~2.6k,
     # docs/results/2026-12-01-saturation).
     actor_saturation_threshold: float = 0.0
+    # Weight of an action-rate penalty on the actor (0: none, PWM's loss): the actor loss adds `coef x` the mean over
+    # the imagined steps and action entries of `(tanh(mu(z_t)) - tanh(mu(z_{t-1})))^2`, the deterministic policy's
+    # squared change from one step to the next (a step after a reset is not compared with the one before).
+    # validation.csv's `action_jitter` (the mean absolute change) separates the Ant seeds that left standing: below
+    # 0.25 they reached 3,261 validation on average (up to 4,587), above 0.30 2,735 (at most 3,359)
+    # (`python bench/records_jitter.py --until 2026-12-03`).
+    actor_smoothness_coef: float = 0.0
     buffer_size: int = 1_000_000
     normalize_obs: bool = False
 
@@ -295,6 +302,8 @@ class PWMConfig:
         _check(self.min_logstd <= self.init_logstd, f"{key}.init_logstd", "must be >= min_logstd")
         coef = self.actor_saturation_coef  # (finite: every float setting is checked so on reading)
         _check(coef >= 0, f"{key}.actor_saturation_coef", f"must be >= 0, got {coef}")
+        smooth = self.actor_smoothness_coef
+        _check(smooth >= 0, f"{key}.actor_smoothness_coef", f"must be >= 0, got {smooth}")
         threshold = self.actor_saturation_threshold
         _check(0 <= threshold < 1, f"{key}.actor_saturation_threshold", f"must be in [0, 1), got {threshold}")
         _check(

@@ -304,3 +304,34 @@ def test_with_a_threshold_an_actor_inside_it_pays_no_penalty_and_gets_no_gradien
         else:
             assert (rollout.saturation > 0).all()
             assert any(g is not None and g.any() for g in grads)
+
+
+def test_the_smoothness_penalty_is_the_deterministic_actions_squared_change_within_episodes():
+    """`pwm.actor_smoothness_coef`: the rollout's `smoothness` is, per env, the mean over the H - 1 step pairs of
+    mean((tanh(mu(z_t)) - tanh(mu(z_{t-1})))^2), a pair across a reset counting 0; it carries the actor's gradient
+    and enters the actor's loss. Without the coefficient it is zeros and the loss is PWM's."""
+    agent, env, buffer, obs = build(horizon=8, actor_smoothness_coef=1.0)
+    obs, _ = run_until_warm(agent, env, buffer, obs)
+    for _ in range(10):  # until a rollout holds a reset before its last step (InvertedPendulum falls often)
+        rollout, obs = agent.imagine(env, obs, buffer, with_grad=True)
+        if rollout.dones[:-1].any():
+            break
+    assert rollout.dones[:-1].any() and not rollout.dones[:-1].all()
+    actor = agent.members[0].actor
+    with torch.no_grad():
+        actions = torch.stack([actor.act(z[0]) for z in rollout.latents])  # [H, N, act]
+        change = (actions[1:] - actions[:-1]).pow(2).mean(-1)
+        expected = torch.where(rollout.dones[:-1, 0], 0.0, change).sum(0) / 7
+    torch.testing.assert_close(rollout.smoothness[0], expected)
+    assert (rollout.smoothness > 0).all()
+    params = [t for n, t in agent.stacked.items() if n.startswith("actor.mu_net.")]
+    grads = torch.autograd.grad(rollout.smoothness.sum(), params, retain_graph=True)
+    assert any(g is not None and g.any() for g in grads)
+    objective, smoothness = rollout.objective.detach(), rollout.smoothness.detach()
+    loss, _ = agent.actor_step(rollout.objective, smoothness=rollout.smoothness)
+    plain = -(objective / agent.ret_stats.std().float().unsqueeze(1)).mean(1)  # the scale the step updated
+    torch.testing.assert_close(loss, plain + smoothness.mean(1))
+    off, env_off, buffer_off, obs_off = build(horizon=8)
+    obs_off, _ = run_until_warm(off, env_off, buffer_off, obs_off)
+    rollout_off, _ = off.imagine(env_off, obs_off, buffer_off, with_grad=True)
+    assert torch.equal(rollout_off.smoothness, torch.zeros_like(rollout_off.smoothness))

@@ -1,4 +1,4 @@
-"""The actor's tanh slope (`log_tanh_slope`, `Actor.sample_with_log_slope`), the optional saturation penalty made of
+"""The actor's tanh slope (`log_tanh_slope`, `Actor.sample_with_terms`), the optional saturation penalty made of
 it (`saturation_penalty`; `pwm.actor_saturation_coef`, `pwm.actor_saturation_threshold`), and its std's floor."""
 
 import math
@@ -22,12 +22,13 @@ def test_log_tanh_slope_is_the_log_of_tanhs_derivative_and_keeps_a_gradient_wher
     assert torch.allclose(grad, torch.tensor([-2.0, 2.0]))
 
 
-def test_sample_with_log_slope_samples_bitwise_as_sample_does():
+def test_sample_with_terms_samples_bitwise_as_sample_does():
     torch.manual_seed(0)
     actor = Actor(latent_dim=6, act_dim=3, units=(8, 8))
     z, noise = torch.randn(5, 6), torch.randn(5, 3)
-    action, log_slope = actor.sample_with_log_slope(z, noise)
+    action, log_slope, mean_action = actor.sample_with_terms(z, noise)
     assert torch.equal(action, actor.sample(z, noise=noise))
+    assert torch.equal(mean_action, actor.act(z))
     u = actor(z) + actor.std() * noise
     assert log_slope.shape == (5, 3)
     assert torch.allclose(log_slope, torch.log(1 - torch.tanh(u) ** 2), atol=1e-6)

@@ -91,6 +91,10 @@ class Rollout(NamedTuple):
     # over the action entries beyond `pwm.actor_saturation_threshold`; >= 0, with `objective`'s graph), when
     # `pwm.actor_saturation_coef` > 0; else zeros
     saturation: torch.Tensor
+    # [S, N] per env: mean over the H - 1 step pairs of the squared change of the deterministic action tanh(mu(z)),
+    # mean over action entries (pairs across a reset count 0; with `objective`'s graph), when
+    # `pwm.actor_smoothness_coef` > 0; else zeros
+    smoothness: torch.Tensor
 
 
 class WorldModelLoss(NamedTuple):
@@ -299,7 +303,7 @@ class PWM(nn.Module):
         else:
             # 3. Actor: one step on the imagined objective, gradients through the model into the actions only.
             metrics["actor_loss"], metrics["actor_grad_norm"] = self.actor_step(
-                rollout.objective, training, rollout.saturation
+                rollout.objective, training, rollout.saturation, rollout.smoothness
             )
             # Free the imagination's autograd graph: it holds the critic's and world model's gradient accumulators,
             # created on the caller's stream, which a captured phase must not inherit (graphs.py).
@@ -329,7 +333,9 @@ class PWM(nn.Module):
         latents, model_rewards, next_values, dones = [], [], [], []
         objective = torch.zeros(S, N, device=dev)  # per env: closed segments' sum_t gamma^t r_t + gamma^L V(z_L)
         saturation = torch.zeros(S, N, device=dev)  # per env: sum_t of -log tanh'(u_t) (with a saturation penalty)
-        penalised = cfg.actor_saturation_coef > 0
+        smoothness = torch.zeros(S, N, device=dev)  # per env: sum_t of |tanh(mu_t) - tanh(mu_{t-1})|^2 / act_dim
+        penalised = cfg.actor_saturation_coef > 0 or cfg.actor_smoothness_coef > 0
+        previous: tuple[torch.Tensor, torch.Tensor] | None = None  # the last step's tanh(mu) and done
         segment_return = torch.zeros(S, N, device=dev)  # discounted model rewards of the open segment
         discount = torch.ones(S, N, device=dev)  # gamma^t within the open segment
         episodes = torch.zeros(S, dtype=torch.float64, device=dev)
@@ -342,9 +348,13 @@ class PWM(nn.Module):
             for i in range(H):
                 draws = self.draw(lambda s, g: self.members[s].draw_step(N, g))
                 if penalised:
-                    step = self._per_seed(self._acting_state, _imagine_step_with_log_slope, z, draws)
-                    action, reward, z_next, log_slope = step
-                    saturation = saturation + saturation_penalty(log_slope, cfg.actor_saturation_threshold)
+                    step = self._per_seed(self._acting_state, _imagine_step_with_terms, z, draws)
+                    action, reward, z_next, log_slope, mean_action = step
+                    if cfg.actor_saturation_coef > 0:
+                        saturation = saturation + saturation_penalty(log_slope, cfg.actor_saturation_threshold)
+                    if cfg.actor_smoothness_coef > 0 and previous is not None:
+                        change = (mean_action - previous[0]).pow(2).mean(-1)
+                        smoothness = smoothness + torch.where(previous[1], 0.0, change)
                 else:
                     action, reward, z_next = self._per_seed(self._acting_state, _imagine_step, z, draws)
                 taken = torch.nan_to_num(action.detach(), nan=0.0, posinf=0.0, neginf=0.0)
@@ -352,6 +362,8 @@ class PWM(nn.Module):
                 next_obs, final_obs = next_obs.reshape(S, N, -1), info["final_obs"].reshape(S, N, -1)
                 env_reward, terminated, truncated = (x.reshape(S, N) for x in (env_reward, terminated, truncated))
                 done = terminated | truncated
+                if penalised:
+                    previous = (mean_action, done)
                 for s, buffer in enumerate(buffers):
                     buffer.add(obs[s], taken[s], env_reward[s], final_obs[s], terminated[s], truncated[s])
                 self.rew_stats.update(env_reward)
@@ -388,6 +400,7 @@ class PWM(nn.Module):
             episode_return_sum=episode_sum,
             episode_return_max=episode_max,
             saturation=saturation / H,
+            smoothness=smoothness / max(H - 1, 1),
         )
         return rollout, obs.reshape(S * N, -1)
 
@@ -400,7 +413,7 @@ class PWM(nn.Module):
         def imagine_and_act(obs: torch.Tensor) -> tuple[torch.Tensor, ...]:
             actor_std = self.per_seed(_actor_std)
             rollout, next_obs = self.imagine(env, obs, buffers, with_grad=True)
-            loss, grad_norm = self.actor_step(rollout.objective, training, rollout.saturation)
+            loss, grad_norm = self.actor_step(rollout.objective, training, rollout.saturation, rollout.smoothness)
             return (*_detached(rollout), next_obs, loss, grad_norm, actor_std)
 
         added = [buffer.num_added for buffer in buffers]
@@ -419,18 +432,20 @@ class PWM(nn.Module):
         objective: torch.Tensor,
         training: tuple[bool, ...] | None = None,
         saturation: torch.Tensor | None = None,
+        smoothness: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Maximise the imagined objective `[S, N]` scaled by each seed's running std of objectives (ret_rms), minus
-        `pwm.actor_saturation_coef` x the rollout's `saturation` `[S, N]` where that is set. Only the actor's
-        parameters receive gradients; only `training` seeds are updated. Returns per-seed (loss, pre-clip grad
-        norm)."""
+        `pwm.actor_saturation_coef` x the rollout's `saturation` `[S, N]` and `pwm.actor_smoothness_coef` x its
+        `smoothness` where those are set. Only the actor's parameters receive gradients; only `training` seeds are
+        updated. Returns per-seed (loss, pre-clip grad norm)."""
+        cfg = self.config.pwm
         training = self.live_seeds() if training is None else training
         self.ret_stats.update(objective.detach(), self._mask(training))
         loss = -(objective / self.ret_stats.std().to(objective.dtype).unsqueeze(1)).mean(1)
-        coef = self.config.pwm.actor_saturation_coef
-        if coef > 0 and saturation is not None:
-            loss = loss + coef * saturation.mean(1)
-        grad_norm = self._optimize("actor", loss, self.config.pwm.actor_grad_clip, training)
+        for coef, penalty in ((cfg.actor_saturation_coef, saturation), (cfg.actor_smoothness_coef, smoothness)):
+            if coef > 0 and penalty is not None:
+                loss = loss + coef * penalty.mean(1)
+        grad_norm = self._optimize("actor", loss, cfg.actor_grad_clip, training)
         for member, trains in zip(self.members, training, strict=True):
             if trains:
                 member.actor.clamp_logstd_()
@@ -751,17 +766,22 @@ def _model_step(
     return reward, z_next
 
 
-def _imagine_step_with_log_slope(
+def _imagine_step_with_terms(
     agent: SeedAgent, z: torch.Tensor, draws: dict[str, Any]
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """`_imagine_step` (bitwise the same action, reward and latent) and the action entries' log tanh slopes."""
-    action, log_slope = agent.actor.sample_with_log_slope(z.detach(), draws["action"])
-    return action, *_model_step(agent, z, action, draws), log_slope
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`_imagine_step` (bitwise the same action, reward and latent), the action entries' log tanh slopes and the
+    deterministic action tanh(mu): the terms of the actor's penalties."""
+    action, log_slope, mean_action = agent.actor.sample_with_terms(z.detach(), draws["action"])
+    return action, *_model_step(agent, z, action, draws), log_slope, mean_action
 
 
 def _detached(rollout: Rollout) -> Rollout:
     """The rollout without the imagination's autograd graph (its other fields are detached already)."""
-    return rollout._replace(objective=rollout.objective.detach(), saturation=rollout.saturation.detach())
+    return rollout._replace(
+        objective=rollout.objective.detach(),
+        saturation=rollout.saturation.detach(),
+        smoothness=rollout.smoothness.detach(),
+    )
 
 
 def _value(agent: SeedAgent, z: torch.Tensor) -> torch.Tensor:

@@ -51,20 +51,26 @@ class Actor(nn.Module):
     ) -> torch.Tensor:
         """`tanh(mu + sigma * eps)`, eps ~ N(0, I) drawn from `generator`, or given as `noise` (drawn by the caller,
         e.g. outside `torch.vmap`, whose own randomness would come from the global RNG)."""
-        return torch.tanh(self._pre_tanh(z, generator, noise))
+        return torch.tanh(self._mean_and_pre_tanh(z, generator, noise)[1])
 
-    def sample_with_log_slope(self, z: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """`sample`'s action (bitwise) and, per action entry, `log tanh'(u)`, u = mu + sigma * eps: 0 in tanh's linear
-        range, about -6.2 where |a| = 0.999. Computed from u, so that a saturated action (a == 1 in float32) still
-        has a gradient back towards the linear range."""
-        u = self._pre_tanh(z, None, noise)
-        return torch.tanh(u), log_tanh_slope(u)
+    def sample_with_terms(
+        self, z: torch.Tensor, noise: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`sample`'s action (bitwise), the terms of the actor's penalties: per action entry `log tanh'(u)`, u = mu
+        + sigma * eps (0 in tanh's linear range, about -6.2 where |a| = 0.999; computed from u, so that a saturated
+        action (a == 1 in float32) still has a gradient back towards the linear range), and the deterministic
+        policy's action `tanh(mu)`."""
+        mu, u = self._mean_and_pre_tanh(z, None, noise)
+        return torch.tanh(u), log_tanh_slope(u), torch.tanh(mu)
 
-    def _pre_tanh(self, z: torch.Tensor, generator: torch.Generator | None, noise: torch.Tensor | None) -> torch.Tensor:
+    def _mean_and_pre_tanh(
+        self, z: torch.Tensor, generator: torch.Generator | None, noise: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`mu` and `u = mu + sigma * eps`."""
         mu = self(z)
         if noise is None:
             noise = torch.randn(mu.shape, generator=generator, dtype=mu.dtype, device=mu.device)
-        return mu + self.std() * noise
+        return mu, mu + self.std() * noise
 
     def act(self, z: torch.Tensor) -> torch.Tensor:
         return torch.tanh(self(z))
