@@ -21,12 +21,13 @@
 # A fresh machine spends ~2 minutes compiling the Ant's Warp kernels (of a session's 30 device minutes).
 # `kernel-cache` saves Warp's kernel cache as one tarball (9 MB, 1.9 MB compressed, after the short grid); put it in
 # `.kernelcache/` of the checkout (ignored by git: `mkdir -p .kernelcache && cp warp.tar.gz .kernelcache/`) and carry
-# it with the last wheel folder (`carry [".w4", ".whl", ".kernelcache"]` after restage_wheels.sh). `setup`
+# it with the last wheel folder (`carry [".w5", ".whl", ".kernelcache"]` after restage_wheels.sh). `setup`
 # extracts it where Warp looks (WARP_CACHE_PATH), so only kernels that changed compile again. inductor's cache of
 # the `run.compile` graphs (~20-35 s per train / pretrain process) stays behind: 583 MB after the short grid, 90 MB
 # compressed, more than a call may carry.
-# A call carries at most 64 MiB with the tracked tree (16 MiB on 2026-12-03): .w4 (39) + .whl (7) + .carry (8.5)
-# passed it. Then carry `.carry` in a call of its own before the last one, with `mkdir -p /tmp/carry && cp .carry/*
+# A call carries at most 64 MiB with the tracked tree (18.5 MiB late on 2026-12-03, when restage_wheels.sh's
+# folders went from 46 to 36 MiB, five of them): the last folder (35) + .whl (7) + .carry (8.5) would pass it.
+# Then carry `.carry` in a call of its own before the last one, with `mkdir -p /tmp/carry && cp .carry/*
 # /tmp/carry/`: `setup` and `carry_reference` take each archive from `.carry/`, else from /tmp/carry.
 # `pack` also writes reference.tar.gz: the PPO reference runs (policy, snapshots, tables, settings; no resumable
 # state, no evaluation), ~3 MB. Put it in `.carry/` of the checkout (ignored by git) and carry it with the last wheel
@@ -35,10 +36,11 @@
 # of training, and every run of that session learns from the same reference as the last one's. A run of other
 # settings is removed and trains again.
 # `pack` also writes inductor.tar.gz, the compiled `run.compile` graphs of this machine's processes (torch inductor's
-# FX-graph and Triton caches, TORCHINDUCTOR_CACHE_DIR below), when it is at most INDUCTOR_CARRY_MIB compressed (what
-# fits beside .w4 in one call). Put it in `.carry/` as well: `setup` unpacks it where inductor looks, so the train and
-# pretrain processes of the next machine (same card, torch and code) load their graphs instead of compiling them,
-# which took 81 s of a 3-seed flow train's 114 s start (docs/results/2026-12-01-flow-10M). A graph whose code or
+# FX-graph and Triton caches, TORCHINDUCTOR_CACHE_DIR below), when it is at most INDUCTOR_CARRY_MIB compressed
+# (what fits beside the last wheel folder in one call). Put it in `.carry/` as well: `setup` unpacks it where
+# inductor looks, so the train and pretrain processes of the next machine (same card, torch and code) load their
+# graphs instead of compiling them, which took 81 s of a 3-seed flow train's 114 s start
+# (docs/results/2026-12-01-flow-10M). A graph whose code or
 # settings changed compiles again; an archive that is stale costs only its unpacking.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -51,7 +53,7 @@ export WARP_CACHE_PATH=$KERNELS/warp
 export TORCHINDUCTOR_CACHE_DIR=/tmp/inductor  # inductor's compiled graphs, which every job inherits (see the top)
 INDUCTOR_CARRY_MIB=12
 PINNED=bench/carried  # tracked: the pinned PPO references and Warp's kernels (bench/carried/README.md)
-CARRIED=${CARRIED:-/tmp/carry}  # .carry/ copied here by a call of its own where it does not fit beside .w4 (top)
+CARRIED=${CARRIED:-/tmp/carry}  # .carry/ copied here by a call of its own where it does not fit beside the wheels (top)
 
 setup() {
   mkdir -p "$GRID" /tmp/site/bin

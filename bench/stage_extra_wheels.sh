@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Stage into `.whl/` (ignored by git) the wheels a lent GPU machine needs beyond ../shared/gpu/prepare_wheels.sh's:
 # the PPO reference's rsl-rl-lib and what it imports and the GPU image lacks. bench/gpu_grid.sh `setup` installs
-# them; carry `.whl` with the last wheel folder (`carry [".w4", ".whl"]`). ~7 MB.
+# them; carry `.whl` with the last wheel folder (`carry [".w5", ".whl"]`). ~7 MB.
 #
 #   bash bench/stage_extra_wheels.sh
 #
