@@ -17,7 +17,8 @@ On CUDA the critic and world-model phases run as captured CUDA graphs (algorithm
 
 `--seeds S` times a stack of S seeds (what one `train` job of S seeds runs: one batched env of S x num_envs ants,
 every network with a leading seed axis); compare its per-epoch time with `--seeds 1`. `--compile` times what
-`run.compile: true` runs (compiled during the untimed warm-up epochs), `--tf32` what `run.tf32: true` runs.
+`run.compile: true` runs (compiled during the untimed warm-up epochs), `--tf32` what `run.tf32: true` runs,
+`--actor-saturation-coef 0.1` what the configs' actor penalty runs (the imagination's penalised step).
 
 Prints a table and writes every row (plus machine facts) as JSON to --out.
 """
@@ -87,6 +88,7 @@ def build(size: str, dynamics: str, args: argparse.Namespace, device: torch.devi
 
         dyn = replace(dyn, substeps=args.substeps, integrator=args.integrator)
     pwm_overrides = {} if args.wm_batch is None else {"wm_batch": args.wm_batch}
+    pwm_overrides["actor_saturation_coef"] = getattr(args, "actor_saturation_coef", 0.0)
     config = TrainConfig(
         task_name="ant",
         size=size,
@@ -169,6 +171,7 @@ def bench_cell(size: str, dynamics: str, args: argparse.Namespace, device: torch
         "num_envs": args.num_envs,
         "seeds": args.seeds,
         "wm_batch": config.pwm.wm_batch,
+        "actor_saturation_coef": config.pwm.actor_saturation_coef,
         "epochs": args.epochs,
         **{f"{k}_ms": round(v, 3) for k, v in mean.items()},
         "epoch_unsplit_ms": round(epoch_ms, 3),
@@ -209,6 +212,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=1, help="seeds trained as one stack (default 1: a lone run)")
     parser.add_argument("--episode-length", type=int, default=1000)
     parser.add_argument("--wm-batch", type=int, default=None, help="override pwm.wm_batch (default: config's 256)")
+    parser.add_argument(
+        "--actor-saturation-coef",
+        type=float,
+        default=0.0,
+        help="pwm.actor_saturation_coef (the configs' 0.1 since 2026-12-02): the imagination then runs its penalised "
+        "step, which `run.compile` does not compile",
+    )
     parser.add_argument("--epochs", type=int, default=5, help="timed epochs per cell")
     parser.add_argument("--warmup-epochs", type=int, default=2, help="untimed epochs before timing")
     parser.add_argument(
