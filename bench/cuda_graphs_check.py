@@ -136,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     args.wm_batch, args.warmup_epochs, args.epochs = None, 2, 5
+    # What train_epoch.build reads beyond these: a lone seed, eager, FP32, PWM's actor loss.
+    args.seeds, args.compile, args.tf32, args.actor_saturation_coef = 1, False, False, 0.0
     results, ok = [], True
     for size in args.sizes:
         for dynamics in args.dynamics:

@@ -88,7 +88,7 @@ def build(size: str, dynamics: str, args: argparse.Namespace, device: torch.devi
 
         dyn = replace(dyn, substeps=args.substeps, integrator=args.integrator)
     pwm_overrides = {} if args.wm_batch is None else {"wm_batch": args.wm_batch}
-    pwm_overrides["actor_saturation_coef"] = getattr(args, "actor_saturation_coef", 0.0)
+    pwm_overrides["actor_saturation_coef"] = args.actor_saturation_coef
     config = TrainConfig(
         task_name="ant",
         size=size,
