@@ -362,7 +362,7 @@ class PWM(nn.Module):
                 next_obs, final_obs = next_obs.reshape(S, N, -1), info["final_obs"].reshape(S, N, -1)
                 env_reward, terminated, truncated = (x.reshape(S, N) for x in (env_reward, terminated, truncated))
                 done = terminated | truncated
-                if penalised:
+                if cfg.actor_smoothness_coef > 0:
                     previous = (mean_action, done)
                 for s, buffer in enumerate(buffers):
                     buffer.add(obs[s], taken[s], env_reward[s], final_obs[s], terminated[s], truncated[s])
