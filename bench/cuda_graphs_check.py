@@ -77,21 +77,21 @@ def compare_phase(agent: Any, captured_fn: Any, eager_fn: Any) -> dict[str, Any]
 def phase_check(size: str, dynamics: str, args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device("cuda")
     args.cuda_graphs, args.capture_imagination = True, False
-    config, env, agent, buffer = build(size, dynamics, args, device)
+    config, env, agent, buffers = build(size, dynamics, args, device)
     obs = env.reset()
     for _ in range(2):
-        obs, _ = agent.epoch(env, obs, buffer, 0.0)
-    agent.train_world_model(buffer, 1)
+        obs, _ = agent.epoch(env, obs, buffers, 0.0)
+    agent.train_world_model(buffers, 1)
     for _ in range(3):  # eager warm-up, capture, replay of both phases
-        obs, _ = agent.epoch(env, obs, buffer, 0.3)
+        obs, _ = agent.epoch(env, obs, buffers, 0.3)
     captured = [str(name[0] if isinstance(name, tuple) else name) for name in agent.graphs.captured()]
     steps = config.pwm.wm_steps
     wm = compare_phase(
         agent,
-        lambda: agent.world_model_steps(buffer, steps),
-        lambda: agent._world_model_steps([buffer], steps, agent.live_seeds()),
+        lambda: agent.world_model_steps(buffers, steps),
+        lambda: agent._world_model_steps(buffers, steps, agent.live_seeds()),
     )
-    rollout, obs = agent.imagine(env, obs, buffer, with_grad=False)
+    rollout, obs = agent.imagine(env, obs, buffers, with_grad=False)
     inputs = (rollout.latents, rollout.rewards, rollout.next_values, rollout.dones)
     critic = compare_phase(
         agent, lambda: agent.critic_step(rollout), lambda: agent._critic_updates(*inputs, training=agent.live_seeds())
@@ -104,14 +104,14 @@ def run_check(size: str, dynamics: str, args: argparse.Namespace, graphs: bool) 
     args.cuda_graphs = graphs
     torch.manual_seed(0)
     args.capture_imagination = graphs and args.imagination
-    config, env, agent, buffer = build(size, dynamics, args, device)
+    config, env, agent, buffers = build(size, dynamics, args, device)
     obs = env.reset()
     for _ in range(2):
-        obs, _ = agent.epoch(env, obs, buffer, 0.0)
-    agent.train_world_model(buffer, 1)
+        obs, _ = agent.epoch(env, obs, buffers, 0.0)
+    agent.train_world_model(buffers, 1)
     rows = []
     for e in range(args.run_epochs):
-        obs, metrics = agent.epoch(env, obs, buffer, e / 100)
+        obs, metrics = agent.epoch(env, obs, buffers, e / 100)
         rows.append({k: float(metrics[k]) for k in ("wm_loss", "critic_loss", "actor_loss", "wm_grad_norm")})
     return rows
 
@@ -133,11 +133,17 @@ def main(argv: list[str] | None = None) -> int:
         help="whole-run comparison with the imagination + actor step captured too (Ant patched, see train_epoch.py)",
     )
     parser.add_argument("--skip-phase-check", action="store_true")
+    parser.add_argument(
+        "--actor-saturation-coef",
+        type=float,
+        default=0.1,
+        help="pwm.actor_saturation_coef: the configs' 0.1 (the imagination's penalised step); 0 is PWM's actor loss",
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     args.wm_batch, args.warmup_epochs, args.epochs = None, 2, 5
-    # What train_epoch.build reads beyond these: a lone seed, eager, FP32, PWM's actor loss.
-    args.seeds, args.compile, args.tf32, args.actor_saturation_coef = 1, False, False, 0.0
+    # What train_epoch.build reads beyond these: a lone seed, eager, FP32.
+    args.seeds, args.compile, args.tf32 = 1, False, False
     results, ok = [], True
     for size in args.sizes:
         for dynamics in args.dynamics:
