@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=0.0,
         help="pwm.actor_saturation_coef (the configs' 0.1 since 2026-12-02): the imagination then runs its penalised "
-        "step, which `run.compile` does not compile",
+        "step (`run.compile` compiles it since 2026-12-04)",
     )
     parser.add_argument("--epochs", type=int, default=5, help="timed epochs per cell")
     parser.add_argument("--warmup-epochs", type=int, default=2, help="untimed epochs before timing")

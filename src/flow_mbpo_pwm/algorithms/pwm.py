@@ -235,10 +235,12 @@ class PWM(nn.Module):
         self._acting_state = {k: t if k.startswith("m.actor.") else t.detach() for k, t in self._state.items()}
         # Where `run.compile` asks, the per-step pieces of every phase are compiled, each one graph reused at every
         # step of the horizon or minibatch: the world-model loss's rollout step and its terms (flow: 85-92% of the
-        # world-model phase's kernels), the imagination's step and value, and the critic's minibatch loss (its
+        # world-model phase's kernels), the imagination's step (with the actor penalties' terms where they are on:
+        # eager, it cost ~7% of a 5M deterministic epoch) and value, and the critic's minibatch loss (its
         # ensemble's LayerNorm and Mish chains: the critic phase is ~30% of a one-seed deterministic epoch).
         self._wm_terms = partial(_world_model_terms, gamma=cfg.gamma, coefs=(cfg.wm_dynamics_coef, cfg.wm_reward_coef))
-        compiled = [_dynamics_step, self._wm_terms, _imagine_step, _value, _critic_loss] if config.run.compile else []
+        compiled = [_dynamics_step, self._wm_terms, _imagine_step, _imagine_step_with_terms, _value, _critic_loss]
+        compiled = compiled if config.run.compile else []
         self._per_seed = PerSeed(self.members[0], compiled=compiled)
         self._net_params = {net: [t for k, t in self.stacked.items() if k.startswith(f"{net}.")] for net in NETWORKS}
         # One Adam per network over the stacked parameters (algorithms/stacked_adam.py); each member's optimisers
