@@ -18,6 +18,10 @@
 # given back 30 s after a call ends, and a bare one starts from nothing (twice on 2026-12-01, 8 device minutes lost).
 # The pinned references and kernels: bench/carried/ (tracked, README.md there), used where `.carry/` and
 # `.kernelcache/` (ignored, of one session) have none.
+# A started job reads its code from the checkout whenever a stage starts a process (pretrain, train, held out), and
+# every later call brings the session's tree into the checkout again: to change code on this machine while a job
+# runs, start the job from a copy (`cp -a . /tmp/run && cd /tmp/run && bash bench/gpu_grid.sh sweep ...`; then
+# `status`, `wait_job` and `pack` from /tmp/run too), as docs/results/2026-12-04-flow-seeds34 was run.
 # A fresh machine spends ~2 minutes compiling the Ant's Warp kernels (of a session's 30 device minutes).
 # `kernel-cache` saves Warp's kernel cache as one tarball (9 MB, 1.9 MB compressed, after the short grid); put it in
 # `.kernelcache/` of the checkout (ignored by git: `mkdir -p .kernelcache && cp warp.tar.gz .kernelcache/`) and carry
