@@ -25,14 +25,15 @@
 # A fresh machine spends ~2 minutes compiling the Ant's Warp kernels (of a session's 30 device minutes).
 # `kernel-cache` saves Warp's kernel cache as one tarball (9 MB, 1.9 MB compressed, after the short grid); put it in
 # `.kernelcache/` of the checkout (ignored by git: `mkdir -p .kernelcache && cp warp.tar.gz .kernelcache/`) and carry
-# it with the last wheel folder (`carry [".w5", ".whl", ".kernelcache"]` after restage_wheels.sh). `setup`
+# it with the last wheel folder (`carry [".w7", ".whl", ".kernelcache"]` after restage_wheels.sh). `setup`
 # extracts it where Warp looks (WARP_CACHE_PATH), so only kernels that changed compile again. inductor's cache of
 # the `run.compile` graphs (~20-35 s per train / pretrain process) stays behind: 583 MB after the short grid, 90 MB
 # compressed, more than a call may carry.
-# A call carries at most 64 MiB with the tracked tree (18.5 MiB late on 2026-12-03, when restage_wheels.sh's
-# folders went from 46 to 36 MiB, five of them): the last folder (35) + .whl (7) + .carry (8.5) would pass it.
-# Then carry `.carry` in a call of its own before the last one, with `mkdir -p /tmp/carry && cp .carry/*
-# /tmp/carry/`: `setup` and `carry_reference` take each archive from `.carry/`, else from /tmp/carry.
+# A call carries at most 64 MiB with the tracked tree (21 MiB on 2026-12-04, when restage_wheels.sh's folders went
+# from 36 to 30 MiB, seven of them, the last 5 MiB): the last folder + .whl (7) + .carry (8.5, or ~21 with
+# inductor.tar.gz) fit beside it. Where they would not, carry `.carry` in a call of its own before the last one,
+# with `mkdir -p /tmp/carry && cp .carry/* /tmp/carry/`: `setup` and `carry_reference` take each archive from
+# `.carry/`, else from /tmp/carry.
 # `pack` also writes reference.tar.gz: the PPO reference runs (policy, snapshots, tables, settings; no resumable
 # state, no evaluation), ~3 MB. Put it in `.carry/` of the checkout (ignored by git) and carry it with the last wheel
 # folder: `start` and `sweep` put every carried run whose settings equal the config's back into results/, where

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Re-pack the wheels that ../shared/gpu/prepare_wheels.sh staged in .w1, .w2, ... into folders small enough for one
-# `run` call each: a call carries the tracked tree (18.5 MiB late on 2026-12-03) plus the folder, at most 64 MiB in
-# all, and prepare_wheels.sh fills its folders to 60 MiB. Split wheels are joined, checked against SHA256SUMS, and
-# split again into parts of at most LIMIT MiB (default 36, five folders; 46 no longer fit beside the tree);
+# `run` call each: a call carries the tracked tree (21 MiB on 2026-12-04, growing with every results record) plus the
+# folder, at most 64 MiB in all, and prepare_wheels.sh fills its folders to 60 MiB. Split wheels are joined, checked
+# against SHA256SUMS, and split again into parts of at most LIMIT MiB (default 30, seven folders: the last with
+# `.whl` and 36 MiB folders no longer fit beside the tree on 2026-12-04);
 # setup_on_device.sh and SHA256SUMS go to the last folder, which is carried with `.whl` and `.kernelcache`
 # (bench/gpu_grid.sh). On the GPU machine nothing changes: copy every folder
 # but the last to /tmp/parts, then `source .wN/setup_on_device.sh` from the last.
@@ -10,7 +11,7 @@
 #   bash bench/restage_wheels.sh [LIMIT_MIB]
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
-limit=$((${1:-36} * 1024 * 1024))
+limit=$((${1:-30} * 1024 * 1024))
 compgen -G ".w[0-9]*/SHA256SUMS" >/dev/null || { echo "no staged wheels (.wN/SHA256SUMS): run ../shared/gpu/prepare_wheels.sh first"; exit 2; }
 stage=$(mktemp -d); trap 'rm -rf "$stage"' EXIT
 cp .w[0-9]*/* "$stage"/
