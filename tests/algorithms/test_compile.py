@@ -124,11 +124,12 @@ def test_the_imaginations_penalised_step_compiled_equals_eager():
             z = agent.per_seed(_encode, obs)
         draws = agent.draw(lambda s, g, agent=agent: agent.members[s].draw_step(5, g))
         out = agent._per_seed(agent._acting_state, _imagine_step_with_terms, z, draws)
-        actor = {k: t for k, t in agent._acting_state.items() if k.startswith("m.actor.")}
-        grads.append(torch.autograd.grad(sum(o.sum() for o in out), list(actor.values()), allow_unused=True))
+        actor = agent._net_params["actor"]  # the stacked actor parameters, which the acting state holds as they are
+        grads.append(torch.autograd.grad(sum(o.sum() for o in out), actor, allow_unused=True))
         outputs.append(out)
     for name, mine, theirs in zip(("action", "reward", "z_next", "log_slope", "mean_action"), *outputs, strict=True):
         torch.testing.assert_close(mine, theirs, rtol=1e-4, atol=1e-5, msg=name)
+    assert any(g is not None for g in grads[0]), "no gradient reached the actor"
     for mine, theirs in zip(*grads, strict=True):
         assert (mine is None) == (theirs is None)
         if mine is not None:

@@ -239,9 +239,8 @@ class PWM(nn.Module):
         # eager, it cost ~7% of a 5M deterministic epoch) and value, and the critic's minibatch loss (its
         # ensemble's LayerNorm and Mish chains: the critic phase is ~30% of a one-seed deterministic epoch).
         self._wm_terms = partial(_world_model_terms, gamma=cfg.gamma, coefs=(cfg.wm_dynamics_coef, cfg.wm_reward_coef))
-        compiled = [_dynamics_step, self._wm_terms, _imagine_step, _imagine_step_with_terms, _value, _critic_loss]
-        compiled = compiled if config.run.compile else []
-        self._per_seed = PerSeed(self.members[0], compiled=compiled)
+        steps = (_dynamics_step, self._wm_terms, _imagine_step, _imagine_step_with_terms, _value, _critic_loss)
+        self._per_seed = PerSeed(self.members[0], compiled=steps if config.run.compile else ())
         self._net_params = {net: [t for k, t in self.stacked.items() if k.startswith(f"{net}.")] for net in NETWORKS}
         # One Adam per network over the stacked parameters (algorithms/stacked_adam.py); each member's optimisers
         # are its seed's views of it (a lone run's torch.optim.Adam state). The world model's betas are torch's
