@@ -3,7 +3,9 @@ losses, parameters and generator state as the same phases run eagerly from the s
 
 For each (size, dynamics) it builds the Ant exactly as bench/train_epoch.py does, trains a few epochs with CUDA
 graphs (so both phases are warmed up, captured and replayed), then from one snapshot of the agent's state runs each
-phase once replayed and once eagerly (the same Python code, same Adam, same generator state) and compares. A
+phase once replayed and once eagerly (the same Python code, same Adam, same generator state) and compares; then
+runs the two captured phases side by side on two streams (PWM's epoch) and one after the other, from the same
+state, `--side-by-side-repeats` times, and asks for bitwise equality (algorithms/graphs.py's `side_by_side`). A
 second, whole-run comparison trains a CUDA-graph agent and an eager agent from the same seeds for a few epochs and
 reports how far their losses drift apart (the env's contact solver is not bitwise
 deterministic on the GPU, so this one is reported, not asserted).
@@ -93,10 +95,35 @@ def phase_check(size: str, dynamics: str, args: argparse.Namespace) -> dict[str,
     )
     rollout, obs = agent.imagine(env, obs, buffers, with_grad=False)
     inputs = (rollout.latents, rollout.rewards, rollout.next_values, rollout.dones)
+    live = agent.live_seeds()
+    rows = rollout.rewards.shape[0] * rollout.rewards.shape[2]
     critic = compare_phase(
-        agent, lambda: agent.critic_step(rollout), lambda: agent._critic_updates(*inputs, training=agent.live_seeds())
+        agent,
+        lambda: agent.critic_step(rollout),
+        lambda: agent._critic_updates(*inputs, agent.critic_orders(rows, live), training=live),
     )
-    return {"size": size, "dynamics": dynamics, "captured": captured, "world_model": wm, "critic": critic}
+
+    def critic_and_world_model(concurrent: bool) -> Any:
+        def phases() -> dict[str, torch.Tensor]:
+            agent.concurrent_phases = concurrent
+            try:
+                (loss, norm), wm_metrics = agent.critic_and_world_model(rollout, buffers, steps, live)
+            finally:
+                agent.concurrent_phases = True
+            return {"critic_loss": loss, "critic_grad_norm": norm, **wm_metrics}
+
+        return phases
+
+    # The two captured phases side by side on two streams against one after the other, from the same state, a few
+    # times (a race between them would show as a difference now and then): the same kernels, so bitwise equal.
+    side = [
+        compare_phase(agent, critic_and_world_model(True), critic_and_world_model(False))
+        for _ in range(args.side_by_side_repeats)
+    ]
+    return {
+        "size": size, "dynamics": dynamics, "captured": captured, "world_model": wm, "critic": critic,
+        "side_by_side": side,
+    }  # fmt: skip
 
 
 def run_check(size: str, dynamics: str, args: argparse.Namespace, graphs: bool) -> list[dict[str, float]]:
@@ -134,6 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--skip-phase-check", action="store_true")
     parser.add_argument(
+        "--side-by-side-repeats",
+        type=int,
+        default=5,
+        help="phase check: times the critic and world-model phases run side by side against one after the other",
+    )
+    parser.add_argument(
         "--actor-saturation-coef",
         type=float,
         default=0.1,
@@ -156,6 +189,15 @@ def main(argv: list[str] | None = None) -> int:
                     f"{size} {dynamics:>13} {phase:>11}: outputs max rel diff {r['outputs_max_rel_diff']:.2e}, "
                     f"state max rel diff {r['state_max_rel_diff']:.2e}, bitwise {r['state_bitwise_equal']}, "
                     f"generator equal {r['generator_state_equal']} -> {'OK' if good else 'FAIL'}",
+                    flush=True,
+                )
+            for r in [] if args.skip_phase_check else cell["side_by_side"]:
+                good = r["outputs_max_rel_diff"] == 0 and r["state_bitwise_equal"] and r["generator_state_equal"]
+                ok &= good
+                print(
+                    f"{size} {dynamics:>13} side by side / one after the other: outputs max rel diff "
+                    f"{r['outputs_max_rel_diff']:.2e}, state bitwise {r['state_bitwise_equal']}, generator equal "
+                    f"{r['generator_state_equal']} -> {'OK' if good else 'FAIL'}",
                     flush=True,
                 )
             if args.run_epochs > 0:

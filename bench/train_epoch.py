@@ -102,6 +102,7 @@ def build(size: str, dynamics: str, args: argparse.Namespace, device: torch.devi
     seeds = list(range(args.seeds))
     env = envs.make_for_seeds(config.env, device, seeds)  # config.env.num_envs is args.num_envs
     agent = PWM(env.obs_dim, env.act_dim, config, device, cuda_graphs=args.cuda_graphs, seeds=seeds)
+    agent.concurrent_phases = getattr(args, "concurrent_phases", True)
     if getattr(args, "capture_imagination", False) and agent.graphs is not None:
         from probe_env_capture import make_env_capturable
 
@@ -178,6 +179,7 @@ def bench_cell(size: str, dynamics: str, args: argparse.Namespace, device: torch
         "compile": config.run.compile,
         "tf32": config.run.tf32,
         "cuda_graphs": agent.graphs is not None,
+        "concurrent_phases": agent.concurrent_phases,
         "capture_imagination": bool(getattr(env, "supports_torch_graph_capture", False)),
         "captured_phases": [str(name[0] if isinstance(name, tuple) else name) for name in agent.graphs.captured()]
         if agent.graphs is not None
@@ -246,6 +248,13 @@ def main(argv: list[str] | None = None) -> int:
         help="run.compile: the world-model loss, imagination and critic loss compiled (torch.compile, once per cell)",
     )
     parser.add_argument("--tf32", action="store_true", help="run.tf32: TF32 matrix products on CUDA")
+    parser.add_argument(
+        "--concurrent-phases",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the captured critic and world-model phases side by side on two streams in the unsplit epoch (PWM's "
+        "default since 2026-12-04); --no-concurrent-phases runs them one after the other, as before",
+    )
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
     args = parser.parse_args(argv)
     if args.threads:

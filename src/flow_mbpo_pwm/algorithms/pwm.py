@@ -58,7 +58,7 @@ from typing import Any, NamedTuple, Protocol
 import torch
 from torch import nn
 
-from flow_mbpo_pwm.algorithms.graphs import PhaseGraphs
+from flow_mbpo_pwm.algorithms.graphs import Call, PhaseGraphs
 from flow_mbpo_pwm.algorithms.returns import td_lambda_targets
 from flow_mbpo_pwm.algorithms.running_stats import RunningMeanStd
 from flow_mbpo_pwm.algorithms.stack import PerSeed, clip_grad_norm_per_seed, stack_draws
@@ -268,6 +268,7 @@ class PWM(nn.Module):
             cuda_graphs = config.run.cuda_graphs
         generators = [*(m.generator for m in self.members), self.scratch_generator]
         self.graphs = PhaseGraphs(dev, generators) if cuda_graphs and dev.type == "cuda" else None
+        self.concurrent_phases = True  # captured critic and world-model phases side by side (`critic_and_world_model`)
 
     # ------------------------------------------------------------------------------------------------------------
     # The epoch
@@ -310,9 +311,12 @@ class PWM(nn.Module):
             # created on the caller's stream, which a captured phase must not inherit (graphs.py).
             rollout = _detached(rollout)
         # 4. Critic: TD(lambda) regression on the rollout's detached latents.
-        metrics["critic_loss"], metrics["critic_grad_norm"] = self.critic_step(rollout, training)
         # 5. World model: `wm_steps` steps on replayed sub-trajectories.
-        wm_metrics = self.world_model_steps(buffers, cfg.wm_steps if wm_steps is None else wm_steps, training)
+        # The two share no state: captured, they run side by side (`critic_and_world_model`).
+        critic, wm_metrics = self.critic_and_world_model(
+            rollout, buffers, cfg.wm_steps if wm_steps is None else wm_steps, training
+        )
+        metrics["critic_loss"], metrics["critic_grad_norm"] = critic
         wm_metrics.pop("valid_rows")
         metrics.update(wm_metrics, updated=self._mask(training).to(torch.float32))
         # Seeds that only collected report what a collect-only epoch reports: zero losses and grad norms.
@@ -458,11 +462,47 @@ class PWM(nn.Module):
         """TD(lambda) targets on the detached latents; `critic_iterations` shuffled passes of `critic_minibatches`
         minibatches, MSE of every ensemble member. Returns per-seed mean (loss, pre-clip grad norm)."""
         training = self.live_seeds() if training is None else training
-        inputs = (rollout.latents, rollout.rewards, rollout.next_values, rollout.dones)
+        call = self._critic_call(rollout, training)
         if self.graphs is not None:
-            updates = partial(self._critic_updates, training=training)
-            return self.graphs.run(("critic", training), updates, *inputs)  # type: ignore[return-value]
-        return self._critic_updates(*inputs, training=training)
+            # lane 1: the stream it is captured on to run beside the world model's (`critic_and_world_model`)
+            return self.graphs.run(call.name, call.fn, *call.inputs, draws=False, lane=1)  # type: ignore[return-value]
+        return call.fn(*call.inputs)
+
+    def critic_and_world_model(
+        self, rollout: Rollout, buffers: Any, wm_steps: int, training: tuple[bool, ...]
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]]:
+        """The epoch's critic phase (`critic_step`) and world-model phase (`world_model_steps`). They share no
+        state and only the world model's draws random numbers once the critic's shuffles are drawn (first, as the
+        critic drew them before the world model), so where both are captured they run side by side on two streams
+        (algorithms/graphs.py), unless `concurrent_phases` is off: the same kernels on the same inputs."""
+        buffers = self._per_seed_sources(buffers)
+        if self.graphs is None or not self._world_model_captured(buffers, wm_steps) or not self.concurrent_phases:
+            return self.critic_step(rollout, training), self.world_model_steps(buffers, wm_steps, training)
+        critic = self._critic_call(rollout, training)
+        world_model = Call(
+            ("world_model", *buffers, wm_steps, training), lambda: self._world_model_steps(buffers, wm_steps, training)
+        )
+        wm_metrics, critic_out = self.graphs.side_by_side(world_model, critic)
+        return critic_out, wm_metrics  # type: ignore[return-value]
+
+    def _critic_call(self, rollout: Rollout, training: tuple[bool, ...]) -> Call:
+        """The critic's phase on `rollout`, its shuffles drawn now (`critic_orders`), as a `Call`."""
+        H, N = rollout.rewards.shape[0], rollout.rewards.shape[2]
+        inputs = (rollout.latents, rollout.rewards, rollout.next_values, rollout.dones)
+        orders = self.critic_orders(H * N, training)
+        return Call(("critic", training), partial(self._critic_updates, training=training), (*inputs, orders), False)
+
+    def critic_orders(self, rows: int, training: tuple[bool, ...]) -> torch.Tensor:
+        """The critic's shuffles of its `rows` (H x N) training rows, one per pass and seed, `[passes, S, rows]`,
+        each seed's from its generator (a captured phase of their own where the critic's is captured)."""
+
+        def orders() -> tuple[torch.Tensor]:
+            draw = partial(self.draw, lambda s, g: torch.randperm(rows, generator=g, device=self.device), training)
+            return (torch.stack([draw() for _ in range(self.config.pwm.critic_iterations)]),)
+
+        if self.graphs is not None:
+            return self.graphs.run(("critic_orders", rows, training), orders)[0]  # type: ignore[index]
+        return orders()[0]
 
     def _critic_updates(
         self,
@@ -470,6 +510,7 @@ class PWM(nn.Module):
         rewards: torch.Tensor,
         next_values: torch.Tensor,
         dones: torch.Tensor,
+        orders: torch.Tensor,
         training: tuple[bool, ...],
     ) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.config.pwm
@@ -483,8 +524,7 @@ class PWM(nn.Module):
         size = (H * N) // minibatches
         total_loss = torch.zeros(S, device=self.device)
         total_norm = torch.zeros(S, device=self.device)
-        for _ in range(cfg.critic_iterations):
-            order = self.draw(lambda s, g: torch.randperm(H * N, generator=g, device=self.device), training)
+        for order in orders:
             for b in range(minibatches):
                 idx = order[:, b * size : (b + 1) * size]
                 batch = torch.take_along_dim(states, idx.unsqueeze(-1), dim=1)
@@ -567,13 +607,15 @@ class PWM(nn.Module):
             raise ValueError(f"world-model steps must be >= 0, got {steps}")
         training = self.live_seeds() if training is None else training
         sources = self._per_seed_sources(sources)
-        # The epoch's phase (the replay buffers, `wm_steps` updates) is captured; warm-up/pretraining stay eager.
-        replay = all(isinstance(source, ReplayBuffer) for source in sources)
-        if self.graphs is not None and replay and steps == self.config.pwm.wm_steps:
+        if self.graphs is not None and self._world_model_captured(sources, steps):
             return self.graphs.run(  # type: ignore[return-value]
                 ("world_model", *sources, steps, training), lambda: self._world_model_steps(sources, steps, training)
             )
         return self._world_model_steps(sources, steps, training)
+
+    def _world_model_captured(self, sources: list[Any], steps: int) -> bool:
+        """The epoch's phase (the replay buffers, `wm_steps` updates) is captured; warm-up/pretraining stay eager."""
+        return all(isinstance(source, ReplayBuffer) for source in sources) and steps == self.config.pwm.wm_steps
 
     def _world_model_steps(self, sources: list[Any], steps: int, training: tuple[bool, ...]) -> dict[str, torch.Tensor]:
         cfg = self.config.pwm
