@@ -128,6 +128,8 @@ class PhaseGraphs:
     def side_by_side(self, *calls: Call) -> list[Outputs]:
         """Run independent phases (see the top), call i on lane i: concurrently once every one is captured on a
         lane of its own, else one after the other through `run` (their warm-up and capture calls)."""
+        if sum(call.draws for call in calls) > 1:
+            raise ValueError(f"side_by_side: at most one phase may draw random numbers, got {[c.name for c in calls]}")
         phases = [self.phases.get(call.name) for call in calls]
         ready = all(phase is not None and phase.graph is not None for phase in phases)
         if not ready or len({phase.lane for phase in phases}) < len(calls):  # type: ignore[union-attr]
