@@ -552,7 +552,9 @@ class SeedRun:
         recorder = diagnostics.EpisodeRecorder(
             env.max_episode_steps, env.num_envs, env.obs_dim, env.act_dim, self.device
         )
+        started = time.perf_counter()
         returns = self._validation_returns(recorder, tuple(starts) if gradient_returns else ()).cpu()
+        episodes_done = time.perf_counter()  # `.cpu()` waited for the episodes
         mean = float(returns.mean())
         std = float(returns.std(unbiased=False))
         # Seeded by the epoch, so a resumed run measures the same (only a noise-source flow draws from it).
@@ -561,6 +563,7 @@ class SeedRun:
             self.member.world_model, recorder, cfg.pwm.horizon, cfg.pwm.gamma, self._reward_units(),
             gradient_returns, cfg.run.grad_check_eps, generator, self.member.critic.value,
         )  # fmt: skip
+        diagnostics_done = time.perf_counter()  # the rows are host numbers: the diagnostics have run
         reason = self.collapse.update(epoch, mean)
         path = self.folder.checkpoint(epoch)
         meta = {
@@ -573,6 +576,7 @@ class SeedRun:
             "config": self.config.to_dict(),
         }
         checkpoints.save_policy(path, self.member, meta)
+        seconds = (episodes_done - started, diagnostics_done - episodes_done, time.perf_counter() - diagnostics_done)
         row = {
             **self._cell_keys(),
             "epoch": epoch,
@@ -596,6 +600,7 @@ class SeedRun:
             + (f" FLAGGED ({reason})" if reason else "")
             + f"; step-H latent error {row['wm_latent_mse_hH']:.3g} (copy baseline {row['copy_latent_mse_hH']:.3g})"
             + (f", gradient cosine {grad_cosine:.3f}" if not math.isnan(grad_cosine) else "")
+            + "; took {:.2f} s (episodes {:.2f}, diagnostics {:.2f}, checkpoint {:.2f})".format(sum(seconds), *seconds)
         )
         if self.collapse.should_stop:
             raise CollapseError(
