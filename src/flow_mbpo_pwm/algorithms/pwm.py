@@ -465,7 +465,7 @@ class PWM(nn.Module):
         call = self._critic_call(rollout, training)
         if self.graphs is not None:
             # lane 1: the stream it is captured on to run beside the world model's (`critic_and_world_model`)
-            return self.graphs.run(call.name, call.fn, *call.inputs, draws=False, lane=1)  # type: ignore[return-value]
+            return self.graphs.run(call.name, call.fn, *call.inputs, draws=call.draws, lane=1)  # type: ignore[return-value]
         return call.fn(*call.inputs)
 
     def critic_and_world_model(
@@ -482,7 +482,7 @@ class PWM(nn.Module):
         world_model = Call(
             ("world_model", *buffers, wm_steps, training), lambda: self._world_model_steps(buffers, wm_steps, training)
         )
-        wm_metrics, critic_out = self.graphs.side_by_side(world_model, critic)
+        wm_metrics, critic_out = self.graphs.side_by_side(world_model, critic)  # lanes 0 and 1
         return critic_out, wm_metrics  # type: ignore[return-value]
 
     def _critic_call(self, rollout: Rollout, training: tuple[bool, ...]) -> Call:
