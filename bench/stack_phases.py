@@ -66,6 +66,8 @@ def random_rollout(agent: PWM, generator: torch.Generator) -> Rollout:
         episodes=zero.double(),
         episode_return_sum=zero.double(),
         episode_return_max=zero.double(),
+        saturation=torch.zeros(S, N, device=dev),  # the actor's penalty terms: the critic's phase does not read them
+        smoothness=torch.zeros(S, N, device=dev),
     )
 
 
