@@ -66,12 +66,14 @@ class _Phase:
 
 @dataclass(frozen=True)
 class Call:
-    """One phase for `PhaseGraphs.side_by_side`: as `PhaseGraphs.run(name, fn, *inputs, draws=draws)`."""
+    """One phase: as `PhaseGraphs.run(name, fn, *inputs, draws=draws, lane=lane)` (`PhaseGraphs.call`, and
+    `side_by_side` for several)."""
 
     name: Any
     fn: Callable[..., Outputs]
     inputs: tuple[torch.Tensor, ...] = ()
     draws: bool = True
+    lane: int = 0
 
 
 class PhaseGraphs:
@@ -125,17 +127,19 @@ class PhaseGraphs:
         phase.graph.replay()
         return _clone(phase.outputs)
 
+    def call(self, call: Call) -> Outputs:
+        """`run` of one `Call`."""
+        return self.run(call.name, call.fn, *call.inputs, draws=call.draws, lane=call.lane)
+
     def side_by_side(self, *calls: Call) -> list[Outputs]:
-        """Run independent phases (see the top), call i on lane i: concurrently once every one is captured on a
-        lane of its own, else one after the other through `run` (their warm-up and capture calls)."""
+        """Run independent phases (see the top), each on its call's lane: concurrently once every one is captured
+        on a lane of its own, else one after the other through `run` (their warm-up and capture calls)."""
         if sum(call.draws for call in calls) > 1:
             raise ValueError(f"side_by_side: at most one phase may draw random numbers, got {[c.name for c in calls]}")
         phases = [self.phases.get(call.name) for call in calls]
         ready = all(phase is not None and phase.graph is not None for phase in phases)
         if not ready or len({phase.lane for phase in phases}) < len(calls):  # type: ignore[union-attr]
-            return [
-                self.run(call.name, call.fn, *call.inputs, draws=call.draws, lane=i) for i, call in enumerate(calls)
-            ]
+            return [self.call(call) for call in calls]
         caller = torch.cuda.current_stream(self.device)
         for call, phase in zip(calls, phases, strict=True):
             self._copy_inputs(call.name, phase, call.inputs)  # type: ignore[arg-type]

@@ -464,8 +464,7 @@ class PWM(nn.Module):
         training = self.live_seeds() if training is None else training
         call = self._critic_call(rollout, training)
         if self.graphs is not None:
-            # lane 1: the stream it is captured on to run beside the world model's (`critic_and_world_model`)
-            return self.graphs.run(call.name, call.fn, *call.inputs, draws=call.draws, lane=1)  # type: ignore[return-value]
+            return self.graphs.call(call)  # type: ignore[return-value]
         return call.fn(*call.inputs)
 
     def critic_and_world_model(
@@ -482,15 +481,18 @@ class PWM(nn.Module):
         world_model = Call(
             ("world_model", *buffers, wm_steps, training), lambda: self._world_model_steps(buffers, wm_steps, training)
         )
-        wm_metrics, critic_out = self.graphs.side_by_side(world_model, critic)  # lanes 0 and 1
+        wm_metrics, critic_out = self.graphs.side_by_side(world_model, critic)
         return critic_out, wm_metrics  # type: ignore[return-value]
 
     def _critic_call(self, rollout: Rollout, training: tuple[bool, ...]) -> Call:
-        """The critic's phase on `rollout`, its shuffles drawn now (`critic_orders`), as a `Call`."""
+        """The critic's phase on `rollout`, its shuffles drawn now (`critic_orders`), as a `Call`: it draws nothing
+        itself, and is captured on lane 1, a stream of its own beside the world model's (lane 0), so the two can run
+        side by side (`critic_and_world_model`)."""
         H, N = rollout.rewards.shape[0], rollout.rewards.shape[2]
         inputs = (rollout.latents, rollout.rewards, rollout.next_values, rollout.dones)
         orders = self.critic_orders(H * N, training)
-        return Call(("critic", training), partial(self._critic_updates, training=training), (*inputs, orders), False)
+        updates = partial(self._critic_updates, training=training)
+        return Call(("critic", training), updates, (*inputs, orders), draws=False, lane=1)
 
     def critic_orders(self, rows: int, training: tuple[bool, ...]) -> torch.Tensor:
         """The critic's shuffles of its `rows` (H x N) training rows, one per pass and seed, `[passes, S, rows]`,
