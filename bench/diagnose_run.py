@@ -49,20 +49,8 @@ def main() -> None:
     # The validation loop of train.py, recording every step and the start states of the gradient check.
     steps = env.max_episode_steps
     recorder = diagnostics.EpisodeRecorder(steps, env.num_envs, env.obs_dim, env.act_dim, device)
-    starts = diagnostics.start_steps(steps, H, args.starts)
-    obs = env.reset()
-    returns = torch.zeros(env.num_envs, dtype=torch.float64, device=device)
-    running = torch.ones(env.num_envs, dtype=torch.bool, device=device)
-    with torch.no_grad():
-        for t in range(steps):
-            if t in starts and diagnostics.JointStateReturns.supported(env):
-                recorder.add_joint_state(t, len(recorder.joint_states) % env.num_envs, *env.joint_state())
-            actions = agent.act(obs, deterministic=True)
-            next_obs, reward, terminated, truncated, info = env.step(actions)
-            recorder.add(t, obs, actions, reward, info["final_obs"], terminated | truncated)
-            obs = next_obs
-            returns += reward.double() * running
-            running &= ~(terminated | truncated)
+    starts = diagnostics.start_steps(steps, H, args.starts) if diagnostics.JointStateReturns.supported(env) else []
+    returns = diagnostics.first_episode_returns(env, agent.act, recorder, tuple(starts))
     print(f"validation return {float(returns.mean()):.1f} +- {float(returns.std(unbiased=False)):.1f}")
 
     units = diagnostics.reward_units(config.pwm.reward_norm, agent.rew_rms, config.pwm.reward_clip)

@@ -295,3 +295,38 @@ def test_action_saturation_is_the_fraction_of_entries_at_the_tanh_bounds_inside_
     assert action_saturation(action_record(actions, dones)) == pytest.approx(2 / 6)
     assert action_saturation(action_record(actions[:1], dones[:1])) == 0.5  # one step is enough
     assert math.isnan(action_jitter(action_record(actions[:1], dones[:1])))
+
+
+def test_a_recorder_of_blocks_splits_into_what_each_blocks_lone_recorder_records():
+    """A stack's validation envs (2 seeds x 3 envs) recorded together: each block's part holds its envs' rows and the
+    start states a lone recorder of its 3 envs keeps (the k-th start's env k mod 3, its own rows)."""
+    steps, blocks, size, gen = 5, 2, 3, torch.Generator().manual_seed(1)
+    together = EpisodeRecorder(steps, blocks * size, OBS, ACT, torch.device("cpu"), blocks=blocks)
+    lone = [EpisodeRecorder(steps, size, OBS, ACT, torch.device("cpu")) for _ in range(blocks)]
+    for t in range(steps):
+        step = (torch.randn(blocks * size, OBS, generator=gen), torch.rand(blocks * size, ACT, generator=gen),
+                torch.randn(blocks * size, generator=gen), torch.randn(blocks * size, OBS, generator=gen),
+                torch.rand(blocks * size, generator=gen) < 0.3)  # fmt: skip
+        q, qd = torch.randn(blocks * size, 15, generator=gen), torch.randn(blocks * size, 14, generator=gen)
+        if t in (1, 2, 4):
+            together.add_joint_states(t, q, qd)
+        together.add(t, *step)
+        for b, recorder in enumerate(lone):
+            rows = slice(b * size, (b + 1) * size)
+            if t in (1, 2, 4):
+                recorder.add_joint_state(t, len(recorder.joint_states) % size, q[rows], qd[rows])
+            recorder.add(t, *(x[rows] for x in step))
+    parts = together.split()
+    assert len(parts) == blocks
+    for part, recorder in zip(parts, lone, strict=True):
+        for mine, theirs in zip(part.record, recorder.record, strict=True):
+            assert mine.is_contiguous() and torch.equal(mine, theirs)
+        assert part.joint_states.keys() == recorder.joint_states.keys() == {1, 2, 4}
+        for t, (env, q, qd) in recorder.joint_states.items():
+            assert part.joint_states[t][0] == env and torch.equal(part.joint_states[t][1], q)
+            assert torch.equal(part.joint_states[t][2], qd)
+        assert [env for env, _, _ in part.joint_states.values()] == [0, 1, 2]
+    alone = EpisodeRecorder(steps, size, OBS, ACT, torch.device("cpu"))
+    assert alone.split() == [alone]
+    with pytest.raises(ValueError, match="7 envs cannot be split into 2 equal blocks"):
+        EpisodeRecorder(steps, 7, OBS, ACT, torch.device("cpu"), blocks=2)

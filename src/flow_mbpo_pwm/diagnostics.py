@@ -37,6 +37,7 @@ Pure functions over tensors and a world model (anything with `encode(o)`, `next(
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
@@ -97,14 +98,22 @@ class StartStates(NamedTuple):
 
 
 class EpisodeRecorder:
-    """Preallocated device buffers filled step by step: no host reads while validation runs."""
+    """Preallocated device buffers filled step by step: no host reads while validation runs. `blocks` > 1: the envs
+    are a stack's seeds' validation envs, `num_envs / blocks` per seed, and `split` gives each seed's own recorder."""
 
-    def __init__(self, steps: int, num_envs: int, obs_dim: int, act_dim: int, device: torch.device):
+    def __init__(
+        self, steps: int, num_envs: int, obs_dim: int, act_dim: int, device: torch.device, blocks: int = 1
+    ) -> None:
+        if blocks < 1 or num_envs % blocks:
+            raise ValueError(f"{num_envs} envs cannot be split into {blocks} equal blocks")
+
         def empty(*shape: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
             return torch.zeros(steps, num_envs, *shape, dtype=dtype, device=device)
 
         self.record = EpisodeRecord(empty(obs_dim), empty(act_dim), empty(), empty(obs_dim), empty(dtype=torch.bool))
-        self.joint_states: dict[int, tuple[int, torch.Tensor, torch.Tensor]] = {}  # step -> (env, q, qd)
+        # Per block: step -> (env of the block, q, qd). `joint_states` is the first (a lone run's only) block's.
+        self.block_states: list[dict[int, tuple[int, torch.Tensor, torch.Tensor]]] = [{} for _ in range(blocks)]
+        self.joint_states = self.block_states[0]
 
     def add(
         self,
@@ -121,6 +130,31 @@ class EpisodeRecorder:
     def add_joint_state(self, t: int, env_index: int, joint_q: torch.Tensor, joint_qd: torch.Tensor) -> None:
         """The env state before step `t` of env `env_index` (joint coordinates and rates, one row)."""
         self.joint_states[t] = (env_index, joint_q[env_index].clone(), joint_qd[env_index].clone())
+
+    def add_joint_states(self, t: int, joint_q: torch.Tensor, joint_qd: torch.Tensor) -> None:
+        """The state before step `t` of one env per block (`joint_q` / `joint_qd`: every env's rows): at the k-th
+        call env k mod the block's size, so each block keeps the states its seed's lone validation keeps."""
+        size = joint_q.shape[0] // len(self.block_states)
+        env = len(self.joint_states) % size
+        for block, states in enumerate(self.block_states):
+            row = block * size + env
+            states[t] = (env, joint_q[row].clone(), joint_qd[row].clone())
+
+    def split(self) -> list[EpisodeRecorder]:
+        """One recorder per block: its envs' rows (contiguous copies, so a seed's diagnostics read the tensors its
+        lone run reads) and its saved states. One block: this recorder."""
+        if len(self.block_states) == 1:
+            return [self]
+        size = self.record.actions.shape[1] // len(self.block_states)
+        parts = []
+        for block, states in enumerate(self.block_states):
+            part = copy.copy(self)
+            rows = slice(block * size, (block + 1) * size)
+            part.record = EpisodeRecord(*(field[:, rows].contiguous() for field in self.record))
+            part.block_states = [states]
+            part.joint_states = states
+            parts.append(part)
+        return parts
 
     def start_states(self, horizon: int) -> StartStates | None:
         """The saved states whose H following actions were recorded; None when there are none."""
@@ -144,6 +178,32 @@ def start_steps(episode_steps: int, horizon: int, count: int) -> list[int]:
     if room < 0 or count < 1:
         return []
     return sorted({(k + 1) * room // (count + 1) for k in range(count)})
+
+
+@torch.no_grad()
+def first_episode_returns(
+    env: Any, policy: Callable[[torch.Tensor], torch.Tensor], recorder: EpisodeRecorder | None = None,
+    start_steps: tuple[int, ...] = (),
+) -> torch.Tensor:  # fmt: skip
+    """Return [num_envs] (float64, on the env's device) of every env's first episode from a fresh reset under the
+    deterministic `policy(obs) -> action`, all envs in parallel. Every env finishes its first episode within
+    `max_episode_steps` (truncation), so the loop has a fixed length and reads nothing on the host. `recorder` keeps
+    every step on the device (the world-model diagnostics' held-out data) and, before each of `start_steps`, one
+    env's state per block of envs (the gradient check's start states)."""
+    obs = env.reset()
+    returns = torch.zeros(env.num_envs, dtype=torch.float64, device=env.device)
+    running = torch.ones(env.num_envs, dtype=torch.bool, device=env.device)
+    for t in range(env.max_episode_steps):
+        if recorder is not None and t in start_steps:
+            recorder.add_joint_states(t, *env.joint_state())
+        actions = policy(obs)
+        next_obs, reward, terminated, truncated, info = env.step(actions)
+        if recorder is not None:
+            recorder.add(t, obs, actions, reward, info["final_obs"], terminated | truncated)
+        obs = next_obs
+        returns += reward.double() * running
+        running &= ~(terminated | truncated)
+    return returns
 
 
 class Windows(NamedTuple):

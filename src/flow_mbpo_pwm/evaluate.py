@@ -106,22 +106,6 @@ def run_episodes(config: TrainConfig, evaluation: EvaluationConfig, checkpoint: 
     }
 
 
-@torch.no_grad()
-def first_episode_returns(env: Any, policy: Any) -> torch.Tensor:
-    """Return [num_envs] (float64, on the env's device) of every env's first episode from a fresh reset under the
-    deterministic `policy(obs) -> action`, all envs in parallel. Every env finishes its first episode within
-    `max_episode_steps` (truncation), so the loop has a fixed length and reads nothing on the host (validation of
-    the PPO reference's snapshots)."""
-    obs = env.reset()
-    returns = torch.zeros(env.num_envs, dtype=torch.float64, device=env.device)
-    running = torch.ones(env.num_envs, dtype=torch.bool, device=env.device)
-    for _ in range(env.max_episode_steps):
-        obs, reward, terminated, truncated, _ = env.step(policy(obs))
-        returns += reward.double() * running
-        running &= ~(terminated | truncated)
-    return returns
-
-
 def _play(env: Any, policy: torch.nn.Module, episodes: int, n: int, device: torch.device) -> dict[str, Any]:
     T, obs_dim, act_dim = int(env.max_episode_steps), int(env.obs_dim), int(env.act_dim)
     env_index = torch.arange(n, device=device)

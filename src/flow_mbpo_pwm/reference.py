@@ -421,7 +421,7 @@ class ReferenceRun:
     @torch.no_grad()
     def _snapshot(self, progress: Progress, final: bool = False) -> None:
         """Save the current policy as a snapshot and validate it on the held-out validation seeds."""
-        from flow_mbpo_pwm.evaluate import first_episode_returns
+        from flow_mbpo_pwm.diagnostics import first_episode_returns
         from flow_mbpo_pwm.reference_policy import ReferencePolicy, save_reference_policy
 
         policy = self.alg.get_policy()

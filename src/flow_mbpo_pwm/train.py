@@ -29,8 +29,9 @@ Exit codes (returned to `cli.py`):
      `ConfigError`, reported by `cli.py`).
 
 Several seeds (`train_seeds`, `train --seed 0 1 2 --run-dir A B C`) train as one stack in one process: one batched
-env (block s: seed s's envs), one `PWM` of S seeds, one epoch counter; everything else is per seed (`SeedRun`): its
-run folder, replay buffer, validation env, metrics, guard, records and `work/state.pt` — each folder exactly what a
+env (block s: seed s's envs), one batched validation env (block s: seed s's validation envs, so every seed's
+validation episodes run in one loop), one `PWM` of S seeds, one epoch counter; everything else is per seed
+(`SeedRun`): its run folder, replay buffer, metrics, guard, records and `work/state.pt` — each folder exactly what a
 lone run of that seed writes. The guard stops a collapsed seed alone (its diagnostics, and its records up to then
 as outputs with status "collapsed", no final model); its siblings finish, and the exit code is then 3. A lone run
 is the stack of one seed.
@@ -316,7 +317,6 @@ class SeedRun:
         self.stopped = False  # by the collapse guard, in this attempt or an earlier one
 
     def build(self) -> None:
-        from flow_mbpo_pwm import envs
         from flow_mbpo_pwm.data.replay import ReplayBuffer
 
         cfg, stack = self.config, self.stack
@@ -328,12 +328,6 @@ class SeedRun:
             act_dim=stack.env.act_dim,
             device=self.device,
             horizon=cfg.pwm.horizon,
-        )
-        self.val_env = envs.make_from_config(
-            cfg.env,
-            self.device,
-            seed=cfg.run.validation_seed_base + cfg.run.seed,
-            num_envs=cfg.run.validation_episodes,
         )
         self.window = MetricWindow(self.device)
         self.nonfinite = NonFiniteMonitor(GUARDED_METRICS, self.device)
@@ -369,8 +363,8 @@ class SeedRun:
 
     def _state(self, shared: dict[str, Any]) -> dict[str, Any]:
         """This seed's `work/state.pt` but the RNG states (added last): a lone run's state, whose `env`, `obs` and
-        `epoch` are the stack's (`shared`, the same in every seed's file) and whose `stack` lists the seeds trained
-        together."""
+        `epoch` are the stack's (`shared`, the same in every seed's file), as is its `val_env` (the batched validation
+        env's), and whose `stack` lists the seeds trained together."""
         return {
             "format": STATE_FORMAT,
             "config": self.config.to_dict(),
@@ -379,7 +373,7 @@ class SeedRun:
             "agent": self.stack.agent.seed_state_dict(self.index),
             "buffer": self.buffer.state_dict(),
             "env": shared["env"],
-            "val_env": self.val_env.state_dict(),
+            "val_env": shared["val_env"],
             "obs": shared["obs"],
             "window": self.window.state_dict(),
             "nonfinite": self.nonfinite.state_dict(),
@@ -421,7 +415,6 @@ class SeedRun:
     def _restore(self, state: dict[str, Any]) -> None:
         self.stack.agent.load_seed_state_dict(self.index, state["agent"])
         self.buffer.load_state_dict(state["buffer"])
-        self.val_env.load_state_dict(state["val_env"])
         self.window.load_state_dict(state["window"])
         self.nonfinite.load_state_dict(state["nonfinite"])
         self.collapse.load_state_dict(state["collapse"])
@@ -492,30 +485,6 @@ class SeedRun:
         names = ("train_return_mean", "train_episodes", "actor_loss", "critic_loss", "wm_loss", "actor_std")
         progress.report({**self.tag_fields, **{k: row[k] for k in names}})
 
-    @torch.no_grad()
-    def _validation_returns(
-        self, recorder: diagnostics.EpisodeRecorder | None = None, start_steps: tuple[int, ...] = ()
-    ) -> torch.Tensor:
-        """First-episode return of every validation env under the deterministic policy, run in parallel.
-        Every env finishes its first episode within `max_episode_steps` (truncation), so the loop has a fixed
-        length and no host reads. `recorder` keeps every step on the device (the world-model diagnostics' held-out
-        data) and, before each of `start_steps`, one env's state (the gradient check's start states)."""
-        env = self.val_env
-        obs = env.reset()
-        returns = torch.zeros(env.num_envs, dtype=torch.float64, device=self.device)
-        running = torch.ones(env.num_envs, dtype=torch.bool, device=self.device)
-        for t in range(env.max_episode_steps):
-            if recorder is not None and t in start_steps:
-                recorder.add_joint_state(t, len(recorder.joint_states) % env.num_envs, *env.joint_state())
-            actions = self.member.act(obs, deterministic=True)
-            next_obs, reward, terminated, truncated, info = env.step(actions)
-            if recorder is not None:
-                recorder.add(t, obs, actions, reward, info["final_obs"], terminated | truncated)
-            obs = next_obs
-            returns += reward.double() * running
-            running &= ~(terminated | truncated)
-        return returns
-
     def _gradient_check_env(self, epoch: int) -> diagnostics.JointStateReturns | None:
         """The gradient check's returns at this validation, or None when it is not due (every
         `run.grad_check_every`-th validation and the last) or the env cannot be placed in a saved state. Its env is
@@ -523,7 +492,7 @@ class SeedRun:
         cfg = self.config
         every = cfg.run.grad_check_every
         due = every > 0 and ((len(self.validation_rows) + 1) % every == 0 or epoch == cfg.pwm.epochs)
-        if not due or not diagnostics.JointStateReturns.supported(self.val_env):
+        if not due or not diagnostics.JointStateReturns.supported(self.stack.val_env):
             return None
         if self.gradient_env is None:
             from flow_mbpo_pwm import envs
@@ -542,19 +511,19 @@ class SeedRun:
         pwm = self.config.pwm
         return diagnostics.reward_units(pwm.reward_norm, self.member.rew_rms, pwm.reward_clip)
 
-    def _validate(self, progress: Progress) -> None:
+    def _validate(
+        self,
+        progress: Progress,
+        returns: torch.Tensor,
+        recorder: diagnostics.EpisodeRecorder,
+        gradient_returns: diagnostics.JointStateReturns | None,
+    ) -> None:
+        """This seed's part of a validation (`TrainingRun._validate` ran the episodes): its episodes' `returns` (on
+        the host) and `recorder`, the world-model diagnostics on them, the checkpoint, the row and the log line."""
         from flow_mbpo_pwm import checkpoints
 
-        self._check_finite()
-        cfg, env, epoch = self.config, self.val_env, self.progression.epoch
-        gradient_returns = self._gradient_check_env(epoch)
-        starts = diagnostics.start_steps(env.max_episode_steps, cfg.pwm.horizon, cfg.run.grad_check_starts)
-        recorder = diagnostics.EpisodeRecorder(
-            env.max_episode_steps, env.num_envs, env.obs_dim, env.act_dim, self.device
-        )
-        started = time.perf_counter()
-        returns = self._validation_returns(recorder, tuple(starts) if gradient_returns else ()).cpu()
-        episodes_done = time.perf_counter()  # `.cpu()` waited for the episodes
+        cfg, epoch = self.config, self.progression.epoch
+        episodes_done = time.perf_counter()
         mean = float(returns.mean())
         std = float(returns.std(unbiased=False))
         # Seeded by the epoch, so a resumed run measures the same (only a noise-source flow draws from it).
@@ -576,7 +545,7 @@ class SeedRun:
             "config": self.config.to_dict(),
         }
         checkpoints.save_policy(path, self.member, meta)
-        seconds = (episodes_done - started, diagnostics_done - episodes_done, time.perf_counter() - diagnostics_done)
+        seconds = (diagnostics_done - episodes_done, time.perf_counter() - diagnostics_done)
         row = {
             **self._cell_keys(),
             "epoch": epoch,
@@ -600,7 +569,7 @@ class SeedRun:
             + (f" FLAGGED ({reason})" if reason else "")
             + f"; step-H latent error {row['wm_latent_mse_hH']:.3g} (copy baseline {row['copy_latent_mse_hH']:.3g})"
             + (f", gradient cosine {grad_cosine:.3f}" if not math.isnan(grad_cosine) else "")
-            + "; took {:.2f} s (episodes {:.2f}, diagnostics {:.2f}, checkpoint {:.2f})".format(sum(seconds), *seconds)
+            + "; diagnostics {:.2f} s, checkpoint {:.2f} s".format(*seconds)
         )
         if self.collapse.should_stop:
             raise CollapseError(
@@ -750,6 +719,9 @@ class TrainingRun:
         seed_everything(self.seeds[0])
         set_matmul_precision(cfg.run.tf32)
         self.env = envs.make_for_seeds(cfg.env, self.device, self.seeds)  # block s: seed s's envs
+        validation_seeds = [c.run.validation_seed_base + c.run.seed for c in self.configs]
+        # block s: seed s's validation envs, as its lone run's
+        self.val_env = envs.make_for_seeds(cfg.env, self.device, validation_seeds, cfg.run.validation_episodes)
         self.agent = PWM(self.env.obs_dim, self.env.act_dim, cfg, self.device, seeds=self.seeds)
         for run in self.runs:
             run.build()
@@ -777,6 +749,7 @@ class TrainingRun:
             "epoch": self.progression.epoch,
             "wall_seconds": self.wall_seconds(),
             "env": self.env.state_dict(),
+            "val_env": self.val_env.state_dict(),
             "obs": self.obs,
             "stack": list(self.seeds),
         }
@@ -816,14 +789,20 @@ class TrainingRun:
         if len(epochs) != 1:
             listed = ", ".join(f"{run.folder.state}: epoch {int(state['epoch'])}" for run, state in states)
             raise io.CheckpointError(f"the seeds' training states are of different epochs ({listed}); delete them")
-        first = states[0][1]
-        try:
-            self.env.load_state_dict(first["env"])
-        except (KeyError, TypeError, ValueError, RuntimeError) as err:
-            raise io.CheckpointError(
-                f"{states[0][0].folder.state}: damaged training state, its env does not fit this run ({err}); "
-                "delete it to start afresh"
-            ) from err
+        path, first = states[0][0].folder.state, states[0][1]
+        older_stack = (
+            "; a stack of several seeds saved before their validations ran in one env (2026-12-04) cannot resume"
+        )
+        for env, key, what, note in (
+            (self.env, "env", "damaged training state, its env", ""),
+            (self.val_env, "val_env", "its validation env", older_stack),
+        ):
+            try:
+                env.load_state_dict(first[key])
+            except (KeyError, TypeError, ValueError, RuntimeError) as err:
+                raise io.CheckpointError(
+                    f"{path}: {what} does not fit this run ({err}){note}; delete it to start afresh"
+                ) from err
         self.obs = first["obs"].to(self.device)
         self.progression = Progression(epoch=int(first["epoch"]), wall_seconds=float(first["wall_seconds"]))
         restore_rng(first["rng"], self.device)
@@ -960,10 +939,46 @@ class TrainingRun:
                 # While a state save is being written the table waits: each table write is fsynced, and on ext4 that
                 # fsync waits for the state file's data too (up to 0.85 s per write, bench/RESULTS.md).
                 run._log(progress, write=not self._saves.writing)
-            if epoch % cfg.run.validate_every == 0 or last:
-                self._guarded(run, partial(run._validate, progress), progress)
+        if epoch % cfg.run.validate_every == 0 or last:
+            self._validate(progress)
         if epoch % cfg.run.save_state_every == 0 and not last and self.live():
             self._save_state(progress, background=True)
+
+    def _validate(self, progress: Progress) -> None:
+        """Every live seed's validation. Their episodes run in one loop of the batched validation env, block s acting
+        with seed s's deterministic policy (a stopped seed's block with zero actions), so each seed's episodes are
+        exactly its lone run's; then each seed's diagnostics, checkpoint and row (`SeedRun._validate`)."""
+        for run in self.live():
+            self._guarded(run, run._check_finite, progress)  # a seed gone non-finite stops here, before it acts
+        runs = self.live()
+        if not runs:
+            return
+        cfg, env, epoch = self.config, self.val_env, self.progression.epoch
+        gradient_returns = {run.index: run._gradient_check_env(epoch) for run in runs}
+        starts = ()
+        if any(check is not None for check in gradient_returns.values()):
+            starts = tuple(diagnostics.start_steps(env.max_episode_steps, cfg.pwm.horizon, cfg.run.grad_check_starts))
+        size = cfg.run.validation_episodes
+        recorder = diagnostics.EpisodeRecorder(
+            env.max_episode_steps, env.num_envs, env.obs_dim, env.act_dim, self.device, blocks=len(self.runs)
+        )
+        acting = torch.tensor([not run.stopped for run in self.runs], device=self.device)
+        acting = acting.repeat_interleave(size).unsqueeze(1)
+
+        def policy(obs: torch.Tensor) -> torch.Tensor:
+            return torch.where(acting, self.agent.act(obs, deterministic=True), 0.0)
+
+        started = time.perf_counter()
+        returns = diagnostics.first_episode_returns(env, policy, recorder, starts).cpu()  # waits for the episodes
+        progress.message(
+            f"validation at epoch {epoch}: the episodes of seed(s) {[self.seeds[run.index] for run in runs]} "
+            f"({size} each, in one env) took {time.perf_counter() - started:.2f} s"
+        )
+        blocks = recorder.split()
+        for run in runs:
+            rows = slice(run.index * size, (run.index + 1) * size)
+            validate = partial(run._validate, progress, returns[rows], blocks[run.index], gradient_returns[run.index])
+            self._guarded(run, validate, progress)
 
 
 def _json_number(value: float) -> float | None:

@@ -9,6 +9,7 @@ given MKL's strict reproducibility mode (`STRICT_MKL`: without it MKL's products
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -117,6 +118,27 @@ def test_a_preempted_stack_resumes_to_the_uninterrupted_end(reference, tmp_path)
     assert alone.returncode != 0 and "saved by a run training the seeds [0, 2] together" in alone.stdout + alone.stderr
     # ... and the folder still records its stack (what the workflow groups by), not the refused one.
     assert yaml.safe_load((stack[0] / "work" / "stack.yaml").read_text()) == {"seeds": [0, 2]}
+
+
+def test_a_stack_saved_with_a_validation_env_per_seed_is_refused_by_name(reference, tmp_path):
+    """States saved before a stack's validations ran in one env hold each seed's own validation env: such a stack
+    does not resume, and the error says why and what to delete (a lone run's state is the same either way)."""
+    from flow_mbpo_pwm import envs, io
+
+    config, stack_reference, _ = reference
+    stack = [tmp_path / "seed0", tmp_path / "seed2"]
+    for source, target in zip(stack_reference, stack, strict=True):
+        shutil.copytree(source, target)
+        (target / "final.pt").unlink()  # then the run resumes from its last state
+    for seed, run_dir in zip((0, 2), stack, strict=True):
+        state = io.torch_load(run_dir / "work" / "state.pt")
+        lone = envs.make("gym:HalfCheetah-v5", 2, "cpu", seed=500_000 + seed, episode_length=12)
+        state["val_env"] = lone.state_dict()
+        io.torch_save(run_dir / "work" / "state.pt", state)
+    done = run_cli(train_args(config, [0, 2], stack))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "its validation env does not fit this run" in done.stdout + done.stderr
+    assert "saved before their validations ran in one env (2026-12-04) cannot resume" in done.stdout + done.stderr
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -1,6 +1,7 @@
 """A tiny real training run on the Ant writes the world-model diagnostics (validation.csv columns and
 wm_diagnostics.csv, gradient check included), and a run killed after a state save and resumed writes the same
-diagnostics as an uninterrupted one."""
+diagnostics as an uninterrupted one. In a stack of seeds, whose validation episodes run in one batched env, each
+seed validates (episodes, gradient check's start states, diagnostics) exactly as alone."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import subprocess
 import time
 
 import pandas as pd
-from train_helpers import cli_args, run_cli, subprocess_env
+from train_helpers import assert_same_run, cli_args, deep_update, run_cli, subprocess_env
 
 from flow_mbpo_pwm import io
 from flow_mbpo_pwm.config import PWMConfig
@@ -73,6 +74,25 @@ def test_training_writes_diagnostics_and_a_resumed_run_writes_the_same(tmp_path,
     assert "resumed from" in again.stdout
     for name in ("wm_diagnostics.csv", "validation.csv"):
         pd.testing.assert_frame_equal(pd.read_csv(reference / name), pd.read_csv(killed / name), check_exact=True)
+
+
+def test_each_seed_of_an_ant_stack_validates_as_alone_gradient_check_included(tmp_path, write_experiment):
+    """Seeds 0 and 1 stacked: their 2 x 8 validation envs are one batched Ant, block s acting with seed s's policy,
+    and each block keeps the start states of its own envs. The binned reward head and MKL's strict mode make a stacked
+    seed bitwise its lone run (tests/train/test_stacked_runs.py says why)."""
+    config = write_experiment(deep_update(ANT_RUN, {"train": {"world_model": {"reward_head": "binned"}}}))
+    stack = [tmp_path / "stack" / "seed0", tmp_path / "stack" / "seed1"]
+    args = cli_args(config, stack[0])
+    args[args.index("--seed") + 1 : args.index("--run-dir") + 2] = ["0", "1", "--run-dir", *map(str, stack)]
+    done = run_cli(args, MKL_CBWR="AUTO,STRICT")
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "the episodes of seed(s) [0, 1] (" in done.stdout
+    for seed, run_dir in enumerate(stack):
+        alone = tmp_path / f"alone{seed}"
+        lone = run_cli(cli_args(config, alone, seed=seed), MKL_CBWR="AUTO,STRICT")
+        assert lone.returncode == 0, lone.stderr + lone.stdout
+        assert_same_run(alone, run_dir)
+        assert math.isfinite(pd.read_csv(run_dir / "validation.csv")["grad_cosine"].iloc[-1])  # the check ran
 
 
 def test_a_state_saved_before_the_later_columns_existed_resumes_with_nan_in_its_rows(tmp_path, write_experiment):

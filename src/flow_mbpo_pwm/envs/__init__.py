@@ -74,11 +74,14 @@ def make_from_config(
     return make(env_config.task, n, device, seed, **overrides)
 
 
-def make_for_seeds(env_config, device: str | torch.device, seeds: list[int] | tuple[int, ...]):
-    """The one batched env of a stack of seeds: `env_config.num_envs` copies per seed, block s drawing exactly as a
-    lone env with seed s (one seed: that seed's lone env)."""
+def make_for_seeds(
+    env_config, device: str | torch.device, seeds: list[int] | tuple[int, ...], per_seed: int | None = None
+):
+    """The one batched env of a stack of seeds: `per_seed` copies per seed (default `env_config.num_envs`), block s
+    drawing exactly as a lone env with seed s (one seed: that seed's lone env)."""
     seed = seeds[0] if len(seeds) == 1 else list(seeds)
-    return make_from_config(env_config, device, seed=seed, num_envs=env_config.num_envs * len(seeds))
+    n = env_config.num_envs if per_seed is None else per_seed
+    return make_from_config(env_config, device, seed=seed, num_envs=n * len(seeds))
 
 
 def _reject_unknown(task: str, overrides: dict[str, Any], allowed: set[str] | frozenset[str]) -> None:
