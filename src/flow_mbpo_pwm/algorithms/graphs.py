@@ -76,6 +76,12 @@ class Call:
     lane: int = 0
 
 
+def check_side_by_side(calls: tuple[Call, ...]) -> None:
+    """Phases may run side by side only if at most one of them draws random numbers (see the top)."""
+    if sum(call.draws for call in calls) > 1:
+        raise ValueError(f"side_by_side: at most one phase may draw random numbers, got {[c.name for c in calls]}")
+
+
 class PhaseGraphs:
     """Captured phases of one agent, by name. `generators`: the device generator(s) the phases draw from (a stack
     of seeds: one per seed, and the scratch one)."""
@@ -134,8 +140,7 @@ class PhaseGraphs:
     def side_by_side(self, *calls: Call) -> list[Outputs]:
         """Run independent phases (see the top), each on its call's lane: concurrently once every one is captured
         on a lane of its own, else one after the other through `run` (their warm-up and capture calls)."""
-        if sum(call.draws for call in calls) > 1:
-            raise ValueError(f"side_by_side: at most one phase may draw random numbers, got {[c.name for c in calls]}")
+        check_side_by_side(calls)
         phases = [self.phases.get(call.name) for call in calls]
         ready = all(phase is not None and phase.graph is not None for phase in phases)
         if not ready or len({phase.lane for phase in phases}) < len(calls):  # type: ignore[union-attr]
