@@ -27,7 +27,6 @@ Prints a table (seconds per save, median of the repeats) and writes the rows as 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -37,7 +36,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_epoch import machine  # noqa: E402
+from train_epoch import write_record  # noqa: E402
 
 from flow_mbpo_pwm import io  # noqa: E402
 from flow_mbpo_pwm.data.replay import ReplayBuffer  # noqa: E402
@@ -160,17 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{row['written_s']:>10.2f} {row['lost_beside_loop_s']:>21.2f} {row['longest_table_write_s']:>23.2f}",
                 flush=True,
             )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps(
-            {
-                "machine": machine(device),
-                "args": vars(args) | {"out": str(args.out), "dir": str(args.dir)},
-                "rows": rows,
-            },
-            indent=2,
-        )
-    )
+    write_record(args.out, device, args, rows)
     return 0
 
 

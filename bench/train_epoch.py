@@ -202,6 +202,15 @@ def machine(device: torch.device) -> dict[str, Any]:
     return facts
 
 
+def write_record(out: Path, device: torch.device, args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
+    """A bench's JSON record at `out`: the machine, the arguments (paths as text) and the rows, then a line saying so.
+    The other benches of this folder write theirs with it too."""
+    arguments = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": machine(device), "args": arguments, "rows": rows}, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
@@ -279,10 +288,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{row['total_ms']:>9.1f} {row['epoch_unsplit_ms']:>9.1f}",
                 flush=True,
             )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": machine(device), "args": vars(args) | {"out": str(args.out)},
-                                    "rows": rows}, indent=2) + "\n")  # fmt: skip
-    print(f"wrote {args.out}")
+    write_record(args.out, device, args, rows)
     return 0
 
 

@@ -17,9 +17,8 @@ Prints a table and writes every row (plus machine facts) as JSON to --out.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,9 @@ from flow_mbpo_pwm import diagnostics, envs
 from flow_mbpo_pwm.algorithms.pwm import PWM
 from flow_mbpo_pwm.config import DYNAMICS_PRESETS, SIZE_PRESETS, EnvConfig, RunConfig, TrainConfig
 from flow_mbpo_pwm.train_state import set_matmul_precision
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_epoch import write_record  # noqa: E402
 
 VALIDATION_SEED_BASE = RunConfig().validation_seed_base
 
@@ -88,11 +90,14 @@ def bench_stack(size: str, seeds: int, args: argparse.Namespace, device: torch.d
     }
 
 
-def machine(device: torch.device) -> dict[str, Any]:
-    facts: dict[str, Any] = {"device": str(device), "torch": torch.__version__, "python": platform.python_version()}
-    if device.type == "cuda":
-        facts["card"] = torch.cuda.get_device_name(device)
-    return facts
+def print_row(row: dict[str, Any]) -> dict[str, Any]:
+    stack_envs = row["seeds"] * row["episodes_per_seed"]
+    print(
+        f"{row['size']:>5} {row['seeds']:>5} {stack_envs:>5} {row['one_by_one_s']:>15.3f} {row['together_s']:>13.3f} "
+        f"{row['ratio']:>6.2f} {str(row['returns_equal']):>6}",
+        flush=True,
+    )
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,21 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_grad_enabled(False)
 
     print(f"{'size':>5} {'seeds':>5} {'envs':>5} {'one by one (s)':>15} {'together (s)':>13} {'ratio':>6} {'equal':>6}")
-    rows = []
-    for size in args.sizes:
-        for seeds in args.seeds:
-            row = bench_stack(size, seeds, args, device)
-            rows.append(row)
-            print(
-                f"{size:>5} {seeds:>5} {seeds * args.episodes:>5} {row['one_by_one_s']:>15.3f} "
-                f"{row['together_s']:>13.3f} {row['ratio']:>6.2f} {str(row['returns_equal']):>6}",
-                flush=True,
-            )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(
-        json.dumps({"machine": machine(device), "args": vars(args) | {"out": str(args.out)}, "rows": rows}, indent=1)
-    )
-    print(f"wrote {args.out}")
+    rows = [print_row(bench_stack(size, seeds, args, device)) for size in args.sizes for seeds in args.seeds]
+    write_record(args.out, device, args, rows)
     return 0
 
 
