@@ -399,7 +399,8 @@ def status(path: str) -> None:
                 f"{name:22s} seed {seed:<3d} epoch {last.get('epoch', '-'):>5s}  val(last 6) {curve:40s}"
                 f" latent/copy h1 {ratio(last, 'h1')}  value/copy hH {number(last, 'value_ratio_hH')}"
                 f"  cos {number(last, 'grad_cosine')}"
-                f"  saturation {number(last, 'action_saturation')}  held-out {held_out_mean(run):.0f}"
+                f"  saturation {number(last, 'action_saturation')}  |a| {number(last, 'action_magnitude')}"
+                f"  held-out {held_out_mean(run):.0f}"
                 + (" (at the cut)" if (run / "held_out_cut.json").exists() else "")
             )
 

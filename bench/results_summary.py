@@ -66,7 +66,7 @@ def last_validation(curves: pd.DataFrame) -> pd.DataFrame:
         row = dict(zip(["size", "dynamics", "seed"], key, strict=True))
         row["epoch"] = int(last["epoch"])
         row["val_return"] = last["val_return_mean"]
-        for column in ("latent_ratio_hH", "wm_reward_mse_hH", "action_jitter", "action_saturation"):
+        for column in ("latent_ratio_hH", "wm_reward_mse_hH", "action_jitter", "action_saturation", "action_magnitude"):
             row[column] = last[column] if column in run else float("nan")
         row["last_grad_cosine"] = measured.iloc[-1] if len(measured) else float("nan")
         rows.append(row)

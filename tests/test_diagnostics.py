@@ -297,6 +297,19 @@ def test_action_saturation_is_the_fraction_of_entries_at_the_tanh_bounds_inside_
     assert math.isnan(action_jitter(action_record(actions[:1], dones[:1])))
 
 
+def test_action_magnitude_is_the_mean_absolute_action_entry_inside_each_first_episode():
+    no_end = torch.zeros(4, 2, dtype=torch.bool)
+    assert action_columns(action_record(torch.zeros(4, 2, ACT), no_end))["action_magnitude"] == 0.0
+    assert action_columns(action_record(torch.full((4, 2, ACT), -1.0), no_end))["action_magnitude"] == 1.0
+    half = torch.stack([torch.full((4, 2), 0.5), torch.full((4, 2), -0.25)], dim=-1)  # entries 0.5 and 0.25
+    assert action_columns(action_record(half, no_end))["action_magnitude"] == pytest.approx(0.375)
+    # env 0 ends at step 1: its |a| 1 and 0.5 count, not the steps after its reset; env 1's four steps count
+    actions = torch.tensor([[[1.0], [0.0]], [[0.5], [0.1]], [[-1.0], [1.0]], [[1.0], [0.3]]])
+    dones = torch.tensor([[False, False], [True, False], [False, False], [False, False]])
+    magnitude = action_columns(action_record(actions, dones))["action_magnitude"]
+    assert magnitude == pytest.approx((1.0 + 0.5 + 0.0 + 0.1 + 1.0 + 0.3) / 6)
+
+
 def test_a_recorder_of_blocks_splits_into_what_each_blocks_lone_recorder_records():
     """A stack's validation envs (2 seeds x 3 envs) recorded together: each block's part holds its envs' rows and the
     start states a lone recorder of its 3 envs keeps (the k-th start's env k mod 3, its own rows)."""

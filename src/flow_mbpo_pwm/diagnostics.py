@@ -23,7 +23,8 @@ baseline's error along the horizon). Is it saturated? `action_saturation`: the f
 |tanh(mu)| >= 0.99 (|mu| >= 2.65), where tanh passes on at most 2% of a gradient: a saturated actor learns little
 from first-order gradients, whatever the model's. (The Ant agents that stood longest had small actor gradients
 until they left standing: docs/results/2026-12-01-det-10M. A standing agent's jitter is ~0 whatever the cause: its
-observations barely change.)
+observations barely change.) How hard does it push? `action_magnitude`: the mean |a| of its action entries; the
+PPO reference's faster gaits push ever closer to the bounds (bench/action_cap.py).
 
 Held-out data: the validation episodes (validation env and seeds) of the deterministic policy `tanh(mu)`, recorded
 on the device by `EpisodeRecorder` while validation runs. Not the exploration policy: its noise would be drawn from
@@ -481,20 +482,28 @@ def action_columns(record: EpisodeRecord) -> dict[str, float]:
     - `action_jitter`: the mean absolute change of the action between consecutive steps, per action entry, over the
       pairs of steps inside the episode: 0 for a constant action, 2 for one that flips between the bounds -1 and 1
       every step; NaN when no env has two steps;
-    - `action_saturation`: the fraction of action entries with |a| >= `SATURATED`, over the episode's steps."""
+    - `action_saturation`: the fraction of action entries with |a| >= `SATURATED`, over the episode's steps;
+    - `action_magnitude`: the mean |a| of the action entries over the episode's steps (0 idle, 1 bang-bang). The
+      PPO reference's gaits ask for ever more torque as they get faster (bench/action_cap.py: mean |a| 0.80 at
+      3.1k, 0.93 at 5.3k), so this says whether a policy could run them."""
     actions, dones = record.actions, record.dones
     ends = dones.to(torch.int32)
     ended = torch.cumsum(ends, dim=0)  # [T, N]: episode ends up to and including step t
     inside = (ended - ends == 0).to(actions.dtype)  # step t belongs to the first episode
     saturated = (actions.abs() >= SATURATED).to(actions.dtype).mean(-1)
-    sums = [(saturated * inside).sum(), inside.sum()]
+    sums = [inside.sum(), (saturated * inside).sum(), (actions.abs().mean(-1) * inside).sum()]
     if actions.shape[0] >= 2:
         pairs = (ended[:-1] == 0).to(actions.dtype)  # (t - 1, t) lies inside the episode when it has not ended by t - 1
         change = (actions[1:] - actions[:-1]).abs().mean(-1)
         sums += [(change * pairs).sum(), pairs.sum()]
     values = torch.stack(sums).tolist()
-    jitter = values[2] / values[3] if len(values) == 4 and values[3] else math.nan
-    return {"action_jitter": jitter, "action_saturation": values[0] / values[1] if values[1] else math.nan}
+    steps = values[0]
+    jitter = values[3] / values[4] if len(values) == 5 and values[4] else math.nan
+    return {
+        "action_jitter": jitter,
+        "action_saturation": values[1] / steps if steps else math.nan,
+        "action_magnitude": values[2] / steps if steps else math.nan,
+    }
 
 
 def summary_columns(rows: list[dict[str, float]], grad_cosine: float) -> dict[str, float]:

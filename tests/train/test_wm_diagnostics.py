@@ -59,6 +59,7 @@ def test_training_writes_diagnostics_and_a_resumed_run_writes_the_same(tmp_path,
     assert validation["value_ratio_hH"].iloc[-1] == last["value_ratio"].iloc[-1]
     assert validation["action_jitter"].between(0, 2).all()  # tanh actions in [-1, 1], measured at every validation
     assert validation["action_saturation"].between(0, 1).all()
+    assert validation["action_magnitude"].between(0, 1).all()
 
     # SIGKILL right after the first state save, then the same command again.
     killed = tmp_path / "killed"
@@ -133,6 +134,8 @@ def test_a_state_saved_before_the_later_columns_existed_resumes_with_nan_in_its_
     jitter, saturation = validation["action_jitter"], validation["action_saturation"]
     assert jitter[:old_rows].isna().all() and jitter[old_rows:].between(0, 2).all() and len(jitter) > old_rows
     assert saturation[:old_rows].isna().all() and saturation[old_rows:].between(0, 1).all()
+    magnitude = validation["action_magnitude"]
+    assert magnitude[:old_rows].isna().all() and magnitude[old_rows:].between(0, 1).all()
     value = validation["wm_value_mse_hH"]
     assert value[:old_rows].isna().all() and (value[old_rows:] >= 0).all()
     std = pd.read_csv(run / "metrics.csv")["actor_std"]
