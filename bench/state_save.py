@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_epoch import write_record  # noqa: E402
+from train_epoch import report, write_record  # noqa: E402
 
 from flow_mbpo_pwm import io  # noqa: E402
 from flow_mbpo_pwm.data.replay import ReplayBuffer  # noqa: E402
@@ -145,20 +145,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats < 1 or args.capacity < NUM_ENVS * (HORIZON + 1) or min(args.seeds) < 1:
         parser.error("--repeats and --seeds must be >= 1, --capacity >= 128 x 17")
     device = torch.device(args.device)
-    rows = []
     print(
         f"{'seeds':>5} {'MB':>8} {'inline s':>9} {'blocking s':>11} {'written s':>10} {'lost beside a loop s':>21} "
         f"{'table write, longest s':>23}"
     )
+
+    def line(row: dict) -> str:
+        return (
+            f"{row['seeds']:>5} {row['megabytes']:>8.1f} {row['inline_s']:>9.2f} {row['blocking_s']:>11.2f} "
+            f"{row['written_s']:>10.2f} {row['lost_beside_loop_s']:>21.2f} {row['longest_table_write_s']:>23.2f}"
+        )
+
     with tempfile.TemporaryDirectory(dir=args.dir) as folder:
-        for seeds in args.seeds:
-            row = measure(seeds, args.capacity, device, args.repeats, Path(folder))
-            rows.append(row)
-            print(
-                f"{seeds:>5} {row['megabytes']:>8.1f} {row['inline_s']:>9.2f} {row['blocking_s']:>11.2f} "
-                f"{row['written_s']:>10.2f} {row['lost_beside_loop_s']:>21.2f} {row['longest_table_write_s']:>23.2f}",
-                flush=True,
-            )
+        rows = report((measure(seeds, args.capacity, device, args.repeats, Path(folder)) for seeds in args.seeds), line)
     write_record(args.out, device, args, rows)
     return 0
 

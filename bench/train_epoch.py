@@ -29,6 +29,7 @@ import argparse
 import json
 import platform
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -202,10 +203,30 @@ def machine(device: torch.device) -> dict[str, Any]:
     return facts
 
 
+def report(rows: Iterable[dict[str, Any]], line: Callable[[dict[str, Any]], str]) -> list[dict[str, Any]]:
+    """Every row as it is measured, printed with `line` (flushed, so a long bench shows its progress), then all of
+    them. The other benches of this folder print theirs with it too."""
+    measured = []
+    for row in rows:
+        print(line(row), flush=True)
+        measured.append(row)
+    return measured
+
+
 def write_record(out: Path, device: torch.device, args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
     """A bench's JSON record at `out`: the machine, the arguments (paths as text) and the rows, then a line saying so.
     The other benches of this folder write theirs with it too."""
-    arguments = {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()}
+
+    def text(value: Any) -> Any:
+        return (
+            [text(item) for item in value]
+            if isinstance(value, list)
+            else str(value)
+            if isinstance(value, Path)
+            else value
+        )
+
+    arguments = {key: text(value) for key, value in vars(args).items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": machine(device), "args": arguments, "rows": rows}, indent=2) + "\n")
     print(f"wrote {out}")
@@ -271,23 +292,22 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     set_matmul_precision(args.tf32)  # as `train` does from run.tf32
 
-    rows = []
     header = (
         f"{'size':>4} {'dynamics':>13} {'seeds':>5} {'envs':>5} {'env':>9} {'actor':>9} {'critic':>9} "
         f"{'world model':>11} {'sum':>9} {'unsplit':>9}   (ms per epoch)"
     )
     print(header, flush=True)
-    for size in args.sizes:
-        for dynamics in args.dynamics:
-            row = bench_cell(size, dynamics, args, device)
-            rows.append(row)
-            name = dynamics if not row["substeps"] else f"{dynamics} {row['integrator']} K={row['substeps']}"
-            print(
-                f"{size:>4} {name:>13} {row['seeds']:>5} {row['num_envs']:>5} {row['env_ms']:>9.1f} "
-                f"{row['actor_ms']:>9.1f} {row['critic_ms']:>9.1f} {row['world_model_ms']:>11.1f} "
-                f"{row['total_ms']:>9.1f} {row['epoch_unsplit_ms']:>9.1f}",
-                flush=True,
-            )
+
+    def line(row: dict[str, Any]) -> str:
+        name = row["dynamics"] if not row["substeps"] else f"{row['dynamics']} {row['integrator']} K={row['substeps']}"
+        return (
+            f"{row['size']:>4} {name:>13} {row['seeds']:>5} {row['num_envs']:>5} {row['env_ms']:>9.1f} "
+            f"{row['actor_ms']:>9.1f} {row['critic_ms']:>9.1f} {row['world_model_ms']:>11.1f} "
+            f"{row['total_ms']:>9.1f} {row['epoch_unsplit_ms']:>9.1f}"
+        )
+
+    cells = (bench_cell(size, dynamics, args, device) for size in args.sizes for dynamics in args.dynamics)
+    rows = report(cells, line)
     write_record(args.out, device, args, rows)
     return 0
 

@@ -31,7 +31,7 @@ from flow_mbpo_pwm.config import DYNAMICS_PRESETS, SIZE_PRESETS, EnvConfig, RunC
 from flow_mbpo_pwm.train_state import set_matmul_precision
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_epoch import write_record  # noqa: E402
+from train_epoch import report, write_record  # noqa: E402
 
 VALIDATION_SEED_BASE = RunConfig().validation_seed_base
 
@@ -90,14 +90,12 @@ def bench_stack(size: str, seeds: int, args: argparse.Namespace, device: torch.d
     }
 
 
-def print_row(row: dict[str, Any]) -> dict[str, Any]:
+def line(row: dict[str, Any]) -> str:
     stack_envs = row["seeds"] * row["episodes_per_seed"]
-    print(
+    return (
         f"{row['size']:>5} {row['seeds']:>5} {stack_envs:>5} {row['one_by_one_s']:>15.3f} {row['together_s']:>13.3f} "
-        f"{row['ratio']:>6.2f} {str(row['returns_equal']):>6}",
-        flush=True,
+        f"{row['ratio']:>6.2f} {str(row['returns_equal']):>6}"
     )
-    return row
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_grad_enabled(False)
 
     print(f"{'size':>5} {'seeds':>5} {'envs':>5} {'one by one (s)':>15} {'together (s)':>13} {'ratio':>6} {'equal':>6}")
-    rows = [print_row(bench_stack(size, seeds, args, device)) for size in args.sizes for seeds in args.seeds]
+    rows = report((bench_stack(size, seeds, args, device) for size in args.sizes for seeds in args.seeds), line)
     write_record(args.out, device, args, rows)
     return 0
 

@@ -474,6 +474,13 @@ def ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator > 0 else math.nan
 
 
+def first_episode_steps(dones: torch.Tensor) -> torch.Tensor:
+    """[T, N] bool: step t of env n belongs to its first episode (the step that ends it included), from the
+    recorded `dones` [T, N]."""
+    ends = dones.to(torch.int32)
+    return torch.cumsum(ends, dim=0) - ends == 0
+
+
 SATURATED = 0.99  # |action| at or above this counts as saturated: tanh'(mu) = 1 - a^2 <= 0.02
 
 
@@ -486,10 +493,9 @@ def action_columns(record: EpisodeRecord) -> dict[str, float]:
     - `action_magnitude`: the mean |a| of the action entries over the episode's steps (0 idle, 1 bang-bang). The
       PPO reference's gaits ask for ever more torque as they get faster (bench/action_cap.py: mean |a| 0.80 at
       3.1k, 0.93 at 5.3k), so this says whether a policy could run them."""
-    actions, dones = record.actions, record.dones
-    ends = dones.to(torch.int32)
-    ended = torch.cumsum(ends, dim=0)  # [T, N]: episode ends up to and including step t
-    inside = (ended - ends == 0).to(actions.dtype)  # step t belongs to the first episode
+    actions = record.actions
+    ended = torch.cumsum(record.dones.to(torch.int32), dim=0)  # [T, N]: episode ends up to and including step t
+    inside = first_episode_steps(record.dones).to(actions.dtype)
     saturated = (actions.abs() >= SATURATED).to(actions.dtype).mean(-1)
     sums = [inside.sum(), (saturated * inside).sum(), (actions.abs().mean(-1) * inside).sum()]
     if actions.shape[0] >= 2:
