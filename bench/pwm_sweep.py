@@ -16,8 +16,9 @@
 A sweep file names a base experiment config, one cell (task, size, and `seed: k` or `seeds: [k, ...]`), the
 schedule (`epochs`, and `lr_decay_epochs` to run the first `epochs` of a longer learning-rate schedule), and
 points: each point is a dynamics variant of the base config (or a new one, `variant: {kind: ...}`) plus `pwm:` and
-`run:` overrides (any `train.pwm` / `train.run` key), `pretrain_steps: N` (the world model's pretraining steps;
-else the sweep's `pretrain_steps`, else the base config's) and `scratch: true` for a run without the offline
+`run:` overrides (any `train.pwm` / `train.run` key), `size:` (a size preset of its own, which its config then
+trains, e.g. a 48M point beside 5M ones on a two-GPU machine), `pretrain_steps: N` (the world model's pretraining
+steps; else the sweep's `pretrain_steps`, else the base config's) and `scratch: true` for a run without the offline
 protocol. A sweep-level `pwm:` applies to every point, under the points' own: it pins what a sweep's points share
 where the base config may change (config/short.yaml went from 20 : 0.1 without an actor penalty to 1 : 1 with
 one on 2026-12-02; every sweep file written before pins the former, so it reruns what it recorded).
@@ -89,6 +90,9 @@ def load(path: str) -> dict:
         raise SystemExit(f"{path}: 'config' must be a mapping merged into the base config, got {sweep['config']!r}")
     if ("seed" in sweep) == ("seeds" in sweep):
         raise SystemExit(f"{path}: give either 'seed: k' or 'seeds: [k, ...]'")
+    sizes = [spec["size"] for spec in sweep["points"].values() if "size" in spec]
+    if not all(isinstance(size, str) for size in sizes):
+        raise SystemExit(f"{path}: a point's 'size' must be a size preset's name, got {sizes!r}")
     seeds = sweep.get("seeds", [sweep.get("seed")])
     integers = all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
     if not seeds or not integers or len(set(seeds)) < len(seeds):
@@ -162,8 +166,20 @@ def base(path: str, out: str) -> None:
     Path(out).write_text(yaml.safe_dump(base_config(load(path)), sort_keys=False))
 
 
+def point_size(sweep: dict, spec: dict) -> str:
+    """A point's size preset: its own `size:`, else the sweep's."""
+    return spec.get("size", sweep["size"])
+
+
+def cell(sweep: dict, spec: dict) -> list[str]:
+    """The CLI's cell arguments of a point: task and size."""
+    return ["--task", sweep["task"], "--size", point_size(sweep, spec)]
+
+
 def point_config(sweep: dict, spec: dict) -> dict:
     config = base_config(sweep)
+    if "size" in spec:  # a point of another size than the sweep's: its config trains that size
+        config["sizes"] = [spec["size"]]
     if "variant" in spec:  # a dynamics variant the base config lacks: `variant: {kind: flow, ...}`
         config.setdefault("dynamics", {})[spec["dynamics"]] = spec["variant"]
     pwm = config.setdefault("train", {}).setdefault("pwm", {})
@@ -218,7 +234,6 @@ def run(path: str) -> None:
     work.mkdir(parents=True, exist_ok=True)
     start = time.time()
     deadline = start + 60 * float(sweep.get("deadline_minutes", 1e9))
-    cell = ["--task", sweep["task"], "--size", sweep["size"]]
     jobs: dict[str, subprocess.Popen] = {}
     stage: dict[str, str] = {}  # what each running job does: pretrain, train (the default), held-out, ...
     waiting: list[str] = []
@@ -234,7 +249,7 @@ def run(path: str) -> None:
     def train_args(name: str, spec: dict) -> list[str]:
         folder = work / name
         runs = seed_runs(sweep, folder)
-        args = ["--config", str(folder / "config.yaml"), "--dynamics", spec["dynamics"], *cell,
+        args = ["--config", str(folder / "config.yaml"), "--dynamics", spec["dynamics"], *cell(sweep, spec),
                 "--seed", *(str(seed) for seed, _ in runs), "--run-dir", *(str(run) for _, run in runs)]  # fmt: skip
         if not spec.get("scratch"):
             args += ["--world-model-init", str(folder / "world_model.pt"), "--offline-data", str(dataset_path(sweep))]
@@ -265,9 +280,8 @@ def run(path: str) -> None:
     waiting.sort(key=lambda name: not is_flow(sweep, sweep["points"][name]))
     for name in waiting:
         spec = sweep["points"][name]
-        pretrain = ["--config", str(work / name / "config.yaml"), "--task", sweep["task"], "--size", sweep["size"],
-                    "--dynamics", spec["dynamics"], "--dataset", str(dataset_path(sweep)),
-                    "--out", str(work / name / "world_model.pt")]  # fmt: skip
+        pretrain = ["--config", str(work / name / "config.yaml"), *cell(sweep, spec), "--dynamics", spec["dynamics"],
+                    "--dataset", str(dataset_path(sweep)), "--out", str(work / name / "world_model.pt")]  # fmt: skip
         steps = spec.get("pretrain_steps", sweep.get("pretrain_steps"))  # a point's own, else the sweep's
         if steps is not None:
             pretrain += ["--steps", str(steps)]
@@ -333,7 +347,7 @@ def held_out(path: str, name: str, cut: str = "") -> None:
             print(f"{name} seed {seed}: not finished, not evaluated", flush=True)
             continue
         evaluate = [*SLOT, "--tag", "evaluate", "--", *CLI, "evaluate", "--config", str(folder / "config.yaml"),
-                    "--task", sweep["task"], "--size", sweep["size"], "--dynamics", spec["dynamics"],
+                    *cell(sweep, spec), "--dynamics", spec["dynamics"],
                     "--seed", str(seed), "--checkpoint", str(checkpoint),
                     "--out-csv", str(run / "episodes.csv"), "--out-h5", str(run / "trajectories.h5")]  # fmt: skip
         subprocess.run(evaluate, cwd=ROOT, check=True)
@@ -480,7 +494,7 @@ def _compare(sweep: dict, folder: Path, baseline: str, reference: str) -> None:
         groups = [g for g in episodes if g is not None]
         if groups:
             # Each point its own stream (as aggregate's cells): ratio_estimate assumes independent distributions.
-            rng = bootstrap_rng(sweep["task"], sweep["size"], name, "return_mean")
+            rng = bootstrap_rng(sweep["task"], point_size(sweep, spec), name, "return_mean")
             samples = statistics.hierarchical_bootstrap(groups, "mean", 10_000, rng)
             seeds = ["—" if g is None else f"{g.mean():,.0f}" + (" (cut)" if (run / "held_out_cut.json").exists()
                      else "") for g, (_, run) in zip(episodes, runs, strict=True)]  # fmt: skip

@@ -154,6 +154,25 @@ def test_a_sweep_level_pwm_applies_to_every_point_under_the_points_own(sweep_mod
     assert plain["epochs"] == 100
 
 
+def test_a_point_of_its_own_size_trains_that_size_beside_the_sweeps(sweep_module, tmp_path):
+    """A 48M point beside 5M points (one sweep on a two-GPU machine): its config trains 48M and its CLI cell names
+    it, the other points keep the sweep's size, and a size that is not a preset's name is refused on loading."""
+    from flow_mbpo_pwm.config import load_experiment
+
+    sweep = {"base": "config/short.yaml", "task": "ant", "size": "5M", "epochs": 100, "seeds": [0],
+             "work": str(tmp_path), "points": {"det": {"dynamics": "deterministic"},
+                                               "det-48M": {"dynamics": "deterministic", "size": "48M"}}}  # fmt: skip
+    small, large = sweep["points"]["det"], sweep["points"]["det-48M"]
+    assert sweep_module.cell(sweep, small) == ["--task", "ant", "--size", "5M"]
+    assert sweep_module.cell(sweep, large) == ["--task", "ant", "--size", "48M"]
+    assert load_experiment(sweep_module.point_config(sweep, large)).sizes == ("48M",)
+    assert load_experiment(sweep_module.point_config(sweep, small)).sizes == ("5M",)  # config/short.yaml's
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump({**sweep, "points": {"det-48M": {"dynamics": "deterministic", "size": 48}}}))
+    with pytest.raises(SystemExit, match="a point's 'size' must be a size preset's name"):
+        sweep_module.load(str(path))
+
+
 def test_a_sweep_level_config_is_merged_into_the_base_for_its_points_and_its_dataset(sweep_module, tmp_path):
     """`config: {reference: {max_minutes: 10}}` gives a sweep its own PPO reference: every point's config and the
     config its dataset is built from (`base`, which gpu_grid.sh checks a carried reference against) hold it, the
