@@ -39,6 +39,7 @@ def play_capped(policy: Any, cap: float, args: argparse.Namespace, device: torch
     """One row: the policy's first episodes with its actions clipped to [-cap, cap]; the action columns are of the
     actions the env received."""
     env_config = EnvConfig(task=args.task, num_envs=args.envs, episode_length=args.episode_length)
+    # A fresh env per row, not one reset again: every row starts from the same seeded states.
     env = envs.make_from_config(env_config, device, seed=EvaluationConfig().seed_base)
     recorder = diagnostics.EpisodeRecorder(env.max_episode_steps, env.num_envs, env.obs_dim, env.act_dim, device)
     returns = diagnostics.first_episode_returns(env, lambda obs: policy(obs).clamp(-cap, cap), recorder)

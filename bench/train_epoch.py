@@ -218,13 +218,9 @@ def write_record(out: Path, device: torch.device, args: argparse.Namespace, rows
     The other benches of this folder write theirs with it too."""
 
     def text(value: Any) -> Any:
-        return (
-            [text(item) for item in value]
-            if isinstance(value, list)
-            else str(value)
-            if isinstance(value, Path)
-            else value
-        )
+        if isinstance(value, list):
+            return [text(item) for item in value]
+        return str(value) if isinstance(value, Path) else value
 
     arguments = {key: text(value) for key, value in vars(args).items()}
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -494,12 +494,11 @@ def action_columns(record: EpisodeRecord) -> dict[str, float]:
       PPO reference's gaits ask for ever more torque as they get faster (bench/action_cap.py: mean |a| 0.80 at
       3.1k, 0.93 at 5.3k), so this says whether a policy could run them."""
     actions = record.actions
-    ended = torch.cumsum(record.dones.to(torch.int32), dim=0)  # [T, N]: episode ends up to and including step t
     inside = first_episode_steps(record.dones).to(actions.dtype)
     saturated = (actions.abs() >= SATURATED).to(actions.dtype).mean(-1)
     sums = [inside.sum(), (saturated * inside).sum(), (actions.abs().mean(-1) * inside).sum()]
     if actions.shape[0] >= 2:
-        pairs = (ended[:-1] == 0).to(actions.dtype)  # (t - 1, t) lies inside the episode when it has not ended by t - 1
+        pairs = inside[1:]  # (t - 1, t) lies inside the episode when step t does: the episode had not ended by t - 1
         change = (actions[1:] - actions[:-1]).abs().mean(-1)
         sums += [(change * pairs).sum(), pairs.sum()]
     values = torch.stack(sums).tolist()
