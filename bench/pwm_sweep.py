@@ -13,15 +13,18 @@
                                                   # validation return vs env steps, one line per point
     python bench/pwm_sweep.py base SWEEP.yaml OUT.yaml  # the experiment config the sweep derives from (below)
 
-A sweep file names a base experiment config, one cell (task, size, and `seed: k` or `seeds: [k, ...]`), the
-schedule (`epochs`, and `lr_decay_epochs` to run the first `epochs` of a longer learning-rate schedule), and
-points: each point is a dynamics variant of the base config (or a new one, `variant: {kind: ...}`) plus `pwm:` and
-`run:` overrides (any `train.pwm` / `train.run` key), `size:` (a size preset of its own, which its config then
-trains, e.g. a 48M point beside 5M ones on a two-GPU machine), `pretrain_steps: N` (the world model's pretraining
-steps; else the sweep's `pretrain_steps`, else the base config's) and `scratch: true` for a run without the offline
-protocol. A sweep-level `pwm:` applies to every point, under the points' own: it pins what a sweep's points share
-where the base config may change (config/short.yaml went from 20 : 0.1 without an actor penalty to 1 : 1 with
-one on 2026-12-02; every sweep file written before pins the former, so it reruns what it recorded).
+A sweep file names a base experiment config, one cell (task, size, and `seed: k` or `seeds: [k, ...]`), the schedule
+(`epochs`, and `lr_decay_epochs` to run the first `epochs` of a longer learning-rate schedule), and points: each
+point is a dynamics variant of the base config (or a new one, `variant: {kind: ...}`) plus `pwm:` and `run:`
+overrides (any `train.pwm` / `train.run` key), `size:` (a size preset of its own, which its config then trains, e.g.
+a 48M point beside 5M ones on a two-GPU machine), `pretrain_steps: N` (the world model's pretraining steps; else the
+sweep's `pretrain_steps`, else the base config's), `scratch: true` for a run without the offline protocol, and
+`clone: true` for one whose actor starts from the PPO reference's policy (after its pretraining, `flow-mbpo-pwm
+clone` fits the actor to the reference's final policy.pt on the new world model's latents, with the base config's
+`clone` settings; `train --actor-init` starts every seed from it; pair it with `pwm: {actor_delay_epochs: N}`). A
+sweep-level `pwm:` applies to every point, under the points' own: it pins what a sweep's points share where the base
+config may change (config/short.yaml went from 20 : 0.1 without an actor penalty to 1 : 1 with one on 2026-12-02;
+every sweep file written before pins the former, so it reruns what it recorded).
 A sweep-level `config:` is merged into the base config itself (nested keys replace the base's one by one) for the
 whole sweep, the offline dataset included: `config: {reference: {max_minutes: 10}}` gives the sweep its own PPO
 reference, so its own dataset. Snakemake then builds the dataset from that merged config (`work/base.yaml`), and
@@ -216,10 +219,14 @@ def collect_seed(config: dict) -> int:
     return config.get("collect", {}).get("seed", CollectConfig().seed)
 
 
+def reference_folder(sweep: dict) -> Path:
+    """The run folder of the reference the dataset comes from (seed `collect.seed`)."""
+    return ROOT / "results" / sweep["task"] / "reference" / f"seed{collect_seed(base_config(sweep))}"
+
+
 def reference_episodes(sweep: dict) -> Path:
     """The held-out episodes of the reference the dataset comes from (the pipeline's `evaluate_reference` output)."""
-    seed = collect_seed(base_config(sweep))
-    return ROOT / "results" / sweep["task"] / "reference" / f"seed{seed}" / "eval" / "episodes.csv"
+    return reference_folder(sweep) / "eval" / "episodes.csv"
 
 
 def snakemake_command(target: Path, configfile: str, cores: int) -> list[str]:
@@ -253,7 +260,16 @@ def run(path: str) -> None:
                 "--seed", *(str(seed) for seed, _ in runs), "--run-dir", *(str(run) for _, run in runs)]  # fmt: skip
         if not spec.get("scratch"):
             args += ["--world-model-init", str(folder / "world_model.pt"), "--offline-data", str(dataset_path(sweep))]
+        if spec.get("clone"):
+            args += ["--actor-init", str(folder / "actor.pt")]
         return args
+
+    def clone_args(name: str, spec: dict) -> list[str]:
+        folder = work / name
+        return ["--config", str(folder / "config.yaml"), *cell(sweep, spec), "--dynamics", spec["dynamics"],
+                "--dataset", str(dataset_path(sweep)), "--world-model", str(folder / "world_model.pt"),
+                "--reference-policy", str(reference_folder(sweep) / "policy.pt"),
+                "--out", str(folder / "actor.pt")]  # fmt: skip
 
     for name, spec in sweep["points"].items():
         (work / name).mkdir(exist_ok=True)
@@ -299,7 +315,10 @@ def run(path: str) -> None:
                 continue
             del jobs[name]
             print(f"[{time.time() - start:7.1f}s] {name}: {stage.get(name, 'train')} exit {code}", flush=True)
-            if stage.get(name) == "pretrain" and code == 0:
+            if stage.get(name) == "pretrain" and code == 0 and sweep["points"][name].get("clone"):
+                stage[name] = "clone"
+                jobs[name] = launch(name, "clone", clone_args(name, sweep["points"][name]))
+            elif stage.get(name) in ("pretrain", "clone") and code == 0:
                 stage[name] = "train"
                 jobs[name] = launch(name, "train", train_args(name, sweep["points"][name]))
             elif stage.get(name, "train") == "train" and code in (exit_codes.OK, exit_codes.COLLAPSED):

@@ -8,6 +8,9 @@ checkpoint can never run code. Architectures are rebuilt from `meta["config"]` (
 - agent `flow-mbpo-pwm/agent/1` (final.pt): `{format, meta, world_model, actor, critic}` — no optimiser state;
 - world model `flow-mbpo-pwm/world-model/1` (`pretrain`'s output): `{format, meta, world_model, rew_rms}` — the
   weights and the reward statistics fitted on the offline data; `train` starts from it (`run.world_model_init`).
+- actor `flow-mbpo-pwm/actor/1` (`clone`'s output): `{format, meta, actor}` — an actor fitted on the latents of one
+  pretrained world model (`meta.world_model_digest`, that file's content digest); `train` starts every seed's actor
+  from it (`run.actor_init`) when it starts from that world model.
 
 Loading refuses damaged files (the integrity record `io.torch_save` writes) and weights that are not finite.
 """
@@ -30,6 +33,9 @@ from flow_mbpo_pwm.reference_policy import REFERENCE_POLICY_FORMAT, policy_from_
 POLICY_FORMAT = "flow-mbpo-pwm/policy/1"
 AGENT_FORMAT = "flow-mbpo-pwm/agent/1"
 WORLD_MODEL_FORMAT = "flow-mbpo-pwm/world-model/1"
+ACTOR_FORMAT = "flow-mbpo-pwm/actor/1"
+# What must agree between a cloned actor and the run that starts from it: the actor's shape and its input's.
+ACTOR_CONFIG_KEYS = ("world_model.latent_dim", "pwm.actor_units")
 # What must agree between a pretrained world model and the run that starts from it: the architecture.
 WORLD_MODEL_CONFIG_SECTIONS = ("world_model", "dynamics")
 POLICY_META_KEYS = (
@@ -46,15 +52,18 @@ POLICY_META_KEYS = (
 )
 
 __all__ = [
+    "ACTOR_FORMAT",
     "AGENT_FORMAT",
     "POLICY_FORMAT",
     "WORLD_MODEL_FORMAT",
     "CheckpointError",
     "Policy",
     "check_policy_matches",
+    "load_actor",
     "load_agent",
     "load_policy",
     "load_world_model",
+    "save_actor",
     "save_agent",
     "save_policy",
     "save_world_model",
@@ -238,4 +247,40 @@ def load_world_model(path: str | os.PathLike, agent: Any) -> dict[str, Any]:
             )
     _load_into(path, agent.world_model, data["world_model"], "world_model")
     _load_into(path, agent.rew_rms, data["rew_rms"], "rew_rms")
+    return meta
+
+
+def world_model_digest(path: str | os.PathLike) -> str:
+    """The content digest of a pretrained world model file (`io.integrity_digest`: independent of the device and
+    of how torch lays the file out), by which a cloned actor names the world model it was fitted on."""
+    return io.integrity_digest(_read(path, WORLD_MODEL_FORMAT, ("world_model", "rew_rms"), "cpu"))
+
+
+def save_actor(path: str | os.PathLike, actor: nn.Module, meta: dict[str, Any]) -> None:
+    """Write a cloned actor. `meta` must hold `config` (the cell's, from which the shape is rebuilt) and
+    `world_model_digest` (`world_model_digest` of the world model whose latents it reads)."""
+    missing = [k for k in ("config", "world_model_digest") if k not in meta]
+    if missing:
+        raise ValueError(f"save_actor: meta lacks {missing}")
+    io.torch_save(path, {"format": ACTOR_FORMAT, "meta": dict(meta), "actor": _cpu_state(actor)})
+
+
+def load_actor(path: str | os.PathLike, agent: Any, world_model: str | os.PathLike) -> dict[str, Any]:
+    """Load a cloned actor (weights, bitwise) into `agent.actor`; returns its meta. Raises `CheckpointError` when
+    the file is not such a checkpoint, was fitted on another world model than `world_model` (the file this run
+    starts from), or has another shape (the first differing key is named)."""
+    from flow_mbpo_pwm.config import flatten
+
+    data = _read(path, ACTOR_FORMAT, ("actor",), agent.device)
+    meta = data["meta"]
+    saved = flatten(_config(path, meta).to_dict())
+    wants = flatten(agent.config.to_dict())
+    for key in ACTOR_CONFIG_KEYS:
+        if saved[key] != wants[key]:
+            raise CheckpointError(f"{path}: cloned with {key}={saved[key]!r}, but this run has {key}={wants[key]!r}")
+    if meta.get("world_model_digest") != world_model_digest(world_model):
+        raise CheckpointError(
+            f"{path}: cloned on the latents of another world model than {world_model}; clone it again on that one"
+        )
+    _load_into(path, agent.actor, data["actor"], "actor")
     return meta

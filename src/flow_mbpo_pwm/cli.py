@@ -89,24 +89,46 @@ def build_parser() -> argparse.ArgumentParser:
         help="start a fresh run from this pretrained world model (`pretrain`'s world_model.pt; default: none)",
     )
     train.add_argument(
+        "--actor-init",
+        type=Path,
+        default=None,
+        help="every seed's actor starts as this cloned actor (`clone`'s actor.pt; default: PWM's fresh actor)",
+    )
+    train.add_argument(
         "--offline-data",
         type=Path,
         default=None,
         help="HDF5 dataset put into a fresh run's replay buffer before training (default: none)",
     )
 
-    pretrain = stage("pretrain", "pretrain a cell's world model offline on a collected dataset")
-    pretrain.add_argument("--config", type=Path, required=True, help="experiment YAML (e.g. config/config.yaml)")
-    pretrain.add_argument("--task", required=True, help="task name from the config's `tasks`")
-    pretrain.add_argument("--size", required=True, help="size preset from the config's `sizes`")
-    pretrain.add_argument("--dynamics", required=True, help="dynamics variant from the config's `dynamics`")
-    pretrain.add_argument("--dataset", type=Path, required=True, help="HDF5 dataset (`collect`)")
-    pretrain.add_argument("--out", type=Path, required=True, help="world_model.pt to write")
-    pretrain.add_argument(
-        "--steps", type=_positive_int, default=None, help="override pretrain.steps (default: the config's)"
+    def offline_stage(name: str, help: str, out: str) -> argparse.ArgumentParser:
+        """A stage that fits one cell's networks offline on the collected dataset (pretrain, clone)."""
+        parser = stage(name, help)
+        parser.add_argument("--config", type=Path, required=True, help="experiment YAML (e.g. config/config.yaml)")
+        parser.add_argument("--task", required=True, help="task name from the config's `tasks`")
+        parser.add_argument("--size", required=True, help="size preset from the config's `sizes`")
+        parser.add_argument("--dynamics", required=True, help="dynamics variant from the config's `dynamics`")
+        parser.add_argument("--dataset", type=Path, required=True, help="HDF5 dataset (`collect`)")
+        parser.add_argument("--out", type=Path, required=True, help=f"{out} to write")
+        parser.add_argument(
+            "--steps", type=_positive_int, default=None, help=f"override {name}.steps (default: the config's)"
+        )
+        parser.add_argument(
+            "--device", default=None, help="override run.device: auto, cpu, cuda or cuda:N (default: the config's)"
+        )
+        return parser
+
+    offline_stage("pretrain", "pretrain a cell's world model offline on a collected dataset", "world_model.pt")
+    cloning = offline_stage(
+        "clone",
+        "fit a cell's actor to the PPO reference's policy on the pretrained world model's latents (a diagnostic start)",
+        "actor.pt",
     )
-    pretrain.add_argument(
-        "--device", default=None, help="override run.device: auto, cpu, cuda or cuda:N (default: the config's)"
+    cloning.add_argument(
+        "--world-model", type=Path, required=True, help="the pretrained world model (`pretrain`'s world_model.pt)"
+    )
+    cloning.add_argument(
+        "--reference-policy", type=Path, required=True, help="the reference's policy (its run folder's policy.pt)"
     )
 
     export = stage("export-dataset", "write a finished run's replay buffer to an HDF5 dataset")
@@ -234,19 +256,35 @@ def _cell_config(args: argparse.Namespace):
     return experiment, config
 
 
-def _pretrain(args: argparse.Namespace) -> int:
+def _offline_config(args: argparse.Namespace, section: str):
+    """The experiment, the stage's section (`pretrain`, `clone`) and the cell's training config with the section's
+    seed: the world model, dynamics, actor and optimiser settings are the ones training will use."""
     from flow_mbpo_pwm.config import load_experiment, with_overrides
-    from flow_mbpo_pwm.pretrain import pretrain
 
     experiment = load_experiment(args.config)
-    settings = experiment.pretrain
-    # The cell's training config with the pretraining seed: the world model, dynamics and optimiser settings are
-    # the ones training will use.
+    settings = getattr(experiment, section)
     config = experiment.cell(args.task, args.size, args.dynamics, experiment.seeds[0])
     run = {"seed": settings.seed} | ({"device": args.device} if args.device is not None else {})
-    config = with_overrides(config, run=run)
+    return settings, with_overrides(config, run=run)
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from flow_mbpo_pwm.pretrain import pretrain
+
+    settings, config = _offline_config(args, "pretrain")
     steps = settings.steps if args.steps is None else args.steps
     return pretrain(config, args.dataset, steps, args.out, settings.log_every, settings.save_state_every)
+
+
+def _clone(args: argparse.Namespace) -> int:
+    from flow_mbpo_pwm.clone import clone
+
+    settings, config = _offline_config(args, "clone")
+    steps = settings.steps if args.steps is None else args.steps
+    return clone(
+        config, args.world_model, args.dataset, args.reference_policy, args.out, steps, settings.batch, settings.lr,
+        settings.log_every,
+    )  # fmt: skip
 
 
 def _dispatch(args: argparse.Namespace) -> int | None:
@@ -270,7 +308,11 @@ def _dispatch(args: argparse.Namespace) -> int | None:
             _, config = _cell_config(argparse.Namespace(**{**vars(args), "seed": seed}))
             if args.epochs is not None:
                 config = with_overrides(config, pwm={"epochs": args.epochs})
-            offline = {"world_model_init": args.world_model_init, "offline_data": args.offline_data}
+            offline = {
+                "world_model_init": args.world_model_init,
+                "offline_data": args.offline_data,
+                "actor_init": args.actor_init,
+            }
             offline = {key: str(path) for key, path in offline.items() if path is not None}
             if offline:
                 config = with_overrides(config, run=offline)
@@ -278,6 +320,8 @@ def _dispatch(args: argparse.Namespace) -> int | None:
         return train_seeds(configs, args.run_dir)
     if stage == "pretrain":
         return _pretrain(args)
+    if stage == "clone":
+        return _clone(args)
     if stage == "reference":
         from flow_mbpo_pwm.config import load_experiment
         from flow_mbpo_pwm.reference import reference

@@ -243,6 +243,10 @@ class PWMConfig:
     # 0.25 they reached 3,261 validation on average (up to 4,587), above 0.30 2,735 (at most 3,359)
     # (`python bench/records_jitter.py --until 2026-12-03`).
     actor_smoothness_coef: float = 0.0
+    # Epochs at the start during which the actor is not updated (its learning rate is 0; 0: none, PWM's). For an
+    # actor that starts from a policy of its own (`run.actor_init`, `flow-mbpo-pwm clone`): the critic, which starts
+    # untrained, learns that policy's values before the actor follows its gradient.
+    actor_delay_epochs: int = 0
     buffer_size: int = 1_000_000
     normalize_obs: bool = False
 
@@ -256,6 +260,11 @@ class PWMConfig:
     def schedule_progress(self, epochs_done: int) -> float:
         """Where the epoch after `epochs_done` epochs stands in the learning-rate decay, in [0, 1]."""
         return epochs_done / (self.lr_decay_epochs or self.epochs)
+
+    @property
+    def actor_delay_progress(self) -> float:
+        """The schedule progress (`schedule_progress`) before which the actor is not updated (`actor_delay_epochs`)."""
+        return self.schedule_progress(self.actor_delay_epochs)
 
     def validate(self, key: str = "pwm") -> None:
         positive_ints = (
@@ -311,6 +320,8 @@ class PWMConfig:
             f"{key}.actor_saturation_threshold",
             f"is {threshold} but actor_saturation_coef is 0, so there is no penalty for it to shape",
         )
+        delay = self.actor_delay_epochs
+        _check(0 <= delay < self.epochs, f"{key}.actor_delay_epochs", f"must be in [0, {self.epochs}), got {delay}")
 
 
 @dataclass(frozen=True)
@@ -358,6 +369,9 @@ class RunConfig:
     # model pretrained offline (`flow-mbpo-pwm pretrain`), and put an offline dataset into the replay buffer first.
     world_model_init: str = ""
     offline_data: str = ""
+    # Every seed's actor starts from this cloned actor (`flow-mbpo-pwm clone`, set by the pipeline from the `clone`
+    # section; "" = PWM's fresh actor). It must have been cloned on `world_model_init`.
+    actor_init: str = ""
     # Gradient check (diagnostics.py): every `grad_check_every`-th validation (0 = never) compares the world
     # model's gradient of the H-step return with respect to the actions with the real env's (central differences
     # of step `grad_check_eps`) from `grad_check_starts` saved validation states. Needs an env that can be placed
@@ -592,6 +606,27 @@ class PretrainConfig:
             _check(getattr(self, name) >= 1, f"{key}.{name}", f"must be >= 1, got {getattr(self, name)}")
 
 
+@dataclass(frozen=True)
+class CloneConfig:
+    """`clone` (off by default; not the paper's protocol): every seed's actor starts from the PPO reference's final
+    policy, cloned onto the pretrained world model's latents (`clone.py`), and the critic learns that policy's values
+    for `pwm.actor_delay_epochs` before the actor moves. A diagnostic start: does PWM's gradient keep, improve or
+    spoil a running gait it is handed? One cloned actor per (task, size, dynamics variant), as the world model."""
+
+    enabled: bool = False
+    steps: int = 5_000  # Adam steps on batches of `batch` dataset observations
+    batch: int = 4_096
+    lr: float = 1e-3
+    seed: int = 0  # RNG seed of the cloning run (the actor's initial weights, batch sampling)
+    log_every: int = 500  # steps between rows of clone_metrics.csv
+
+    def validate(self, key: str = "clone") -> None:
+        for name in ("steps", "batch", "log_every"):
+            _check(getattr(self, name) >= 1, f"{key}.{name}", f"must be >= 1, got {getattr(self, name)}")
+        _check(self.lr > 0, f"{key}.lr", f"must be > 0, got {self.lr}")
+        _check(0 <= self.seed < 100_000, f"{key}.seed", f"must be in [0, 100000), got {self.seed}")
+
+
 # The PWM settings a world model's pretraining uses (its loss, batches and optimiser). The others (actor, critic,
 # epochs, ...) leave a pretrained world model unchanged, so changing them must not redo the pretraining.
 PRETRAIN_PWM_FIELDS = (
@@ -646,6 +681,7 @@ class ExperimentConfig:
     train_seeds_per_job: int = 0
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    clone: CloneConfig = field(default_factory=CloneConfig)
     train: TrainOverrides = field(default_factory=TrainOverrides)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     collect: CollectConfig = field(default_factory=CollectConfig)
@@ -702,11 +738,19 @@ class ExperimentConfig:
             dyn.validate(f"dynamics.{name}")
         self.evaluation.validate()
         _check("seed" not in self.train.run, "train.run.seed", "is set by the grid's `seeds`, not by train.run")
-        for name in ("world_model_init", "offline_data"):
+        for name in ("world_model_init", "offline_data", "actor_init"):
             _check(
-                name not in self.train.run, f"train.run.{name}", "is set by the pipeline from the `pretrain` section"
+                name not in self.train.run,
+                f"train.run.{name}",
+                "is set by the pipeline from the `pretrain` and `clone` sections",
             )
         self.pretrain.validate()
+        self.clone.validate()
+        _check(
+            not self.clone.enabled or self.pretrain.enabled,
+            "clone.enabled",
+            "needs the pretrained world model (pretrain.enabled: true): the actor is cloned onto its latents",
+        )
         _check(
             not self.pretrain.enabled or self.reference.enabled,
             "pretrain.enabled",

@@ -251,10 +251,12 @@ def train_seeds(configs: list[TrainConfig], run_dirs: list[Path]) -> int:
     folders = [RunFolder(Path(d)) for d in run_dirs]
     for folder, config in zip(folders, configs, strict=True):
         _check_run_folder(folder, config)
-    for key in ("world_model_init", "offline_data"):
+    for key in ("world_model_init", "offline_data", "actor_init"):
         path = getattr(cell.run, key)
         if path and not Path(path).is_file():
             raise ConfigError(f"run.{key}", f"{path} does not exist")
+    if cell.run.actor_init and not cell.run.world_model_init:
+        raise ConfigError("run.actor_init", "needs run.world_model_init: the cloned actor reads its latents")
     return TrainingRun(configs, folders, device).run()
 
 
@@ -612,9 +614,10 @@ class SeedRun:
 
     def _start_from_offline(self, progress: Progress, datasets: dict[str, dict[str, torch.Tensor]]) -> bool:
         """The paper's protocol (fresh runs only): start from the pretrained world model (`run.world_model_init`,
-        weights and reward statistics; the agent counts as warmed up) and put the offline data into the replay
-        buffer (`run.offline_data`). True if it did either. `datasets`: the files the stack has read so far, by
-        path, so that its seeds read a shared dataset once (`fill_buffer` leaves the data as they are)."""
+        weights and reward statistics; the agent counts as warmed up), with `run.actor_init` from a cloned actor, and
+        put the offline data into the replay buffer (`run.offline_data`). True if it did any. `datasets`: the files
+        the stack has read so far, by path, so that its seeds read a shared dataset once (`fill_buffer` leaves the
+        data as they are)."""
         from flow_mbpo_pwm import checkpoints
         from flow_mbpo_pwm.data.datasets import fill_buffer, read_matching_dataset
 
@@ -624,6 +627,12 @@ class SeedRun:
             self.member.warmed_up = True
             progress.message(
                 self.tag + f"world model from {run.world_model_init} (pretrained {meta.get('steps')} steps)"
+            )
+        if run.actor_init:
+            meta = checkpoints.load_actor(run.actor_init, self.member, run.world_model_init)
+            progress.message(
+                self.tag + f"actor from {run.actor_init} (cloned {meta.get('steps')} steps from "
+                f"{meta.get('reference_policy')}; not updated for {self.config.pwm.actor_delay_epochs} epochs)"
             )
         if run.offline_data:
             env, start, path = self.stack.env, time.monotonic(), str(run.offline_data)

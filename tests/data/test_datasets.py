@@ -348,3 +348,145 @@ def test_pretraining_refuses_a_dataset_of_another_shape(finished_runs, tmp_path)
     with pytest.raises(DatasetError, match="fewer than horizon"):
         _pretrain(config, tmp_path / "short.h5", tmp_path / "wm.pt")
     assert not (tmp_path / "wm.pt").exists()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# `clone`: the actor fitted to a reference policy on the pretrained latents; `train` starts from it
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _reference_policy(path, obs_dim=4, act_dim=1):
+    """A real rsl-rl reference actor (its architecture from the default `ReferenceConfig`) with random weights,
+    written as the reference stage writes its policy: any function is a target with a known answer to clone."""
+    import dataclasses
+
+    from flow_mbpo_pwm.config import ReferenceConfig
+    from flow_mbpo_pwm.reference_policy import build_actor, exploration_std, save_reference_policy
+
+    reference = ReferenceConfig()
+    torch.manual_seed(5)
+    actor = build_actor(reference, obs_dim, act_dim)
+    meta = {"task": "pendulum", "size": "reference", "dynamics": "ppo", "seed": 0, "iteration": 3, "env_steps": 999,
+            "obs_dim": obs_dim, "act_dim": act_dim, "std": exploration_std(actor).tolist(),
+            "reference": dataclasses.asdict(reference)}  # fmt: skip
+    save_reference_policy(path, actor, meta)
+    return path
+
+
+def test_clone_fits_the_reference_and_train_starts_every_seed_from_it_held_for_the_delay(finished_runs, tmp_path):
+    """export -> `pretrain` -> `clone` -> `train --actor-init` (2 seeds stacked, `pwm.actor_delay_epochs` 3): the
+    cloned actor acts like the reference on held-back observations, far closer than the fresh actor, and loads
+    bitwise; both seeds start from it and have moved by epoch 5 (the next test follows the hold epoch by epoch)."""
+    import yaml
+
+    from flow_mbpo_pwm.cli import main
+    from flow_mbpo_pwm.data.datasets import export_run
+    from flow_mbpo_pwm.reference_policy import load_reference_policy
+
+    _, runs = finished_runs
+    dataset = tmp_path / "d.h5"
+    assert export_run(runs[0], dataset) == 0
+    policy_path = _reference_policy(tmp_path / "policy.pt")
+    experiment = {**PRETRAIN_EXPERIMENT, "pretrain": {"steps": 20, "log_every": 10},
+                  "clone": {"enabled": True, "steps": 300, "batch": 64, "log_every": 100}}  # fmt: skip
+    experiment["train"] = {**experiment["train"], "pwm": {**experiment["train"]["pwm"], "actor_delay_epochs": 3}}
+    config_path = tmp_path / "experiment.yaml"
+    config_path.write_text(yaml.safe_dump(experiment))
+    wm_path, actor_path = tmp_path / "pretrain" / "world_model.pt", tmp_path / "pretrain" / "actor.pt"
+    cell = ["--config", str(config_path), "--task", "pendulum", "--size", "tiny", "--dynamics", "deterministic"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main(["pretrain", *cell, "--dataset", str(dataset), "--out", str(wm_path)]) == 0
+        assert main(["clone", *cell, "--dataset", str(dataset), "--out", str(actor_path), "--world-model",
+                     str(wm_path), "--reference-policy", str(policy_path)]) == 0  # fmt: skip
+        metrics = pd.read_csv(tmp_path / "pretrain" / "clone_metrics.csv")
+        assert list(metrics["step"]) == [100, 200, 300]
+        assert metrics["clone_loss"].iloc[-1] < 0.5 * metrics["clone_loss"].iloc[0]
+
+        # Held back: every tenth observation, never fitted. The cloned actor against a fresh one of the same cell.
+        data, _ = read_dataset(dataset)
+        obs = data["observations"].reshape(-1, 4)[::10]
+        reference, _ = load_reference_policy(policy_path)
+        target = reference(obs).clamp(-1, 1)
+        from flow_mbpo_pwm import checkpoints
+        from flow_mbpo_pwm.algorithms.pwm import SeedAgent
+        from flow_mbpo_pwm.config import load_experiment
+
+        config = load_experiment(config_path).cell("pendulum", "tiny", "deterministic", 0)
+        agent = SeedAgent(4, 1, config, 0, torch.device("cpu"))
+        checkpoints.load_world_model(wm_path, agent)
+        fresh_error = float((agent.act(obs) - target).abs().mean())
+        meta = checkpoints.load_actor(actor_path, agent, wm_path)
+        cloned_error = float((agent.act(obs) - target).abs().mean())
+        assert meta["final"]["held_back_action_error"] == pytest.approx(cloned_error, rel=1e-5)
+        assert cloned_error < 0.3 * fresh_error, (cloned_error, fresh_error)
+        cloned = {k: v.clone() for k, v in agent.actor.state_dict().items()}
+
+        folders = [tmp_path / "seed0", tmp_path / "seed1"]
+        assert main(["train", *cell, "--seed", "0", "1", "--run-dir", *map(str, folders), "--epochs", "5",
+                     "--world-model-init", str(wm_path), "--offline-data", str(dataset), "--actor-init",
+                     str(actor_path), "--debug"]) == 0  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    for folder in folders:
+        rows = pd.read_csv(folder / "metrics.csv")
+        assert list(rows["epoch"]) == [5] and rows["actor_lr"].iloc[0] > 0  # (the row's last epoch: past the delay)
+        modules = io.torch_load(folder / "work" / "state.pt")["agent"]["modules"]
+        assert any(not torch.equal(modules[f"actor.{k}"], cloned[k]) for k in cloned)  # it moved after the delay
+
+
+def test_the_actor_is_held_for_the_delay_and_starts_bitwise_from_the_clone(finished_runs, tmp_path):
+    """Epoch by epoch through `PWM.epoch`: a cloned actor stays bitwise as loaded for `actor_delay_epochs` epochs
+    (its learning rate 0) while the critic changes; the next epoch it moves."""
+    from flow_mbpo_pwm import checkpoints, envs
+    from flow_mbpo_pwm.algorithms.pwm import PWM
+    from flow_mbpo_pwm.config import with_overrides
+    from flow_mbpo_pwm.data.datasets import export_run, load_dataset
+
+    experiment, runs = finished_runs
+    config = with_overrides(experiment.cell("pendulum", "tiny", "deterministic", 0), pwm={"actor_delay_epochs": 2})
+    source = PWM(4, 1, config, "cpu")
+    checkpoints.save_world_model(tmp_path / "wm.pt", source, {"steps": 0, "config": config.to_dict()})
+    torch.manual_seed(9)
+    clone_actor = PWM(4, 1, with_overrides(config, run={"seed": 9}), "cpu").members[0].actor
+    meta = {"config": config.to_dict(), "world_model_digest": checkpoints.world_model_digest(tmp_path / "wm.pt")}
+    checkpoints.save_actor(tmp_path / "actor.pt", clone_actor, meta)
+
+    agent = PWM(4, 1, config, "cpu")
+    checkpoints.load_world_model(tmp_path / "wm.pt", agent.members[0])
+    checkpoints.load_actor(tmp_path / "actor.pt", agent.members[0], tmp_path / "wm.pt")
+    agent.members[0].warmed_up = True
+    export_run(runs[0], tmp_path / "d.h5")
+    buffer = load_dataset(tmp_path / "d.h5", "cpu", 4, 1, horizon=config.pwm.horizon)
+    env = envs.make_from_config(config.env, "cpu", seed=0, num_envs=config.env.num_envs)
+    obs = env.reset()
+    loaded = {k: v.clone() for k, v in clone_actor.state_dict().items()}
+    critic = {k: v.clone() for k, v in agent.members[0].critic.state_dict().items()}
+    for epochs_done in range(3):
+        obs, _ = agent.epoch(env, obs, buffer, config.pwm.schedule_progress(epochs_done))
+        actor = agent.members[0].actor.state_dict()
+        same = all(torch.equal(actor[k], loaded[k]) for k in loaded)
+        assert same == (epochs_done < 2), epochs_done  # held for epochs 1-2, moved in epoch 3
+    assert any(not torch.equal(v, critic[k]) for k, v in agent.members[0].critic.state_dict().items())
+
+
+def test_a_cloned_actor_is_refused_for_another_world_model_or_shape(finished_runs, tmp_path):
+    from flow_mbpo_pwm import checkpoints
+    from flow_mbpo_pwm.algorithms.pwm import PWM
+    from flow_mbpo_pwm.config import with_overrides
+
+    experiment, _ = finished_runs
+    config = experiment.cell("pendulum", "tiny", "deterministic", 0)
+    for seed in (0, 1):
+        agent = PWM(4, 1, with_overrides(config, run={"seed": seed}), "cpu")
+        checkpoints.save_world_model(tmp_path / f"wm{seed}.pt", agent, {"steps": 0, "config": config.to_dict()})
+    meta = {"config": config.to_dict(), "world_model_digest": checkpoints.world_model_digest(tmp_path / "wm0.pt")}
+    checkpoints.save_actor(tmp_path / "actor.pt", agent.members[0].actor, meta)
+    with pytest.raises(checkpoints.CheckpointError, match="another world model than"):
+        checkpoints.load_actor(tmp_path / "actor.pt", PWM(4, 1, config, "cpu").members[0], tmp_path / "wm1.pt")
+    wider = PWM(4, 1, with_overrides(config, pwm={"actor_units": [48]}), "cpu").members[0]
+    with pytest.raises(checkpoints.CheckpointError, match=r"pwm.actor_units=\[32\]"):
+        checkpoints.load_actor(tmp_path / "actor.pt", wider, tmp_path / "wm0.pt")
+    with pytest.raises(checkpoints.CheckpointError, match="not a flow-mbpo-pwm/actor/1"):
+        checkpoints.load_actor(tmp_path / "wm0.pt", PWM(4, 1, config, "cpu").members[0], tmp_path / "wm0.pt")

@@ -698,8 +698,9 @@ class PWM(nn.Module):
         def decay(start: float, end: float) -> float:
             return start + (end - start) * progress
 
+        actor_frozen = progress < cfg.actor_delay_progress  # the first `actor_delay_epochs` epochs
         return {
-            "actor": decay(cfg.actor_lr, cfg.lr_min),
+            "actor": 0.0 if actor_frozen else decay(cfg.actor_lr, cfg.lr_min),
             "critic": decay(cfg.critic_lr, cfg.lr_min),
             "wm": decay(cfg.wm_lr, cfg.wm_lr_min),
         }

@@ -1,0 +1,178 @@
+"""`flow-mbpo-pwm clone`: PWM's actor fitted to the PPO reference's policy on a pretrained world model's latents.
+
+Not the paper's protocol but a diagnostic start (`clone` section, off by default): the deterministic Ant cell levels
+off at ~3k held out whatever it is changed in (docs/results/README.md), while the reference runs at 5.3k. Started
+from the reference's gait, does PWM's gradient keep it, improve it, or pull it back to ~3k? The first says the
+plateau is one of finding a gait, the last that PWM's gradient itself points there.
+
+The fit: PWM's actor (its architecture, reading `z = E(o)` of the pretrained encoder, which stays fixed) regresses
+the reference's deterministic action (its Gaussian's mean, clipped to the action bounds as the env clips it) on the
+observations of the offline dataset, which run from standing to running. The labels come from the reference's final
+policy on every observation, so the actor learns that policy's answer wherever the data goes, not only on the states
+it visits itself. Loss: the mean squared error of `tanh(mu(z))` against the label, Adam at `clone.lr`, batches of
+`clone.batch` observations drawn uniformly, `clone.steps` steps. The actor's log-std stays at its initial value.
+
+Folder (one per task x size x dynamics variant, beside the pretrained world model's): `actor.pt` (format
+`flow-mbpo-pwm/actor/1`, checkpoints.py) and `clone_metrics.csv` (the mean loss every `log_every` steps, and the
+mean absolute action error on a held-back tenth of the observations). A short stage (seconds on a GPU for the 5M
+actor): no resumable state; a stopped clone starts over, and both outputs are written atomically at the end.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from flow_mbpo_pwm.config import ConfigError, TrainConfig
+from flow_mbpo_pwm.devices import resolve_device
+from flow_mbpo_pwm.run_folder import write_table
+from flow_mbpo_pwm.train import EXIT_COMPLETED
+from flow_mbpo_pwm.train_state import seed_everything, set_matmul_precision
+
+LABEL_CHUNK = 65_536  # observations labelled (and encoded) per call: bounded memory for a 1M-observation dataset
+METRICS_COLUMNS = ("task", "size", "dynamics", "step", "wall_seconds", "clone_loss", "held_back_action_error")
+
+
+def clone(
+    config: TrainConfig,
+    world_model: Path,
+    dataset: Path,
+    reference_policy: Path,
+    out: Path,
+    steps: int,
+    batch: int,
+    lr: float,
+    log_every: int,
+) -> int:
+    """Clone `reference_policy` into the actor of `config` (its `run.seed` seeds the run) on the latents of
+    `world_model`, on the observations of `dataset`; write `out` and `clone_metrics.csv` beside it."""
+    for name, path in (("world model", world_model), ("dataset", dataset), ("reference policy", reference_policy)):
+        if not Path(path).is_file():
+            raise ConfigError(f"clone {name}", f"{path} does not exist")
+    for name, value in (("clone.steps", steps), ("clone.batch", batch), ("clone.log_every", log_every)):
+        if value < 1:
+            raise ConfigError(name, f"must be >= 1, got {value}")
+    if not lr > 0:
+        raise ConfigError("clone.lr", f"must be > 0, got {lr}")
+    return Cloning(config, Path(world_model), Path(dataset), Path(reference_policy), Path(out)).run(
+        steps, batch, lr, log_every
+    )
+
+
+class Cloning:
+    def __init__(self, config: TrainConfig, world_model: Path, dataset: Path, reference_policy: Path, out: Path):
+        self.config, self.world_model, self.dataset = config, world_model, dataset
+        self.reference_policy, self.out = reference_policy, out
+        self.metrics_path = out.parent / "clone_metrics.csv"
+        self.device = resolve_device(config.run.device)
+
+    def _build(self) -> None:
+        """The agent (its pretrained world model loaded), and every dataset observation with its label."""
+        from flow_mbpo_pwm import checkpoints
+        from flow_mbpo_pwm.algorithms.pwm import SeedAgent
+        from flow_mbpo_pwm.data.datasets import DatasetError, read_dataset
+        from flow_mbpo_pwm.reference_policy import load_reference_policy
+
+        seed_everything(self.config.run.seed)
+        set_matmul_precision(self.config.run.tf32)
+        data, attrs = read_dataset(self.dataset)
+        if attrs.get("task") not in (None, self.config.env.task):
+            raise DatasetError(f"{self.dataset}: holds task {attrs.get('task')!r}, not {self.config.env.task!r}")
+        obs = data["observations"].reshape(-1, data["observations"].shape[-1])
+        act_dim = data["actions"].shape[-1]
+        self.agent = SeedAgent(obs.shape[-1], act_dim, self.config, self.config.run.seed, self.device)
+        checkpoints.load_world_model(self.world_model, self.agent)
+        self.world_model_digest = checkpoints.world_model_digest(self.world_model)
+        policy, meta = load_reference_policy(self.reference_policy, self.device)
+        if (int(meta["obs_dim"]), int(meta["act_dim"])) != (obs.shape[-1], act_dim):
+            raise checkpoints.CheckpointError(
+                f"{self.reference_policy}: a policy for obs_dim={meta['obs_dim']}, act_dim={meta['act_dim']}, but "
+                f"{self.dataset} holds {obs.shape[-1]}, {act_dim}"
+            )
+        self.reference_meta = meta
+        self.obs = obs.to(self.device)
+        self.labels = torch.cat([policy(o).clamp(-1.0, 1.0) for o in self.obs.split(LABEL_CHUNK)])
+        # A tenth of the observations (every tenth) held back: the action error on states the fit has not seen.
+        held_back = torch.zeros(len(self.obs), dtype=torch.bool, device=self.device)
+        held_back[::10] = True
+        self.fit_rows = (~held_back).nonzero().squeeze(1)
+        self.held_back_rows = held_back.nonzero().squeeze(1)
+
+    @torch.no_grad()
+    def held_back_error(self) -> torch.Tensor:
+        """Mean absolute action error of the deterministic policy on the held-back observations."""
+        errors = [
+            (self._policy(self.obs[rows]) - self.labels[rows]).abs().sum()
+            for rows in self.held_back_rows.split(LABEL_CHUNK)
+        ]
+        return torch.stack(errors).sum() / (len(self.held_back_rows) * self.labels.shape[-1])
+
+    def _policy(self, obs: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            z = self.agent.world_model.encode(obs)  # the pretrained encoder, fixed
+        return self.agent.actor.act(z)
+
+    def run(self, steps: int, batch: int, lr: float, log_every: int) -> int:
+        from flow_mbpo_pwm import checkpoints
+        from flow_mbpo_pwm.progress import Progress
+
+        start = time.monotonic()
+        self._build()
+        cfg = self.config
+        name = f"{cfg.task_name}/clone/{cfg.size}-{cfg.dynamics_name}"
+        actor = self.agent.actor
+        optimizer = torch.optim.Adam(actor.mu_net.parameters(), lr=lr)
+        generator = torch.Generator(device=self.device).manual_seed(cfg.run.seed)
+        rows: list[dict[str, Any]] = []
+        window = torch.zeros((), dtype=torch.float64, device=self.device)
+        progress = Progress(steps, 0, name)
+        progress.message(
+            f"cloning {self.reference_policy} on {self.device}: {steps} steps of {batch} of the "
+            f"{len(self.fit_rows)} observations of {self.dataset} (held back: {len(self.held_back_rows)})"
+        )
+        try:
+            for step in range(1, steps + 1):
+                pick = self.fit_rows[
+                    torch.randint(len(self.fit_rows), (batch,), generator=generator, device=self.device)
+                ]
+                loss = (self._policy(self.obs[pick]) - self.labels[pick]).square().mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                window += loss.detach()
+                progress.advance(step)
+                if step % log_every == 0 or step == steps:
+                    done = log_every if step % log_every == 0 else step % log_every
+                    row = {
+                        "task": cfg.task_name,
+                        "size": cfg.size,
+                        "dynamics": cfg.dynamics_name,
+                        "step": step,
+                        "wall_seconds": round(time.monotonic() - start, 3),
+                        "clone_loss": float(window) / done,  # one host read per log window
+                        "held_back_action_error": float(self.held_back_error()),
+                    }
+                    rows.append(row)
+                    window.zero_()
+                    progress.report({k: row[k] for k in ("clone_loss", "held_back_action_error")})
+            meta = {
+                "task": cfg.task_name,
+                "size": cfg.size,
+                "dynamics": cfg.dynamics_name,
+                "steps": steps,
+                "dataset": str(self.dataset),
+                "reference_policy": str(self.reference_policy),
+                "reference_env_steps": int(self.reference_meta["env_steps"]),
+                "world_model_digest": self.world_model_digest,
+                "final": {k: rows[-1][k] for k in ("clone_loss", "held_back_action_error")},
+                "config": cfg.to_dict(),
+            }
+            write_table(self.metrics_path, METRICS_COLUMNS, rows)
+            checkpoints.save_actor(self.out, actor, meta)
+            progress.message(f"cloned in {steps} steps -> {self.out}")
+            return EXIT_COMPLETED
+        finally:
+            progress.close()
