@@ -24,6 +24,7 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/reference.smk"
 include: "workflow/rules/collect.smk"
 include: "workflow/rules/pretrain.smk"
+include: "workflow/rules/clone.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/plots.smk"
 

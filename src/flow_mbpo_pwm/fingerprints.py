@@ -26,7 +26,7 @@ from typing import Any
 
 from flow_mbpo_pwm.config import ExperimentConfig, TrainConfig, flatten, pretraining_settings, to_plain
 
-KINDS = ("cell", "pretrain", "reference", "collect")
+KINDS = ("cell", "pretrain", "clone", "reference", "collect")
 
 
 def cell_settings(cell: TrainConfig) -> dict[str, Any]:
@@ -40,6 +40,14 @@ def pretrain_settings(experiment: ExperimentConfig, cell: TrainConfig) -> dict[s
     settings = pretraining_settings(cell)
     settings.pop("seed")
     return {"pretrain": dataclasses.asdict(experiment.pretrain), **settings}
+
+
+def clone_settings(experiment: ExperimentConfig, cell: TrainConfig) -> dict[str, Any]:
+    """What a cloned actor depends on besides its input files (the world model, the dataset, the reference's
+    policy): the `clone` section and the cell's actor settings (its shape and initial log-std)."""
+    pwm = cell.to_dict()["pwm"]
+    actor = {name: pwm[name] for name in ("actor_units", "init_logstd", "min_logstd")}
+    return {"clone": dataclasses.asdict(experiment.clone), "actor": actor}
 
 
 def reference_run_settings(experiment: ExperimentConfig, task: str, seed: int) -> dict[str, Any]:
@@ -64,6 +72,7 @@ def current_defaults() -> dict[str, dict[str, Any]]:
     data = {
         "cell": cell_settings(cell),
         "pretrain": pretrain_settings(experiment, cell),
+        "clone": clone_settings(experiment, cell),
         "reference": reference_run_settings(experiment, task, seed),
         "collect": collect_settings(experiment),
     }

@@ -195,6 +195,37 @@ def test_from_scratch_is_one_switch_away(tmp_path):
     assert "--world-model-init" not in result.stdout and "--offline-data" not in result.stdout
 
 
+def test_clone_is_one_switch_away_and_feeds_every_train_job_of_its_cell(tmp_path):
+    """`clone.enabled: true`: one clone per (task, size, dynamics variant), from the pretrained world model, the
+    dataset and the final policy of the reference the dataset comes from; every train job starts from it."""
+    config = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
+    path = tmp_path / "clone.yaml"
+    path.write_text(yaml.safe_dump({**config, "clone": {"enabled": True, "steps": 50}}))
+    result = snakemake("-n", "-p", "--configfile", str(path), workdir=tmp_path / "work")
+    assert result.returncode == 0, result.stderr
+    assert job_stats(result.stdout)["clone"] == job_stats(result.stdout)["pretrain"] == 2
+    jobs = dry_run_jobs(result.stdout)
+    clone = next(j for j in jobs if j.rule == "clone" and "dynamics=flow" in j.fields["wildcards"])
+    folder = "results/ant/pretrain/tiny-flow"
+    assert clone.fields["input"].split(", ") == [
+        f"{folder}/world_model.pt",
+        "results/ant/offline/dataset.h5",
+        "results/ant/reference/seed0/policy.pt",
+    ]
+    assert clone.fields["output"].split(", ") == [f"{folder}/actor.pt", f"{folder}/clone_metrics.csv"]
+    assert re.search(
+        r"flow-mbpo-pwm clone --config results/config/[0-9a-f]{16}\.yaml --task ant --size tiny --dynamics flow"
+        rf" --dataset results/ant/offline/dataset\.h5 --world-model {folder}/world_model\.pt"
+        rf" --reference-policy results/ant/reference/seed0/policy\.pt --out {folder}/actor\.pt",
+        result.stdout,
+    )
+    train = [j for j in jobs if j.rule.startswith("train")]
+    assert len(train) == 2 and all("actor.pt" in j.fields["input"] for j in train)
+    assert result.stdout.count(f"--actor-init {folder}/actor.pt") == 1
+    default = snakemake("-n", "--configfile", "config/smoke.yaml", workdir=tmp_path / "default")
+    assert "clone" not in job_stats(default.stdout)
+
+
 def test_disabled_reference_removes_its_jobs(tmp_path):
     config = yaml.safe_load((REPO / "config/smoke.yaml").read_text())
     path = tmp_path / "no_reference.yaml"

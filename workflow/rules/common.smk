@@ -187,12 +187,29 @@ def pretrain_digest(wildcards) -> str:
     return _fingerprint("pretrain", fingerprints.pretrain_settings(EXPERIMENT, cell))
 
 
+def clone_digest(wildcards) -> str:
+    """Fingerprint of what a cloned actor depends on besides its input files (a params rerun trigger): the `clone`
+    section and the cell's actor settings (`fingerprints.clone_settings`)."""
+    cell = EXPERIMENT.cell(
+        wildcards.task, wildcards.size, wildcards.dynamics, EXPERIMENT.seeds[0]
+    )
+    return _fingerprint("clone", fingerprints.clone_settings(EXPERIMENT, cell))
+
+
+def clone_reference_policy(wildcards) -> str:
+    """The policy a cell's actor is cloned from: the final policy of the reference the dataset comes from."""
+    return f"{collect_reference_dir(wildcards)}/policy.pt"
+
+
 def train_inputs(task: str, size: str, dynamics: str) -> dict[str, str]:
-    """The pretrained world model and the offline data a cell's training starts from (none from scratch)."""
+    """The pretrained world model, the cloned actor (with `clone.enabled`) and the offline data a cell's training
+    starts from (none from scratch)."""
     if not EXPERIMENT.pretrain.enabled:
         return {}
     cell = {"task": task, "size": size, "dynamics": dynamics}
     inputs = {"world_model": f"{PRETRAINED.format(**cell)}/world_model.pt"}
+    if EXPERIMENT.clone.enabled:
+        inputs["actor"] = f"{PRETRAINED.format(**cell)}/actor.pt"
     if EXPERIMENT.pretrain.seed_buffer:
         inputs["offline_data"] = DATASET.format(task=task)
     return inputs
@@ -200,7 +217,11 @@ def train_inputs(task: str, size: str, dynamics: str) -> dict[str, str]:
 
 def offline_flags(inputs: dict[str, str]) -> str:
     """`train`'s flags for the inputs of `train_inputs`, quoted."""
-    flags = {"world_model": "--world-model-init", "offline_data": "--offline-data"}
+    flags = {
+        "world_model": "--world-model-init",
+        "actor": "--actor-init",
+        "offline_data": "--offline-data",
+    }
     return " ".join(
         f"{flag} {shlex.quote(str(inputs[name]))}"
         for name, flag in flags.items()
