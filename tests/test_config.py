@@ -52,6 +52,12 @@ def test_default_experiment_has_every_cell():
             "train.pwm.actor_saturation_threshold",
         ),
         ({"train": {"pwm": {"actor_saturation_threshold": 0.9}}}, "train.pwm.actor_saturation_threshold"),
+        ({"train": {"pwm": {"epochs": 100, "actor_delay_epochs": 101}}}, "train.pwm.actor_delay_epochs"),
+        ({"train": {"pwm": {"actor_delay_epochs": -1}}}, "train.pwm.actor_delay_epochs"),
+        ({"train": {"run": {"actor_init": "a.pt"}}}, "train.run.actor_init"),
+        ({"clone": {"enabled": True}, "pretrain": {"enabled": False}}, "clone.enabled"),
+        ({"clone": {"steps": 0}}, "clone.steps"),
+        ({"clone": {"lr": 0.0}}, "clone.lr"),
         ({"train": {"world_model": {"bin_max": float("nan")}}}, "train.world_model.bin_max"),
         ({"tasks": {"antt": {}}}, "tasks.antt.task"),
         ({"tasks": {"pendulum": {"task": "gym:"}}}, "tasks.pendulum.task"),
@@ -120,3 +126,18 @@ def test_deep_merge_replaces_nested_keys_one_by_one_and_leaves_its_inputs_alone(
                       "collect": {"seed": 0}}  # fmt: skip
     assert base == {"reference": {"num_envs": 4096, "max_minutes": 3}, "seeds": [0, 1], "sizes": ["5M"]}
     assert deep_merge(base, {"reference": 7})["reference"] == 7  # a non-mapping replaces a mapping whole
+
+
+def test_the_actor_is_held_for_its_delay_and_then_follows_the_schedule():
+    """`pwm.actor_delay_epochs`: the actor's learning rate is 0 for the first that many epochs (all of them at
+    `epochs`), then the schedule's; the critic's and world model's are never held."""
+    from flow_mbpo_pwm.algorithms.pwm import PWM
+
+    def rates(delay: int, epochs_done: int) -> dict:
+        experiment = {"sizes": ["tiny"], "train": {"pwm": {"epochs": 100, "actor_delay_epochs": delay}}}
+        config = load_experiment(experiment).cell("ant", "tiny", "deterministic", 0)
+        return PWM(37, 8, config, "cpu").learning_rates(config.pwm.schedule_progress(epochs_done))
+
+    assert rates(10, 9)["actor"] == 0.0 and rates(10, 9)["critic"] > 0 and rates(10, 9)["wm"] > 0
+    assert rates(10, 10)["actor"] == rates(0, 10)["actor"] > 0
+    assert rates(100, 99)["actor"] == 0.0

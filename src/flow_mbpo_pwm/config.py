@@ -245,7 +245,7 @@ class PWMConfig:
     actor_smoothness_coef: float = 0.0
     # Epochs at the start during which the actor is not updated (its learning rate is 0; 0: none, PWM's). For an
     # actor that starts from a policy of its own (`run.actor_init`, `flow-mbpo-pwm clone`): the critic, which starts
-    # untrained, learns that policy's values before the actor follows its gradient.
+    # untrained, learns that policy's values before the actor follows its gradient. `epochs`: the actor never moves.
     actor_delay_epochs: int = 0
     buffer_size: int = 1_000_000
     normalize_obs: bool = False
@@ -321,7 +321,7 @@ class PWMConfig:
             f"is {threshold} but actor_saturation_coef is 0, so there is no penalty for it to shape",
         )
         delay = self.actor_delay_epochs
-        _check(0 <= delay < self.epochs, f"{key}.actor_delay_epochs", f"must be in [0, {self.epochs}), got {delay}")
+        _check(0 <= delay <= self.epochs, f"{key}.actor_delay_epochs", f"must be in [0, {self.epochs}], got {delay}")
 
 
 @dataclass(frozen=True)
