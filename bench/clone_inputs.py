@@ -1,0 +1,147 @@
+"""Can PWM's actor hold the PPO reference's gait when it reads the latent? The same actor (PWM's architecture:
+400-200-100, Mish, LayerNorm, tanh) is fitted to the reference's deterministic action (its Gaussian's mean, clipped
+to the bounds) on the offline dataset's observations, as `flow-mbpo-pwm clone` fits it, once per input: `latent`,
+z = E(o) of a pretrained world model (what PWM's actor reads); `untrained`, z of a fresh encoder of the same cell;
+`observation`, the raw observation. Each row: the action error on the held-back tenth of the observations, then the
+fitted policy's deterministic return on the Ant (the first episode of every env from one reset, the env seeded as
+the held-out evaluation of seed 0) and how many of those episodes end in a fall.
+
+Why: the deterministic cell levels off at ~3k held out whatever it is changed in (docs/results/README.md), and its
+actor only ever sees z. If the latent cannot carry a 5.3k gait that the observation carries, the plateau is the
+latent's. Usage (CPU is enough: ~45 ms a step at batch 2,048 on 2 cores, 16 ants x 1,000 steps ~1 min a row):
+
+    PYTHONPATH=src python bench/clone_inputs.py --config config/config.yaml --world-model WORLD_MODEL.pt \\
+        --dataset results/ant/offline/dataset.h5 --reference-policy results/ant/reference/seed0/policy.pt \\
+        --steps 4000 --out bench/out/clone_inputs.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from flow_mbpo_pwm import checkpoints, diagnostics, envs
+from flow_mbpo_pwm.algorithms.pwm import SeedAgent
+from flow_mbpo_pwm.config import EvaluationConfig, load_experiment, with_overrides
+from flow_mbpo_pwm.data.datasets import read_dataset
+from flow_mbpo_pwm.models.actor import Actor
+from flow_mbpo_pwm.reference_policy import load_reference_policy
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_epoch import report, write_record  # noqa: E402
+
+INPUTS = ("latent", "untrained", "observation")
+CHUNK = 65_536
+
+
+def fit(features: Callable, obs: torch.Tensor, labels: torch.Tensor, config: Any, args: argparse.Namespace) -> Actor:
+    """PWM's actor on `features(obs)`, fitted by MSE of `tanh(mu)` to `labels` on all but every tenth row."""
+    torch.manual_seed(args.seed)
+    actor = Actor(features(obs[:1]).shape[-1], labels.shape[-1], config.pwm.actor_units)
+    optimizer = torch.optim.Adam(actor.mu_net.parameters(), lr=args.lr)
+    rows = torch.arange(len(obs))
+    rows = rows[rows % 10 != 0]
+    generator = torch.Generator().manual_seed(args.seed)
+    for _ in range(args.steps):
+        pick = rows[torch.randint(len(rows), (args.batch,), generator=generator)]
+        with torch.no_grad():
+            z = features(obs[pick])
+        loss = (actor.act(z) - labels[pick]).square().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return actor
+
+
+def act(actor: Actor, read: Callable, obs: torch.Tensor) -> torch.Tensor:
+    return actor.act(read(obs))
+
+
+@torch.no_grad()
+def play(policy: Callable, obs: torch.Tensor, labels: torch.Tensor, config: Any, args: argparse.Namespace) -> dict:
+    """The fitted policy's action error on the held-back tenth, and its first episodes on the env."""
+    errors = [(policy(o) - t).abs() for o, t in zip(obs[::10].split(CHUNK), labels[::10].split(CHUNK), strict=True)]
+    env_config = with_overrides(config, env={"num_envs": args.envs}).env
+    env = envs.make_from_config(env_config, torch.device("cpu"), seed=EvaluationConfig().seed_base)
+    recorder = diagnostics.EpisodeRecorder(env.max_episode_steps, env.num_envs, env.obs_dim, env.act_dim, env.device)
+    returns = diagnostics.first_episode_returns(env, policy, recorder)
+    lengths = diagnostics.first_episode_steps(recorder.record.dones).sum(0)
+    return {
+        "held_back_action_error": torch.cat(errors).mean().item(),
+        "return_mean": returns.mean().item(),
+        "return_std": returns.std().item() if args.envs > 1 else 0.0,
+        "falls": int((lengths < args.episode_length).sum()),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, required=True, help="experiment YAML: the cell's actor and encoder")
+    parser.add_argument("--task", default="ant")
+    parser.add_argument("--size", default="5M")
+    parser.add_argument("--dynamics", default="deterministic")
+    parser.add_argument("--world-model", type=Path, required=True, help="pretrained world_model.pt (`pretrain`)")
+    parser.add_argument("--dataset", type=Path, required=True, help="the offline dataset (`collect`)")
+    parser.add_argument("--reference-policy", type=Path, required=True, help="the reference's policy.pt")
+    parser.add_argument("--inputs", nargs="+", choices=INPUTS, default=list(INPUTS))
+    parser.add_argument("--steps", type=int, default=4000, help="Adam steps per fit")
+    parser.add_argument("--batch", type=int, default=2048)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0, help="the fits' initial weights and batches")
+    parser.add_argument("--max-observations", type=int, default=0, help="use only the first N (0: all)")
+    parser.add_argument("--envs", type=int, default=16, help="episodes per row, side by side")
+    parser.add_argument("--episode-length", type=int, default=1000)
+    parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
+    args = parser.parse_args(argv)
+    missing = [str(p) for p in (args.config, args.world_model, args.dataset, args.reference_policy) if not p.is_file()]
+    if missing:
+        parser.error(f"no such file: {', '.join(missing)}")
+    if min(args.steps, args.batch, args.envs, args.episode_length) < 1:
+        parser.error("--steps, --batch, --envs and --episode-length must be >= 1")
+    device = torch.device("cpu")
+    config = load_experiment(args.config).cell(args.task, args.size, args.dynamics, 0)
+    config = with_overrides(config, run={"device": "cpu"}, env={"episode_length": args.episode_length})
+    data, _ = read_dataset(args.dataset)
+    obs = data["observations"].reshape(-1, data["observations"].shape[-1])
+    if args.max_observations:
+        obs = obs[: args.max_observations]
+    reference, _ = load_reference_policy(args.reference_policy, device)
+    labels = torch.cat([reference(o).clamp(-1.0, 1.0) for o in obs.split(CHUNK)])
+    pretrained = SeedAgent(obs.shape[-1], labels.shape[-1], config, 0, device)
+    checkpoints.load_world_model(args.world_model, pretrained)
+    fresh = SeedAgent(obs.shape[-1], labels.shape[-1], config, 0, device)
+    features = {"latent": pretrained.world_model.encode, "untrained": fresh.world_model.encode, "observation": None}
+
+    def rows() -> Iterator[dict[str, Any]]:
+        for name in args.inputs:
+            read = features[name] or (lambda o: o)
+            start = time.monotonic()
+            actor = fit(read, obs, labels, config, args)
+            fitted = time.monotonic() - start
+            yield {
+                "input": name,
+                **play(partial(act, actor, read), obs, labels, config, args),
+                "fit_seconds": round(fitted, 1),
+            }
+
+    print(f"{'input':>12} {'action error':>12} {'return':>8} {'+-':>6} {'falls':>5} {'fit s':>6}")
+
+    def line(row: dict[str, Any]) -> str:
+        return (
+            f"{row['input']:>12} {row['held_back_action_error']:>12.4f} {row['return_mean']:>8.0f} "
+            f"{row['return_std']:>6.0f} {row['falls']:>5} {row['fit_seconds']:>6.0f}"
+        )
+
+    write_record(args.out, device, args, report(rows(), line))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
