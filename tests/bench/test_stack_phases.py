@@ -21,5 +21,8 @@ def test_stack_phases_times_every_phase_of_a_tiny_stack_on_the_cpu(tmp_path):
         ("flow", 2),
     ]
     for row in rows:
-        assert all(row[f"{phase}_ms"] > 0 for phase in ("world_model", "critic", "imagination", "epoch")), row
+        # The imagination is the epoch less the two phases timed apart, so on a busy machine (one repeat each) it can
+        # come out at or below 0: only the phases timed themselves must be positive.
+        assert all(row[f"{phase}_ms"] > 0 for phase in ("world_model", "critic", "epoch")), row
+        assert row["imagination_ms"] == row["epoch_ms"] - row["world_model_ms"] - row["critic_ms"], row
     assert [r["ratio_to_first"] for r in rows if r["seeds"] == 1] == [1.0, 1.0]
