@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from flow_mbpo_pwm import checkpoints, diagnostics, envs
+from flow_mbpo_pwm import checkpoints, clone, diagnostics, envs
 from flow_mbpo_pwm.algorithms.pwm import SeedAgent
 from flow_mbpo_pwm.config import EvaluationConfig, load_experiment, with_overrides
 from flow_mbpo_pwm.data.datasets import read_dataset
@@ -38,25 +38,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_epoch import report, write_record  # noqa: E402
 
 INPUTS = ("latent", "untrained", "observation")
-CHUNK = 65_536
 
 
 def fit(features: Callable, obs: torch.Tensor, labels: torch.Tensor, config: Any, args: argparse.Namespace) -> Actor:
-    """PWM's actor on `features(obs)`, fitted by MSE of `tanh(mu)` to `labels` on all but every tenth row."""
+    """PWM's actor on `features(obs)`, fitted as `flow-mbpo-pwm clone` fits it (`clone.fit_step`) on all but the
+    held-back rows."""
     torch.manual_seed(args.seed)
     actor = Actor(features(obs[:1]).shape[-1], labels.shape[-1], config.pwm.actor_units)
     optimizer = torch.optim.Adam(actor.mu_net.parameters(), lr=args.lr)
-    rows = torch.arange(len(obs))
-    rows = rows[rows % 10 != 0]
+    rows, _ = clone.split_rows(len(obs), obs.device)
     generator = torch.Generator().manual_seed(args.seed)
     for _ in range(args.steps):
-        pick = rows[torch.randint(len(rows), (args.batch,), generator=generator)]
-        with torch.no_grad():
-            z = features(obs[pick])
-        loss = (actor.act(z) - labels[pick]).square().mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        clone.fit_step(actor, features, obs, labels, rows, args.batch, generator, optimizer)
     return actor
 
 
@@ -67,14 +60,14 @@ def act(actor: Actor, read: Callable, obs: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def play(policy: Callable, obs: torch.Tensor, labels: torch.Tensor, config: Any, args: argparse.Namespace) -> dict:
     """The fitted policy's action error on the held-back tenth, and its first episodes on the env."""
-    errors = [(policy(o) - t).abs() for o, t in zip(obs[::10].split(CHUNK), labels[::10].split(CHUNK), strict=True)]
+    _, held_back = clone.split_rows(len(obs), obs.device)
     env_config = with_overrides(config, env={"num_envs": args.envs}).env
     env = envs.make_from_config(env_config, torch.device("cpu"), seed=EvaluationConfig().seed_base)
     recorder = diagnostics.EpisodeRecorder(env.max_episode_steps, env.num_envs, env.obs_dim, env.act_dim, env.device)
     returns = diagnostics.first_episode_returns(env, policy, recorder)
     lengths = diagnostics.first_episode_steps(recorder.record.dones).sum(0)
     return {
-        "held_back_action_error": torch.cat(errors).mean().item(),
+        "held_back_action_error": clone.action_error(policy, obs, labels, held_back).item(),
         "return_mean": returns.mean().item(),
         "return_std": returns.std().item() if args.envs > 1 else 0.0,
         "falls": int((lengths < args.episode_length).sum()),
@@ -113,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_observations:
         obs = obs[: args.max_observations]
     reference, _ = load_reference_policy(args.reference_policy, device)
-    labels = torch.cat([reference(o).clamp(-1.0, 1.0) for o in obs.split(CHUNK)])
+    labels = clone.reference_labels(reference, obs)
     pretrained = SeedAgent(obs.shape[-1], labels.shape[-1], config, 0, device)
     checkpoints.load_world_model(args.world_model, pretrained)
     fresh = SeedAgent(obs.shape[-1], labels.shape[-1], config, 0, device)

@@ -21,6 +21,7 @@ actor): no resumable state; a stopped clone starts over, and both outputs are wr
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ import torch
 
 from flow_mbpo_pwm.config import ConfigError, TrainConfig
 from flow_mbpo_pwm.devices import resolve_device
+from flow_mbpo_pwm.models.actor import Actor
 from flow_mbpo_pwm.run_folder import write_table
 from flow_mbpo_pwm.train import EXIT_COMPLETED
 from flow_mbpo_pwm.train_state import seed_everything, set_matmul_precision
@@ -62,6 +64,44 @@ def clone(
     )
 
 
+def split_rows(n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows a clone is fitted on and those held back (every tenth): the action error on states the fit has not
+    seen."""
+    held_back = torch.zeros(n, dtype=torch.bool, device=device)
+    held_back[::10] = True
+    return (~held_back).nonzero().squeeze(1), held_back.nonzero().squeeze(1)
+
+
+def reference_labels(policy: Callable[[torch.Tensor], torch.Tensor], obs: torch.Tensor) -> torch.Tensor:
+    """The reference's deterministic action on every observation, clipped to the bounds as the env clips it."""
+    return torch.cat([policy(o).clamp(-1.0, 1.0) for o in obs.split(LABEL_CHUNK)])
+
+
+def fit_step(
+    actor: Actor, features: Callable[[torch.Tensor], torch.Tensor], obs: torch.Tensor, labels: torch.Tensor,
+    rows: torch.Tensor, batch: int, generator: torch.Generator, optimizer: torch.optim.Optimizer,
+) -> torch.Tensor:  # fmt: skip
+    """One Adam step of `actor` on `batch` of `rows` drawn uniformly: MSE of `tanh(mu(features(o)))` against the
+    labels, the features fixed. Returns the batch's loss (on the device)."""
+    pick = rows[torch.randint(len(rows), (batch,), generator=generator, device=rows.device)]
+    with torch.no_grad():
+        z = features(obs[pick])
+    loss = (actor.act(z) - labels[pick]).square().mean()
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
+@torch.no_grad()
+def action_error(
+    policy: Callable[[torch.Tensor], torch.Tensor], obs: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor
+) -> torch.Tensor:
+    """Mean absolute action error of `policy` against the labels on `rows`."""
+    errors = [(policy(obs[chunk]) - labels[chunk]).abs().sum() for chunk in rows.split(LABEL_CHUNK)]
+    return torch.stack(errors).sum() / (len(rows) * labels.shape[-1])
+
+
 class Cloning:
     def __init__(self, config: TrainConfig, world_model: Path, dataset: Path, reference_policy: Path, out: Path):
         self.config, self.world_model, self.dataset = config, world_model, dataset
@@ -94,26 +134,11 @@ class Cloning:
             )
         self.reference_meta = meta
         self.obs = obs.to(self.device)
-        self.labels = torch.cat([policy(o).clamp(-1.0, 1.0) for o in self.obs.split(LABEL_CHUNK)])
-        # A tenth of the observations (every tenth) held back: the action error on states the fit has not seen.
-        held_back = torch.zeros(len(self.obs), dtype=torch.bool, device=self.device)
-        held_back[::10] = True
-        self.fit_rows = (~held_back).nonzero().squeeze(1)
-        self.held_back_rows = held_back.nonzero().squeeze(1)
-
-    @torch.no_grad()
-    def held_back_error(self) -> torch.Tensor:
-        """Mean absolute action error of the deterministic policy on the held-back observations."""
-        errors = [
-            (self._policy(self.obs[rows]) - self.labels[rows]).abs().sum()
-            for rows in self.held_back_rows.split(LABEL_CHUNK)
-        ]
-        return torch.stack(errors).sum() / (len(self.held_back_rows) * self.labels.shape[-1])
+        self.labels = reference_labels(policy, self.obs)
+        self.fit_rows, self.held_back_rows = split_rows(len(self.obs), self.device)
 
     def _policy(self, obs: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            z = self.agent.world_model.encode(obs)  # the pretrained encoder, fixed
-        return self.agent.actor.act(z)
+        return self.agent.actor.act(self.agent.world_model.encode(obs))
 
     def run(self, steps: int, batch: int, lr: float, log_every: int) -> int:
         from flow_mbpo_pwm import checkpoints
@@ -135,14 +160,8 @@ class Cloning:
         )
         try:
             for step in range(1, steps + 1):
-                pick = self.fit_rows[
-                    torch.randint(len(self.fit_rows), (batch,), generator=generator, device=self.device)
-                ]
-                loss = (self._policy(self.obs[pick]) - self.labels[pick]).square().mean()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                window += loss.detach()
+                encode = self.agent.world_model.encode  # the pretrained encoder, fixed
+                window += fit_step(actor, encode, self.obs, self.labels, self.fit_rows, batch, generator, optimizer)
                 progress.advance(step)
                 if step % log_every == 0 or step == steps:
                     done = log_every if step % log_every == 0 else step % log_every
@@ -153,7 +172,9 @@ class Cloning:
                         "step": step,
                         "wall_seconds": round(time.monotonic() - start, 3),
                         "clone_loss": float(window) / done,  # one host read per log window
-                        "held_back_action_error": float(self.held_back_error()),
+                        "held_back_action_error": float(
+                            action_error(self._policy, self.obs, self.labels, self.held_back_rows)
+                        ),
                     }
                     rows.append(row)
                     window.zero_()
