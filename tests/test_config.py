@@ -57,6 +57,11 @@ def test_default_experiment_has_every_cell():
         ({"train": {"run": {"actor_init": "a.pt"}}}, "train.run.actor_init"),
         ({"clone": {"enabled": True}, "pretrain": {"enabled": False}}, "clone.enabled"),
         ({"clone": {"steps": 0}}, "clone.steps"),
+        ({"train": {"pwm": {"latent_norm": "layer"}}}, "train.pwm.latent_norm"),
+        (
+            {"train": {"pwm": {"latent_norm": "standardize"}}, "pretrain": {"seed_buffer": False}},
+            "train.pwm.latent_norm",
+        ),
         ({"clone": {"lr": 0.0}}, "clone.lr"),
         ({"train": {"world_model": {"bin_max": float("nan")}}}, "train.world_model.bin_max"),
         ({"tasks": {"antt": {}}}, "tasks.antt.task"),

@@ -47,6 +47,7 @@ def test_every_setting_that_changes_changes_the_fingerprint_and_equal_settings_g
         experiment.cell("ant", "5M", "deterministic", 1),
         dataclasses.replace(cell, pwm=dataclasses.replace(cell.pwm, actor_lr=1e-3)),
         dataclasses.replace(cell, pwm=dataclasses.replace(cell.pwm, actor_units=(400, 200))),
+        dataclasses.replace(cell, pwm=dataclasses.replace(cell.pwm, latent_norm="standardize")),
     ):
         assert fingerprints.fingerprint("cell", fingerprints.cell_settings(other), base) != reference
 

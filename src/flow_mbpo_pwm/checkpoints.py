@@ -35,7 +35,7 @@ AGENT_FORMAT = "flow-mbpo-pwm/agent/1"
 WORLD_MODEL_FORMAT = "flow-mbpo-pwm/world-model/1"
 ACTOR_FORMAT = "flow-mbpo-pwm/actor/1"
 # What must agree between a cloned actor and the run that starts from it: the actor's shape and its input's.
-ACTOR_CONFIG_KEYS = ("world_model.latent_dim", "pwm.actor_units")
+ACTOR_CONFIG_KEYS = ("world_model.latent_dim", "pwm.actor_units", "pwm.latent_norm")
 # What must agree between a pretrained world model and the run that starts from it: the architecture.
 WORLD_MODEL_CONFIG_SECTIONS = ("world_model", "dynamics")
 POLICY_META_KEYS = (
@@ -162,7 +162,10 @@ def load_policy(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
     obs_dim, act_dim = int(meta["obs_dim"]), int(meta["act_dim"])
     pwm = config.pwm
     encoder = build_encoder(obs_dim, config.world_model)
-    actor = Actor(config.world_model.latent_dim, act_dim, pwm.actor_units, pwm.init_logstd, pwm.min_logstd)
+    actor = Actor(
+        config.world_model.latent_dim, act_dim, pwm.actor_units, pwm.init_logstd, pwm.min_logstd,
+        pwm.latent_norm == "standardize",
+    )  # fmt: skip
     _load_into(path, encoder, data["encoder"], "encoder")
     _load_into(path, actor, data["actor"], "actor")
     return Policy(encoder, actor).to(device).eval(), meta

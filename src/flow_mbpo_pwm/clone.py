@@ -125,6 +125,7 @@ class Cloning:
         act_dim = data["actions"].shape[-1]
         self.agent = SeedAgent(obs.shape[-1], act_dim, self.config, self.config.run.seed, self.device)
         checkpoints.load_world_model(self.world_model, self.agent)
+        self.agent.fit_latent_stats(obs)  # `pwm.latent_norm: standardize`: saved with the actor
         self.world_model_digest = checkpoints.world_model_digest(self.world_model)
         policy, meta = load_reference_policy(self.reference_policy, self.device)
         if (int(meta["obs_dim"]), int(meta["act_dim"])) != (obs.shape[-1], act_dim):

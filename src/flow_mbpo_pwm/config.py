@@ -190,6 +190,15 @@ class PWMConfig:
     # actor: latent -> 400 -> 200 -> 100 -> act_dim; critic ensemble: latent -> 400 -> 200 -> 1
     actor_units: tuple[int, ...] = (400, 200, 100)
     critic_units: tuple[int, ...] = (400, 200)
+    # What the actor and the critics do to the latent z before their first layer. "none" (PWM's): z as the encoder
+    # gives it, SimNorm groups on the simplex (entries in (0, 1), each group summing to 1). On the 5M Ant each entry
+    # varies by ~0.05 across states (median; 0.008-0.31) around an offset of ~0.07 from 1/8, so the first layer
+    # sees mostly a constant. "standardize": (z - mean) / std per entry, by statistics of the seed's own encoder on
+    # its replay buffer's observations (the offline data, under the paper's protocol) fitted once, when the world
+    # model is first ready (pretrained, or warmed up), and then held fixed (saved with the actor and the critics).
+    # On the CPU, PWM's actor fitted to the 5.3k PPO gait held it from the standardised latent and fell from the raw
+    # one (bench/RESULTS.md, "Which input lets PWM's actor hold the gait?").
+    latent_norm: Literal["none", "standardize"] = "none"
     num_critics: int = 3
     init_logstd: float = -1.0
     min_logstd: float = -1.427
@@ -759,6 +768,13 @@ class ExperimentConfig:
         )
         # Every cell must resolve to a valid run config: this applies all cross-field rules before any job runs.
         train_configs = [self.cell(*cell) for cell in self.cells()]
+        _check(
+            not (self.pretrain.enabled and not self.pretrain.seed_buffer)
+            or all(c.pwm.latent_norm == "none" for c in train_configs),
+            "train.pwm.latent_norm",
+            "standardize fits the latent's statistics on the offline data in the replay buffer: it needs "
+            "pretrain.seed_buffer: true (or pretrain.enabled: false, fitting them at the warm-up)",
+        )
         validation_base = train_configs[0].run.validation_seed_base
         _check(
             self.evaluation.seed_base >= validation_base + 100_000,

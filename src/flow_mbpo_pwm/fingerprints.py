@@ -46,7 +46,7 @@ def clone_settings(experiment: ExperimentConfig, cell: TrainConfig) -> dict[str,
     """What a cloned actor depends on besides its input files (the world model, the dataset, the reference's
     policy): the `clone` section and the cell's actor settings (its shape and initial log-std)."""
     pwm = cell.to_dict()["pwm"]
-    actor = {name: pwm[name] for name in ("actor_units", "init_logstd", "min_logstd")}
+    actor = {name: pwm[name] for name in ("actor_units", "init_logstd", "min_logstd", "latent_norm")}
     return {"clone": dataclasses.asdict(experiment.clone), "actor": actor}
 
 

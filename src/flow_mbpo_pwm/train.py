@@ -247,16 +247,22 @@ def train_seeds(configs: list[TrainConfig], run_dirs: list[Path]) -> int:
         diffs = [d for d in config_differences(cell.to_dict(), config.to_dict()) if d[0] != "run.seed"]
         if diffs:
             raise ConfigError(diffs[0][0], f"the seeds of a stack must share one cell config, they differ in {diffs}")
-    device = resolve_device(cell.run.device)
-    folders = [RunFolder(Path(d)) for d in run_dirs]
-    for folder, config in zip(folders, configs, strict=True):
-        _check_run_folder(folder, config)
     for key in ("world_model_init", "offline_data", "actor_init"):
         path = getattr(cell.run, key)
         if path and not Path(path).is_file():
             raise ConfigError(f"run.{key}", f"{path} does not exist")
     if cell.run.actor_init and not cell.run.world_model_init:
         raise ConfigError("run.actor_init", "needs run.world_model_init: the cloned actor reads its latents")
+    if cell.pwm.latent_norm == "standardize" and cell.run.world_model_init and not cell.run.offline_data:
+        raise ConfigError(
+            "pwm.latent_norm",
+            "standardize with a pretrained world model needs its offline data in the replay buffer "
+            "(run.offline_data; pretrain.seed_buffer: true): the latent's statistics are fitted on them",
+        )
+    device = resolve_device(cell.run.device)
+    folders = [RunFolder(Path(d)) for d in run_dirs]
+    for folder, config in zip(folders, configs, strict=True):
+        _check_run_folder(folder, config)
     return TrainingRun(configs, folders, device).run()
 
 
@@ -628,12 +634,6 @@ class SeedRun:
             progress.message(
                 self.tag + f"world model from {run.world_model_init} (pretrained {meta.get('steps')} steps)"
             )
-        if run.actor_init:
-            meta = checkpoints.load_actor(run.actor_init, self.member, run.world_model_init)
-            progress.message(
-                self.tag + f"actor from {run.actor_init} (cloned {meta.get('steps')} steps from "
-                f"{meta.get('reference_policy')}; not updated for {self.config.pwm.actor_delay_epochs} epochs)"
-            )
         if run.offline_data:
             env, start, path = self.stack.env, time.monotonic(), str(run.offline_data)
             shared = path in datasets
@@ -645,6 +645,20 @@ class SeedRun:
             progress.message(
                 self.tag + f"replay buffer starts with {added} offline transitions from {run.offline_data} "
                 f"({how}, stored in {time.monotonic() - start - read:.1f} s)"
+            )
+        if run.world_model_init and (fitted := self.member.fit_latent_stats(self.buffer.observations())):
+            std = self.member.actor.input_norm.std
+            progress.message(
+                self.tag + f"latent statistics (pwm.latent_norm: standardize) fitted on {fitted} of the buffer's "
+                "observations through the pretrained encoder; per-entry std min / median / max "
+                + " / ".join(f"{float(x):.3g}" for x in (std.min(), std.median(), std.max()))
+                + (" (the cloned actor's own follow)" if run.actor_init else "")
+            )
+        if run.actor_init:
+            meta = checkpoints.load_actor(run.actor_init, self.member, run.world_model_init)
+            progress.message(
+                self.tag + f"actor from {run.actor_init} (cloned {meta.get('steps')} steps from "
+                f"{meta.get('reference_policy')}; not updated for {self.config.pwm.actor_delay_epochs} epochs)"
             )
         return bool(run.world_model_init or run.offline_data)
 

@@ -103,6 +103,21 @@ def test_with_the_saturation_penalty_a_seed_in_a_stack_is_bitwise_the_seed_train
                            stack[0].seed_state_dict(0)["modules"]["actor.mu_net.0.weight"])  # fmt: skip
 
 
+def test_with_the_latent_standardised_a_seed_in_a_stack_is_bitwise_the_seed_trained_alone():
+    """`pwm.latent_norm: standardize`: each seed fits its actor's and critics' latent statistics on its own buffer
+    when it warms up; the statistics are per-seed slices of the stack, read inside the per-seed calls, saved with
+    the seed's state and never trained."""
+    config = with_overrides(ant_config("deterministic"), pwm={"latent_norm": "standardize"})
+    stack = train(SEEDS[:2], config)
+    for index in range(2):
+        assert_seed_equals_lone(stack, train((SEEDS[index],), config), index, bitwise)
+    states = [stack[0].seed_state_dict(index)["modules"] for index in range(2)]
+    for name in ("actor.input_norm.mean", "actor.input_norm.std", "critic.input_norm.std"):
+        assert not torch.equal(states[0][name], states[1][name]), name  # each seed's own encoder and data
+    assert not torch.equal(states[0]["actor.input_norm.std"], torch.ones_like(states[0]["actor.input_norm.std"]))
+    torch.testing.assert_close(states[0]["actor.input_norm.mean"], states[0]["critic.input_norm.mean"])
+
+
 def test_with_a_scalar_reward_head_a_seed_in_a_stack_equals_it_alone_up_to_float_rounding():
     """The scalar reward head ends in a Linear with ONE output. For that shape the CPU BLAS computes a lone seed's
     (batch of one) matrix product with a matrix-vector kernel and a stack's batched product with another kernel,

@@ -227,6 +227,46 @@ def test_pretrain_then_train_starts_from_the_pretrained_world_model_and_the_offl
     assert torch.equal(state["buffer"]["obs"][:120], io.torch_load(runs[0] / "work" / "state.pt")["buffer"]["obs"])
 
 
+def test_a_standardised_latent_is_fitted_on_the_offline_data_through_the_pretrained_encoder(
+    finished_runs, tmp_path, capsys
+):
+    """`pwm.latent_norm: standardize` under the paper's protocol: the run's actor and critics start with the
+    per-entry statistics of the pretrained encoder on the offline observations; without the offline data in the
+    buffer the run is refused before any work."""
+    import yaml
+
+    from flow_mbpo_pwm import checkpoints, io
+    from flow_mbpo_pwm.algorithms.pwm import SeedAgent
+    from flow_mbpo_pwm.cli import main
+    from flow_mbpo_pwm.config import load_experiment
+    from flow_mbpo_pwm.data.datasets import export_run
+
+    _, runs = finished_runs
+    dataset = tmp_path / "d.h5"
+    assert export_run(runs[0], dataset) == 0
+    experiment = {**PRETRAIN_EXPERIMENT, "pretrain": {"steps": 20, "log_every": 10}}
+    experiment["train"] = {**experiment["train"], "pwm": {**experiment["train"]["pwm"], "latent_norm": "standardize"}}
+    config_path = tmp_path / "experiment.yaml"
+    config_path.write_text(yaml.safe_dump(experiment))
+    wm_path = tmp_path / "pretrain" / "world_model.pt"
+    cell = ["--config", str(config_path), "--task", "pendulum", "--size", "tiny", "--dynamics", "deterministic"]
+    assert main(["pretrain", *cell, "--dataset", str(dataset), "--out", str(wm_path)]) == 0
+    train = ["train", *cell, "--seed", "1", "--epochs", "2", "--world-model-init", str(wm_path)]
+    assert main([*train, "--run-dir", str(tmp_path / "alone")]) == 2
+    assert "pwm.latent_norm" in capsys.readouterr().err
+    assert not (tmp_path / "alone" / "metrics.csv").exists() and not (tmp_path / "alone" / "work").exists()
+    assert main([*train, "--run-dir", str(tmp_path / "run"), "--offline-data", str(dataset)]) == 0
+
+    agent = SeedAgent(4, 1, load_experiment(config_path).cell("pendulum", "tiny", "deterministic", 1), 1, "cpu")
+    checkpoints.load_world_model(wm_path, agent)
+    with torch.no_grad():
+        z = agent.world_model.encode(read_dataset(dataset)[0]["observations"].reshape(-1, 4)).double()
+    modules = io.torch_load(tmp_path / "run" / "work" / "state.pt")["agent"]["modules"]
+    for net in ("actor", "critic"):  # fitted at the start, never trained: as fitted after 2 epochs
+        torch.testing.assert_close(modules[f"{net}.input_norm.mean"], z.mean(0).float())
+        torch.testing.assert_close(modules[f"{net}.input_norm.std"], z.std(0, unbiased=False).float() + 1e-5)
+
+
 def test_a_stack_reads_its_offline_data_once_and_fills_every_seeds_buffer_with_it(finished_runs, tmp_path, monkeypatch):
     """`train` of two stacked seeds with `--offline-data`: the file is read once for the stack, and each seed's
     replay buffer starts with all of it, as a lone run's does."""
@@ -488,5 +528,8 @@ def test_a_cloned_actor_is_refused_for_another_world_model_or_shape(finished_run
     wider = PWM(4, 1, with_overrides(config, pwm={"actor_units": [48]}), "cpu").members[0]
     with pytest.raises(checkpoints.CheckpointError, match=r"pwm.actor_units=\[32\]"):
         checkpoints.load_actor(tmp_path / "actor.pt", wider, tmp_path / "wm0.pt")
+    standardizing = PWM(4, 1, with_overrides(config, pwm={"latent_norm": "standardize"}), "cpu").members[0]
+    with pytest.raises(checkpoints.CheckpointError, match="pwm.latent_norm='none'"):
+        checkpoints.load_actor(tmp_path / "actor.pt", standardizing, tmp_path / "wm0.pt")
     with pytest.raises(checkpoints.CheckpointError, match="not a flow-mbpo-pwm/actor/1"):
         checkpoints.load_actor(tmp_path / "wm0.pt", PWM(4, 1, config, "cpu").members[0], tmp_path / "wm0.pt")

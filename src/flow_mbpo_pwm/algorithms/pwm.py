@@ -71,9 +71,12 @@ from flow_mbpo_pwm.models.world_model import WorldModel
 
 
 class SequenceSource(Protocol):
-    """What the world model trains from: the replay buffer, or an offline dataset with the same `sample`."""
+    """What the world model trains from: the replay buffer, or an offline dataset with the same `sample`; its
+    `observations` are what a seed's latent statistics are fitted on when it warms up."""
 
     def sample(self, batch_size: int, generator: torch.Generator | None = None) -> ReplayBatch: ...
+
+    def observations(self) -> torch.Tensor: ...
 
 
 class Rollout(NamedTuple):
@@ -106,6 +109,8 @@ class WorldModelLoss(NamedTuple):
 
 
 NETWORKS = ("world_model", "actor", "critic")
+LATENT_STATS_ROWS = 100_000  # observations the latent's statistics are fitted on (`SeedAgent.fit_latent_stats`)
+LATENT_STATS_CHUNK = 16_384  # encoded at a time
 OPTIMIZERS = {"actor": "actor_optimizer", "critic": "critic_optimizer", "world_model": "wm_optimizer"}
 
 
@@ -124,8 +129,9 @@ class SeedAgent(nn.Module):
         with torch.random.fork_rng(devices=[]):  # initial weights: a function of the seed alone
             torch.manual_seed(seed)
             self.world_model = WorldModel(obs_dim, act_dim, config.world_model, config.dynamics)
-            self.actor = Actor(latent, act_dim, cfg.actor_units, cfg.init_logstd, cfg.min_logstd)
-            self.critic = CriticEnsemble(latent, cfg.critic_units, cfg.num_critics)
+            standardize = cfg.latent_norm == "standardize"
+            self.actor = Actor(latent, act_dim, cfg.actor_units, cfg.init_logstd, cfg.min_logstd, standardize)
+            self.critic = CriticEnsemble(latent, cfg.critic_units, cfg.num_critics, standardize_input=standardize)
         self.rew_rms = RunningMeanStd(())
         self.ret_rms = RunningMeanStd(())
         # Per-env return of the real env's rewards in the episode running now (training-episode statistics).
@@ -147,6 +153,21 @@ class SeedAgent(nn.Module):
         draws from the seed's generator)."""
         z = self.world_model.encode(obs)
         return self.actor.act(z) if deterministic else self.actor.sample(z, self.generator)
+
+    @torch.no_grad()
+    def fit_latent_stats(self, obs: torch.Tensor) -> int:
+        """With `pwm.latent_norm: standardize`, the actor's and the critics' latent statistics: this seed's encoder
+        on `obs [n, obs_dim]` (at most `LATENT_STATS_ROWS` of them, evenly spread). Nothing otherwise. Returns how
+        many observations they were fitted on (0: none)."""
+        if self.config.pwm.latent_norm != "standardize":
+            return 0
+        if len(obs) == 0:
+            raise ValueError("fit_latent_stats: no observations to fit the latent's statistics on")
+        rows = spread_rows(obs, LATENT_STATS_ROWS).to(self.device)
+        z = torch.cat([self.world_model.encode(chunk) for chunk in rows.split(LATENT_STATS_CHUNK)])
+        self.actor.input_norm.fit(z)
+        self.critic.input_norm.fit(z)
+        return len(rows)
 
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
         """Models, running statistics, optimisers and the generator: everything a bitwise resume needs."""
@@ -170,6 +191,11 @@ class SeedAgent(nn.Module):
         self.generator.set_state(state["generator"].cpu())
         self.warmed_up = bool(state.get("warmed_up", False))
         return result
+
+
+def spread_rows(rows: torch.Tensor, most: int) -> torch.Tensor:
+    """At most `most` of `rows`, evenly spread (every k-th from the first)."""
+    return rows[:: -(-len(rows) // most)]
 
 
 def _share_storage(module: nn.Module, name: str, stacked: torch.Tensor, index: int) -> None:
@@ -213,10 +239,16 @@ class PWM(nn.Module):
         self.members = nn.ModuleList(SeedAgent(obs_dim, act_dim, config, seed, dev) for seed in seeds)
         # The stack: each network's parameters [S, ...] (autograd leaves the updates differentiate), the running
         # statistics [S] and the training-episode returns [S, N]; every member's tensors become views of its slice.
+        # Saved buffers of the networks (the latent's statistics, `pwm.latent_norm`) are stacked too, each seed's its
+        # own, and left out of the optimisers.
         self.stacked: dict[str, torch.Tensor] = {}
+        params_of: dict[str, list[torch.Tensor]] = {}
         for net in NETWORKS:
-            params, _ = torch.func.stack_module_state([getattr(m, net) for m in self.members])
-            for name, tensor in params.items():
+            modules = [getattr(m, net) for m in self.members]
+            params, buffers = torch.func.stack_module_state(modules)
+            saved = {name: buffers[name] for name in modules[0].state_dict() if name in buffers}
+            params_of[net] = list(params.values())
+            for name, tensor in {**params, **saved}.items():
                 self.stacked[f"{net}.{name}"] = tensor
                 for s, member in enumerate(self.members):
                     _share_storage(getattr(member, net), name, tensor, s)
@@ -241,7 +273,7 @@ class PWM(nn.Module):
         self._wm_terms = partial(_world_model_terms, gamma=cfg.gamma, coefs=(cfg.wm_dynamics_coef, cfg.wm_reward_coef))
         steps = (_dynamics_step, self._wm_terms, _imagine_step, _imagine_step_with_terms, _value, _critic_loss)
         self._per_seed = PerSeed(self.members[0], compiled=steps if config.run.compile else ())
-        self._net_params = {net: [t for k, t in self.stacked.items() if k.startswith(f"{net}.")] for net in NETWORKS}
+        self._net_params = params_of
         # One Adam per network over the stacked parameters (algorithms/stacked_adam.py); each member's optimisers
         # are its seed's views of it (a lone run's torch.optim.Adam state). The world model's betas are torch's
         # defaults, as in PWM.
@@ -589,15 +621,18 @@ class PWM(nn.Module):
         """Warm-up or pretraining, called by the host: `steps` world-model updates of the seeds selected by `seeds`
         (default: every seed not stopped) on batches of `pwm.wm_batch` sub-trajectories from each seed's source
         (its replay buffer, or one offline dataset shared by all). Marks a selected seed warmed up if any of its
-        sampled windows was valid (one host read). Returns per-seed mean losses and grad norm."""
+        sampled windows was valid (one host read), and then fits its latent's statistics on its source's
+        observations (`SeedAgent.fit_latent_stats`). Returns per-seed mean losses and grad norm."""
         selected = self.live_seeds() if seeds is None else tuple(bool(x) for x in seeds)
         if len(selected) != self.num_seeds:
             raise ValueError(f"train_world_model: {len(selected)} seed flags for {self.num_seeds} seeds")
         metrics = self.world_model_steps(sources, steps, selected)
         valid_rows = metrics.pop("valid_rows").tolist()
-        for member, chosen, rows in zip(self.members, selected, valid_rows, strict=True):
+        sources = self._per_seed_sources(sources)
+        for member, source, chosen, rows in zip(self.members, sources, selected, valid_rows, strict=True):
             if steps > 0 and chosen and rows > 0:
                 member.warmed_up = True
+                member.fit_latent_stats(source.observations())
         return metrics
 
     def world_model_steps(

@@ -158,6 +158,10 @@ class ReplayBuffer:
         """Host read (a device sync)."""
         return bool(self.finished_any.item())
 
+    def observations(self) -> torch.Tensor:
+        """Every stored observation `[n, obs_dim]` (a view, in slot order)."""
+        return self.obs[: min(self.num_added, self.slots)].reshape(-1, self.obs_dim)
+
     def chronological(self) -> dict[str, torch.Tensor]:
         """Stored transitions oldest first, each field `[T, N, ...]` (T = steps stored per env); for export."""
         filled = min(self.num_added, self.slots)

@@ -1,6 +1,7 @@
 """The policy: latent -> 400 -> 200 -> 100 -> act_dim (hidden `Linear -> Mish -> LayerNorm`, PyTorch's default Linear
 init as in PWM), with a state-independent learnable log-std (init -1.0, never below its floor: `min_logstd`, or what
-`set_floor` puts there).
+`set_floor` puts there). With `standardize_input` (`pwm.latent_norm: standardize`) the latent is first standardised
+per entry by statistics fitted once (`input_norm`, models/standardize.py).
 
 Training action `tanh(mu + sigma * eps)` (reparameterised); evaluation action `tanh(mu)`."""
 
@@ -13,6 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from flow_mbpo_pwm.models.standardize import Standardize
+
 
 class Actor(nn.Module):
     def __init__(
@@ -22,8 +25,10 @@ class Actor(nn.Module):
         units: Sequence[int] = (400, 200, 100),
         init_logstd: float = -1.0,
         min_logstd: float = -1.427,
+        standardize_input: bool = False,
     ):
         super().__init__()
+        self.input_norm = Standardize(latent_dim) if standardize_input else nn.Identity()
         dims = [latent_dim, *units]
         layers: list[nn.Module] = []
         for i in range(len(units)):
@@ -41,7 +46,7 @@ class Actor(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """The mean `mu` of the pre-tanh Gaussian."""
-        return self.mu_net(z)
+        return self.mu_net(self.input_norm(z))
 
     def std(self) -> torch.Tensor:
         return self.logstd.clamp(min=self.logstd_floor).exp()

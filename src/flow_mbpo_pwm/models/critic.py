@@ -2,7 +2,8 @@
 
 Parameters are stacked along a leading ensemble axis (`weight [K, in, out]`), so a forward pass is one `baddbmm` per
 layer for all critics — no Python loop over networks. Hidden block `Linear -> Mish -> LayerNorm` (per-critic affine),
-orthogonal init with gain sqrt(2) and zero bias (PWM's critic), including the output layer. No target network."""
+orthogonal init with gain sqrt(2) and zero bias (PWM's critic), including the output layer. No target network.
+With `standardize_input` every critic reads the latent standardised per entry, as the actor does (`input_norm`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from flow_mbpo_pwm.models.standardize import Standardize
+
 
 class CriticEnsemble(nn.Module):
     def __init__(
@@ -21,9 +24,11 @@ class CriticEnsemble(nn.Module):
         units: Sequence[int] = (400, 200),
         num_critics: int = 3,
         init_gain: float = math.sqrt(2.0),
+        standardize_input: bool = False,
     ):
         super().__init__()
         self.num_critics = num_critics
+        self.input_norm = Standardize(latent_dim) if standardize_input else nn.Identity()
         dims = [latent_dim, *units, 1]
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
@@ -44,6 +49,7 @@ class CriticEnsemble(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """Values of every critic: `z [..., latent]` -> `[K, ...]`."""
         lead = z.shape[:-1]
+        z = self.input_norm(z)
         h = z.reshape(1, -1, z.shape[-1]).expand(self.num_critics, -1, -1)
         hidden = len(self.norm_weights)
         for i, (weight, bias) in enumerate(zip(self.weights, self.biases, strict=True)):
