@@ -2,9 +2,12 @@
 400-200-100, Mish, LayerNorm, tanh) is fitted to the reference's deterministic action (its Gaussian's mean, clipped
 to the bounds) on the offline dataset's observations, as `flow-mbpo-pwm clone` fits it, once per input: `latent`,
 z = E(o) of a pretrained world model (what PWM's actor reads); `untrained`, z of a fresh encoder of the same cell;
-`observation`, the raw observation. Each row: the action error on the held-back tenth of the observations, then the
-fitted policy's deterministic return on the Ant (the first episode of every env from one reset, the env seeded as
-the held-out evaluation of seed 0) and how many of those episodes end in a fall.
+`observation`, the raw observation; and the pretrained latent transformed before the actor's first layer:
+`latent-standardized`, per entry by its statistics on the dataset (`pwm.latent_norm: standardize`, as `clone` and
+`train` fit them), `latent-layernorm`, by each latent's own mean and std (a LayerNorm without parameters), and
+`latent-centred`, (z - 1/g) * g for SimNorm groups of g entries. Each row: the action error on the held-back tenth of
+the observations, then the fitted policy's deterministic return on the Ant (the first episode of every env from one
+reset, the env seeded as the held-out evaluation of seed 0) and how many of those episodes end in a fall.
 
 Why: the deterministic cell levels off at ~3k held out whatever it is changed in (docs/results/README.md), and its
 actor only ever sees z. If the latent cannot carry a 5.3k gait that the observation carries, the plateau is the
@@ -26,9 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from flow_mbpo_pwm import checkpoints, clone, diagnostics, envs
-from flow_mbpo_pwm.algorithms.pwm import SeedAgent
+from flow_mbpo_pwm.algorithms.pwm import LATENT_STATS_ROWS, SeedAgent, spread_rows
 from flow_mbpo_pwm.config import EvaluationConfig, load_experiment, with_overrides
 from flow_mbpo_pwm.data.datasets import read_dataset
 from flow_mbpo_pwm.models.actor import Actor
@@ -37,14 +41,21 @@ from flow_mbpo_pwm.reference_policy import load_reference_policy
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_epoch import report, write_record  # noqa: E402
 
-INPUTS = ("latent", "untrained", "observation")
+INPUTS = ("latent", "untrained", "observation", "latent-standardized", "latent-layernorm", "latent-centred")
 
 
-def fit(features: Callable, obs: torch.Tensor, labels: torch.Tensor, config: Any, args: argparse.Namespace) -> Actor:
+def fit(
+    features: Callable, obs: torch.Tensor, labels: torch.Tensor, config: Any, args: argparse.Namespace,
+    standardize: bool = False,
+) -> Actor:  # fmt: skip
     """PWM's actor on `features(obs)`, fitted as `flow-mbpo-pwm clone` fits it (`clone.fit_step`) on all but the
-    held-back rows."""
+    held-back rows; `standardize`: reading its input standardised per entry, by statistics fitted as
+    `SeedAgent.fit_latent_stats` fits them."""
     torch.manual_seed(args.seed)
-    actor = Actor(features(obs[:1]).shape[-1], labels.shape[-1], config.pwm.actor_units)
+    actor = Actor(features(obs[:1]).shape[-1], labels.shape[-1], config.pwm.actor_units, standardize_input=standardize)
+    if standardize:
+        with torch.no_grad():
+            actor.input_norm.fit(torch.cat([features(o) for o in spread_rows(obs, LATENT_STATS_ROWS).split(16_384)]))
     optimizer = torch.optim.Adam(actor.mu_net.parameters(), lr=args.lr)
     rows, _ = clone.split_rows(len(obs), obs.device)
     generator = torch.Generator().manual_seed(args.seed)
@@ -110,13 +121,21 @@ def main(argv: list[str] | None = None) -> int:
     pretrained = SeedAgent(obs.shape[-1], labels.shape[-1], config, 0, device)
     checkpoints.load_world_model(args.world_model, pretrained)
     fresh = SeedAgent(obs.shape[-1], labels.shape[-1], config, 0, device)
-    features = {"latent": pretrained.world_model.encode, "untrained": fresh.world_model.encode, "observation": None}
+    encode, group = pretrained.world_model.encode, config.world_model.simnorm_dim
+    features = {
+        "latent": encode,
+        "untrained": fresh.world_model.encode,
+        "observation": lambda o: o,
+        "latent-standardized": encode,  # through the actor's own `Standardize`
+        "latent-layernorm": lambda o: F.layer_norm(encode(o), (config.world_model.latent_dim,)),
+        "latent-centred": lambda o: (encode(o) - 1.0 / group) * group,
+    }
 
     def rows() -> Iterator[dict[str, Any]]:
         for name in args.inputs:
-            read = features[name] or (lambda o: o)
+            read = features[name]
             start = time.monotonic()
-            actor = fit(read, obs, labels, config, args)
+            actor = fit(read, obs, labels, config, args, standardize=name == "latent-standardized")
             fitted = time.monotonic() - start
             yield {
                 "input": name,
@@ -124,11 +143,11 @@ def main(argv: list[str] | None = None) -> int:
                 "fit_seconds": round(fitted, 1),
             }
 
-    print(f"{'input':>12} {'action error':>12} {'return':>8} {'+-':>6} {'falls':>5} {'fit s':>6}")
+    print(f"{'input':>19} {'action error':>12} {'return':>8} {'+-':>6} {'falls':>5} {'fit s':>6}")
 
     def line(row: dict[str, Any]) -> str:
         return (
-            f"{row['input']:>12} {row['held_back_action_error']:>12.4f} {row['return_mean']:>8.0f} "
+            f"{row['input']:>19} {row['held_back_action_error']:>12.4f} {row['return_mean']:>8.0f} "
             f"{row['return_std']:>6.0f} {row['falls']:>5} {row['fit_seconds']:>6.0f}"
         )
 

@@ -1,6 +1,7 @@
 """bench/clone_inputs.py runs: PWM's actor fitted to the pinned 5.3k PPO reference (bench/carried/
-reference-config.tar.gz) from a world model's latents and from the raw observation, on a small dataset collected from
-that reference's snapshots, each fit then played on a few short Ant episodes on the CPU."""
+reference-config.tar.gz) from a world model's latents (as they are, and standardised, layer-normalised or centred)
+and from the raw observation, on a small dataset collected from that reference's snapshots, each fit then played on
+a few short Ant episodes on the CPU."""
 
 import json
 import subprocess
@@ -43,7 +44,8 @@ def test_clone_inputs_fits_the_reference_from_each_input_and_plays_it(tmp_path):
         return {row["input"]: row for row in json.loads(out.read_text())["rows"]}
 
     short, longer = run(1), run(150)
-    assert list(longer) == ["latent", "untrained", "observation"]
+    assert list(longer) == ["latent", "untrained", "observation", "latent-standardized", "latent-layernorm",
+                            "latent-centred"]  # fmt: skip
     for row in longer.values():
         assert row["falls"] <= 2 and row["return_std"] >= 0 and torch.isfinite(torch.tensor(row["return_mean"]))
     for name in longer:  # fitting longer brings each input's actor closer to the reference on held-back data
