@@ -197,7 +197,8 @@ class PWMConfig:
     # its replay buffer's observations (the offline data, under the paper's protocol) fitted once, when the world
     # model is first ready (pretrained, or warmed up), and then held fixed (saved with the actor and the critics).
     # On the CPU, PWM's actor fitted to the 5.3k PPO gait held it from the standardised latent and fell from the raw
-    # one (bench/RESULTS.md, "Which input lets PWM's actor hold the gait?").
+    # one (bench/RESULTS.md, "Which input lets PWM's actor hold the gait?"); PWM with it did not leave the ~3k
+    # plateau (docs/results/2026-12-06-det-latent-std: 0.89 [0.71, 1.14] of the raw latent's run), so "none" stays.
     latent_norm: Literal["none", "standardize"] = "none"
     num_critics: int = 3
     init_logstd: float = -1.0
