@@ -169,6 +169,11 @@ def base(path: str, out: str) -> None:
     Path(out).write_text(yaml.safe_dump(base_config(load(path)), sort_keys=False))
 
 
+def plot_sizes(sweep: dict) -> str:
+    """The sizes the points train, in order of first appearance, e.g. "5M" or "48M / 5M"."""
+    return " / ".join(dict.fromkeys(point_size(sweep, spec) for spec in sweep["points"].values()))
+
+
 def point_size(sweep: dict, spec: dict) -> str:
     """A point's size preset: its own `size:`, else the sweep's."""
     return spec.get("size", sweep["size"])
@@ -591,7 +596,8 @@ def _plot(sweep: dict, folder: Path, out: str, reference: str | None, plt: Any) 
     ax.set_xlabel("env steps (M)")
     ax.set_ylabel("validation return (mean of run.validation_episodes)")
     seeds = [seed for seed, _ in seed_runs(sweep, folder)]
-    ax.set_title(f"{sweep['task']} {sweep['size']}, seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}")
+    listed = f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+    ax.set_title(f"{sweep['task']} {plot_sizes(sweep)}, {listed}")
     ax.legend(fontsize=8, loc="upper left")
     ax.grid(alpha=0.3)
     fig.savefig(out, dpi=120, bbox_inches="tight")

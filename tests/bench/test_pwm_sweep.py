@@ -156,7 +156,8 @@ def test_a_sweep_level_pwm_applies_to_every_point_under_the_points_own(sweep_mod
 
 def test_a_point_of_its_own_size_trains_that_size_beside_the_sweeps(sweep_module, tmp_path):
     """A 48M point beside 5M points (one sweep on a two-GPU machine): its config trains 48M and its CLI cell names
-    it, the other points keep the sweep's size, and a size that is not a preset's name is refused on loading."""
+    it, the other points keep the sweep's size, the figure's title names both sizes, and a size that is not a
+    preset's name is refused on loading."""
     from flow_mbpo_pwm.config import load_experiment
 
     sweep = {"base": "config/short.yaml", "task": "ant", "size": "5M", "epochs": 100, "seeds": [0],
@@ -167,6 +168,8 @@ def test_a_point_of_its_own_size_trains_that_size_beside_the_sweeps(sweep_module
     assert sweep_module.cell(sweep, large) == ["--task", "ant", "--size", "48M"]
     assert load_experiment(sweep_module.point_config(sweep, large)).sizes == ("48M",)
     assert load_experiment(sweep_module.point_config(sweep, small)).sizes == ("5M",)  # config/short.yaml's
+    assert sweep_module.plot_sizes(sweep) == "5M / 48M"  # the figure's title names both
+    assert sweep_module.plot_sizes({**sweep, "points": {"det": small}}) == "5M"
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump({**sweep, "points": {"det-48M": {"dynamics": "deterministic", "size": 48}}}))
     with pytest.raises(SystemExit, match="a point's 'size' must be a size preset's name"):
