@@ -413,10 +413,15 @@ def _reference_policy(path, obs_dim=4, act_dim=1):
     return path
 
 
-def test_clone_fits_the_reference_and_train_starts_every_seed_from_it_held_for_the_delay(finished_runs, tmp_path):
+@pytest.mark.parametrize("latent_norm", ["none", "standardize"])
+def test_clone_fits_the_reference_and_train_starts_every_seed_from_it_held_for_the_delay(
+    finished_runs, tmp_path, latent_norm
+):
     """export -> `pretrain` -> `clone` -> `train --actor-init` (2 seeds stacked, `pwm.actor_delay_epochs` 3): the
     cloned actor acts like the reference on held-back observations, far closer than the fresh actor, and loads
-    bitwise; both seeds start from it and have moved by epoch 5 (the next test follows the hold epoch by epoch)."""
+    bitwise; both seeds start from it and have moved by epoch 5 (the next test follows the hold epoch by epoch).
+    With the latent standardised the clone fits through the dataset's statistics and carries them: the seeds' actors
+    keep them (never trained), their critics fit the same from the same data in their buffers."""
     import yaml
 
     from flow_mbpo_pwm.cli import main
@@ -429,7 +434,8 @@ def test_clone_fits_the_reference_and_train_starts_every_seed_from_it_held_for_t
     policy_path = _reference_policy(tmp_path / "policy.pt")
     experiment = {**PRETRAIN_EXPERIMENT, "pretrain": {"steps": 20, "log_every": 10},
                   "clone": {"enabled": True, "steps": 300, "batch": 64, "log_every": 100}}  # fmt: skip
-    experiment["train"] = {**experiment["train"], "pwm": {**experiment["train"]["pwm"], "actor_delay_epochs": 3}}
+    pwm = {**experiment["train"]["pwm"], "actor_delay_epochs": 3, "latent_norm": latent_norm}
+    experiment["train"] = {**experiment["train"], "pwm": pwm}
     config_path = tmp_path / "experiment.yaml"
     config_path.write_text(yaml.safe_dump(experiment))
     wm_path, actor_path = tmp_path / "pretrain" / "world_model.pt", tmp_path / "pretrain" / "actor.pt"
@@ -474,6 +480,11 @@ def test_clone_fits_the_reference_and_train_starts_every_seed_from_it_held_for_t
         assert list(rows["epoch"]) == [5] and rows["actor_lr"].iloc[0] > 0  # (the row's last epoch: past the delay)
         modules = io.torch_load(folder / "work" / "state.pt")["agent"]["modules"]
         assert any(not torch.equal(modules[f"actor.{k}"], cloned[k]) for k in cloned)  # it moved after the delay
+        if latent_norm == "standardize":
+            for name in ("input_norm.mean", "input_norm.std"):
+                assert torch.equal(modules[f"actor.{name}"], cloned[name])
+                torch.testing.assert_close(modules[f"critic.{name}"], cloned[name])
+            assert cloned["input_norm.std"].max() < 1.0  # fitted (unfitted: ones)
 
 
 def test_the_actor_is_held_for_the_delay_and_starts_bitwise_from_the_clone(finished_runs, tmp_path):
