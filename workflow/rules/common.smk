@@ -181,19 +181,26 @@ def pretrain_digest(wildcards) -> str:
     """Fingerprint of what a pretrained world model depends on (a params rerun trigger): the `pretrain` section and
     the cell's settings pretraining uses (`config.pretraining_settings`; not its epochs, actor, critic...).
     """
-    cell = EXPERIMENT.cell(
-        wildcards.task, wildcards.size, wildcards.dynamics, EXPERIMENT.seeds[0]
+    return _fingerprint(
+        "pretrain",
+        fingerprints.pretrain_settings(EXPERIMENT, _seedless_cell(wildcards)),
     )
-    return _fingerprint("pretrain", fingerprints.pretrain_settings(EXPERIMENT, cell))
 
 
 def clone_digest(wildcards) -> str:
     """Fingerprint of what a cloned actor depends on besides its input files (a params rerun trigger): the `clone`
     section and the cell's actor settings (`fingerprints.clone_settings`)."""
-    cell = EXPERIMENT.cell(
+    return _fingerprint(
+        "clone", fingerprints.clone_settings(EXPERIMENT, _seedless_cell(wildcards))
+    )
+
+
+def _seedless_cell(wildcards):
+    """The cell's config for what is shared by all its seeds (pretraining, cloning): built with the first seed,
+    which the settings fingerprinted from it leave out."""
+    return EXPERIMENT.cell(
         wildcards.task, wildcards.size, wildcards.dynamics, EXPERIMENT.seeds[0]
     )
-    return _fingerprint("clone", fingerprints.clone_settings(EXPERIMENT, cell))
 
 
 def clone_reference_policy(wildcards) -> str:
