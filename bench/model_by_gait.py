@@ -1,0 +1,167 @@
+"""Does a pretrained world model see what running is worth, and where its action gradient points, gait by gait?
+For every PPO snapshot of the offline dataset (untrained -> standing -> running), two measurements:
+
+- Value: on the dataset's own windows of that snapshot (every `--stride`-th start, H steps, no termination inside),
+  the world model's discounted H-step return along the data's actions, open loop from z_0 = E(o_0) (PWM's
+  imagination, with the actions given) and teacher-forced (R(E(o_t), a_t) at every step), against the true one:
+  means, the open loop's mean absolute error and its correlation with the truth across windows.
+- Gradient: the snapshot's deterministic policy plays `--envs` episodes; at `--starts` saved joint states the
+  product's gradient check (`diagnostics.gradient_cosines`: the model's autograd gradient of the H-step return with
+  respect to the next H actions against the env's finite differences from that state) gives one cosine each.
+
+Why: PWM's actor climbs the model's gradient of the imagined return. Every change in docs/results/README.md's
+plateau table left the deterministic cell at ~3k; if the model's value or gradient were good on standing states and
+poor on running ones, the first-order gradient would not lead past the plateau. CPU is enough (a 16-step gradient
+check of 256 ant rows takes ~5 s):
+
+    PYTHONPATH=src python bench/model_by_gait.py --config CONFIG --world-model WORLD_MODEL.pt \\
+        --dataset results/ant/offline/dataset.h5 --reference-dir results/ant/reference/seed0 \\
+        --out bench/out/model_by_gait.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from flow_mbpo_pwm import checkpoints, diagnostics, envs
+from flow_mbpo_pwm.algorithms.pwm import SeedAgent
+from flow_mbpo_pwm.config import load_experiment, with_overrides
+from flow_mbpo_pwm.data.datasets import read_dataset
+from flow_mbpo_pwm.reference_policy import load_reference_policy
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_epoch import report, write_record  # noqa: E402
+
+
+def windows(data: dict[str, torch.Tensor], streams: slice, horizon: int, stride: int) -> tuple[torch.Tensor, ...]:
+    """The snapshot's windows of `horizon` steps that start every `stride` steps of its streams and lie in an episode
+    still running: first observations `[B, obs_dim]`, every step's observation `[B, H, obs_dim]`, actions `[B, H,
+    act_dim]`, rewards `[B, H]`."""
+    obs, actions, rewards = data["observations"][streams], data["actions"][streams], data["rewards"][streams]
+    ended = data["terminated"][streams].cumsum(1) > 0  # from the terminal step on
+    starts = range(0, obs.shape[1] - horizon + 1, stride)
+    alive = torch.cat([~ended[:, t + horizon - 1] for t in starts])
+    pick = [torch.cat([x[:, t : t + horizon] for t in starts])[alive] for x in (obs, actions, rewards)]
+    return pick[0][:, 0], *pick
+
+
+@torch.no_grad()
+def value_row(world_model: Any, batch: tuple[torch.Tensor, ...], gamma: float) -> dict[str, float]:
+    first, obs, actions, rewards = batch
+    horizon = actions.shape[1]
+    discounts = gamma ** torch.arange(horizon, dtype=rewards.dtype)
+    z, open_loop = world_model.encode(first), []
+    for t in range(horizon):
+        open_loop.append(world_model.reward(z, actions[:, t]))
+        z = world_model.next(z, actions[:, t])
+    forced = world_model.reward(world_model.encode(obs.flatten(0, 1)), actions.flatten(0, 1)).view(-1, horizon)
+    true, model = (rewards * discounts).sum(1), (torch.stack(open_loop, 1) * discounts).sum(1)
+    return {
+        "windows": len(true),
+        "true_return": true.mean().item(),
+        "model_open_loop": model.mean().item(),
+        "model_teacher_forced": (forced * discounts).sum(1).mean().item(),
+        "open_loop_abs_error": (model - true).abs().mean().item(),
+        "open_loop_correlation": torch.corrcoef(torch.stack([true, model]))[0, 1].item() if len(true) > 1 else 0.0,
+    }
+
+
+def gradient_row(world_model: Any, policy: Any, config: Any, args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    horizon, gamma = config.pwm.horizon, config.pwm.gamma
+    env = envs.make_from_config(config.env, "cpu", seed=seed, num_envs=args.envs)
+    recorder = diagnostics.EpisodeRecorder(env.max_episode_steps, args.envs, env.obs_dim, env.act_dim, "cpu")
+    at = tuple(diagnostics.start_steps(env.max_episode_steps, horizon, args.starts))
+    with torch.no_grad():
+        returns = diagnostics.first_episode_returns(env, lambda o: policy(o).clamp(-1.0, 1.0), recorder, at)
+    rows = 2 * horizon * env.act_dim  # every perturbed action sequence of the finite differences, side by side
+    check = envs.make_from_config(
+        config.env, "cpu", seed=seed, num_envs=rows, episode_length=horizon, deterministic=True
+    )
+    agreements = diagnostics.gradient_cosines(
+        world_model, recorder.start_states(horizon), diagnostics.JointStateReturns(check, gamma), gamma, args.eps
+    )
+    cosines = [a.cosine for a in agreements]
+    return {
+        "policy_return": returns.mean().item(),
+        "gradient_cosine_median": finite_median(cosines),
+        "gradient_cosine_first_step_median": finite_median([a.per_step[0] for a in agreements]),
+        "gradient_cosines": cosines,  # NaN where either gradient is zero (no direction to compare)
+    }
+
+
+def finite_median(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return statistics.median(finite) if finite else math.nan
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, required=True, help="experiment YAML: the cell's world model")
+    parser.add_argument("--task", default="ant")
+    parser.add_argument("--size", default="5M")
+    parser.add_argument("--dynamics", default="deterministic")
+    parser.add_argument("--world-model", type=Path, required=True, help="pretrained world_model.pt (`pretrain`)")
+    parser.add_argument("--dataset", type=Path, required=True, help="the offline dataset (`collect`)")
+    parser.add_argument("--reference-dir", type=Path, required=True, help="the reference run the dataset is from")
+    parser.add_argument("--snapshots", type=int, nargs="+", help="the dataset's snapshot indices (default: all)")
+    parser.add_argument("--stride", type=int, default=48, help="steps between the windows' starts")
+    parser.add_argument("--envs", type=int, default=4, help="episodes per snapshot for the gradient check")
+    parser.add_argument("--starts", type=int, default=12, help="gradient checks per snapshot")
+    parser.add_argument("--eps", type=float, default=0.01, help="finite-difference step (the product's)")
+    parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
+    args = parser.parse_args(argv)
+    missing = [str(p) for p in (args.config, args.world_model, args.dataset) if not p.is_file()]
+    if missing:
+        parser.error(f"no such file: {', '.join(missing)}")
+    if min(args.stride, args.envs, args.starts) < 1 or args.eps <= 0:
+        parser.error("--stride, --envs and --starts must be >= 1 and --eps > 0")
+    torch.set_num_threads(1)  # Warp's CPU kernels are single-threaded; the comparisons do not depend on it
+    config = load_experiment(args.config).cell(args.task, args.size, args.dynamics, 0)
+    config = with_overrides(config, run={"device": "cpu"})
+    data, attrs = read_dataset(args.dataset)
+    snapshots = json.loads(attrs["snapshots"])
+    per = int(attrs["streams_per_snapshot"])
+    obs_dim, act_dim = data["observations"].shape[-1], data["actions"].shape[-1]
+    agent = SeedAgent(obs_dim, act_dim, config, 0, torch.device("cpu"))
+    checkpoints.load_world_model(args.world_model, agent)
+    world_model = agent.world_model.eval()
+
+    def rows():
+        for k in args.snapshots if args.snapshots is not None else range(len(snapshots)):
+            snapshot = snapshots[k]
+            policy, _ = load_reference_policy(args.reference_dir / snapshot["path"], torch.device("cpu"))
+            batch = windows(data, slice(k * per, (k + 1) * per), config.pwm.horizon, args.stride)
+            episode = data["rewards"][k * per : (k + 1) * per].sum(1).mean().item()
+            yield {
+                "snapshot": k,
+                "env_steps": snapshot["env_steps"],
+                "dataset_episode_return": episode,
+                **value_row(world_model, batch, config.pwm.gamma),
+                **gradient_row(world_model, policy, config, args, int(attrs["env_seed_base"]) + k),
+            }
+
+    print(f"{'snapshot':>9} {'noisy ep':>8} {'policy':>7} {'true H':>7} {'model H':>7} {'forced':>7} {'|err|':>6} "
+          f"{'corr':>5} {'cos':>5} {'cos a0':>6}")  # fmt: skip
+
+    def line(row: dict[str, Any]) -> str:
+        return (
+            f"{row['env_steps'] / 1e6:>8.0f}M {row['dataset_episode_return']:>8.0f} {row['policy_return']:>7.0f} "
+            f"{row['true_return']:>7.2f} {row['model_open_loop']:>7.2f} {row['model_teacher_forced']:>7.2f} "
+            f"{row['open_loop_abs_error']:>6.2f} {row['open_loop_correlation']:>5.2f} "
+            f"{row['gradient_cosine_median']:>5.2f} {row['gradient_cosine_first_step_median']:>6.2f}"
+        )
+
+    write_record(args.out, torch.device("cpu"), args, report(rows(), line))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
