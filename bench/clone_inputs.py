@@ -32,14 +32,14 @@ import torch
 import torch.nn.functional as F
 
 from flow_mbpo_pwm import checkpoints, clone, diagnostics, envs
-from flow_mbpo_pwm.algorithms.pwm import LATENT_STATS_ROWS, SeedAgent, spread_rows
+from flow_mbpo_pwm.algorithms.pwm import SeedAgent, latent_sample
 from flow_mbpo_pwm.config import EvaluationConfig, load_experiment, with_overrides
 from flow_mbpo_pwm.data.datasets import read_dataset
 from flow_mbpo_pwm.models.actor import Actor
 from flow_mbpo_pwm.reference_policy import load_reference_policy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_epoch import report, write_record  # noqa: E402
+from train_epoch import add_world_model_arguments, report, write_record  # noqa: E402
 
 INPUTS = ("latent", "untrained", "observation", "latent-standardized", "latent-layernorm", "latent-centred")
 
@@ -55,7 +55,7 @@ def fit(
     actor = Actor(features(obs[:1]).shape[-1], labels.shape[-1], config.pwm.actor_units, standardize_input=standardize)
     if standardize:
         with torch.no_grad():
-            actor.input_norm.fit(torch.cat([features(o) for o in spread_rows(obs, LATENT_STATS_ROWS).split(16_384)]))
+            actor.input_norm.fit(latent_sample(features, obs))
     optimizer = torch.optim.Adam(actor.mu_net.parameters(), lr=args.lr)
     rows, _ = clone.split_rows(len(obs), obs.device)
     generator = torch.Generator().manual_seed(args.seed)
@@ -87,12 +87,7 @@ def play(policy: Callable, obs: torch.Tensor, labels: torch.Tensor, config: Any,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, required=True, help="experiment YAML: the cell's actor and encoder")
-    parser.add_argument("--task", default="ant")
-    parser.add_argument("--size", default="5M")
-    parser.add_argument("--dynamics", default="deterministic")
-    parser.add_argument("--world-model", type=Path, required=True, help="pretrained world_model.pt (`pretrain`)")
-    parser.add_argument("--dataset", type=Path, required=True, help="the offline dataset (`collect`)")
+    add_world_model_arguments(parser, "experiment YAML: the cell's actor and encoder")
     parser.add_argument("--reference-policy", type=Path, required=True, help="the reference's policy.pt")
     parser.add_argument("--inputs", nargs="+", choices=INPUTS, default=list(INPUTS))
     parser.add_argument("--steps", type=int, default=4000, help="Adam steps per fit")

@@ -162,10 +162,8 @@ def load_policy(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
     obs_dim, act_dim = int(meta["obs_dim"]), int(meta["act_dim"])
     pwm = config.pwm
     encoder = build_encoder(obs_dim, config.world_model)
-    actor = Actor(
-        config.world_model.latent_dim, act_dim, pwm.actor_units, pwm.init_logstd, pwm.min_logstd,
-        pwm.latent_norm == "standardize",
-    )  # fmt: skip
+    latent = config.world_model.latent_dim
+    actor = Actor(latent, act_dim, pwm.actor_units, pwm.init_logstd, pwm.min_logstd, pwm.standardizes_latent)
     _load_into(path, encoder, data["encoder"], "encoder")
     _load_into(path, actor, data["actor"], "actor")
     return Policy(encoder, actor).to(device).eval(), meta

@@ -260,6 +260,11 @@ class PWMConfig:
     buffer_size: int = 1_000_000
     normalize_obs: bool = False
 
+    @property
+    def standardizes_latent(self) -> bool:
+        """The actor and the critics read the latent standardised per entry (`latent_norm`)."""
+        return self.latent_norm == "standardize"
+
     def logstd_floor(self, epochs_done: int) -> float:
         """The actor's log-std floor for the epoch after `epochs_done` epochs (`min_logstd_decay_epochs`)."""
         if not self.min_logstd_decay_epochs:
@@ -771,7 +776,7 @@ class ExperimentConfig:
         train_configs = [self.cell(*cell) for cell in self.cells()]
         _check(
             not (self.pretrain.enabled and not self.pretrain.seed_buffer)
-            or all(c.pwm.latent_norm == "none" for c in train_configs),
+            or not any(c.pwm.standardizes_latent for c in train_configs),
             "train.pwm.latent_norm",
             "standardize fits the latent's statistics on the offline data in the replay buffer: it needs "
             "pretrain.seed_buffer: true (or pretrain.enabled: false, fitting them at the warm-up)",

@@ -253,7 +253,7 @@ def train_seeds(configs: list[TrainConfig], run_dirs: list[Path]) -> int:
             raise ConfigError(f"run.{key}", f"{path} does not exist")
     if cell.run.actor_init and not cell.run.world_model_init:
         raise ConfigError("run.actor_init", "needs run.world_model_init: the cloned actor reads its latents")
-    if cell.pwm.latent_norm == "standardize" and cell.run.world_model_init and not cell.run.offline_data:
+    if cell.pwm.standardizes_latent and cell.run.world_model_init and not cell.run.offline_data:
         raise ConfigError(
             "pwm.latent_norm",
             "standardize with a pretrained world model needs its offline data in the replay buffer "

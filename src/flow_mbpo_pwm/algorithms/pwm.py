@@ -51,7 +51,7 @@ set of training seeds is a host value: a captured phase is keyed by it).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, NamedTuple, Protocol
 
@@ -129,7 +129,7 @@ class SeedAgent(nn.Module):
         with torch.random.fork_rng(devices=[]):  # initial weights: a function of the seed alone
             torch.manual_seed(seed)
             self.world_model = WorldModel(obs_dim, act_dim, config.world_model, config.dynamics)
-            standardize = cfg.latent_norm == "standardize"
+            standardize = cfg.standardizes_latent
             self.actor = Actor(latent, act_dim, cfg.actor_units, cfg.init_logstd, cfg.min_logstd, standardize)
             self.critic = CriticEnsemble(latent, cfg.critic_units, cfg.num_critics, standardize_input=standardize)
         self.rew_rms = RunningMeanStd(())
@@ -159,15 +159,14 @@ class SeedAgent(nn.Module):
         """With `pwm.latent_norm: standardize`, the actor's and the critics' latent statistics: this seed's encoder
         on `obs [n, obs_dim]` (at most `LATENT_STATS_ROWS` of them, evenly spread). Nothing otherwise. Returns how
         many observations they were fitted on (0: none)."""
-        if self.config.pwm.latent_norm != "standardize":
+        if not self.config.pwm.standardizes_latent:
             return 0
         if len(obs) == 0:
             raise ValueError("fit_latent_stats: no observations to fit the latent's statistics on")
-        rows = spread_rows(obs, LATENT_STATS_ROWS).to(self.device)
-        z = torch.cat([self.world_model.encode(chunk) for chunk in rows.split(LATENT_STATS_CHUNK)])
+        z = latent_sample(lambda chunk: self.world_model.encode(chunk.to(self.device)), obs)
         self.actor.input_norm.fit(z)
         self.critic.input_norm.fit(z)
-        return len(rows)
+        return len(z)
 
     def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:  # type: ignore[override]
         """Models, running statistics, optimisers and the generator: everything a bitwise resume needs."""
@@ -193,9 +192,11 @@ class SeedAgent(nn.Module):
         return result
 
 
-def spread_rows(rows: torch.Tensor, most: int) -> torch.Tensor:
-    """At most `most` of `rows`, evenly spread (every k-th from the first)."""
-    return rows[:: -(-len(rows) // most)]
+def latent_sample(encode: Callable[[torch.Tensor], torch.Tensor], obs: torch.Tensor) -> torch.Tensor:
+    """`encode` of at most `LATENT_STATS_ROWS` of `obs`, evenly spread (every k-th from the first), encoded
+    `LATENT_STATS_CHUNK` at a time: the latents a seed's latent statistics are fitted on."""
+    rows = obs[:: -(-len(obs) // LATENT_STATS_ROWS)]
+    return torch.cat([encode(chunk) for chunk in rows.split(LATENT_STATS_CHUNK)])
 
 
 def _share_storage(module: nn.Module, name: str, stacked: torch.Tensor, index: int) -> None:
