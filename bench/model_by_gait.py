@@ -38,7 +38,7 @@ from flow_mbpo_pwm.data.datasets import read_dataset
 from flow_mbpo_pwm.reference_policy import load_reference_policy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_epoch import report, write_record  # noqa: E402
+from train_epoch import add_world_model_arguments, report, write_record  # noqa: E402
 
 
 def windows(data: dict[str, torch.Tensor], streams: slice, horizon: int, stride: int) -> tuple[torch.Tensor, ...]:
@@ -104,12 +104,7 @@ def finite_median(values: list[float]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", type=Path, required=True, help="experiment YAML: the cell's world model")
-    parser.add_argument("--task", default="ant")
-    parser.add_argument("--size", default="5M")
-    parser.add_argument("--dynamics", default="deterministic")
-    parser.add_argument("--world-model", type=Path, required=True, help="pretrained world_model.pt (`pretrain`)")
-    parser.add_argument("--dataset", type=Path, required=True, help="the offline dataset (`collect`)")
+    add_world_model_arguments(parser, "experiment YAML: the cell's world model")
     parser.add_argument("--reference-dir", type=Path, required=True, help="the reference run the dataset is from")
     parser.add_argument("--snapshots", type=int, nargs="+", help="the dataset's snapshot indices (default: all)")
     parser.add_argument("--stride", type=int, default=48, help="steps between the windows' starts")

@@ -203,6 +203,17 @@ def machine(device: torch.device) -> dict[str, Any]:
     return facts
 
 
+def add_world_model_arguments(parser: argparse.ArgumentParser, config_help: str) -> None:
+    """The arguments of a bench that reads one cell's pretrained world model and the offline dataset it was
+    pretrained on (bench/clone_inputs.py, bench/model_by_gait.py)."""
+    parser.add_argument("--config", type=Path, required=True, help=config_help)
+    parser.add_argument("--task", default="ant")
+    parser.add_argument("--size", default="5M")
+    parser.add_argument("--dynamics", default="deterministic")
+    parser.add_argument("--world-model", type=Path, required=True, help="pretrained world_model.pt (`pretrain`)")
+    parser.add_argument("--dataset", type=Path, required=True, help="the offline dataset (`collect`)")
+
+
 def report(rows: Iterable[dict[str, Any]], line: Callable[[dict[str, Any]], str]) -> list[dict[str, Any]]:
     """Every row as it is measured, printed with `line` (flushed, so a long bench shows its progress), then all of
     them. The other benches of this folder print theirs with it too."""

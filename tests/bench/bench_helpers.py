@@ -2,8 +2,11 @@
 
 import importlib.util
 import sys
+import tarfile
 from pathlib import Path
 from types import ModuleType
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -15,3 +18,23 @@ def load_bench_script(name: str) -> ModuleType:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+# The pinned 5.3k PPO reference's run folder inside bench/carried/reference-config.tar.gz.
+CARRIED_REFERENCE = "results/ant/reference/seed0"
+
+
+def collect_from_carried_reference(tmp_path: Path, experiment: dict) -> tuple[Path, Path]:
+    """The carried 5.3k reference unpacked under `tmp_path` (its run folder: `tmp_path / CARRIED_REFERENCE`),
+    `experiment` written as a config, and the offline dataset `collect` makes from the reference's snapshots with
+    it. Returns the config's and the dataset's paths."""
+    from flow_mbpo_pwm.cli import main
+
+    with tarfile.open(ROOT / "bench" / "carried" / "reference-config.tar.gz") as archive:
+        archive.extractall(tmp_path, filter="data")
+    config_path = tmp_path / "experiment.yaml"
+    config_path.write_text(yaml.safe_dump(experiment))
+    dataset = tmp_path / "dataset.h5"
+    assert main(["collect", "--config", str(config_path), "--task", "ant", "--reference-dir",
+                 str(tmp_path / CARRIED_REFERENCE), "--out", str(dataset), "--device", "cpu"]) == 0  # fmt: skip
+    return config_path, dataset

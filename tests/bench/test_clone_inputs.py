@@ -6,38 +6,28 @@ a few short Ant episodes on the CPU."""
 import json
 import subprocess
 import sys
-import tarfile
 
 import torch
-import yaml
-from bench_helpers import ROOT
+from bench_helpers import CARRIED_REFERENCE, ROOT, collect_from_carried_reference
 
 from flow_mbpo_pwm import checkpoints
 from flow_mbpo_pwm.algorithms.pwm import PWM
-from flow_mbpo_pwm.cli import main
 from flow_mbpo_pwm.config import load_experiment
 
-REFERENCE = "results/ant/reference/seed0"
 EXPERIMENT = {"tasks": {"ant": {"num_envs": 4, "episode_length": 30}}, "sizes": ["tiny"],
               "dynamics": {"deterministic": {}}, "seeds": [0], "reference": {"device": "cpu"},
               "collect": {"num_envs": 4, "steps_per_snapshot": 25}}  # fmt: skip
 
 
 def test_clone_inputs_fits_the_reference_from_each_input_and_plays_it(tmp_path):
-    with tarfile.open(ROOT / "bench" / "carried" / "reference-config.tar.gz") as archive:
-        archive.extractall(tmp_path, filter="data")
-    config_path = tmp_path / "experiment.yaml"
-    config_path.write_text(yaml.safe_dump(EXPERIMENT))
-    dataset = tmp_path / "dataset.h5"
-    assert main(["collect", "--config", str(config_path), "--task", "ant", "--reference-dir",
-                 str(tmp_path / REFERENCE), "--out", str(dataset), "--device", "cpu"]) == 0  # fmt: skip
+    config_path, dataset = collect_from_carried_reference(tmp_path, EXPERIMENT)
     config = load_experiment(config_path).cell("ant", "tiny", "deterministic", 0)
     checkpoints.save_world_model(tmp_path / "wm.pt", PWM(37, 8, config, "cpu"), {"config": config.to_dict()})
 
     def run(steps: int) -> dict:
         out = tmp_path / f"clone_{steps}.json"
         args = ["--config", str(config_path), "--size", "tiny", "--world-model", str(tmp_path / "wm.pt"),
-                "--dataset", str(dataset), "--reference-policy", str(tmp_path / REFERENCE / "policy.pt"),
+                "--dataset", str(dataset), "--reference-policy", str(tmp_path / CARRIED_REFERENCE / "policy.pt"),
                 "--steps", str(steps), "--batch", "64", "--envs", "2", "--episode-length", "30",
                 "--out", str(out)]  # fmt: skip
         subprocess.run([sys.executable, "bench/clone_inputs.py", *args], cwd=ROOT, check=True)

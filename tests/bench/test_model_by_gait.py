@@ -6,15 +6,12 @@ import json
 import math
 import subprocess
 import sys
-import tarfile
 
 import torch
-import yaml
-from bench_helpers import ROOT, load_bench_script
+from bench_helpers import CARRIED_REFERENCE, ROOT, collect_from_carried_reference, load_bench_script
 
 from flow_mbpo_pwm.cli import main
 
-REFERENCE = "results/ant/reference/seed0"
 EXPERIMENT = {"tasks": {"ant": {"num_envs": 4, "episode_length": 30}}, "sizes": ["tiny"],
               "dynamics": {"deterministic": {}}, "seeds": [0], "reference": {"device": "cpu"},
               "collect": {"num_envs": 4, "steps_per_snapshot": 25}, "train": {"pwm": {"horizon": 4}}}  # fmt: skip
@@ -36,19 +33,13 @@ def test_windows_start_every_stride_steps_and_leave_out_those_that_reach_a_termi
 
 
 def test_model_by_gait_measures_every_snapshots_value_and_gradient_agreement(tmp_path):
-    with tarfile.open(ROOT / "bench" / "carried" / "reference-config.tar.gz") as archive:
-        archive.extractall(tmp_path, filter="data")
-    config_path = tmp_path / "experiment.yaml"
-    config_path.write_text(yaml.safe_dump(EXPERIMENT))
-    dataset = tmp_path / "dataset.h5"
-    assert main(["collect", "--config", str(config_path), "--task", "ant", "--reference-dir",
-                 str(tmp_path / REFERENCE), "--out", str(dataset), "--device", "cpu"]) == 0  # fmt: skip
+    config_path, dataset = collect_from_carried_reference(tmp_path, EXPERIMENT)
     cell = ["--config", str(config_path), "--task", "ant", "--size", "tiny", "--dynamics", "deterministic"]
     assert main(["pretrain", *cell, "--dataset", str(dataset), "--out", str(tmp_path / "wm.pt"), "--steps", "30",
                  "--device", "cpu"]) == 0  # fmt: skip
     out = tmp_path / "gait.json"
     args = ["--config", str(config_path), "--size", "tiny", "--world-model", str(tmp_path / "wm.pt"),
-            "--dataset", str(dataset), "--reference-dir", str(tmp_path / REFERENCE), "--snapshots", "0", "7",
+            "--dataset", str(dataset), "--reference-dir", str(tmp_path / CARRIED_REFERENCE), "--snapshots", "0", "7",
             "--stride", "5", "--envs", "2", "--starts", "2", "--out", str(out)]  # fmt: skip
     subprocess.run([sys.executable, "bench/model_by_gait.py", *args], cwd=ROOT, check=True)
     rows = json.loads(out.read_text())["rows"]
