@@ -17,6 +17,9 @@ check of 256 ant rows takes ~5 s):
     PYTHONPATH=src python bench/model_by_gait.py --config CONFIG --world-model WORLD_MODEL.pt \\
         --dataset results/ant/offline/dataset.h5 --reference-dir results/ant/reference/seed0 \\
         --out bench/out/model_by_gait.json
+
+`--world-model` takes a pretrained world_model.pt (`pretrain`) or a run's final.pt: the world model after the run's
+online training, which is the one PWM's actor climbed at the end.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import Any
 
 import torch
 
-from flow_mbpo_pwm import checkpoints, diagnostics, envs
+from flow_mbpo_pwm import checkpoints, diagnostics, envs, io
 from flow_mbpo_pwm.algorithms.pwm import SeedAgent
 from flow_mbpo_pwm.config import load_experiment, with_overrides
 from flow_mbpo_pwm.data.datasets import read_dataset
@@ -97,6 +100,15 @@ def gradient_row(world_model: Any, policy: Any, config: Any, args: argparse.Name
     }
 
 
+def load_world_model(path: Path, agent: SeedAgent) -> Any:
+    """The world model of `path`: a pretrained world model loaded into `agent`, or a run's final agent's."""
+    data = io.torch_load(path, map_location="cpu")
+    if isinstance(data, dict) and data.get("format") == checkpoints.AGENT_FORMAT:
+        return checkpoints.load_agent(path)[0].world_model.eval()
+    checkpoints.load_world_model(path, agent)
+    return agent.world_model.eval()
+
+
 def finite_median(values: list[float]) -> float:
     finite = [v for v in values if math.isfinite(v)]
     return statistics.median(finite) if finite else math.nan
@@ -126,8 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     per = int(attrs["streams_per_snapshot"])
     obs_dim, act_dim = data["observations"].shape[-1], data["actions"].shape[-1]
     agent = SeedAgent(obs_dim, act_dim, config, 0, torch.device("cpu"))
-    checkpoints.load_world_model(args.world_model, agent)
-    world_model = agent.world_model.eval()
+    world_model = load_world_model(args.world_model, agent)
 
     def rows():
         for k in args.snapshots if args.snapshots is not None else range(len(snapshots)):

@@ -10,7 +10,11 @@ import sys
 import torch
 from bench_helpers import CARRIED_REFERENCE, ROOT, collect_from_carried_reference, load_bench_script
 
+from flow_mbpo_pwm import checkpoints
+from flow_mbpo_pwm.algorithms.pwm import PWM, SeedAgent
 from flow_mbpo_pwm.cli import main
+from flow_mbpo_pwm.config import load_experiment
+from flow_mbpo_pwm.data.datasets import read_dataset
 
 EXPERIMENT = {"tasks": {"ant": {"num_envs": 4, "episode_length": 30}}, "sizes": ["tiny"],
               "dynamics": {"deterministic": {}}, "seeds": [0], "reference": {"device": "cpu"},
@@ -50,3 +54,20 @@ def test_model_by_gait_measures_every_snapshots_value_and_gradient_agreement(tmp
         assert all(-1.0 <= c <= 1.0 for c in row["gradient_cosines"])  # (a pretrained reward head: never 0)
         assert all(math.isfinite(row[k]) for k in ("true_return", "model_open_loop", "model_teacher_forced"))
     assert rows[1]["true_return"] > rows[0]["true_return"]  # the final snapshot runs, the untrained one stands
+
+    # --world-model also takes a run's final.pt (an agent after online training): its world model, bitwise
+    config = load_experiment(config_path).cell("ant", "tiny", "deterministic", 0)
+    data, _ = read_dataset(dataset)
+    obs_dim, act_dim = data["observations"].shape[-1], data["actions"].shape[-1]
+    trained = PWM(obs_dim, act_dim, config, "cpu")
+    torch.nn.init.normal_(next(trained.world_model.parameters()))  # not the pretrained weights: read from the file
+    checkpoints.save_agent(tmp_path / "final.pt", trained, {"config": config.to_dict()})
+    gait = load_bench_script("model_by_gait")
+    fresh = SeedAgent(obs_dim, act_dim, config, 0, torch.device("cpu"))
+    read = gait.load_world_model(tmp_path / "final.pt", fresh)
+    for (name, want), got in zip(trained.world_model.state_dict().items(), read.state_dict().values(), strict=True):
+        assert torch.equal(want, got), name
+    pretrained = gait.load_world_model(tmp_path / "wm.pt", fresh)
+    assert pretrained is fresh.world_model and not torch.equal(
+        next(pretrained.parameters()), next(trained.world_model.parameters())
+    )
