@@ -12,6 +12,9 @@
     python bench/pwm_sweep.py plot SWEEP.yaml OUT.png [WORK_DIR] [REFERENCE_VALIDATION_CSV]
                                                   # validation return vs env steps, one line per point
     python bench/pwm_sweep.py base SWEEP.yaml OUT.yaml  # the experiment config the sweep derives from (below)
+    python bench/pwm_sweep.py record SWEEP.yaml RECORD_DIR [WORK_DIR]  # a finished sweep's files -> RECORD_DIR/runs
+                                                  # (the layout `runs:` reads, below), its logs without Warp's
+                                                  # per-module load lines
 
 A sweep file names a base experiment config, one cell (task, size, and `seed: k` or `seeds: [k, ...]`), the schedule
 (`epochs`, and `lr_decay_epochs` to run the first `epochs` of a longer learning-rate schedule), and points: each
@@ -561,6 +564,44 @@ def _compare(sweep: dict, folder: Path, baseline: str, reference: str) -> None:
         print(f"| PPO reference ({reference}) | — | — | — | {curve} | — |")
 
 
+# What `record` keeps of a point (`<point>-<name>`) and of each of its seeds (`<point>-seed<k>-<name>`): the tables,
+# summaries and logs a results README is written from. A seed the deadline cut has its tables in work/ only.
+POINT_FILES = {"config.yaml": "config.yaml", "pretrain_metrics.csv": "pretrain.csv", "pretrain.log": "pretrain.log",
+               "clone.log": "clone.log", "train.log": "train.log", "held_out.log": "held_out.log"}  # fmt: skip
+SEED_FILES = ("validation.csv", "metrics.csv", "wm_diagnostics.csv", "train_summary.json", "selection.json",
+              "episodes.csv", "held_out_cut.json")  # fmt: skip
+
+
+def record(path: str, out: str, work: str = "") -> None:
+    """A finished sweep's files under `out`/runs, named as a record's compare.yaml reads them (`runs:`), the
+    dataset's log as runs/collect.log and the sweep file as `out`/sweep.yaml. Log lines of Warp's module loads
+    (one per kernel module and process) are left out."""
+    sweep = load(path)
+    folder, runs = Path(work or sweep["work"]), Path(out) / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+
+    def keep(source: Path, target: Path) -> None:
+        if source.suffix == ".log":
+            lines = source.read_text(errors="replace").splitlines(keepends=True)
+            target.write_text("".join(line for line in lines if not line.startswith("Module ")))
+        else:
+            target.write_bytes(source.read_bytes())
+
+    for name in sweep["points"]:
+        for source, kept in POINT_FILES.items():
+            if (folder / name / source).is_file():
+                keep(folder / name / source, runs / f"{name}-{kept}")
+        for seed, run in seed_runs(sweep, folder / name):
+            for file in SEED_FILES:
+                source = next((f for f in (run / file, run / "work" / file) if f.is_file()), None)
+                if source is not None:
+                    keep(source, runs / f"{name}-seed{seed}-{file}")
+    if (folder / "dataset.log").is_file():
+        keep(folder / "dataset.log", runs / "collect.log")
+    (Path(out) / "sweep.yaml").write_text(Path(path).read_text())
+    print(f"recorded {len(list(runs.iterdir()))} files -> {runs}")
+
+
 def plot(path: str, out: str, work: str | None = None, reference: str | None = None) -> None:
     import matplotlib
 
@@ -605,7 +646,7 @@ def _plot(sweep: dict, folder: Path, out: str, reference: str | None, plt: Any) 
 
 if __name__ == "__main__":
     commands = {"run": run, "held-out": held_out, "status": status, "table": table, "compare": compare, "plot": plot,
-                "base": base}  # fmt: skip
+                "base": base, "record": record}  # fmt: skip
     if len(sys.argv) < 3 or sys.argv[1] not in commands:
         raise SystemExit(__doc__)
     commands[sys.argv[1]](*sys.argv[2:])

@@ -222,19 +222,25 @@ def test_compare_and_plot_read_a_results_records_runs_as_they_read_a_sweeps_work
     (`runs:`, one record or several), its baseline and its reference needs no layout by hand and gives the work
     folder's table."""
     work, record = tmp_path / "work", tmp_path / "record" / "runs"
-    record.mkdir(parents=True)
     held = {("det", 0): [3000.0, 3200.0], ("det", 1): [2000.0, 2200.0], ("flow", 0): [1400.0], ("flow", 1): [2500.0]}
     for (point, seed), returns in held.items():
         run = work / point / f"seed{seed}"
         write_run(run, [(1, 1500.0 + 400 * seed, False), (2, 2100.0 * (point == "det"), False)], returns)
-        for file in ("episodes.csv", "work/metrics.csv", "work/validation.csv"):
-            (record / f"{point}-seed{seed}-{Path(file).name}").write_bytes((run / file).read_bytes())
+    (work / "det" / "train.log").write_text("Module ant 1a2b load on device 'cuda:0' took 1.00 ms  (cached)\nepoch 2\n")
     reference = tmp_path / "reference_metrics.csv"
     reference.write_text("env_steps,train_return_mean,train_episodes\n2000000,900,16\n")
     sweep = {"base": "config/smoke.yaml", "task": "ant", "size": "tiny", "seeds": [0, 1], "epochs": 4}
     points = {"det": {"dynamics": "deterministic"}, "flow": {"dynamics": "flow"}}
     laid_out = tmp_path / "sweep.yaml"
     laid_out.write_text(yaml.safe_dump({**sweep, "work": str(work), "points": points}))
+    sweep_module.record(str(laid_out), str(record.parent))  # the cut seeds' tables from work/, the log without Warp's
+    assert sorted(f.name for f in record.iterdir()) == sorted(
+        [f"{point}-seed{seed}-{file}" for point, seed in held for file in ("episodes.csv", "metrics.csv",
+                                                                             "validation.csv")] + ["det-train.log"]
+    )  # fmt: skip
+    assert (record / "det-train.log").read_text() == "epoch 2\n"
+    assert (record.parent / "sweep.yaml").read_text() == laid_out.read_text()
+    assert "recorded 13 files" in capsys.readouterr().out
     recorded = tmp_path / "compare.yaml"
     recorded.write_text(yaml.safe_dump({
         **sweep, "against": "flow", "reference_metrics": str(reference),
