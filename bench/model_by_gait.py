@@ -7,7 +7,10 @@ For every PPO snapshot of the offline dataset (untrained -> standing -> running)
   means, the open loop's mean absolute error and its correlation with the truth across windows.
 - Gradient: the snapshot's deterministic policy plays `--envs` episodes; at `--starts` saved joint states the
   product's gradient check (`diagnostics.gradient_cosines`: the model's autograd gradient of the H-step return with
-  respect to the next H actions against the env's finite differences from that state) gives one cosine each.
+  respect to the next H actions against the env's finite differences from that state, step `--eps`, by default the
+  config's `run.grad_check_eps`) gives one cosine each. The env against itself is the control: its finite
+  differences at `--eps` against those at `--control-eps` (default eps / 3) from the same state. Where contacts
+  make the env's own gradient ill-defined, that cosine is low too, and bounds what any model could reach.
 
 Why: PWM's actor climbs the model's gradient of the imagined return. Every change in docs/results/README.md's
 plateau table left the deterministic cell at ~3k; if the model's value or gradient were good on standing states and
@@ -88,16 +91,34 @@ def gradient_row(world_model: Any, policy: Any, config: Any, args: argparse.Name
     check = envs.make_from_config(
         config.env, "cpu", seed=seed, num_envs=rows, episode_length=horizon, deterministic=True
     )
-    agreements = diagnostics.gradient_cosines(
-        world_model, recorder.start_states(horizon), diagnostics.JointStateReturns(check, gamma), gamma, args.eps
-    )
+    starts, env_returns = recorder.start_states(horizon), diagnostics.JointStateReturns(check, gamma)
+    agreements = diagnostics.gradient_cosines(world_model, starts, env_returns, gamma, args.eps)
     cosines = [a.cosine for a in agreements]
+    controls = env_self_cosines(starts, env_returns, args.eps, args.control_eps)
     return {
         "policy_return": returns.mean().item(),
         "gradient_cosine_median": finite_median(cosines),
         "gradient_cosine_first_step_median": finite_median([a.per_step[0] for a in agreements]),
         "gradient_cosines": cosines,  # NaN where either gradient is zero (no direction to compare)
+        "env_self_cosine_median": finite_median(controls),
+        "env_self_cosines": controls,
     }
+
+
+def env_self_cosines(
+    starts: diagnostics.StartStates, env_returns: diagnostics.JointStateReturns, eps: float, control_eps: float
+) -> list[float]:
+    """At every start state, the cosine between the env's finite-difference gradients of the H-step return at steps
+    `eps` and `control_eps`, along the actions the gradient check perturbs (kept `eps` inside the bounds, as there)."""
+    cosines = []
+    for s in range(starts.obs.shape[0]):
+        actions = starts.actions[s].clamp(-1.0 + eps, 1.0 - eps)
+        returns = env_returns.at(starts.joint_q[s], starts.joint_qd[s])
+        at_eps = diagnostics.finite_difference_gradient(returns, actions, eps)
+        cosines.append(
+            diagnostics.cosine(at_eps, diagnostics.finite_difference_gradient(returns, actions, control_eps))
+        )
+    return cosines
 
 
 def load_world_model(path: Path, agent: SeedAgent) -> Any:
@@ -122,17 +143,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stride", type=int, default=48, help="steps between the windows' starts")
     parser.add_argument("--envs", type=int, default=4, help="episodes per snapshot for the gradient check")
     parser.add_argument("--starts", type=int, default=12, help="gradient checks per snapshot")
-    parser.add_argument("--eps", type=float, default=0.01, help="finite-difference step (the product's)")
+    parser.add_argument("--eps", type=float, help="finite-difference step (default: the config's run.grad_check_eps)")
+    parser.add_argument("--control-eps", type=float, help="the env's second step, for its self-agreement (eps / 3)")
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
     args = parser.parse_args(argv)
     missing = [str(p) for p in (args.config, args.world_model, args.dataset) if not p.is_file()]
     if missing:
         parser.error(f"no such file: {', '.join(missing)}")
-    if min(args.stride, args.envs, args.starts) < 1 or args.eps <= 0:
-        parser.error("--stride, --envs and --starts must be >= 1 and --eps > 0")
+    if min(args.stride, args.envs, args.starts) < 1 or min(args.eps or 1, args.control_eps or 1) <= 0:
+        parser.error("--stride, --envs and --starts must be >= 1, --eps and --control-eps > 0")
     torch.set_num_threads(1)  # Warp's CPU kernels are single-threaded; the comparisons do not depend on it
     config = load_experiment(args.config).cell(args.task, args.size, args.dynamics, 0)
     config = with_overrides(config, run={"device": "cpu"})
+    args.eps = args.eps or config.run.grad_check_eps
+    args.control_eps = args.control_eps or args.eps / 3
     data, attrs = read_dataset(args.dataset)
     snapshots = json.loads(attrs["snapshots"])
     per = int(attrs["streams_per_snapshot"])
@@ -155,14 +179,15 @@ def main(argv: list[str] | None = None) -> int:
             }
 
     print(f"{'snapshot':>9} {'noisy ep':>8} {'policy':>7} {'true H':>7} {'model H':>7} {'forced':>7} {'|err|':>6} "
-          f"{'corr':>5} {'cos':>5} {'cos a0':>6}")  # fmt: skip
+          f"{'corr':>5} {'cos':>5} {'cos a0':>6} {'env':>5}")  # fmt: skip
 
     def line(row: dict[str, Any]) -> str:
         return (
             f"{row['env_steps'] / 1e6:>8.0f}M {row['dataset_episode_return']:>8.0f} {row['policy_return']:>7.0f} "
             f"{row['true_return']:>7.2f} {row['model_open_loop']:>7.2f} {row['model_teacher_forced']:>7.2f} "
             f"{row['open_loop_abs_error']:>6.2f} {row['open_loop_correlation']:>5.2f} "
-            f"{row['gradient_cosine_median']:>5.2f} {row['gradient_cosine_first_step_median']:>6.2f}"
+            f"{row['gradient_cosine_median']:>5.2f} {row['gradient_cosine_first_step_median']:>6.2f} "
+            f"{row['env_self_cosine_median']:>5.2f}"
         )
 
     write_record(args.out, torch.device("cpu"), args, report(rows(), line))

@@ -7,10 +7,11 @@ import math
 import subprocess
 import sys
 
+import pytest
 import torch
 from bench_helpers import CARRIED_REFERENCE, ROOT, collect_from_carried_reference, load_bench_script
 
-from flow_mbpo_pwm import checkpoints
+from flow_mbpo_pwm import checkpoints, diagnostics
 from flow_mbpo_pwm.algorithms.pwm import PWM, SeedAgent
 from flow_mbpo_pwm.cli import main
 from flow_mbpo_pwm.config import load_experiment
@@ -36,6 +37,30 @@ def test_windows_start_every_stride_steps_and_leave_out_those_that_reach_a_termi
     assert torch.equal(first, obs[:, 0]) and obs.shape == (7, 4, 2) and actions.shape == (7, 4, 1)
 
 
+class Returns:
+    """A return with a known gradient in place of the Ant's, for the control's arithmetic: `f(actions [M, H, A])`."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def at(self, joint_q, joint_qd):
+        return self.f
+
+
+def test_the_envs_self_agreement_is_one_where_its_return_is_smooth_and_falls_across_a_kink():
+    gait = load_bench_script("model_by_gait")
+    actions = torch.tensor([[[0.2, -0.3], [0.1, 0.4]]], dtype=torch.float64)  # one start, H = 2, A = 2
+    starts = diagnostics.StartStates(torch.zeros(1, 4), torch.zeros(1, 5), torch.zeros(1, 5), actions)
+    smooth = Returns(lambda a: (a**2).sum((1, 2)) + a[:, 0, 0] * a[:, 1, 1])
+    assert gait.env_self_cosines(starts, smooth, eps=0.01, control_eps=0.003) == pytest.approx([1.0], abs=1e-9)
+    # |a - k| with one entry's kink 0.005 below it, the others' far away: the steps of 0.003 see slope 1 everywhere,
+    # those of 0.01 straddle the kink and see 0.5 there: cosine (0.5 + 3) / (2 * sqrt(0.25 + 3))
+    kink = actions - torch.tensor([[[0.005, 1.0], [1.0, 1.0]]], dtype=torch.float64)
+    kinked = Returns(lambda a: (a - kink).abs().sum((1, 2)))
+    (cosine,) = gait.env_self_cosines(starts, kinked, eps=0.01, control_eps=0.003)
+    assert cosine == pytest.approx(3.5 / (2 * math.sqrt(3.25)), abs=1e-9)
+
+
 def test_model_by_gait_measures_every_snapshots_value_and_gradient_agreement(tmp_path):
     config_path, dataset = collect_from_carried_reference(tmp_path, EXPERIMENT)
     cell = ["--config", str(config_path), "--task", "ant", "--size", "tiny", "--dynamics", "deterministic"]
@@ -50,9 +75,11 @@ def test_model_by_gait_measures_every_snapshots_value_and_gradient_agreement(tmp
     assert [row["snapshot"] for row in rows] == [0, 7]
     assert rows[1]["env_steps"] > rows[0]["env_steps"] == 0
     for row in rows:
-        assert row["windows"] > 0 and len(row["gradient_cosines"]) == 2
+        assert row["windows"] > 0 and len(row["gradient_cosines"]) == len(row["env_self_cosines"]) == 2
         assert all(-1.0 <= c <= 1.0 for c in row["gradient_cosines"])  # (a pretrained reward head: never 0)
+        assert all(-1.0 <= c <= 1.0 for c in row["env_self_cosines"])
         assert all(math.isfinite(row[k]) for k in ("true_return", "model_open_loop", "model_teacher_forced"))
+    assert json.loads(out.read_text())["args"]["eps"] == 0.003  # the config's run.grad_check_eps
     assert rows[1]["true_return"] > rows[0]["true_return"]  # the final snapshot runs, the untrained one stands
 
     # --world-model also takes a run's final.pt (an agent after online training): its world model, bitwise
