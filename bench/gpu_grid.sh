@@ -16,6 +16,10 @@
 # (`.whl`: rsl-rl-lib and what it imports): one call per folder, the last with `.whl` (and `.kernelcache`, `.carry`
 # where a session has them). Make the calls, and every call after them, back to back in one batch: a machine is
 # given back 30 s after a call ends, and a bare one starts from nothing (twice on 2026-12-01, 8 device minutes lost).
+# But make the first call alone, and the batch only once it has a machine: where none can be started, that call costs
+# 90-180 s and every later call of its batch is refused at 15 s (2026-12-06, night: ten failed starts and twelve
+# refused calls took 1,261 of the session's 1,800 device seconds, and no machine came). `status` first: while it
+# shows `none_now`, do not call at all.
 # The pinned references and kernels: bench/carried/ (tracked, README.md there), used where `.carry/` and
 # `.kernelcache/` (ignored, of one session) have none.
 # A started job reads its code from the checkout whenever a stage starts a process (pretrain, train, held out), and
