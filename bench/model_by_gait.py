@@ -11,6 +11,10 @@ For every PPO snapshot of the offline dataset (untrained -> standing -> running)
   config's `run.grad_check_eps`) gives one cosine each. The env against itself is the control: its finite
   differences at `--eps` against those at `--control-eps` (default eps / 3) from the same state. Where contacts
   make the env's own gradient ill-defined, that cosine is low too, and bounds what any model could reach.
+- The same gradients as a policy update sums them: every start's action gradients pushed through the snapshot
+  policy's Jacobian and summed over the starts (`through_policy`), model against env (`pi cos`) and env against
+  itself (`pi env`). Per-state disagreements that are noise cancel in the sum; a bias does not. (Open loop: each
+  window's later actions are held, as in the per-state check; PWM's actor also moves them through the states.)
 
 Why: PWM's actor climbs the model's gradient of the imagined return. Every change in docs/results/README.md's
 plateau table left the deterministic cell at ~3k; if the model's value or gradient were good on standing states and
@@ -41,7 +45,7 @@ from flow_mbpo_pwm import checkpoints, diagnostics, envs, io
 from flow_mbpo_pwm.algorithms.pwm import SeedAgent
 from flow_mbpo_pwm.config import load_experiment, with_overrides
 from flow_mbpo_pwm.data.datasets import read_dataset
-from flow_mbpo_pwm.reference_policy import load_reference_policy
+from flow_mbpo_pwm.reference_policy import POLICY_GROUP, load_reference_policy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_epoch import add_world_model_arguments, report, write_record  # noqa: E402
@@ -94,31 +98,52 @@ def gradient_row(world_model: Any, policy: Any, config: Any, args: argparse.Name
     starts, env_returns = recorder.start_states(horizon), diagnostics.JointStateReturns(check, gamma)
     agreements = diagnostics.gradient_cosines(world_model, starts, env_returns, gamma, args.eps)
     cosines = [a.cosine for a in agreements]
-    controls = env_self_cosines(starts, env_returns, args.eps, args.control_eps)
+    model, env_wide = (torch.stack([getattr(a, name) for a in agreements]) for name in ("model", "env"))
+    env_narrow = env_gradients(starts, env_returns, args.control_eps, args.eps)
+    through = [through_policy(policy, starts, g) for g in (model, env_wide, env_narrow)]
     return {
         "policy_return": returns.mean().item(),
         "gradient_cosine_median": finite_median(cosines),
         "gradient_cosine_first_step_median": finite_median([a.per_step[0] for a in agreements]),
         "gradient_cosines": cosines,  # NaN where either gradient is zero (no direction to compare)
-        "env_self_cosine_median": finite_median(controls),
-        "env_self_cosines": controls,
+        "env_self_cosine_median": finite_median(env_self_cosines(env_wide, env_narrow)),
+        "env_self_cosines": env_self_cosines(env_wide, env_narrow),
+        "policy_gradient_cosine": diagnostics.cosine(through[0], through[1]),
+        "policy_env_self_cosine": diagnostics.cosine(through[1], through[2]),
     }
 
 
-def env_self_cosines(
-    starts: diagnostics.StartStates, env_returns: diagnostics.JointStateReturns, eps: float, control_eps: float
-) -> list[float]:
-    """At every start state, the cosine between the env's finite-difference gradients of the H-step return at steps
-    `eps` and `control_eps`, along the actions the gradient check perturbs (kept `eps` inside the bounds, as there)."""
-    cosines = []
+def env_gradients(
+    starts: diagnostics.StartStates, env_returns: diagnostics.JointStateReturns, eps: float, bounds_eps: float
+) -> torch.Tensor:
+    """The env's finite-difference gradients of the H-step return at every start state, step `eps`, `[S, H, A]`,
+    along the actions the gradient check perturbs (kept `bounds_eps` inside the bounds, as its are)."""
+    gradients = []
     for s in range(starts.obs.shape[0]):
-        actions = starts.actions[s].clamp(-1.0 + eps, 1.0 - eps)
+        actions = starts.actions[s].clamp(-1.0 + bounds_eps, 1.0 - bounds_eps)
         returns = env_returns.at(starts.joint_q[s], starts.joint_qd[s])
-        at_eps = diagnostics.finite_difference_gradient(returns, actions, eps)
-        cosines.append(
-            diagnostics.cosine(at_eps, diagnostics.finite_difference_gradient(returns, actions, control_eps))
-        )
-    return cosines
+        gradients.append(diagnostics.finite_difference_gradient(returns, actions, eps))
+    return torch.stack(gradients)
+
+
+def env_self_cosines(wide: torch.Tensor, narrow: torch.Tensor) -> list[float]:
+    """Start by start, the cosine between the env's gradients at two finite-difference steps (`env_gradients`)."""
+    return [diagnostics.cosine(w, n) for w, n in zip(wide, narrow, strict=True)]
+
+
+def through_policy(policy: Any, starts: diagnostics.StartStates, gradients: torch.Tensor) -> torch.Tensor:
+    """The action gradients `[S, H, A]` of every start's window summed into one over the policy's parameters,
+    sum_s sum_t (d pi(o_st) / d theta)^T g_st, as an update of the policy would sum them (none where the env clips
+    the action). The cosine of two such sums says whether per-state disagreements cancel over a batch of states or
+    add up to another update."""
+    params = [p for p in policy.parameters() if p.is_floating_point()]
+    with torch.enable_grad():
+        for p in params:
+            p.requires_grad_(True)
+        actions = policy.actor({POLICY_GROUP: starts.obs_window.flatten(0, 1)}).view(gradients.shape)
+        inside = (actions.detach().abs() < 1.0).to(actions.dtype)
+        grads = torch.autograd.grad((actions * inside * gradients.to(actions.dtype)).sum(), params, allow_unused=True)
+    return torch.cat([g.flatten() for g in grads if g is not None])
 
 
 def load_world_model(path: Path, agent: SeedAgent) -> Any:
@@ -179,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             }
 
     print(f"{'snapshot':>9} {'noisy ep':>8} {'policy':>7} {'true H':>7} {'model H':>7} {'forced':>7} {'|err|':>6} "
-          f"{'corr':>5} {'cos':>5} {'cos a0':>6} {'env':>5}")  # fmt: skip
+          f"{'corr':>5} {'cos':>5} {'cos a0':>6} {'env':>5} {'pi cos':>6} {'pi env':>6}")  # fmt: skip
 
     def line(row: dict[str, Any]) -> str:
         return (
@@ -187,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['true_return']:>7.2f} {row['model_open_loop']:>7.2f} {row['model_teacher_forced']:>7.2f} "
             f"{row['open_loop_abs_error']:>6.2f} {row['open_loop_correlation']:>5.2f} "
             f"{row['gradient_cosine_median']:>5.2f} {row['gradient_cosine_first_step_median']:>6.2f} "
-            f"{row['env_self_cosine_median']:>5.2f}"
+            f"{row['env_self_cosine_median']:>5.2f} {row['policy_gradient_cosine']:>6.2f} "
+            f"{row['policy_env_self_cosine']:>6.2f}"
         )
 
     write_record(args.out, torch.device("cpu"), args, report(rows(), line))

@@ -229,6 +229,9 @@ def test_per_step_cosine_finds_the_step_where_the_model_gradient_goes_wrong():
     assert agreement.per_step[:-1] == pytest.approx([1.0, 1.0], abs=1e-8)
     assert math.isnan(agreement.per_step[-1])  # a zero model gradient has no direction
     assert 0 < agreement.cosine < 1
+    # the two gradients it compared: the env's is the finite differences', the model's is zero at the last action
+    assert torch.equal(agreement.env, finite_difference_gradient(toy_returns, actions, 1e-4))
+    assert agreement.model[-1].abs().sum() == 0 and torch.allclose(agreement.model[:-1], agreement.env[:-1], atol=1e-6)
 
 
 def test_gradient_cosine_is_minus_one_for_a_negated_model():

@@ -96,6 +96,7 @@ class StartStates(NamedTuple):
     joint_q: torch.Tensor  # [S, coords]
     joint_qd: torch.Tensor  # [S, dofs]
     actions: torch.Tensor  # [S, H, act_dim] the actions the policy took from there
+    obs_window: torch.Tensor | None = None  # [S, H, obs_dim] the observation each of those actions was taken from
 
 
 class EpisodeRecorder:
@@ -169,6 +170,7 @@ class EpisodeRecorder:
             joint_q=torch.stack([q for _, (_, q, _) in kept]),
             joint_qd=torch.stack([qd for _, (_, _, qd) in kept]),
             actions=torch.stack([rec.actions[t : t + horizon, e] for t, (e, _, _) in kept]),
+            obs_window=torch.stack([rec.obs[t : t + horizon, e] for t, (e, _, _) in kept]),
         )
 
 
@@ -345,6 +347,8 @@ def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 class GradientAgreement(NamedTuple):
     cosine: float  # over the whole action sequence
     per_step: list[float]  # over the gradient with respect to a_t alone, t = 0..H-1: where along the horizon it fails
+    model: torch.Tensor | None = None  # [H, A] the model's gradient
+    env: torch.Tensor | None = None  # [H, A] the env's
 
 
 def gradient_agreement(
@@ -356,7 +360,8 @@ def gradient_agreement(
     """Cosines between the model's autograd gradient and the env's finite-difference gradient of the return."""
     model = model_gradient(discounted_return, actions)
     env = finite_difference_gradient(env_returns, actions, eps)
-    return GradientAgreement(cosine(model, env), [cosine(model[t], env[t]) for t in range(actions.shape[0])])
+    per_step = [cosine(model[t], env[t]) for t in range(actions.shape[0])]
+    return GradientAgreement(cosine(model, env), per_step, model, env)
 
 
 def gradient_cosine(

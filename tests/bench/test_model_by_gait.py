@@ -16,6 +16,7 @@ from flow_mbpo_pwm.algorithms.pwm import PWM, SeedAgent
 from flow_mbpo_pwm.cli import main
 from flow_mbpo_pwm.config import load_experiment
 from flow_mbpo_pwm.data.datasets import read_dataset
+from flow_mbpo_pwm.reference_policy import POLICY_GROUP
 
 EXPERIMENT = {"tasks": {"ant": {"num_envs": 4, "episode_length": 30}}, "sizes": ["tiny"],
               "dynamics": {"deterministic": {}}, "seeds": [0], "reference": {"device": "cpu"},
@@ -47,18 +48,50 @@ class Returns:
         return self.f
 
 
+def self_cosines(gait, starts, returns):
+    wide, narrow = (gait.env_gradients(starts, returns, eps, bounds_eps=0.01) for eps in (0.01, 0.003))
+    return gait.env_self_cosines(wide, narrow)
+
+
 def test_the_envs_self_agreement_is_one_where_its_return_is_smooth_and_falls_across_a_kink():
     gait = load_bench_script("model_by_gait")
     actions = torch.tensor([[[0.2, -0.3], [0.1, 0.4]]], dtype=torch.float64)  # one start, H = 2, A = 2
     starts = diagnostics.StartStates(torch.zeros(1, 4), torch.zeros(1, 5), torch.zeros(1, 5), actions)
     smooth = Returns(lambda a: (a**2).sum((1, 2)) + a[:, 0, 0] * a[:, 1, 1])
-    assert gait.env_self_cosines(starts, smooth, eps=0.01, control_eps=0.003) == pytest.approx([1.0], abs=1e-9)
+    assert self_cosines(gait, starts, smooth) == pytest.approx([1.0], abs=1e-9)
     # |a - k| with one entry's kink 0.005 below it, the others' far away: the steps of 0.003 see slope 1 everywhere,
     # those of 0.01 straddle the kink and see 0.5 there: cosine (0.5 + 3) / (2 * sqrt(0.25 + 3))
     kink = actions - torch.tensor([[[0.005, 1.0], [1.0, 1.0]]], dtype=torch.float64)
     kinked = Returns(lambda a: (a - kink).abs().sum((1, 2)))
-    (cosine,) = gait.env_self_cosines(starts, kinked, eps=0.01, control_eps=0.003)
+    (cosine,) = self_cosines(gait, starts, kinked)
     assert cosine == pytest.approx(3.5 / (2 * math.sqrt(3.25)), abs=1e-9)
+
+
+class LinearPolicy(torch.nn.Module):
+    """pi(o) = W o, read as the reference policy's actor is (its observation group)."""
+
+    def __init__(self, weight):
+        super().__init__()
+        self.actor = torch.nn.ModuleDict({"linear": torch.nn.Linear(weight.shape[1], weight.shape[0], bias=False)})
+        self.actor["linear"].weight.data.copy_(weight)
+        self.actor.forward = lambda groups: self.actor["linear"](groups[POLICY_GROUP])
+
+
+def test_action_gradients_through_the_policy_sum_their_outer_products_with_the_observations_where_not_clipped():
+    gait = load_bench_script("model_by_gait")
+    weight = torch.tensor([[0.5, -0.2, 0.1], [0.3, 0.4, -0.6]])
+    obs = torch.tensor([[[0.2, 0.4, -0.1], [1.0, 0.5, 0.3]], [[-0.3, 0.2, 0.6], [3.0, 0.0, 0.0]]])  # S = 2, H = 2
+    starts = diagnostics.StartStates(obs[:, 0], torch.zeros(2, 5), torch.zeros(2, 5), torch.zeros(2, 2, 2), obs)
+    gradients = torch.tensor([[[1.0, -2.0], [0.5, 0.0]], [[0.0, 1.0], [2.0, 2.0]]])
+    # d(W o . g)/dW = g o^T, summed; the last window's last step acts 1.5 and 0.9: only its second entry counts
+    expected = torch.zeros_like(weight)
+    for s in range(2):
+        for t in range(2):
+            inside = ((weight @ obs[s, t]).abs() < 1.0).float()
+            expected += torch.outer(gradients[s, t] * inside, obs[s, t])
+    assert inside.tolist() == [0.0, 1.0]
+    summed = gait.through_policy(LinearPolicy(weight), starts, gradients)
+    assert torch.allclose(summed, expected.flatten())
 
 
 def test_model_by_gait_measures_every_snapshots_value_and_gradient_agreement(tmp_path):
@@ -78,6 +111,7 @@ def test_model_by_gait_measures_every_snapshots_value_and_gradient_agreement(tmp
         assert row["windows"] > 0 and len(row["gradient_cosines"]) == len(row["env_self_cosines"]) == 2
         assert all(-1.0 <= c <= 1.0 for c in row["gradient_cosines"])  # (a pretrained reward head: never 0)
         assert all(-1.0 <= c <= 1.0 for c in row["env_self_cosines"])
+        assert all(-1.0 <= row[k] <= 1.0 for k in ("policy_gradient_cosine", "policy_env_self_cosine"))
         assert all(math.isfinite(row[k]) for k in ("true_return", "model_open_loop", "model_teacher_forced"))
     assert json.loads(out.read_text())["args"]["eps"] == 0.003  # the config's run.grad_check_eps
     assert rows[1]["true_return"] > rows[0]["true_return"]  # the final snapshot runs, the untrained one stands

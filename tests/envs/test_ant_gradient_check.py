@@ -35,6 +35,10 @@ def test_ant_gradient_cosine_is_finite_and_bounded(ant_env):
         obs = next_obs
     states = recorder.start_states(H)
     assert states is not None and states.actions.shape == (len(starts), H, ant_env.act_dim)
+    for s, t in enumerate(starts):  # each start's window: the observations its recorded actions were taken from
+        env = t % ant_env.num_envs
+        assert torch.equal(states.obs_window[s], recorder.record.obs[t : t + H, env])
+        assert torch.equal(states.obs_window[s, 0], states.obs[s])
 
     probe_env = make("ant", 2 * H * ant_env.act_dim, "cpu", seed=1, episode_length=H)
     agreements = gradient_cosines(model, states, JointStateReturns(probe_env, 0.99), 0.99, eps=0.01)
