@@ -100,14 +100,15 @@ def gradient_row(world_model: Any, policy: Any, config: Any, args: argparse.Name
     cosines = [a.cosine for a in agreements]
     model, env_wide = (torch.stack([getattr(a, name) for a in agreements]) for name in ("model", "env"))
     env_narrow = env_gradients(starts, env_returns, args.control_eps, args.eps)
-    through = [through_policy(policy, starts, g) for g in (model, env_wide, env_narrow)]
+    through = through_policy(policy, starts, model, env_wide, env_narrow)
+    env_self = env_self_cosines(env_wide, env_narrow)
     return {
         "policy_return": returns.mean().item(),
         "gradient_cosine_median": finite_median(cosines),
         "gradient_cosine_first_step_median": finite_median([a.per_step[0] for a in agreements]),
         "gradient_cosines": cosines,  # NaN where either gradient is zero (no direction to compare)
-        "env_self_cosine_median": finite_median(env_self_cosines(env_wide, env_narrow)),
-        "env_self_cosines": env_self_cosines(env_wide, env_narrow),
+        "env_self_cosine_median": finite_median(env_self),
+        "env_self_cosines": env_self,
         "policy_gradient_cosine": diagnostics.cosine(through[0], through[1]),
         "policy_env_self_cosine": diagnostics.cosine(through[1], through[2]),
     }
@@ -131,19 +132,24 @@ def env_self_cosines(wide: torch.Tensor, narrow: torch.Tensor) -> list[float]:
     return [diagnostics.cosine(w, n) for w, n in zip(wide, narrow, strict=True)]
 
 
-def through_policy(policy: Any, starts: diagnostics.StartStates, gradients: torch.Tensor) -> torch.Tensor:
-    """The action gradients `[S, H, A]` of every start's window summed into one over the policy's parameters,
-    sum_s sum_t (d pi(o_st) / d theta)^T g_st, as an update of the policy would sum them (none where the env clips
-    the action). The cosine of two such sums says whether per-state disagreements cancel over a batch of states or
-    add up to another update."""
+def through_policy(policy: Any, starts: diagnostics.StartStates, *gradients: torch.Tensor) -> list[torch.Tensor]:
+    """Each of `gradients` (action gradients `[S, H, A]` of every start's window) summed into one over the policy's
+    parameters, sum_s sum_t (d pi(o_st) / d theta)^T g_st, as an update of the policy would sum them (none where the
+    env clips the action); one forward pass of the policy for all of them. The cosine of two such sums says whether
+    per-state disagreements cancel over a batch of states or add up to another update."""
     params = [p for p in policy.parameters() if p.is_floating_point()]
     with torch.enable_grad():
         for p in params:
             p.requires_grad_(True)
-        actions = policy.actor({POLICY_GROUP: starts.obs_window.flatten(0, 1)}).view(gradients.shape)
+        actions = policy.actor({POLICY_GROUP: starts.obs_window.flatten(0, 1)}).view(gradients[0].shape)
         inside = (actions.detach().abs() < 1.0).to(actions.dtype)
-        grads = torch.autograd.grad((actions * inside * gradients.to(actions.dtype)).sum(), params, allow_unused=True)
-    return torch.cat([g.flatten() for g in grads if g is not None])
+        sums = []
+        for g in gradients:
+            grads = torch.autograd.grad(
+                (actions * inside * g.to(actions.dtype)).sum(), params, allow_unused=True, retain_graph=True
+            )
+            sums.append(torch.cat([grad.flatten() for grad in grads if grad is not None]))
+    return sums
 
 
 def load_world_model(path: Path, agent: SeedAgent) -> Any:
@@ -175,13 +181,14 @@ def main(argv: list[str] | None = None) -> int:
     missing = [str(p) for p in (args.config, args.world_model, args.dataset) if not p.is_file()]
     if missing:
         parser.error(f"no such file: {', '.join(missing)}")
-    if min(args.stride, args.envs, args.starts) < 1 or min(args.eps or 1, args.control_eps or 1) <= 0:
+    steps = [e for e in (args.eps, args.control_eps) if e is not None]
+    if min(args.stride, args.envs, args.starts) < 1 or min(steps, default=1) <= 0:
         parser.error("--stride, --envs and --starts must be >= 1, --eps and --control-eps > 0")
     torch.set_num_threads(1)  # Warp's CPU kernels are single-threaded; the comparisons do not depend on it
     config = load_experiment(args.config).cell(args.task, args.size, args.dynamics, 0)
     config = with_overrides(config, run={"device": "cpu"})
-    args.eps = args.eps or config.run.grad_check_eps
-    args.control_eps = args.control_eps or args.eps / 3
+    args.eps = config.run.grad_check_eps if args.eps is None else args.eps
+    args.control_eps = args.eps / 3 if args.control_eps is None else args.control_eps
     data, attrs = read_dataset(args.dataset)
     snapshots = json.loads(attrs["snapshots"])
     per = int(attrs["streams_per_snapshot"])

@@ -568,8 +568,12 @@ def _compare(sweep: dict, folder: Path, baseline: str, reference: str) -> None:
 # summaries and logs a results README is written from. A seed the deadline cut has its tables in work/ only.
 POINT_FILES = {"config.yaml": "config.yaml", "pretrain_metrics.csv": "pretrain.csv", "pretrain.log": "pretrain.log",
                "clone.log": "clone.log", "train.log": "train.log", "held_out.log": "held_out.log"}  # fmt: skip
-SEED_FILES = ("validation.csv", "metrics.csv", "wm_diagnostics.csv", "train_summary.json", "selection.json",
-              "episodes.csv", "held_out_cut.json")  # fmt: skip
+SEED_FILES = (
+    *RECORD_FILES,
+    "wm_diagnostics.csv",
+    "train_summary.json",
+    "selection.json",
+)  # what `runs:` reads, and more
 
 
 def record(path: str, out: str, work: str = "") -> None:

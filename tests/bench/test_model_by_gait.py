@@ -90,8 +90,9 @@ def test_action_gradients_through_the_policy_sum_their_outer_products_with_the_o
             inside = ((weight @ obs[s, t]).abs() < 1.0).float()
             expected += torch.outer(gradients[s, t] * inside, obs[s, t])
     assert inside.tolist() == [0.0, 1.0]
-    summed = gait.through_policy(LinearPolicy(weight), starts, gradients)
+    summed, doubled = gait.through_policy(LinearPolicy(weight), starts, gradients, 2 * gradients)
     assert torch.allclose(summed, expected.flatten())
+    assert torch.allclose(doubled, 2 * expected.flatten())  # several gradients through one forward pass
 
 
 def test_model_by_gait_measures_every_snapshots_value_and_gradient_agreement(tmp_path):
