@@ -13,8 +13,10 @@ For every PPO snapshot of the offline dataset (untrained -> standing -> running)
   make the env's own gradient ill-defined, that cosine is low too, and bounds what any model could reach.
 - The same gradients as a policy update sums them: every start's action gradients pushed through the snapshot
   policy's Jacobian and summed over the starts (`through_policy`), model against env (`pi cos`) and env against
-  itself (`pi env`). Per-state disagreements that are noise cancel in the sum; a bias does not. (Open loop: each
-  window's later actions are held, as in the per-state check; PWM's actor also moves them through the states.)
+  itself (`pi env`). Per-state disagreements that are noise cancel in the sum; a bias does not. Open loop, each
+  window's later actions held, is the form of PWM's own update: its actor reads sg(z_i) (the reference's `detach:
+  True`), so an action moves later rewards through the states only, never later actions. What the sum leaves out
+  of PWM's update: the critic's term gamma^H V(z_H), and the imagined states (here the env's).
 
 Why: PWM's actor climbs the model's gradient of the imagined return. Every change in docs/results/README.md's
 plateau table left the deterministic cell at ~3k; if the model's value or gradient were good on standing states and
