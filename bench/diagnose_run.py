@@ -54,7 +54,8 @@ def main() -> None:
     print(f"validation return {float(returns.mean()):.1f} +- {float(returns.std(unbiased=False)):.1f}")
 
     units = diagnostics.reward_units(config.pwm.reward_norm, agent.rew_rms, config.pwm.reward_clip)
-    rows, _ = diagnostics.validation_diagnostics(agent.world_model, recorder, H, gamma, units, value=agent.critic.value)
+    value = agent.critic.value
+    rows, _, _ = diagnostics.validation_diagnostics(agent.world_model, recorder, H, gamma, units, value=value)
     print(
         f"\n{'step':>4} {'wm_latent_mse':>14} {'copy_latent_mse':>16} {'ratio':>7} {'wm_reward_mse':>14}"
         f" {'wm_value_mse':>13} {'copy_value_mse':>15} {'ratio':>7}"

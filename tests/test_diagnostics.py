@@ -21,6 +21,7 @@ from flow_mbpo_pwm.diagnostics import (
     horizon_errors,
     model_gradient,
     model_return,
+    objective_split,
     reward_units,
     start_steps,
     summary_columns,
@@ -80,9 +81,10 @@ def test_identity_model_error_equals_the_copy_baseline_at_every_step():
 
 
 def test_validation_rows_give_ratio_one_for_the_identity_model_and_no_cosine_without_an_env():
-    rows, grad = validation_diagnostics(LinearSystemModel(lambda z, a: z), linear_system_record(), H, 0.99)
+    rows, grad, split = validation_diagnostics(LinearSystemModel(lambda z, a: z), linear_system_record(), H, 0.99)
     assert [r["step"] for r in rows] == list(range(1, H + 1))
     assert all(r["latent_ratio"] == 1.0 for r in rows) and math.isnan(grad)
+    assert all(math.isnan(x) for x in split)  # no actor and no critic: no objective split either
     summary = summary_columns(rows, grad)
     assert summary["latent_ratio_hH"] == 1.0 and summary["wm_latent_mse_hH"] == rows[-1]["wm_latent_mse"]
     # no value function given: the value columns are NaN, not made up
@@ -105,7 +107,7 @@ def test_value_error_is_zero_for_a_model_equal_to_the_data_dynamics_and_the_copy
     assert (exact.copy_value_mse > 1e-3).all()
     copying = horizon_errors(LinearSystemModel(lambda z, a: z), windows, value=linear_value)
     assert torch.equal(copying.wm_value_mse, copying.copy_value_mse)
-    rows, _ = validation_diagnostics(LinearSystemModel(lambda z, a: z), linear_system_record(), H, 0.99,
+    rows, _, _ = validation_diagnostics(LinearSystemModel(lambda z, a: z), linear_system_record(), H, 0.99,
                                      value=linear_value)  # fmt: skip
     assert all(r["value_ratio"] == 1.0 for r in rows)
     summary = summary_columns(rows, math.nan)
@@ -346,3 +348,95 @@ def test_a_recorder_of_blocks_splits_into_what_each_blocks_lone_recorder_records
     assert alone.split() == [alone]
     with pytest.raises(ValueError, match="7 envs cannot be split into 2 equal blocks"):
         EpisodeRecorder(steps, 7, OBS, ACT, torch.device("cpu"), blocks=2)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The actor's objective split into its reward and value terms
+# ----------------------------------------------------------------------------------------------------------------
+
+GAIN = torch.tensor([1.0, -2.0])
+
+
+class TranslationModel:
+    """Latents are observations (E = identity) that the action moves: next(z, a) = z + a; reward(z, a) = GAIN . a."""
+
+    def encode(self, o):
+        return o
+
+    def next(self, z, a, generator=None):
+        return z + a
+
+    def reward(self, z, a):
+        return a @ GAIN
+
+
+class TanhActor(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.mu = torch.nn.Linear(ACT, ACT)
+
+    def act(self, z):
+        return torch.tanh(self.mu(z))
+
+
+def starts(n: int = 6) -> torch.Tensor:
+    return torch.randn(n, ACT, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_a_value_along_the_reward_gives_parallel_gradients_scaled_by_gamma_to_the_horizon(sign):
+    # H = 1: the reward term GAIN . a_0 and the value term gamma sign GAIN . (z_0 + a_0) have the action gradients
+    # GAIN and gamma sign GAIN, so through the same actor their parameter gradients are parallel (or opposite), the
+    # value's gamma times as long.
+    split = objective_split(TranslationModel(), TanhActor(), lambda z: sign * (z @ GAIN), starts(), 1, 0.9)
+    assert split.reward_norm > 0
+    assert split.value_norm == pytest.approx(0.9 * split.reward_norm, rel=1e-6)  # float32 gradients
+    assert split.cosine == pytest.approx(sign, abs=1e-6)
+
+
+def test_a_flat_critic_carries_none_of_the_update():
+    split = objective_split(TranslationModel(), TanhActor(), lambda z: 0.0 * z.sum(-1), starts(), 3, 0.9)
+    assert split.reward_norm > 0 and split.value_norm == 0.0 and math.isnan(split.cosine)
+
+
+def test_the_split_differentiates_through_the_states_only_and_touches_no_model_gradient():
+    # H = 2, reward GAIN . a_t: the actor reads sg(z_1), so a_0 reaches the value gamma^2 GAIN . (z_0 + a_0 + a_1)
+    # only through z_2, never through a_1; the reward term's gradient is GAIN through both actions. Checked against
+    # the same sums formed by hand, and no parameter's .grad is set.
+    actor, obs, gamma = TanhActor(), starts(), 0.9
+    split = objective_split(TranslationModel(), actor, lambda z: z @ GAIN, obs, 2, gamma)
+    a0 = actor.act(obs)
+    a1 = actor.act((obs + a0).detach())
+    params = list(actor.parameters())
+    by_hand = [((a0 + gamma * a1) @ GAIN).mean(), gamma**2 * ((obs + a0 + a1) @ GAIN).mean()]
+    grads = [torch.cat([g.flatten() for g in torch.autograd.grad(t, params, retain_graph=True)]) for t in by_hand]
+    assert split.reward_norm == pytest.approx(float(grads[0].norm()), rel=1e-6)
+    assert split.value_norm == pytest.approx(float(grads[1].norm()), rel=1e-6)
+    assert split.cosine == pytest.approx(cosine(grads[0], grads[1]), abs=1e-6)
+    assert all(p.grad is None for p in actor.parameters())
+
+
+def test_no_start_gives_no_split():
+    split = objective_split(TranslationModel(), TanhActor(), lambda z: z @ GAIN, torch.zeros(0, ACT), 2, 0.9)
+    assert all(math.isnan(x) for x in split)
+
+
+def test_validation_diagnostics_report_the_split_of_the_recorded_windows_starts():
+    # the linear system's windows, a value and an actor: the split validation reports is objective_split's at the
+    # windows' first observations, and summary_columns carries it into validation.csv's columns
+    actor = torch.nn.Module()
+    actor.mu = torch.nn.Linear(OBS, ACT)
+    actor.act = lambda z: torch.tanh(actor.mu(z))
+    record = linear_system_record()
+    rows, grad, split = validation_diagnostics(LinearSystemModel(true_next), record, H, 0.99, value=linear_value,
+                                               actor=actor)  # fmt: skip
+    first_obs = cut_windows(record.record, H, stride=H).obs[:, 0]
+    assert split == objective_split(LinearSystemModel(true_next), actor, linear_value, first_obs, H, 0.99)
+    assert split.reward_norm > 0 and split.value_norm > 0
+    summary = summary_columns(rows, grad, split)
+    assert (
+        summary["actor_grad_reward_norm"],
+        summary["actor_grad_value_norm"],
+        summary["actor_grad_terms_cosine"],
+    ) == tuple(split)

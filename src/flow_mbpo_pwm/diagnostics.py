@@ -16,6 +16,10 @@ Three questions, each answered per imagined step h = 1..H:
   gradient of the H-step discounted return `sum_t gamma^t r_t` with respect to the action sequence (autograd) and
   the real env's gradient of the same return (central finite differences from one saved state). The actor only
   ever sees the model's gradient; if it disagrees with the env's, better model losses do not help the policy.
+- Which term of the actor's objective carries its update? `objective_split`: the gradient, over the actor's
+  parameters, of the imagined rewards `sum_t gamma^t R(z_t, a_t)` and that of the critic's `gamma^H V(z_H)`, their
+  norms and their cosine. The gradient check above covers the first term only; where the second is the larger and
+  points elsewhere (cosine <= 0), the critic, not the world model's reward gradient, steers the actor.
 And two about the policy itself (`action_columns`). Does it act smoothly? `action_jitter`: the mean absolute change of
 its action from one step to the next. A policy whose first-order gradients taught it to flip its torques every step
 drives the joints at the env's step rate, and the real latents then alternate from step to step (so does the copy
@@ -428,6 +432,56 @@ def gradient_cosines(
     return cosines
 
 
+# ------------------------------------------------------------------------------------------------------------------
+# The actor's objective, term by term
+# ------------------------------------------------------------------------------------------------------------------
+
+
+class ObjectiveSplit(NamedTuple):
+    """The actor's update split by the two terms of its objective: the gradient norms, over the actor's parameters,
+    of the imagined rewards' part `sum_t gamma^t R(z_t, a_t)` and of the critic's part `gamma^H V(z_H)`, and the
+    cosine between the two gradients (NaN where either is zero)."""
+
+    reward_norm: float
+    value_norm: float
+    cosine: float
+
+
+NO_SPLIT = ObjectiveSplit(math.nan, math.nan, math.nan)
+
+
+def objective_split(
+    world_model: Any,
+    actor: Any,
+    value: ValueFunction,
+    obs: torch.Tensor,
+    horizon: int,
+    gamma: float,
+    generator: torch.Generator | None = None,
+) -> ObjectiveSplit:
+    """The two terms of PWM's actor objective imagined H steps from `z_0 = E(obs)` (`obs [B, obs_dim]`), averaged
+    over the B starts, each differentiated with respect to the actor's parameters: does the critic's term carry the
+    update, and does it pull with the rewards or against them? As PWM imagines (its actor reads `sg(z_t)`), with
+    the validated policy's action `tanh(mu)` (no exploration noise) and no done inside the horizon. Only the actor's
+    gradients are formed (`autograd.grad`): no `.grad` of any model is touched."""
+    params = [p for p in actor.parameters() if p.requires_grad]
+    if obs.shape[0] == 0 or not params:
+        return NO_SPLIT
+    with eval_mode(world_model), torch.enable_grad():
+        with torch.no_grad():
+            z = world_model.encode(obs)
+        rewards = torch.zeros(obs.shape[0], device=obs.device)
+        for t in range(horizon):
+            action = actor.act(z.detach())
+            rewards = rewards + gamma**t * world_model.reward(z, action)
+            z = world_model.next(z, action, generator)
+        terms = (rewards.mean(), gamma**horizon * value(z).mean())
+        grads = [torch.autograd.grad(term, params, allow_unused=True, retain_graph=True) for term in terms]
+    flat = [torch.cat([g.flatten() for g in grad if g is not None] or [torch.zeros(1)]).double() for grad in grads]
+    norms = torch.stack([f.norm() for f in flat]).tolist()  # one host read (validation time only)
+    return ObjectiveSplit(norms[0], norms[1], cosine(flat[0], flat[1]))
+
+
 def nanmean(values: list[float]) -> float:
     finite = [v for v in values if math.isfinite(v)]
     return sum(finite) / len(finite) if finite else math.nan
@@ -448,11 +502,14 @@ def validation_diagnostics(
     eps: float = 0.01,
     generator: torch.Generator | None = None,
     value: ValueFunction = no_value,
-) -> tuple[list[dict[str, float]], float]:
+    actor: Any | None = None,
+) -> tuple[list[dict[str, float]], float, ObjectiveSplit]:
     """Per-step errors on the recorded episodes (rows of `step, wm_latent_mse, copy_latent_mse, wm_reward_mse,
     wm_value_mse, copy_value_mse, latent_ratio` and `value_ratio` = model / copy baseline, `grad_cosine_step` = the
-    gradient cosine with respect to the action a_{h-1} alone) and
-    the mean gradient cosine over the recorded start states (NaN without `env_returns` or start states).
+    gradient cosine with respect to the action a_{h-1} alone),
+    the mean gradient cosine over the recorded start states (NaN without `env_returns` or start states), and the
+    actor's objective split into its reward and value terms from the windows' first observations
+    (`objective_split`; NaN without `actor`, or without a value function).
 
     Windows start every `horizon` steps: consecutive starts would share all but one transition, costing H times
     the compute for little new information."""
@@ -471,7 +528,10 @@ def validation_diagnostics(
         row["latent_ratio"] = ratio(row["wm_latent_mse"], row["copy_latent_mse"])
         row["value_ratio"] = ratio(row["wm_value_mse"], row["copy_value_mse"])
         rows.append({**row, "grad_cosine_step": grad_per_step[h]})
-    return rows, grad
+    split = NO_SPLIT
+    if actor is not None and value is not no_value:
+        split = objective_split(world_model, actor, value, windows.obs[:, 0], horizon, gamma, generator)
+    return rows, grad, split
 
 
 def ratio(numerator: float, denominator: float) -> float:
@@ -516,9 +576,11 @@ def action_columns(record: EpisodeRecord) -> dict[str, float]:
     }
 
 
-def summary_columns(rows: list[dict[str, float]], grad_cosine: float) -> dict[str, float]:
+def summary_columns(
+    rows: list[dict[str, float]], grad_cosine: float, split: ObjectiveSplit = NO_SPLIT
+) -> dict[str, float]:
     """validation.csv's diagnostic columns: the first and the last step (the value only at the last, where the
-    actor's objective reads it), and the gradient cosine."""
+    actor's objective reads it), the gradient cosine, and the actor's objective split (`objective_split`)."""
     first, last = rows[0], rows[-1]
     return {
         "wm_latent_mse_h1": first["wm_latent_mse"],
@@ -532,4 +594,7 @@ def summary_columns(rows: list[dict[str, float]], grad_cosine: float) -> dict[st
         "copy_value_mse_hH": last["copy_value_mse"],
         "value_ratio_hH": last["value_ratio"],
         "grad_cosine": grad_cosine,
+        "actor_grad_reward_norm": split.reward_norm,
+        "actor_grad_value_norm": split.value_norm,
+        "actor_grad_terms_cosine": split.cosine,
     }

@@ -536,9 +536,9 @@ class SeedRun:
         std = float(returns.std(unbiased=False))
         # Seeded by the epoch, so a resumed run measures the same (only a noise-source flow draws from it).
         generator = torch.Generator(device=self.device).manual_seed(epoch)
-        step_rows, grad_cosine = diagnostics.validation_diagnostics(
+        step_rows, grad_cosine, split = diagnostics.validation_diagnostics(
             self.member.world_model, recorder, cfg.pwm.horizon, cfg.pwm.gamma, self._reward_units(),
-            gradient_returns, cfg.run.grad_check_eps, generator, self.member.critic.value,
+            gradient_returns, cfg.run.grad_check_eps, generator, self.member.critic.value, self.member.actor,
         )  # fmt: skip
         diagnostics_done = time.perf_counter()  # the rows are host numbers: the diagnostics have run
         reason = self.collapse.update(epoch, mean)
@@ -564,7 +564,7 @@ class SeedRun:
             "checkpoint": str(path.relative_to(self.folder.root)),
             "flagged": bool(reason),
             "flag_reason": reason,
-            **diagnostics.summary_columns(step_rows, grad_cosine),
+            **diagnostics.summary_columns(step_rows, grad_cosine, split),
             **diagnostics.action_columns(recorder.record),
         }
         self.validation_rows.append(row)

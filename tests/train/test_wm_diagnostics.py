@@ -58,6 +58,11 @@ def test_training_writes_diagnostics_and_a_resumed_run_writes_the_same(tmp_path,
     assert validation["wm_value_mse_hH"].iloc[-1] == last["wm_value_mse"].iloc[-1]
     assert validation["value_ratio_hH"].iloc[-1] == last["value_ratio"].iloc[-1]
     assert validation["action_jitter"].between(0, 2).all()  # tanh actions in [-1, 1], measured at every validation
+    # the actor's objective split into its reward and value terms: measured at every validation, and once the
+    # world model and the critic are trained (their output layers start at zero) both terms have a gradient
+    split = validation[["actor_grad_reward_norm", "actor_grad_value_norm"]]
+    assert split.notna().all().all() and (split >= 0).all().all()
+    assert (split.iloc[-1] > 0).all() and -1 <= validation["actor_grad_terms_cosine"].iloc[-1] <= 1
     assert validation["action_saturation"].between(0, 1).all()
     assert validation["action_magnitude"].between(0, 1).all()
 
