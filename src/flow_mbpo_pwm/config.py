@@ -257,6 +257,12 @@ class PWMConfig:
     # actor that starts from a policy of its own (`run.actor_init`, `flow-mbpo-pwm clone`): the critic, which starts
     # untrained, learns that policy's values before the actor follows its gradient. `epochs`: the actor never moves.
     actor_delay_epochs: int = 0
+    # Online training leaves the pretrained encoder as it is (`run.world_model_init` required): the world-model loss's
+    # gradient stops at z_0 = E(o_0), so dynamics and reward heads train on a latent that stays where the actor and
+    # the critics learned to read it. With the encoder training on (false, PWM's), 250 world-model updates on the
+    # offline data alone moved a cloned actor's input enough to turn its 5.1k gait into 1.1k with falls
+    # (bench/clone_drift.py; docs/results/2026-12-07-det-clone).
+    freeze_encoder: bool = False
     buffer_size: int = 1_000_000
     normalize_obs: bool = False
 

@@ -253,6 +253,10 @@ def train_seeds(configs: list[TrainConfig], run_dirs: list[Path]) -> int:
             raise ConfigError(f"run.{key}", f"{path} does not exist")
     if cell.run.actor_init and not cell.run.world_model_init:
         raise ConfigError("run.actor_init", "needs run.world_model_init: the cloned actor reads its latents")
+    if cell.pwm.freeze_encoder and not cell.run.world_model_init:
+        raise ConfigError(
+            "pwm.freeze_encoder", "needs run.world_model_init: only a pretrained encoder is worth holding fixed"
+        )
     if cell.pwm.standardizes_latent and cell.run.world_model_init and not cell.run.offline_data:
         raise ConfigError(
             "pwm.latent_norm",
@@ -746,6 +750,7 @@ class TrainingRun:
         # block s: seed s's validation envs, as its lone run's
         self.val_env = envs.make_for_seeds(cfg.env, self.device, validation_seeds, cfg.run.validation_episodes)
         self.agent = PWM(self.env.obs_dim, self.env.act_dim, cfg, self.device, seeds=self.seeds)
+        self.agent.encoder_frozen = cfg.pwm.freeze_encoder
         for run in self.runs:
             run.build()
             if run.stopped:

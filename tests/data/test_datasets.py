@@ -267,6 +267,41 @@ def test_a_standardised_latent_is_fitted_on_the_offline_data_through_the_pretrai
         torch.testing.assert_close(modules[f"{net}.input_norm.std"], z.std(0, unbiased=False).float() + 1e-5)
 
 
+def test_a_frozen_encoder_stays_as_pretrained_while_the_rest_of_the_world_model_trains(finished_runs, tmp_path, capsys):
+    """`pwm.freeze_encoder`: after online epochs the encoder's weights are the pretrained ones bitwise, the dynamics
+    and reward heads have moved; without a pretrained world model the run is refused before any work."""
+    import yaml
+
+    from flow_mbpo_pwm import io
+    from flow_mbpo_pwm.cli import main
+    from flow_mbpo_pwm.data.datasets import export_run
+
+    _, runs = finished_runs
+    dataset = tmp_path / "d.h5"
+    assert export_run(runs[0], dataset) == 0
+    experiment = {**PRETRAIN_EXPERIMENT, "pretrain": {"steps": 20, "log_every": 10}}
+    experiment["train"] = {**experiment["train"], "pwm": {**experiment["train"]["pwm"], "freeze_encoder": True}}
+    config_path = tmp_path / "experiment.yaml"
+    config_path.write_text(yaml.safe_dump(experiment))
+    wm_path = tmp_path / "pretrain" / "world_model.pt"
+    cell = ["--config", str(config_path), "--task", "pendulum", "--size", "tiny", "--dynamics", "deterministic"]
+    assert main(["pretrain", *cell, "--dataset", str(dataset), "--out", str(wm_path)]) == 0
+    train = ["train", *cell, "--seed", "1", "--epochs", "5"]
+    assert main([*train, "--run-dir", str(tmp_path / "scratch")]) == 2
+    assert "pwm.freeze_encoder" in capsys.readouterr().err
+    assert not (tmp_path / "scratch" / "work").exists()
+    assert main([*train, "--run-dir", str(tmp_path / "run"), "--world-model-init", str(wm_path),
+                 "--offline-data", str(dataset)]) == 0  # fmt: skip
+
+    pretrained = io.torch_load(wm_path)["world_model"]
+    trained = io.torch_load(tmp_path / "run" / "work" / "state.pt")["agent"]["modules"]
+    encoder = [k for k in pretrained if k.startswith("encoder.")]
+    assert encoder and all(torch.equal(trained[f"world_model.{k}"], pretrained[k]) for k in encoder)
+    rest = [k for k in pretrained if not k.startswith("encoder.") and pretrained[k].is_floating_point()]
+    assert any(not torch.equal(trained[f"world_model.{k}"], pretrained[k]) for k in rest)
+    assert (pd.read_csv(tmp_path / "run" / "metrics.csv")["wm_loss"] > 0).all()
+
+
 def test_a_stack_reads_its_offline_data_once_and_fills_every_seeds_buffer_with_it(finished_runs, tmp_path, monkeypatch):
     """`train` of two stacked seeds with `--offline-data`: the file is read once for the stack, and each seed's
     replay buffer starts with all of it, as a lone run's does."""

@@ -302,6 +302,9 @@ class PWM(nn.Module):
         generators = [*(m.generator for m in self.members), self.scratch_generator]
         self.graphs = PhaseGraphs(dev, generators) if cuda_graphs and dev.type == "cuda" else None
         self.concurrent_phases = True  # captured critic and world-model phases side by side (`critic_and_world_model`)
+        # Host flag, set by `train` before the first epoch (`pwm.freeze_encoder`, a pretrained world model only):
+        # the world-model loss does not reach the encoder. Pretraining leaves it off.
+        self.encoder_frozen = False
 
     # ------------------------------------------------------------------------------------------------------------
     # The epoch
@@ -605,6 +608,8 @@ class PWM(nn.Module):
         with torch.no_grad():
             targets = self.per_seed(_encode, obs[:, 1:])  # sg(E(o_{t+1}))
         z = self.per_seed(_encode, obs[:, 0])
+        if self.encoder_frozen:  # `pwm.freeze_encoder`: no gradient reaches the encoder (its Adam steps are 0)
+            z = z.detach()
         latents, step_losses = [], []
         for t in range(horizon):  # the rollout on the model's own predictions
             latents.append(z)
@@ -762,7 +767,7 @@ class PWM(nn.Module):
         for p in params:
             p.grad = None
         loss.sum().backward(inputs=params)
-        grads = [p.grad for p in params]
+        grads = [torch.zeros_like(p) if p.grad is None else p.grad for p in params]  # None: not reached (a frozen part)
         norms = clip_grad_norm_per_seed(grads, clip)
         self.adams[net].step(grads, self._mask(training))  # a seed that does not train is left exactly as it was
         return norms.detach()
