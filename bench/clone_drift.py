@@ -29,30 +29,21 @@ from typing import Any
 
 import torch
 
-from flow_mbpo_pwm import checkpoints, clone, diagnostics, envs
+from flow_mbpo_pwm import checkpoints, clone, diagnostics
 from flow_mbpo_pwm.algorithms.pwm import PWM
-from flow_mbpo_pwm.config import EvaluationConfig, load_experiment, with_overrides
+from flow_mbpo_pwm.config import load_experiment, with_overrides
 from flow_mbpo_pwm.data.datasets import read_dataset, stream_buffer
 from flow_mbpo_pwm.reference_policy import load_reference_policy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from clone_inputs import episodes  # noqa: E402
 from train_epoch import add_world_model_arguments, report, write_record  # noqa: E402
 
 
-@torch.no_grad()
-def play(agent: Any, config: Any, episodes: int) -> dict[str, float]:
+def play(agent: Any, config: Any, count: int) -> dict[str, float]:
     """The held actor's first episodes (deterministic `tanh(mu(E(o)))`): return, falls, mean |a|."""
-    env_config = with_overrides(config, env={"num_envs": episodes}).env
-    env = envs.make_from_config(env_config, torch.device("cpu"), seed=EvaluationConfig().seed_base)
-    recorder = diagnostics.EpisodeRecorder(env.max_episode_steps, env.num_envs, env.obs_dim, env.act_dim, env.device)
-    returns = diagnostics.first_episode_returns(env, agent.act, recorder)
-    lengths = diagnostics.first_episode_steps(recorder.record.dones).sum(0)
-    return {
-        "return_mean": returns.mean().item(),
-        "return_std": returns.std().item() if episodes > 1 else 0.0,
-        "falls": int((lengths < env.max_episode_steps).sum()),
-        **diagnostics.action_columns(recorder.record),
-    }
+    stats, record = episodes(agent.act, config, count)
+    return {**stats, **diagnostics.action_columns(record)}
 
 
 def main(argv: list[str] | None = None) -> int:

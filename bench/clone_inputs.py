@@ -69,19 +69,29 @@ def act(actor: Actor, read: Callable, obs: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def play(policy: Callable, obs: torch.Tensor, labels: torch.Tensor, config: Any, args: argparse.Namespace) -> dict:
-    """The fitted policy's action error on the held-back tenth, and its first episodes on the env."""
-    _, held_back = clone.split_rows(len(obs), obs.device)
-    env_config = with_overrides(config, env={"num_envs": args.envs}).env
+def episodes(policy: Callable, config: Any, count: int) -> tuple[dict[str, float], diagnostics.EpisodeRecord]:
+    """`count` first episodes of `policy` on the env side by side (evaluation seeds): return mean and std, falls
+    (episodes ended before the last step), and the record of them."""
+    env_config = with_overrides(config, env={"num_envs": count}).env
     env = envs.make_from_config(env_config, torch.device("cpu"), seed=EvaluationConfig().seed_base)
     recorder = diagnostics.EpisodeRecorder(env.max_episode_steps, env.num_envs, env.obs_dim, env.act_dim, env.device)
     returns = diagnostics.first_episode_returns(env, policy, recorder)
     lengths = diagnostics.first_episode_steps(recorder.record.dones).sum(0)
+    stats = {
+        "return_mean": returns.mean().item(),
+        "return_std": returns.std().item() if count > 1 else 0.0,
+        "falls": int((lengths < env.max_episode_steps).sum()),
+    }
+    return stats, recorder.record
+
+
+@torch.no_grad()
+def play(policy: Callable, obs: torch.Tensor, labels: torch.Tensor, config: Any, args: argparse.Namespace) -> dict:
+    """The fitted policy's action error on the held-back tenth, and its first episodes on the env."""
+    _, held_back = clone.split_rows(len(obs), obs.device)
     return {
         "held_back_action_error": clone.action_error(policy, obs, labels, held_back).item(),
-        "return_mean": returns.mean().item(),
-        "return_std": returns.std().item() if args.envs > 1 else 0.0,
-        "falls": int((lengths < args.episode_length).sum()),
+        **episodes(policy, config, args.envs)[0],
     }
 
 

@@ -477,7 +477,13 @@ def objective_split(
             z = world_model.next(z, action, generator)
         terms = (rewards.mean(), gamma**horizon * value(z).mean())
         grads = [torch.autograd.grad(term, params, allow_unused=True, retain_graph=True) for term in terms]
-    flat = [torch.cat([g.flatten() for g in grad if g is not None] or [torch.zeros(1)]).double() for grad in grads]
+    # a parameter a term does not reach (the actor's log-std: no noise here) counts as a zero gradient, in both
+    flat = [
+        torch.cat(
+            [(torch.zeros_like(p) if g is None else g).flatten() for g, p in zip(grad, params, strict=True)]
+        ).double()
+        for grad in grads
+    ]
     norms = torch.stack([f.norm() for f in flat]).tolist()  # one host read (validation time only)
     return ObjectiveSplit(norms[0], norms[1], cosine(flat[0], flat[1]))
 
