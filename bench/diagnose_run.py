@@ -55,7 +55,12 @@ def main() -> None:
 
     units = diagnostics.reward_units(config.pwm.reward_norm, agent.rew_rms, config.pwm.reward_clip)
     value = agent.critic.value
-    rows, _, _ = diagnostics.validation_diagnostics(agent.world_model, recorder, H, gamma, units, value=value)
+    found = diagnostics.validation_diagnostics(agent.world_model, recorder, H, gamma, units, value=value)
+    rows, fit = found.rows, found.critic
+    print(
+        f"critic against the episodes' returns-to-go ({fit.states} states): explained variance"
+        f" {fit.explained_variance:.3f}, bias {fit.bias:.4g} on a mean return of {fit.return_mean:.4g}"
+    )
     print(
         f"\n{'step':>4} {'wm_latent_mse':>14} {'copy_latent_mse':>16} {'ratio':>7} {'wm_reward_mse':>14}"
         f" {'wm_value_mse':>13} {'copy_value_mse':>15} {'ratio':>7}"

@@ -10,10 +10,12 @@ import torch
 
 from flow_mbpo_pwm.algorithms.running_stats import RunningMeanStd
 from flow_mbpo_pwm.diagnostics import (
+    NO_FIT,
     EpisodeRecord,
     EpisodeRecorder,
     action_columns,
     cosine,
+    critic_fit,
     cut_windows,
     finite_difference_gradient,
     gradient_agreement,
@@ -22,6 +24,7 @@ from flow_mbpo_pwm.diagnostics import (
     model_gradient,
     model_return,
     objective_split,
+    returns_to_go,
     reward_units,
     start_steps,
     summary_columns,
@@ -81,10 +84,11 @@ def test_identity_model_error_equals_the_copy_baseline_at_every_step():
 
 
 def test_validation_rows_give_ratio_one_for_the_identity_model_and_no_cosine_without_an_env():
-    rows, grad, split = validation_diagnostics(LinearSystemModel(lambda z, a: z), linear_system_record(), H, 0.99)
+    rows, grad, split, fit = validation_diagnostics(LinearSystemModel(lambda z, a: z), linear_system_record(), H, 0.99)
     assert [r["step"] for r in rows] == list(range(1, H + 1))
     assert all(r["latent_ratio"] == 1.0 for r in rows) and math.isnan(grad)
     assert all(math.isnan(x) for x in split)  # no actor and no critic: no objective split either
+    assert fit == NO_FIT  # and no critic fit
     summary = summary_columns(rows, grad)
     assert summary["latent_ratio_hH"] == 1.0 and summary["wm_latent_mse_hH"] == rows[-1]["wm_latent_mse"]
     # no value function given: the value columns are NaN, not made up
@@ -107,8 +111,8 @@ def test_value_error_is_zero_for_a_model_equal_to_the_data_dynamics_and_the_copy
     assert (exact.copy_value_mse > 1e-3).all()
     copying = horizon_errors(LinearSystemModel(lambda z, a: z), windows, value=linear_value)
     assert torch.equal(copying.wm_value_mse, copying.copy_value_mse)
-    rows, _, _ = validation_diagnostics(LinearSystemModel(lambda z, a: z), linear_system_record(), H, 0.99,
-                                     value=linear_value)  # fmt: skip
+    rows = validation_diagnostics(LinearSystemModel(lambda z, a: z), linear_system_record(), H, 0.99,
+                                  value=linear_value).rows  # fmt: skip
     assert all(r["value_ratio"] == 1.0 for r in rows)
     summary = summary_columns(rows, math.nan)
     assert summary["value_ratio_hH"] == 1.0 and summary["wm_value_mse_hH"] == rows[-1]["wm_value_mse"]
@@ -428,9 +432,9 @@ def test_validation_diagnostics_report_the_split_of_the_recorded_windows_starts(
     actor = torch.nn.Module()
     actor.mu = torch.nn.Linear(OBS, ACT)
     actor.act = lambda z: torch.tanh(actor.mu(z))
-    record = linear_system_record()
-    rows, grad, split = validation_diagnostics(LinearSystemModel(true_next), record, H, 0.99, value=linear_value,
-                                               actor=actor)  # fmt: skip
+    record = linear_system_record(dones_at={(7, 1), (20, 3)})  # two ended episodes: their returns are whole
+    rows, grad, split, fit = validation_diagnostics(LinearSystemModel(true_next), record, H, 0.99,
+                                                    value=linear_value, actor=actor)  # fmt: skip
     first_obs = cut_windows(record.record, H, stride=H).obs[:, 0]
     assert split == objective_split(LinearSystemModel(true_next), actor, linear_value, first_obs, H, 0.99)
     assert split.reward_norm > 0 and split.value_norm > 0
@@ -440,3 +444,96 @@ def test_validation_diagnostics_report_the_split_of_the_recorded_windows_starts(
         summary["actor_grad_value_norm"],
         summary["actor_grad_terms_cosine"],
     ) == tuple(split)
+    # and the critic's fit on the recorded episodes, as critic_fit finds it
+    assert fit == critic_fit(LinearSystemModel(true_next), linear_value, record.record, 0.99)
+    assert fit.states == 8 + 21  # the ended episodes' steps (40 steps leave every other tail cut too short)
+    assert math.isnan(summary["critic_explained_variance"]) and math.isnan(summary["critic_bias"])  # not passed
+    summary = summary_columns(rows, grad, split, fit)
+    assert (summary["critic_explained_variance"], summary["critic_bias"], summary["critic_return_mean"]) == (
+        fit.explained_variance,
+        fit.bias,
+        fit.return_mean,
+    )
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The critic against the real returns
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def test_returns_to_go_by_hand():
+    # one env, T = 4, gamma 0.5: rewards 1, 2, 3, 4 with a done at step 1 (the episode ends there; a new one starts)
+    rewards = torch.tensor([[1.0], [2.0], [3.0], [4.0]])
+    dones = torch.tensor([[False], [True], [False], [False]])
+    G, left_out = returns_to_go(rewards, dones, 0.5)
+    assert G.squeeze(1).tolist() == [1 + 0.5 * 2, 2, 3 + 0.5 * 4, 4]
+    # the ended episode's returns are whole; the last one is cut at the record's end: gamma^(steps to the end)
+    assert left_out.squeeze(1).tolist() == [0, 0, 0.25, 0.5]
+    # a done at the record's last step may be the step limit's truncation: still a cut
+    G, left_out = returns_to_go(rewards, torch.tensor([[False], [False], [False], [True]]), 0.5)
+    assert left_out.squeeze(1).tolist() == [0.5**4, 0.5**3, 0.25, 0.5]
+
+
+class ValueOfTheRecord:
+    """A 'critic' that reads the recorded return-to-go off the observation's index (the observations are the
+    indices t * N + n): exact on every counted state."""
+
+    def __init__(self, G, shift=0.0, scale=1.0):
+        self.values, self.shift, self.scale = G.flatten(), shift, scale
+
+    def __call__(self, z):
+        return self.scale * self.values[z[..., 0].long()] + self.shift
+
+
+def indexed_record(rewards, dones):
+    T, N = rewards.shape
+    obs = torch.arange(T * N, dtype=torch.float32).view(T, N, 1)
+    return EpisodeRecord(obs, torch.zeros(T, N, 1), rewards, obs, dones)
+
+
+def test_critic_fit_of_the_exact_critic_a_shifted_one_and_a_constant_one():
+    gen = torch.Generator().manual_seed(0)
+    T, N, gamma = 60, 3, 0.9
+    rewards = torch.rand(T, N, generator=gen)
+    dones = torch.zeros(T, N, dtype=torch.bool)
+    dones[20, 1] = True  # env 1's first episode ends at step 20
+    record = indexed_record(rewards, dones)
+    G, left_out = returns_to_go(rewards, dones, gamma)
+    model = LinearSystemModel(None)  # E = identity
+    exact = critic_fit(model, ValueOfTheRecord(G), record, gamma, cut=0.01)
+    counted = int((left_out <= 0.01).sum())
+    # 0.9^44 = 0.0097: steps 0..16 of a 60-step record are counted, and env 1's steps 0..20 (its episode ended)
+    assert exact.states == counted == 17 + 21 + 17
+    assert exact.explained_variance == pytest.approx(1.0) and exact.bias == pytest.approx(0.0, abs=1e-12)
+    shifted = critic_fit(model, ValueOfTheRecord(G, shift=0.5), record, gamma, cut=0.01)
+    assert shifted.explained_variance == pytest.approx(1.0) and shifted.bias == pytest.approx(0.5)
+    assert shifted.return_mean == pytest.approx(float(G[left_out <= 0.01].mean()))
+    mean = float(G[left_out <= 0.01].mean())
+    constant = critic_fit(model, lambda z: torch.full(z.shape[:-1], mean), record, gamma, cut=0.01)
+    assert constant.explained_variance == pytest.approx(0.0, abs=1e-9) and constant.bias == pytest.approx(0.0, abs=1e-6)
+    # a critic that ranks states the wrong way round is worse than the mean: negative
+    inverted = critic_fit(model, ValueOfTheRecord(G, shift=2 * mean, scale=-1.0), record, gamma, cut=0.01)
+    assert inverted.explained_variance == pytest.approx(-3.0)
+
+
+def test_critic_fit_in_the_world_models_reward_units():
+    # rewards normalised for the world model: the returns are summed in those units, so the exact critic of the
+    # normalised returns fits exactly
+    T, N, gamma = 50, 2, 0.8
+    rewards = torch.rand(T, N, generator=torch.Generator().manual_seed(1)) * 10
+    dones = torch.zeros(T, N, dtype=torch.bool)
+
+    def units(r):
+        return (r - 5.0) / 2.0
+
+    G, _ = returns_to_go(units(rewards), dones, gamma)
+    fit = critic_fit(LinearSystemModel(None), ValueOfTheRecord(G), indexed_record(rewards, dones), gamma, units)
+    assert fit.explained_variance == pytest.approx(1.0)
+    raw = critic_fit(LinearSystemModel(None), ValueOfTheRecord(G), indexed_record(rewards, dones), gamma)
+    assert raw.bias < -10  # in raw units the returns are ~5x larger: the same critic reads far too low
+
+
+def test_critic_fit_without_counted_states_is_nan():
+    rewards, dones = torch.ones(5, 2), torch.zeros(5, 2, dtype=torch.bool)  # 5 steps: every tail is cut too short
+    fit = critic_fit(LinearSystemModel(None), lambda z: z[..., 0], indexed_record(rewards, dones), 0.99)
+    assert fit.states == 0 and math.isnan(fit.explained_variance) and math.isnan(fit.bias)

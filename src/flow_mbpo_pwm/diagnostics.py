@@ -12,6 +12,10 @@ Three questions, each answered per imagined step h = 1..H:
   next to the copy baseline's `V(E(o_0))`: how much the real value changes in h steps. The gradient check below
   sums rewards only, so a model whose reward gradient agrees with the env's can still steer the actor through a
   terminal value read off latents the env never reaches.
+- Does the critic value real states as the env pays them? `critic_fit`: its value `V(E(o_t))` of the validation
+  episodes' states against their discounted return-to-go, counted where the record holds the return's whole tail
+  (an ended episode) or all but a negligible part of it: the explained variance and the mean bias. The actor's
+  objective adds `gamma^H V(z_H)`; a critic that does not rank real states cannot steer it anywhere useful.
 - Does the model's gradient point where the real env's does? `gradient_cosine`: the cosine between the model's
   gradient of the H-step discounted return `sum_t gamma^t r_t` with respect to the action sequence (autograd) and
   the real env's gradient of the same return (central finite differences from one saved state). The actor only
@@ -488,6 +492,70 @@ def objective_split(
     return ObjectiveSplit(norms[0], norms[1], cosine(flat[0], flat[1]))
 
 
+# ------------------------------------------------------------------------------------------------------------------
+# The critic against the real returns
+# ------------------------------------------------------------------------------------------------------------------
+
+
+class CriticFit(NamedTuple):
+    """The critic's values of real states against their discounted returns-to-go: the explained variance
+    `1 - Var(G - V) / Var(G)` (1: exact, 0: no better than the returns' mean, negative: worse), the bias `mean(V - G)`,
+    the returns' mean (the scale the bias is read against) and how many states were counted."""
+
+    explained_variance: float
+    bias: float
+    return_mean: float
+    states: int
+
+
+NO_FIT = CriticFit(math.nan, math.nan, math.nan, 0)
+
+
+def returns_to_go(rewards: torch.Tensor, dones: torch.Tensor, gamma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """`G [T, N]`, `G_t = r_t + gamma G_{t+1}` with the sum cut after a done and at the record's end, and the weight
+    `[T, N]` of what the cut leaves out: `gamma^(k - t + 1)` where step k ends the record without a done (0 after a
+    done: the episode ended, the return is whole). A done at the record's last step may be a truncation (the
+    episode's step limit), so it is counted as a cut there."""
+    T = rewards.shape[0]
+    G = torch.zeros_like(rewards, dtype=torch.float64)
+    left_out = torch.zeros_like(G)
+    after, tail = torch.zeros_like(G[0]), torch.ones_like(G[0])
+    for t in reversed(range(T)):
+        ended = dones[t] if t < T - 1 else torch.zeros_like(dones[t])
+        after = torch.where(ended, 0.0, after)
+        tail = torch.where(ended, 0.0, tail)
+        after = rewards[t].double() + gamma * after
+        tail = gamma * tail
+        G[t], left_out[t] = after, tail
+    return G, left_out
+
+
+@torch.no_grad()
+def critic_fit(
+    world_model: Any,
+    value: ValueFunction,
+    record: EpisodeRecord,
+    gamma: float,
+    units: RewardUnits = identity,
+    cut: float = 0.01,
+) -> CriticFit:
+    """The critic `value` on the recorded states `E(o_t)` against their discounted return-to-go in the world model's
+    reward units, counted where the record leaves out at most `cut` of the tail (`returns_to_go`'s weight
+    `gamma^(steps to the record's end)`; with gamma 0.99 and 1 %, a 1,000-step episode's first 542 steps) or none of
+    it (its episode ended by a done). Pure on-device arithmetic and one host read (validation time only)."""
+    G, left_out = returns_to_go(units(record.rewards), record.dones, gamma)
+    counted = left_out <= cut
+    with eval_mode(world_model):
+        V = value(world_model.encode(record.obs)).double()
+    g, v = G[counted], V[counted]
+    n = g.numel()
+    if n < 2:
+        return CriticFit(math.nan, math.nan, math.nan, n)
+    stats = torch.stack([(g - v).var(unbiased=False), g.var(unbiased=False), (v - g).mean(), g.mean()]).tolist()
+    explained = 1.0 - stats[0] / stats[1] if stats[1] > 0 else math.nan
+    return CriticFit(explained, stats[2], stats[3], n)
+
+
 def nanmean(values: list[float]) -> float:
     finite = [v for v in values if math.isfinite(v)]
     return sum(finite) / len(finite) if finite else math.nan
@@ -496,6 +564,13 @@ def nanmean(values: list[float]) -> float:
 # ------------------------------------------------------------------------------------------------------------------
 # One validation's diagnostics, as table rows
 # ------------------------------------------------------------------------------------------------------------------
+
+
+class ValidationDiagnostics(NamedTuple):
+    rows: list[dict[str, float]]  # per imagined step (wm_diagnostics.csv)
+    grad_cosine: float
+    split: ObjectiveSplit
+    critic: CriticFit
 
 
 def validation_diagnostics(
@@ -509,13 +584,14 @@ def validation_diagnostics(
     generator: torch.Generator | None = None,
     value: ValueFunction = no_value,
     actor: Any | None = None,
-) -> tuple[list[dict[str, float]], float, ObjectiveSplit]:
+) -> ValidationDiagnostics:
     """Per-step errors on the recorded episodes (rows of `step, wm_latent_mse, copy_latent_mse, wm_reward_mse,
     wm_value_mse, copy_value_mse, latent_ratio` and `value_ratio` = model / copy baseline, `grad_cosine_step` = the
     gradient cosine with respect to the action a_{h-1} alone),
     the mean gradient cosine over the recorded start states (NaN without `env_returns` or start states), and the
     actor's objective split into its reward and value terms from the windows' first observations
-    (`objective_split`; NaN without `actor`, or without a value function).
+    (`objective_split`; NaN without `actor`, or without a value function), and the critic against the recorded
+    returns (`critic_fit`; NaN without a value function).
 
     Windows start every `horizon` steps: consecutive starts would share all but one transition, costing H times
     the compute for little new information."""
@@ -534,10 +610,12 @@ def validation_diagnostics(
         row["latent_ratio"] = ratio(row["wm_latent_mse"], row["copy_latent_mse"])
         row["value_ratio"] = ratio(row["wm_value_mse"], row["copy_value_mse"])
         rows.append({**row, "grad_cosine_step": grad_per_step[h]})
-    split = NO_SPLIT
-    if actor is not None and value is not no_value:
-        split = objective_split(world_model, actor, value, windows.obs[:, 0], horizon, gamma, generator)
-    return rows, grad, split
+    split, fit = NO_SPLIT, NO_FIT
+    if value is not no_value:
+        fit = critic_fit(world_model, value, recorder.record, gamma, units)
+        if actor is not None:
+            split = objective_split(world_model, actor, value, windows.obs[:, 0], horizon, gamma, generator)
+    return ValidationDiagnostics(rows, grad, split, fit)
 
 
 def ratio(numerator: float, denominator: float) -> float:
@@ -583,10 +661,11 @@ def action_columns(record: EpisodeRecord) -> dict[str, float]:
 
 
 def summary_columns(
-    rows: list[dict[str, float]], grad_cosine: float, split: ObjectiveSplit = NO_SPLIT
+    rows: list[dict[str, float]], grad_cosine: float, split: ObjectiveSplit = NO_SPLIT, critic: CriticFit = NO_FIT
 ) -> dict[str, float]:
     """validation.csv's diagnostic columns: the first and the last step (the value only at the last, where the
-    actor's objective reads it), the gradient cosine, and the actor's objective split (`objective_split`)."""
+    actor's objective reads it), the gradient cosine, the actor's objective split (`objective_split`) and the
+    critic against the real returns (`critic_fit`)."""
     first, last = rows[0], rows[-1]
     return {
         "wm_latent_mse_h1": first["wm_latent_mse"],
@@ -603,4 +682,7 @@ def summary_columns(
         "actor_grad_reward_norm": split.reward_norm,
         "actor_grad_value_norm": split.value_norm,
         "actor_grad_terms_cosine": split.cosine,
+        "critic_explained_variance": critic.explained_variance,
+        "critic_bias": critic.bias,
+        "critic_return_mean": critic.return_mean,
     }

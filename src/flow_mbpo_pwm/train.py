@@ -540,7 +540,7 @@ class SeedRun:
         std = float(returns.std(unbiased=False))
         # Seeded by the epoch, so a resumed run measures the same (only a noise-source flow draws from it).
         generator = torch.Generator(device=self.device).manual_seed(epoch)
-        step_rows, grad_cosine, split = diagnostics.validation_diagnostics(
+        found = diagnostics.validation_diagnostics(
             self.member.world_model, recorder, cfg.pwm.horizon, cfg.pwm.gamma, self._reward_units(),
             gradient_returns, cfg.run.grad_check_eps, generator, self.member.critic.value, self.member.actor,
         )  # fmt: skip
@@ -568,19 +568,20 @@ class SeedRun:
             "checkpoint": str(path.relative_to(self.folder.root)),
             "flagged": bool(reason),
             "flag_reason": reason,
-            **diagnostics.summary_columns(step_rows, grad_cosine, split),
+            **diagnostics.summary_columns(*found),
             **diagnostics.action_columns(recorder.record),
         }
         self.validation_rows.append(row)
         keys = {**self._cell_keys(), "epoch": epoch, "env_steps": self.env_steps}
-        self.wm_diagnostic_rows.extend({**keys, **r, "grad_cosine": grad_cosine} for r in step_rows)
+        self.wm_diagnostic_rows.extend({**keys, **r, "grad_cosine": found.grad_cosine} for r in found.rows)
         self._write_work_tables()
         progress.message(
             self.tag
             + f"validation at epoch {epoch}: return {mean:.4g} +- {std:.3g}"
             + (f" FLAGGED ({reason})" if reason else "")
             + f"; step-H latent error {row['wm_latent_mse_hH']:.3g} (copy baseline {row['copy_latent_mse_hH']:.3g})"
-            + (f", gradient cosine {grad_cosine:.3f}" if not math.isnan(grad_cosine) else "")
+            + (f", gradient cosine {found.grad_cosine:.3f}" if not math.isnan(found.grad_cosine) else "")
+            + f", critic's explained variance {found.critic.explained_variance:.3g}"
             + "; diagnostics {:.2f} s, checkpoint {:.2f} s".format(*seconds)
         )
         if self.collapse.should_stop:
