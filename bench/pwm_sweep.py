@@ -41,8 +41,11 @@ Several seeds train as one stack (one `train` process per point, `--seed ... --r
 each into `work/<point>/seed<k>` (one seed: `work/<point>/run`).
 Every point gets its own experiment config (the base with its overrides) under `work/<point>/config.yaml`, so
 each run is reproducible with the plain CLI. The offline dataset is built by the pipeline itself
-(`snakemake <dataset>`); each protocol point then pretrains its own world model (pretraining
-depends on the `pwm` loss settings) and trains from it with the dataset in its buffer. Jobs share the GPUs through
+(`snakemake <dataset>`); each protocol point then pretrains a world model (pretraining
+depends on the `pwm` loss settings) and trains from it with the dataset in its buffer. Points whose pretraining
+settings are the same (the pipeline's pretrain fingerprint of their configs, and the steps) share one: the first
+pretrains, the others get copies of its world_model.pt, pretrain_metrics.csv and pretrain.log; clones likewise.
+Jobs share the GPUs through
 workflow/scripts/gpu_slot.py (FLOW_MBPO_PWM_JOBS_PER_GPU); `deadline_minutes` after the start every training
 still running gets SIGTERM, which saves its state (exit 75), so its validation rows up to then are kept. A point
 whose training finishes then gets the pipeline's held-out evaluation, as its rules run it: `select` (best.pt,
@@ -302,15 +305,40 @@ def run(path: str) -> None:
     # them, two flows listed after the deterministic points shared one GPU while the other idled:
     # docs/results/2026-11-30-flow-detached).
     waiting.sort(key=lambda name: not is_flow(sweep, sweep["points"][name]))
-    for name in waiting:
-        spec = sweep["points"][name]
-        pretrain = ["--config", str(work / name / "config.yaml"), *cell(sweep, spec), "--dynamics", spec["dynamics"],
-                    "--dataset", str(dataset_path(sweep)), "--out", str(work / name / "world_model.pt")]  # fmt: skip
+
+    def pretrain_args(name: str, spec: dict) -> list[str]:
+        args = ["--config", str(work / name / "config.yaml"), *cell(sweep, spec), "--dynamics", spec["dynamics"],
+                "--dataset", str(dataset_path(sweep)), "--out", str(work / name / "world_model.pt")]  # fmt: skip
         steps = spec.get("pretrain_steps", sweep.get("pretrain_steps"))  # a point's own, else the sweep's
-        if steps is not None:
-            pretrain += ["--steps", str(steps)]
-        jobs[name] = launch(name, "pretrain", pretrain)
-    stage.update({name: "pretrain" for name in waiting})
+        return args + ["--steps", str(steps)] if steps is not None else args
+
+    # Points whose pretraining (or clone) settings are the same share one: the first makes it, the others wait
+    # and get copies of its files (`shared_products`). Same inputs, so one world model and one clone instead of
+    # identically seeded copies competing for the GPU (and differing only by the GPU's summation order).
+    makers: dict[tuple[str, str], str] = {}  # (stage, settings digest) -> the point whose job makes it
+    waiters: dict[tuple[str, str], list[str]] = {}  # (stage, maker) -> the points waiting for its files
+
+    def make(name: str, step: str) -> None:
+        """Launch point `name`'s pretrain or clone, or wait for the point that makes the same."""
+        spec = sweep["points"][name]
+        maker = makers.setdefault((step, shared_key(sweep, spec, work / name, step)), name)
+        stage[name] = step
+        if maker == name:
+            jobs[name] = launch(name, step, (pretrain_args if step == "pretrain" else clone_args)(name, spec))
+        else:
+            waiters.setdefault((step, maker), []).append(name)
+            print(f"[{time.time() - start:7.1f}s] {name}: {step} shared with {maker}", flush=True)
+
+    def advance(name: str, done: str) -> None:
+        """Point `name` has its `done` stage's files: its next stage."""
+        if done == "pretrain" and sweep["points"][name].get("clone"):
+            make(name, "clone")
+        else:
+            stage[name] = "train"
+            jobs[name] = launch(name, "train", train_args(name, sweep["points"][name]))
+
+    for name in waiting:
+        make(name, "pretrain")
     stopped: set[str] = set()  # signalled once: a second SIGTERM would kill a run still exiting after its save
     while jobs:
         time.sleep(5)
@@ -323,12 +351,16 @@ def run(path: str) -> None:
                 continue
             del jobs[name]
             print(f"[{time.time() - start:7.1f}s] {name}: {stage.get(name, 'train')} exit {code}", flush=True)
-            if stage.get(name) == "pretrain" and code == 0 and sweep["points"][name].get("clone"):
-                stage[name] = "clone"
-                jobs[name] = launch(name, "clone", clone_args(name, sweep["points"][name]))
-            elif stage.get(name) in ("pretrain", "clone") and code == 0:
-                stage[name] = "train"
-                jobs[name] = launch(name, "train", train_args(name, sweep["points"][name]))
+            if stage.get(name) in ("pretrain", "clone"):
+                done, followers = stage[name], waiters.pop((stage[name], name), [])
+                if code == 0:
+                    advance(name, done)  # first: the maker of this stage makes the next one too, where shared
+                for follower in followers:
+                    if code == 0:
+                        shared_products(done, work / name, work / follower)
+                        advance(follower, done)
+                    else:
+                        print(f"[{time.time() - start:7.1f}s] {follower}: {done} exit {code} (shared)", flush=True)
             elif stage.get(name, "train") == "train" and code in (exit_codes.OK, exit_codes.COLLAPSED):
                 stage[name] = "held-out"  # short, and what the point is read by: never stopped by the deadline
                 print(f"[{time.time() - start:7.1f}s] {name}: held-out evaluation", flush=True)
@@ -342,6 +374,39 @@ def run(path: str) -> None:
                 command = [sys.executable, str(Path(__file__).resolve()), "held-out", path, name, "--cut"]
                 jobs[name] = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     print(f"[{time.time() - start:7.1f}s] sweep done", flush=True)
+
+
+# What a pretrain and a clone leave in a point's folder, copied to the points that share them.
+SHARED_FILES = {"pretrain": ("world_model.pt", "pretrain_metrics.csv", "pretrain.log"),
+                "clone": ("actor.pt", "clone_metrics.csv", "clone.log")}  # fmt: skip
+
+
+def shared_key(sweep: dict, spec: dict, folder: Path, step: str) -> str:
+    """What a point's pretraining (`step` "pretrain") or clone ("clone": that and the clone's own settings) depends
+    on, as a digest: the pipeline's fingerprints of its config (folder/config.yaml, written first), its dynamics
+    variant, and the sweep's pretraining steps. Points with the same key make the same files."""
+    from flow_mbpo_pwm import fingerprints
+    from flow_mbpo_pwm.config import load_experiment, to_plain
+
+    experiment = load_experiment(folder / "config.yaml")
+    seed = seed_runs(sweep, folder)[0][0]
+    train = experiment.cell(sweep["task"], point_size(sweep, spec), spec["dynamics"], seed)
+    steps = spec.get("pretrain_steps", sweep.get("pretrain_steps"))
+    key = {"pretrain": fingerprints.pretrain_settings(experiment, train), "steps": steps,
+           "dataset": str(dataset_path(sweep))}  # fmt: skip
+    if step == "clone":
+        key["clone"] = fingerprints.clone_settings(experiment, train)
+    return fingerprints.digest(to_plain(key))
+
+
+def shared_products(step: str, maker: Path, follower: Path) -> None:
+    """Copy the files of `maker`'s finished `step` into `follower`'s folder (written under a temporary name, then
+    renamed: a copy is whole or absent)."""
+    for name in SHARED_FILES[step]:
+        if (maker / name).is_file():
+            partial = follower / f".{name}.partial"
+            partial.write_bytes((maker / name).read_bytes())
+            partial.replace(follower / name)
 
 
 def held_out(path: str, name: str, cut: str = "") -> None:

@@ -298,3 +298,40 @@ def test_a_sweep_of_other_seeds_keeps_the_reference_seed_of_its_dataset_in_the_c
     assert config["seeds"] == [0, 3, 4]
     assert load_experiment(config).collect.seed == 0
     assert sweep_module.point_config({**sweep, "seeds": [1, 0]}, {"dynamics": "flow"})["seeds"] == [1, 0]
+
+
+def test_points_share_a_pretraining_and_a_clone_where_their_settings_agree(sweep_module, tmp_path):
+    # the pipeline's pretrain fingerprint decides: the actor's settings leave it alone, a world-model loss weight, the
+    # steps and the dynamics do not; a clone also depends on the actor's input (the standardised latent)
+    points = {
+        "det": {"dynamics": "deterministic"},
+        "det-held": {"dynamics": "deterministic", "clone": True, "pwm": {"actor_delay_epochs": 5}},
+        "det-nopen": {"dynamics": "deterministic", "clone": True, "pwm": {"actor_saturation_coef": 0.0}},
+        "det-std": {"dynamics": "deterministic", "clone": True, "pwm": {"latent_norm": "standardize"}},
+        "det-reward": {"dynamics": "deterministic", "pwm": {"wm_reward_coef": 3.0}},
+        "det-long": {"dynamics": "deterministic", "pretrain_steps": 99},
+        "flow": {"dynamics": "flow"},
+    }
+    sweep = {"base": "config/smoke.yaml", "task": "ant", "size": "tiny", "seeds": [0, 1], "epochs": 20,
+             "work": str(tmp_path), "points": points}  # fmt: skip
+    keys = {}
+    for name, spec in points.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.yaml").write_text(yaml.safe_dump(sweep_module.point_config(sweep, spec)))
+        keys[name] = {step: sweep_module.shared_key(sweep, spec, folder, step) for step in ("pretrain", "clone")}
+    shared = {keys[name]["pretrain"] for name in ("det", "det-held", "det-nopen", "det-std")}
+    assert len(shared) == 1
+    assert len({keys[name]["pretrain"] for name in ("det", "det-reward", "det-long", "flow")}) == 4
+    assert keys["det-held"]["clone"] == keys["det-nopen"]["clone"] != keys["det-std"]["clone"]
+
+
+def test_shared_products_are_copied_whole(sweep_module, tmp_path):
+    maker, follower = tmp_path / "maker", tmp_path / "follower"
+    maker.mkdir()
+    follower.mkdir()
+    for name, text in (("world_model.pt", "weights"), ("pretrain_metrics.csv", "step\n1\n"), ("pretrain.log", "log")):
+        (maker / name).write_text(text)
+    sweep_module.shared_products("pretrain", maker, follower)
+    assert {p.name for p in follower.iterdir()} == {"world_model.pt", "pretrain_metrics.csv", "pretrain.log"}
+    assert (follower / "world_model.pt").read_text() == "weights"

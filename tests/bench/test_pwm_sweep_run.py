@@ -24,7 +24,7 @@ def test_a_sweep_with_its_own_reference_runs_the_protocol_and_evaluates_that_ref
     """A sweep-level `config:` (here the reference's budget and the clone's) reaches the reference the dataset comes
     from, and `evaluate_reference: true` evaluates that reference beside the points; each seed of the stack is held
     out on the config's 100 episodes. A `clone: true` point clones that reference's policy after its pretraining and
-    trains from it."""
+    trains from it, on the world model it shares with the other point."""
     repo = tmp_path / "repo"
     for part in ("bench", "workflow", "config", "profiles"):
         shutil.copytree(ROOT / part, repo / part, ignore=shutil.ignore_patterns("__pycache__", "out"))
@@ -56,6 +56,11 @@ def test_a_sweep_with_its_own_reference_runs_the_protocol_and_evaluates_that_ref
         assert len(rows(run / "episodes.csv")) == 100
         assert {int(r["epoch"]) for r in rows(run / "metrics.csv")} >= {20}
     clone = work / "det-clone"
+    # the two points' pretraining settings agree (the actor's delay is no pretraining setting): det pretrains once,
+    # det-clone clones on a copy of that world model
+    assert "det-clone: pretrain shared with det" in log and "det-clone: pretrain exit" not in log, log
+    for name in ("world_model.pt", "pretrain_metrics.csv", "pretrain.log"):
+        assert (clone / name).read_bytes() == (work / "det" / name).read_bytes(), name
     assert [int(r["step"]) for r in rows(clone / "clone_metrics.csv")] == [40]
     assert "actor from " + str(clone / "actor.pt") in (clone / "train.log").read_text()
     for seed in (0, 1):
