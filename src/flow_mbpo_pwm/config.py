@@ -263,6 +263,12 @@ class PWMConfig:
     # offline data alone moved a cloned actor's input enough to turn its 5.1k gait into 1.1k with falls
     # (bench/clone_drift.py; docs/results/2026-12-07-det-clone).
     freeze_encoder: bool = False
+    # Weight of the critic's term in the actor's objective: each imagined segment adds `coef x gamma^L V(z_L)` to its
+    # discounted model rewards (1: PWM's; 0: the rewards of the H imagined steps alone). The critic's term gives the
+    # actor a gradient as large as the rewards' and mostly opposite to it (validation.csv's actor_grad_terms_cosine,
+    # median -0.56 to -0.75 after epoch 1,000, docs/results/2026-12-07-det-clone); 0 asks whether it holds PWM back.
+    # The critic's own targets are unchanged.
+    actor_value_coef: float = 1.0
     buffer_size: int = 1_000_000
     normalize_obs: bool = False
 
@@ -332,6 +338,7 @@ class PWMConfig:
         _check(self.min_logstd <= self.init_logstd, f"{key}.init_logstd", "must be >= min_logstd")
         coef = self.actor_saturation_coef  # (finite: every float setting is checked so on reading)
         _check(coef >= 0, f"{key}.actor_saturation_coef", f"must be >= 0, got {coef}")
+        _check(self.actor_value_coef >= 0, f"{key}.actor_value_coef", f"must be >= 0, got {self.actor_value_coef}")
         smooth = self.actor_smoothness_coef
         _check(smooth >= 0, f"{key}.actor_smoothness_coef", f"must be >= 0, got {smooth}")
         threshold = self.actor_saturation_threshold

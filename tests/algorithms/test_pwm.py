@@ -335,3 +335,35 @@ def test_the_smoothness_penalty_is_the_deterministic_actions_squared_change_with
     obs_off, _ = run_until_warm(off, env_off, buffer_off, obs_off)
     rollout_off, _ = off.imagine(env_off, obs_off, buffer_off, with_grad=True)
     assert torch.equal(rollout_off.smoothness, torch.zeros_like(rollout_off.smoothness))
+
+
+def segments_objective(rollout, gamma: float, value_coef: float) -> torch.Tensor:
+    """The actor's objective recomputed from a rollout's detached fields, one env and step at a time: each segment
+    (cut by a done, closed by the rollout's end) adds `sum_t gamma^t r_t + value_coef gamma^L V(z_L)`."""
+    H, S, N = rollout.rewards.shape
+    objective = torch.zeros(S, N)
+    for s in range(S):
+        for n in range(N):
+            segment, t = 0.0, 0
+            for i in range(H):
+                segment += gamma**t * rollout.rewards[i, s, n].item()
+                t += 1
+                if rollout.dones[i, s, n] or i == H - 1:
+                    objective[s, n] += segment + value_coef * gamma**t * rollout.next_values[i, s, n].item()
+                    segment, t = 0.0, 0
+    return objective
+
+
+@pytest.mark.parametrize("value_coef", [1.0, 0.5, 0.0])
+def test_the_actor_objective_weighs_the_critics_term_by_actor_value_coef(value_coef):
+    """`pwm.actor_value_coef`: per env, the objective sums each segment's discounted model rewards and
+    `coef x gamma^L V(z_L)` (1: PWM's; 0: the imagined rewards alone, no gradient reaching the critic's term)."""
+    agent, env, buffer, obs = build(horizon=8, actor_value_coef=value_coef)
+    obs, _ = run_until_warm(agent, env, buffer, obs)
+    for _ in range(10):  # until a rollout holds a reset before its last step (InvertedPendulum falls often)
+        rollout, obs = agent.imagine(env, obs, buffer, with_grad=True)
+        if rollout.dones[:-1].any():
+            break
+    assert rollout.dones[:-1].any() and rollout.next_values.abs().sum() > 0
+    expected = segments_objective(rollout, agent.config.pwm.gamma, value_coef)
+    torch.testing.assert_close(rollout.objective.detach(), expected, rtol=1e-5, atol=1e-4)

@@ -8,7 +8,7 @@ matching (models/dynamics.py); nothing here depends on which.
 Choices, and where they differ from the public PWM code (docs: ../shared/specs/pwm.md):
 - Terminal value discount is gamma^H: a segment of length L (ended by the rollout's end or a real done) contributes
   `sum_{t<L} gamma^t r_t + gamma^L V(z_L)`. The public code multiplies the value by one extra gamma (gamma^(H+1)
-  at the rollout's end) — a quirk we do not copy.
+  at the rollout's end) — a quirk we do not copy. `pwm.actor_value_coef` weighs the value term (1: PWM's).
 - The actor sees `sg(z)` (PWM's `detach: True`): its gradients reach it only through the actions, via the
   dynamics, the reward head and the critic. The loss is backpropagated into the actor's parameters only
   (`backward(inputs=...)`), so it never touches world-model or critic parameters (tested).
@@ -82,7 +82,7 @@ class SequenceSource(Protocol):
 class Rollout(NamedTuple):
     """One imagined rollout of H steps for N envs of each of S seeds (everything but `objective` is detached)."""
 
-    objective: torch.Tensor  # [S, N] per env: sum over closed segments of sum_t gamma^t r_t + gamma^L V(z_L)
+    objective: torch.Tensor  # [S, N] per env: sum over closed segments of sum_t gamma^t r_t + c gamma^L V(z_L)
     latents: torch.Tensor  # [H, S, N, latent] z_0 .. z_{H-1}
     rewards: torch.Tensor  # [H, S, N] model rewards (normalised units)
     next_values: torch.Tensor  # [H, S, N] min-ensemble V(z_{i+1}), zero where the real env terminated
@@ -372,7 +372,7 @@ class PWM(nn.Module):
         H, gamma, S, N, dev = cfg.horizon, cfg.gamma, self.num_seeds, self.num_envs, self.device
         buffers = self._per_seed_sources(buffers)
         latents, model_rewards, next_values, dones = [], [], [], []
-        objective = torch.zeros(S, N, device=dev)  # per env: closed segments' sum_t gamma^t r_t + gamma^L V(z_L)
+        objective = torch.zeros(S, N, device=dev)  # per env: closed segments' sum_t gamma^t r_t + c gamma^L V(z_L)
         saturation = torch.zeros(S, N, device=dev)  # per env: sum_t of -log tanh'(u_t) (with a saturation penalty)
         smoothness = torch.zeros(S, N, device=dev)  # per env: sum_t of |tanh(mu_t) - tanh(mu_{t-1})|^2 / act_dim
         penalised = cfg.actor_saturation_coef > 0 or cfg.actor_smoothness_coef > 0
@@ -420,7 +420,8 @@ class PWM(nn.Module):
                 segment_return = segment_return + discount * reward
                 discount = discount * gamma
                 closes = done if i < H - 1 else torch.ones_like(done)  # the rollout's end closes every segment
-                objective = objective + torch.where(closes, segment_return + discount * value_next, 0.0)
+                closed = segment_return + cfg.actor_value_coef * discount * value_next
+                objective = objective + torch.where(closes, closed, 0.0)
                 segment_return = torch.where(closes, 0.0, segment_return)
                 discount = torch.where(closes, 1.0, discount)
                 latents.append(z.detach())
