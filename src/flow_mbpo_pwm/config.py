@@ -269,6 +269,14 @@ class PWMConfig:
     # median -0.56 to -0.75 after epoch 1,000, docs/results/2026-12-07-det-clone); 0 asks whether it holds PWM back.
     # The critic's own targets are unchanged.
     actor_value_coef: float = 1.0
+    # What the real env's actions are computed from while the world model imagines. "imagined" (PWM's): the env takes
+    # the imagined step's action `tanh(mu(z_i) + sigma eps)`, z_i the world model's latent i steps after E(o_0), so
+    # within each H-step rollout the env is driven open loop through the model. "observed": the same noise eps around
+    # the actor's mean on the env's own latent, `tanh(mu(E(o_i)) + sigma eps)`, the closed-loop policy that validation
+    # plays (the imagination, and so the actor's objective, are unchanged). In docs/results/2026-12-07-det-frozen the
+    # 5.3k gait cloned onto the actor validated at 5.2k, while its training episodes (the same actor driven through
+    # the model) returned 1.25-1.46k; PWM's noise form alone leaves the PPO gait at 5.2k (bench/noise_robustness.py).
+    env_actions: Literal["imagined", "observed"] = "imagined"
     buffer_size: int = 1_000_000
     normalize_obs: bool = False
 

@@ -367,3 +367,31 @@ def test_the_actor_objective_weighs_the_critics_term_by_actor_value_coef(value_c
     assert rollout.dones[:-1].any() and rollout.next_values.abs().sum() > 0
     expected = segments_objective(rollout, agent.config.pwm.gamma, value_coef)
     torch.testing.assert_close(rollout.objective.detach(), expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("env_actions", ["imagined", "observed"])
+def test_the_env_takes_the_imagined_actions_or_the_same_noise_around_the_actor_on_its_own_observations(env_actions):
+    """`pwm.env_actions`: the real env's action at step i is the imagined step's `tanh(mu(z_i) + sigma eps_i)`
+    (PWM's, z_i imagined from E(o_0)), or `tanh(mu(E(o_i)) + sigma eps_i)` with the same eps_i (observed); at i = 0
+    the two agree. Recomputed from the buffer's observations and a copy of the seed's generator."""
+    agent, env, buffer, obs = build(horizon=8, env_actions=env_actions)
+    obs, _ = run_until_warm(agent, env, buffer, obs)
+    member = agent.members[0]
+    replay = member.generator.get_state()
+    before = buffer.num_added
+    rollout, _ = agent.imagine(env, obs, buffer, with_grad=False)
+    generator = torch.Generator().set_state(replay)
+    stored = {k: v[-8:] for k, v in buffer.chronological().items()}
+    assert buffer.num_added == before + 8
+    actor, encode = member.actor, member.world_model.encode
+    with torch.no_grad():
+        for i in range(8):
+            draws = member.draw_step(env.num_envs, generator)
+            observed = actor.sample(encode(stored["obs"][i]), noise=draws["action"])
+            imagined = actor.sample(rollout.latents[i, 0], noise=draws["action"])
+            expected = observed if env_actions == "observed" else imagined
+            torch.testing.assert_close(stored["action"][i], expected)
+            if i == 0:
+                torch.testing.assert_close(observed, imagined)
+            elif env_actions == "observed":
+                assert not torch.allclose(stored["action"][i], imagined)  # the model's latent has moved away

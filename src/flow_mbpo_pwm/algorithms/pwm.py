@@ -12,6 +12,9 @@ Choices, and where they differ from the public PWM code (docs: ../shared/specs/p
 - The actor sees `sg(z)` (PWM's `detach: True`): its gradients reach it only through the actions, via the
   dynamics, the reward head and the critic. The loss is backpropagated into the actor's parameters only
   (`backward(inputs=...)`), so it never touches world-model or critic parameters (tested).
+- The real env takes the imagined actions, as PWM does: within a rollout it is driven open loop through the model.
+  `pwm.env_actions: observed` drives it with the actor's own closed-loop policy instead (the same noise around
+  `mu(E(o_i))`); the imagination is unchanged.
 - Actor loss = -mean_envs(objective / std(ret_rms)), where `ret_rms` tracks the per-env imagined objectives (as PWM).
 - Rewards: by default the world model regresses raw real rewards (`pwm.reward_norm="none"`, as the public PWM
   configs). `"std"` divides them by the running std of real env rewards (`rew_rms`, updated as they are collected);
@@ -364,7 +367,8 @@ class PWM(nn.Module):
     def imagine(
         self, env: Any, obs: torch.Tensor, buffers: Any, with_grad: bool = True
     ) -> tuple[Rollout, torch.Tensor]:
-        """H imagined steps from `z_0 = E(o)`; the real env takes the same actions and its transitions go to each
+        """H imagined steps from `z_0 = E(o)`; the real env takes the same actions (or, with `pwm.env_actions:
+        observed`, the same noise around the actor's mean on its own latent) and its transitions go to each
         seed's buffer. Returns the rollout (fields `[S, ...]` / `[H, S, ...]`) and the env's observations after the
         H steps. A seed whose actions went non-finite acts with zero torque (the guard stops it; its siblings run
         on)."""
@@ -398,7 +402,11 @@ class PWM(nn.Module):
                         smoothness = smoothness + torch.where(previous[1], 0.0, change)
                 else:
                     action, reward, z_next = self._per_seed(self._acting_state, _imagine_step, z, draws)
-                taken = torch.nan_to_num(action.detach(), nan=0.0, posinf=0.0, neginf=0.0)
+                env_action = action.detach()
+                if cfg.env_actions == "observed" and i > 0:  # at i = 0 the two are the same: z_0 = E(o_0)
+                    with torch.no_grad():
+                        env_action = self._per_seed(self._acting_state, _observed_action, obs, draws)
+                taken = torch.nan_to_num(env_action, nan=0.0, posinf=0.0, neginf=0.0)
                 next_obs, env_reward, terminated, truncated, info = env.step(taken.reshape(S * N, -1))
                 next_obs, final_obs = next_obs.reshape(S, N, -1), info["final_obs"].reshape(S, N, -1)
                 env_reward, terminated, truncated = (x.reshape(S, N) for x in (env_reward, terminated, truncated))
@@ -843,6 +851,11 @@ def _imagine_step(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     action = agent.actor.sample(z.detach(), noise=draws["action"])  # a_i = tanh(pi(sg(z_i)) + noise)
     return action, *_model_step(agent, z, action, draws)
+
+
+def _observed_action(agent: SeedAgent, obs: torch.Tensor, draws: dict[str, Any]) -> torch.Tensor:
+    """`pwm.env_actions: observed`: the env's action from its own observation, with the imagined step's noise."""
+    return agent.actor.sample(agent.world_model.encode(obs), noise=draws["action"])
 
 
 def _model_step(
