@@ -503,12 +503,24 @@ def status(path: str) -> None:
             last = rows[-1] if rows else {}
             print(
                 f"{name:22s} seed {seed:<3d} epoch {last.get('epoch', '-'):>5s}  val(last 6) {curve:40s}"
-                f" latent/copy h1 {ratio(last, 'h1')}  value/copy hH {number(last, 'value_ratio_hH')}"
+                f" train {last_training_return(run)}  critic EV {number(last, 'critic_explained_variance')}"
+                f"  latent/copy h1 {ratio(last, 'h1')}  value/copy hH {number(last, 'value_ratio_hH')}"
                 f"  cos {number(last, 'grad_cosine')}"
                 f"  saturation {number(last, 'action_saturation')}  |a| {number(last, 'action_magnitude')}"
                 f"  held-out {held_out_mean(run):.0f}"
                 + (" (at the cut)" if (run / "held_out_cut.json").exists() else "")
             )
+
+
+def last_training_return(run: Path) -> str:
+    """The run's last logged training-episode return (metrics.csv; `-` before any episode ended): the policy the
+    training env runs, beside the deterministic one validation plays."""
+    table = run_table(run, "metrics.csv")
+    if table is None:
+        return "-"
+    with open(table) as f:
+        ended = [r for r in csv.DictReader(f) if r.get("train_return_mean") not in (None, "", "nan")]
+    return f"{float(ended[-1]['train_return_mean']):.0f}" if ended else "-"
 
 
 def number(row: dict, key: str) -> str:

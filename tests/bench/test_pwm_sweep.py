@@ -335,3 +335,16 @@ def test_shared_products_are_copied_whole(sweep_module, tmp_path):
     sweep_module.shared_products("pretrain", maker, follower)
     assert {p.name for p in follower.iterdir()} == {"world_model.pt", "pretrain_metrics.csv", "pretrain.log"}
     assert (follower / "world_model.pt").read_text() == "weights"
+
+
+def test_status_reads_the_last_training_return_a_run_logged(sweep_module, tmp_path):
+    """`status` shows the training env's last episode return beside the validations (the gap between the two was
+    docs/results/2026-12-07-det-frozen's finding): the last row with one, a row without episodes skipped."""
+    run = tmp_path / "seed0"
+    assert sweep_module.last_training_return(run) == "-"  # no metrics.csv yet
+    (run / "work").mkdir(parents=True)
+    with open(run / "work" / "metrics.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["epoch", "train_return_mean", "train_episodes"])
+        writer.writerows([[25, "", 0], [50, 1326.4, 128], [75, "nan", 0]])
+    assert sweep_module.last_training_return(run) == "1326"
