@@ -30,7 +30,7 @@ from flow_mbpo_pwm.config import EnvConfig, EvaluationConfig
 from flow_mbpo_pwm.reference_policy import load_reference_policy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_epoch import report, write_record  # noqa: E402
+from train_epoch import Column, report, table, write_record  # noqa: E402
 
 FORWARD_VELOCITY = 5  # observation entry: the torso's velocity along +x, the reward's progress term
 
@@ -73,14 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device(args.device)
     torch.set_grad_enabled(False)
 
-    print(f"{'policy env steps':>16} {'cap':>5} {'return':>8} {'+-':>6} {'v_x':>5} {'|a|':>5} {'sat':>5} {'jitter':>6}")
-
-    def line(row: dict[str, Any]) -> str:
-        return (
-            f"{row['policy_env_steps']:>16,} {row['cap']:>5.2f} {row['return_mean']:>8.0f} {row['return_std']:>6.0f} "
-            f"{row['forward_velocity']:>5.2f} {row['action_magnitude']:>5.2f} {row['action_saturation']:>5.2f} "
-            f"{row['action_jitter']:>6.3f}"
-        )
+    line = table([
+        Column("policy env steps", "policy_env_steps", ","), Column("cap", "cap", ".2f", 5),
+        Column("return", "return_mean", ".0f", 8), Column("+-", "return_std", ".0f", 6),
+        Column("v_x", "forward_velocity", ".2f", 5), Column("|a|", "action_magnitude", ".2f", 5),
+        Column("sat", "action_saturation", ".2f", 5), Column("jitter", "action_jitter", ".3f"),
+    ])  # fmt: skip
 
     def rows_of(path: Path) -> Iterator[dict[str, Any]]:
         policy, meta = load_reference_policy(path, device)

@@ -37,7 +37,7 @@ from flow_mbpo_pwm.reference_policy import load_reference_policy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from clone_inputs import episodes  # noqa: E402
-from train_epoch import add_world_model_arguments, report, write_record  # noqa: E402
+from train_epoch import Column, add_world_model_arguments, report, table, write_record  # noqa: E402
 
 
 def play(agent: Any, config: Any, count: int) -> dict[str, float]:
@@ -102,16 +102,12 @@ def main(argv: list[str] | None = None) -> int:
                 "train_seconds": round(trained, 1),
             }
 
-    print(f"{'wm steps':>8} {'input drift':>11} {'action drift':>12} {'ref error':>9} {'return':>7} {'+-':>5} "
-          f"{'falls':>5} {'mean |a|':>8}")  # fmt: skip
-
-    def line(row: dict[str, Any]) -> str:
-        return (
-            f"{row['world_model_steps']:>8} {row['input_drift']:>11.4f} {row['action_drift']:>12.4f} "
-            f"{row['reference_action_error']:>9.4f} {row['return_mean']:>7.0f} {row['return_std']:>5.0f} "
-            f"{row['falls']:>5} {row['action_magnitude']:>8.3f}"
-        )
-
+    line = table([
+        Column("wm steps", "world_model_steps"), Column("input drift", "input_drift", ".4f"),
+        Column("action drift", "action_drift", ".4f"), Column("ref error", "reference_action_error", ".4f"),
+        Column("return", "return_mean", ".0f", 7), Column("+-", "return_std", ".0f", 5), Column("falls", "falls"),
+        Column("mean |a|", "action_magnitude", ".3f"),
+    ])  # fmt: skip
     write_record(args.out, device, args, report(rows(), line))
     return 0
 

@@ -39,7 +39,7 @@ from flow_mbpo_pwm.models.actor import Actor
 from flow_mbpo_pwm.reference_policy import load_reference_policy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_epoch import add_world_model_arguments, report, write_record  # noqa: E402
+from train_epoch import Column, add_world_model_arguments, report, table, write_record  # noqa: E402
 
 INPUTS = ("latent", "untrained", "observation", "latent-standardized", "latent-layernorm", "latent-centred")
 
@@ -148,14 +148,11 @@ def main(argv: list[str] | None = None) -> int:
                 "fit_seconds": round(fitted, 1),
             }
 
-    print(f"{'input':>19} {'action error':>12} {'return':>8} {'+-':>6} {'falls':>5} {'fit s':>6}")
-
-    def line(row: dict[str, Any]) -> str:
-        return (
-            f"{row['input']:>19} {row['held_back_action_error']:>12.4f} {row['return_mean']:>8.0f} "
-            f"{row['return_std']:>6.0f} {row['falls']:>5} {row['fit_seconds']:>6.0f}"
-        )
-
+    line = table([
+        Column("input", "input", "", 19), Column("action error", "held_back_action_error", ".4f"),
+        Column("return", "return_mean", ".0f", 8), Column("+-", "return_std", ".0f", 6), Column("falls", "falls"),
+        Column("fit s", "fit_seconds", ".0f", 6),
+    ])  # fmt: skip
     write_record(args.out, device, args, report(rows(), line))
     return 0
 

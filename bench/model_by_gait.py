@@ -50,7 +50,7 @@ from flow_mbpo_pwm.data.datasets import read_dataset
 from flow_mbpo_pwm.reference_policy import POLICY_GROUP, load_reference_policy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_epoch import add_world_model_arguments, report, write_record  # noqa: E402
+from train_epoch import Column, add_world_model_arguments, report, table, write_record  # noqa: E402
 
 
 def windows(data: dict[str, torch.Tensor], streams: slice, horizon: int, stride: int) -> tuple[torch.Tensor, ...]:
@@ -207,23 +207,21 @@ def main(argv: list[str] | None = None) -> int:
             yield {
                 "snapshot": k,
                 "env_steps": snapshot["env_steps"],
+                "env_steps_m": snapshot["env_steps"] / 1e6,
                 "dataset_episode_return": episode,
                 **value_row(world_model, batch, config.pwm.gamma),
                 **gradient_row(world_model, policy, config, args, int(attrs["env_seed_base"]) + k),
             }
 
-    print(f"{'snapshot':>9} {'noisy ep':>8} {'policy':>7} {'true H':>7} {'model H':>7} {'forced':>7} {'|err|':>6} "
-          f"{'corr':>5} {'cos':>5} {'cos a0':>6} {'env':>5} {'pi cos':>6} {'pi env':>6}")  # fmt: skip
-
-    def line(row: dict[str, Any]) -> str:
-        return (
-            f"{row['env_steps'] / 1e6:>8.0f}M {row['dataset_episode_return']:>8.0f} {row['policy_return']:>7.0f} "
-            f"{row['true_return']:>7.2f} {row['model_open_loop']:>7.2f} {row['model_teacher_forced']:>7.2f} "
-            f"{row['open_loop_abs_error']:>6.2f} {row['open_loop_correlation']:>5.2f} "
-            f"{row['gradient_cosine_median']:>5.2f} {row['gradient_cosine_first_step_median']:>6.2f} "
-            f"{row['env_self_cosine_median']:>5.2f} {row['policy_gradient_cosine']:>6.2f} "
-            f"{row['policy_env_self_cosine']:>6.2f}"
-        )
+    line = table([
+        Column("M steps", "env_steps_m", ".0f"), Column("noisy ep", "dataset_episode_return", ".0f"),
+        Column("policy", "policy_return", ".0f", 7), Column("true H", "true_return", ".2f", 7),
+        Column("model H", "model_open_loop", ".2f"), Column("forced", "model_teacher_forced", ".2f", 7),
+        Column("|err|", "open_loop_abs_error", ".2f", 6), Column("corr", "open_loop_correlation", ".2f", 5),
+        Column("cos", "gradient_cosine_median", ".2f", 5), Column("cos a0", "gradient_cosine_first_step_median", ".2f"),
+        Column("env", "env_self_cosine_median", ".2f", 5), Column("pi cos", "policy_gradient_cosine", ".2f"),
+        Column("pi env", "policy_env_self_cosine", ".2f"),
+    ])  # fmt: skip
 
     write_record(args.out, torch.device("cpu"), args, report(rows(), line))
     return 0

@@ -31,7 +31,7 @@ from flow_mbpo_pwm.reference_policy import load_reference_policy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from clone_inputs import episodes  # noqa: E402
-from train_epoch import report, write_record  # noqa: E402
+from train_epoch import Column, report, table, write_record  # noqa: E402
 
 EDGE = 1e-3  # the deterministic action is pulled this far inside (-1, 1) before atanh (|mu| <= 3.8 before noise)
 
@@ -95,12 +95,11 @@ def main(argv: list[str] | None = None) -> int:
                 "seconds": time.perf_counter() - start,
             }
 
-    def line(row: dict[str, Any]) -> str:
-        spread = f"{row['return_mean']:7.0f} +- {row['return_std']:5.0f}"
-        falls = f"{row['falls']:2d}/{args.envs}   mean |a| {row['action_magnitude']:.3f}"
-        return f"{row['noise']:>5} std {row['std']:4.2f}   return {spread}   falls {falls}"
-
     print(f"{args.policy} ({meta.get('env_steps', '?')} env steps), {args.envs} episodes per setting")
+    line = table([
+        Column("noise", "noise", "", 5), Column("std", "std", ".2f", 4), Column("return", "return_mean", ".0f", 7),
+        Column("+-", "return_std", ".0f", 5), Column("falls", "falls"), Column("mean |a|", "action_magnitude", ".3f"),
+    ])  # fmt: skip
     measured = report(rows(), line)
     write_record(args.out, torch.device("cpu"), args, measured)
     return 0

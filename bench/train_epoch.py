@@ -29,9 +29,9 @@ import argparse
 import json
 import platform
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -222,6 +222,28 @@ def report(rows: Iterable[dict[str, Any]], line: Callable[[dict[str, Any]], str]
         print(line(row), flush=True)
         measured.append(row)
     return measured
+
+
+class Column(NamedTuple):
+    """A column of a bench's printed table: its title, the row's key, the value's format spec without a width (".4f",
+    ",") and the width where the values need more than the title's."""
+
+    title: str
+    key: str
+    spec: str = ""
+    width: int = 0
+
+
+def table(columns: Sequence[Column]) -> Callable[[dict[str, Any]], str]:
+    """Prints the table's header line (right-aligned titles) and returns the row formatter `report` takes. The other
+    benches of this folder print theirs with it too."""
+    widths = [max(len(column.title), column.width) for column in columns]
+    print(" ".join(f"{column.title:>{width}}" for column, width in zip(columns, widths, strict=True)), flush=True)
+
+    def line(row: dict[str, Any]) -> str:
+        return " ".join(f"{row[c.key]:>{width}{c.spec}}" for c, width in zip(columns, widths, strict=True))
+
+    return line
 
 
 def write_record(out: Path, device: torch.device, args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from bench_helpers import ROOT
+from bench_helpers import ROOT, load_bench_script
 
 
 def test_train_epoch_times_each_phase_and_writes_its_record(tmp_path):
@@ -24,3 +24,13 @@ def test_train_epoch_times_each_phase_and_writes_its_record(tmp_path):
         assert row["seeds"] == seeds and row["num_envs"] == 4, row
         for phase in ("env_ms", "actor_ms", "critic_ms", "world_model_ms", "total_ms", "epoch_unsplit_ms"):
             assert row[phase] > 0, (phase, row)
+
+
+def test_a_bench_table_right_aligns_each_value_under_its_title(capsys):
+    """`table`: the header line printed once, each row's values formatted by their specs at their column's width (the
+    title's, or more where asked)."""
+    bench = load_bench_script("train_epoch")
+    line = bench.table([bench.Column("steps", "n", ","), bench.Column("r", "ret", ".1f", 6)])
+    assert capsys.readouterr().out == "steps      r\n"
+    assert line({"n": 12345, "ret": 2.345}) == "12,345    2.3"
+    assert line({"n": 7, "ret": -1.0}) == "    7   -1.0"
