@@ -103,6 +103,17 @@ def test_with_the_saturation_penalty_a_seed_in_a_stack_is_bitwise_the_seed_train
                            stack[0].seed_state_dict(0)["modules"]["actor.mu_net.0.weight"])  # fmt: skip
 
 
+def test_with_the_env_on_the_actors_own_policy_a_seed_in_a_stack_is_bitwise_the_seed_trained_alone():
+    """`pwm.env_actions: observed`: each seed's env block takes its actor's action on its own encoded observations
+    (a per-seed call of its own), with the seed's imagined noise; the real env then sees other actions than PWM's."""
+    config = with_overrides(ant_config("deterministic"), pwm={"env_actions": "observed"})
+    stack = train(SEEDS[:2], config)
+    for index in range(2):
+        assert_seed_equals_lone(stack, train((SEEDS[index],), config), index, bitwise)
+    imagined = train(SEEDS[:1], ant_config("deterministic"))
+    assert not torch.equal(stack[2][0].chronological()["action"], imagined[2][0].chronological()["action"])
+
+
 def test_with_the_latent_standardised_a_seed_in_a_stack_is_bitwise_the_seed_trained_alone():
     """`pwm.latent_norm: standardize`: each seed fits its actor's and critics' latent statistics on its own buffer
     when it warms up; the statistics are per-seed slices of the stack, read inside the per-seed calls, saved with
