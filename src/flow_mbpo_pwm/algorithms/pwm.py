@@ -389,6 +389,7 @@ class PWM(nn.Module):
         obs = obs.reshape(S, N, -1)
         with torch.no_grad():
             z = self.per_seed(_encode, obs)
+        z_observed = z  # E(o_i) of the env's own observation (read by `pwm.env_actions: observed`)
         with torch.set_grad_enabled(with_grad):  # collect-only epochs build no graph
             for i in range(H):
                 draws = self.draw(lambda s, g: self.members[s].draw_step(N, g))
@@ -405,7 +406,7 @@ class PWM(nn.Module):
                 env_action = action.detach()
                 if cfg.env_actions == "observed" and i > 0:  # at i = 0 the two are the same: z_0 = E(o_0)
                     with torch.no_grad():
-                        env_action = self._per_seed(self._acting_state, _observed_action, obs, draws)
+                        env_action = self._per_seed(self._acting_state, _observed_action, z_observed, draws)
                 taken = torch.nan_to_num(env_action, nan=0.0, posinf=0.0, neginf=0.0)
                 next_obs, env_reward, terminated, truncated, info = env.step(taken.reshape(S * N, -1))
                 next_obs, final_obs = next_obs.reshape(S, N, -1), info["final_obs"].reshape(S, N, -1)
@@ -438,7 +439,7 @@ class PWM(nn.Module):
                 dones.append(done)
                 with torch.no_grad():  # envs that ended restart their imagined latent from the new real observation
                     z_reset = self.per_seed(_encode, next_obs)
-                z = torch.where(done.unsqueeze(-1), z_reset, z_next)
+                z, z_observed = torch.where(done.unsqueeze(-1), z_reset, z_next), z_reset
                 obs = next_obs
         rollout = Rollout(
             objective=objective,
@@ -853,9 +854,10 @@ def _imagine_step(
     return action, *_model_step(agent, z, action, draws)
 
 
-def _observed_action(agent: SeedAgent, obs: torch.Tensor, draws: dict[str, Any]) -> torch.Tensor:
-    """`pwm.env_actions: observed`: the env's action from its own observation, with the imagined step's noise."""
-    return agent.actor.sample(agent.world_model.encode(obs), noise=draws["action"])
+def _observed_action(agent: SeedAgent, z_observed: torch.Tensor, draws: dict[str, Any]) -> torch.Tensor:
+    """`pwm.env_actions: observed`: the env's action from its own encoded observation, with the imagined step's
+    noise."""
+    return agent.actor.sample(z_observed, noise=draws["action"])
 
 
 def _model_step(
