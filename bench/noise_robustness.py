@@ -5,10 +5,9 @@ the action, sigma floored at 0.4). Here one policy (a PPO reference's policy.pt 
 deterministically and with each form of noise at each `--stds`, side by side on the CPU env: return, falls, mean |a|.
 
 Why: in docs/results/2026-12-07-det-frozen the 5.3k gait cloned onto PWM's actor validated at 5.2k while held, yet its
-training episodes, the same actor with PWM's noise (sigma 0.37), returned 1.25-1.46k without falling; released, PWM's
-updates brought the deterministic policy down to ~1.1k within 125 epochs. PWM's objective is the noisy policy's
-return: a gait that its noise turns into a shuffle gives PWM nothing to keep. The PPO reference, with its own noise
-0.4, trained at 5.15k.
+training episodes, the same actor with PWM's noise (sigma 0.37), returned 1.25-1.46k without falling. Was it the
+noise? No: the PPO gait keeps 5,273 / 5,214 under PWM's noise at 0.24 / 0.37 (bench/RESULTS.md); the training env is
+driven by the imagined actions, open loop through the model (`pwm.env_actions`).
 
     PYTHONPATH=src python bench/noise_robustness.py --config config/config.yaml \\
         --policy results/ant/reference/seed0/policy.pt --stds 0.1 0.24 0.37 --out noise.json
