@@ -276,6 +276,8 @@ class PWMConfig:
     # plays (the imagination, and so the actor's objective, are unchanged). In docs/results/2026-12-07-det-frozen the
     # 5.3k gait cloned onto the actor validated at 5.2k, while its training episodes (the same actor driven through
     # the model) returned 1.25-1.46k; PWM's noise form alone leaves the PPO gait at 5.2k (bench/noise_robustness.py).
+    # With "observed" the held clone's training episodes returned 5.1k, yet PWM's update still took the released gait
+    # apart and a fresh actor was not lifted (0.92 [0.83, 1.04] of "imagined", docs/results/2026-12-07-det-observed).
     env_actions: Literal["imagined", "observed"] = "imagined"
     buffer_size: int = 1_000_000
     normalize_obs: bool = False
