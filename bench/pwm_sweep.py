@@ -507,6 +507,7 @@ def status(path: str) -> None:
                 f"  latent/copy h1 {ratio(last, 'h1')}  value/copy hH {number(last, 'value_ratio_hH')}"
                 f"  cos {number(last, 'grad_cosine')}"
                 f"  saturation {number(last, 'action_saturation')}  |a| {number(last, 'action_magnitude')}"
+                f"  shift {number(last, 'policy_shift')}"
                 f"  held-out {held_out_mean(run):.0f}"
                 + (" (at the cut)" if (run / "held_out_cut.json").exists() else "")
             )

@@ -18,12 +18,14 @@ from flow_mbpo_pwm.diagnostics import (
     critic_fit,
     cut_windows,
     finite_difference_gradient,
+    first_episode_steps,
     gradient_agreement,
     gradient_cosine,
     horizon_errors,
     model_gradient,
     model_return,
     objective_split,
+    policy_shift,
     returns_to_go,
     reward_units,
     start_steps,
@@ -317,6 +319,24 @@ def test_action_magnitude_is_the_mean_absolute_action_entry_inside_each_first_ep
     dones = torch.tensor([[False, False], [True, False], [False, False], [False, False]])
     magnitude = action_columns(action_record(actions, dones))["action_magnitude"]
     assert magnitude == pytest.approx((1.0 + 0.5 + 0.0 + 0.1 + 1.0 + 0.3) / 6)
+
+
+def test_policy_shift_is_the_mean_absolute_action_change_on_the_recorded_first_episode_states():
+    # env 0 ends at step 1: its steps after the reset do not count; the earlier policy acts by the observation, so a
+    # step that counted by mistake would change the answer
+    actions = torch.tensor([[[1.0], [0.0]], [[0.5], [0.1]], [[-1.0], [1.0]], [[1.0], [0.3]]])
+    dones = torch.tensor([[False, False], [True, False], [False, False], [False, False]])
+    obs = torch.arange(8.0).reshape(4, 2, 1).expand(4, 2, OBS)  # step t of env n observes 2t + n
+    record = EpisodeRecord(obs, actions, torch.zeros(4, 2), obs, dones)
+    assert policy_shift(record, lambda o: record.actions[first_episode_steps(dones)]) == 0.0  # the same policy
+    assert policy_shift(record, lambda o: torch.zeros(len(o), 1)) == pytest.approx(
+        (1.0 + 0.5 + 0.0 + 0.1 + 1.0 + 0.3) / 6
+    )
+    # an earlier policy that acted -a_t + (2t + n) / 10 where this one acts a_t: |2 a_t - (2t + n) / 10| per step
+    earlier = lambda o: -record.actions[first_episode_steps(dones)] + o[:, :1] / 10  # noqa: E731
+    counted = [(1.0, 0.0), (0.0, 0.1), (0.5, 0.2), (0.1, 0.3), (1.0, 0.5), (0.3, 0.7)]  # (a, (2t + n) / 10)
+    expected = sum(abs(2 * a - o) for a, o in counted) / 6
+    assert policy_shift(record, earlier) == pytest.approx(expected)
 
 
 def test_a_recorder_of_blocks_splits_into_what_each_blocks_lone_recorder_records():

@@ -32,7 +32,9 @@ baseline's error along the horizon). Is it saturated? `action_saturation`: the f
 from first-order gradients, whatever the model's. (The Ant agents that stood longest had small actor gradients
 until they left standing: docs/results/2026-12-01-det-10M. A standing agent's jitter is ~0 whatever the cause: its
 observations barely change.) How hard does it push? `action_magnitude`: the mean |a| of its action entries; the
-PPO reference's faster gaits push ever closer to the bounds (bench/action_cap.py).
+PPO reference's faster gaits push ever closer to the bounds (bench/action_cap.py). How far did the updates since the
+last validation move it? `policy_shift`: the mean absolute change of its action on this validation's states against
+the last validation's policy (its checkpoint); PWM's actor takes one Adam step per epoch whatever its gradient's size.
 
 Held-out data: the validation episodes (validation env and seeds) of the deterministic policy `tanh(mu)`, recorded
 on the device by `EpisodeRecorder` while validation runs. Not the exploration policy: its noise would be drawn from
@@ -658,6 +660,21 @@ def action_columns(record: EpisodeRecord) -> dict[str, float]:
         "action_saturation": values[1] / steps if steps else math.nan,
         "action_magnitude": values[2] / steps if steps else math.nan,
     }
+
+
+def policy_shift(record: EpisodeRecord, earlier: Callable[[torch.Tensor], torch.Tensor]) -> float:
+    """validation.csv's `policy_shift`: how far the deterministic policy moved since an `earlier` one (the last
+    validation's checkpoint, `obs -> tanh(mu(E(obs)))` with its own encoder): the mean absolute difference, per action
+    entry, between the actions this validation took (`record.actions`) and the actions `earlier` takes on the same
+    observations, over every env's first episode. 0 for a policy that did not move; up to 2. It says how much the
+    updates between two validations changed what the policy does where it runs, whatever moved it (the actor's
+    updates, or the encoder's under a held actor). NaN when no step counts. One host read (validation only)."""
+    inside = first_episode_steps(record.dones)
+    if not bool(inside.any()):
+        return math.nan
+    with torch.no_grad():
+        before = earlier(record.obs[inside])
+    return float((before - record.actions[inside]).abs().mean())
 
 
 def summary_columns(

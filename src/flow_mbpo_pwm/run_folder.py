@@ -40,14 +40,14 @@ VALIDATION_COLUMNS: tuple[str, ...] = (
 # reward and value terms and their cosine (`diagnostics.objective_split`), the critic's explained variance and bias
 # against the episodes' discounted returns-to-go and those returns' mean (`diagnostics.critic_fit`), and the
 # validated policy's action
-# jitter, saturation and magnitude (`diagnostics.action_columns`). Readers of validation.csv need only the columns
-# above.
+# jitter, saturation and magnitude (`diagnostics.action_columns`) and how far it moved since the last validation
+# (`diagnostics.policy_shift`). Readers of validation.csv need only the columns above.
 VALIDATION_DIAGNOSTIC_COLUMNS: tuple[str, ...] = (
     "wm_latent_mse_h1", "copy_latent_mse_h1", "wm_latent_mse_hH", "copy_latent_mse_hH", "latent_ratio_hH",
     "wm_reward_mse_h1", "wm_reward_mse_hH", "wm_value_mse_hH", "copy_value_mse_hH", "value_ratio_hH", "grad_cosine",
     "actor_grad_reward_norm", "actor_grad_value_norm", "actor_grad_terms_cosine",
     "critic_explained_variance", "critic_bias", "critic_return_mean",
-    "action_jitter", "action_saturation", "action_magnitude",
+    "action_jitter", "action_saturation", "action_magnitude", "policy_shift",
 )  # fmt: skip
 
 # wm_diagnostics.csv: one row per validation and imagined step 1..H (grad_cosine repeated on the rows of its epoch;
@@ -61,7 +61,7 @@ WM_DIAGNOSTICS_COLUMNS: tuple[str, ...] = (
 LATER_VALIDATION_COLUMNS = ("wm_value_mse_hH", "copy_value_mse_hH", "value_ratio_hH", "action_jitter",
                             "action_saturation", "action_magnitude", "actor_grad_reward_norm",
                             "actor_grad_value_norm", "actor_grad_terms_cosine", "critic_explained_variance",
-                            "critic_bias", "critic_return_mean")  # fmt: skip
+                            "critic_bias", "critic_return_mean", "policy_shift")  # fmt: skip
 LATER_WM_DIAGNOSTICS_COLUMNS = ("wm_value_mse", "copy_value_mse", "value_ratio")
 LATER_METRICS_COLUMNS = ("actor_std",)  # the policy's exploration std (mean over action dims), since 2026-12-03
 

@@ -570,6 +570,7 @@ class SeedRun:
             "flag_reason": reason,
             **diagnostics.summary_columns(*found),
             **diagnostics.action_columns(recorder.record),
+            "policy_shift": self._policy_shift(recorder.record),
         }
         self.validation_rows.append(row)
         keys = {**self._cell_keys(), "epoch": epoch, "env_steps": self.env_steps}
@@ -589,6 +590,17 @@ class SeedRun:
                 f"validation return collapsed in {self.collapse.streak} validations in a row (last: {reason})",
                 self._diagnostics("validation collapse", {"validation_returns": self.collapse.history}),
             )
+
+    def _policy_shift(self, record: diagnostics.EpisodeRecord) -> float:
+        """validation.csv's `policy_shift` against the last validation's checkpoint (`diagnostics.policy_shift`);
+        NaN at the first validation, or where that checkpoint is gone."""
+        from flow_mbpo_pwm import checkpoints
+
+        earlier = self.folder.root / self.validation_rows[-1]["checkpoint"] if self.validation_rows else None
+        if earlier is None or not earlier.is_file():
+            return math.nan
+        policy, _ = checkpoints.load_policy(earlier, self.device)
+        return diagnostics.policy_shift(record, policy)
 
     def _modules(self) -> dict[str, torch.nn.Module]:
         return {"world_model": self.member.world_model, "actor": self.member.actor, "critic": self.member.critic}

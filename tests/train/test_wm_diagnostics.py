@@ -65,6 +65,10 @@ def test_training_writes_diagnostics_and_a_resumed_run_writes_the_same(tmp_path,
     assert (split.iloc[-1] > 0).all() and -1 <= validation["actor_grad_terms_cosine"].iloc[-1] <= 1
     assert validation["action_saturation"].between(0, 1).all()
     assert validation["action_magnitude"].between(0, 1).all()
+    # how far the policy moved since the last validation: nothing to compare at the first, then the encoder and the
+    # actor have trained between any two
+    shift = validation["policy_shift"]
+    assert math.isnan(shift.iloc[0]) and shift.iloc[1:].between(0, 2).all() and (shift.iloc[1:] > 0).all()
     # the critic against the episodes' returns: 24-step episodes leave every return's tail too large to count a
     # state (0.99^24 = 0.79) unless an episode ended, so the columns are NaN together or finite together
     fit = validation[["critic_explained_variance", "critic_bias", "critic_return_mean"]]
