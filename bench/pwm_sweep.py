@@ -51,14 +51,18 @@ still running gets SIGTERM, which saves its state (exit 75), so its validation r
 whose training finishes then gets the pipeline's held-out evaluation, as its rules run it: `select` (best.pt,
 selection.json) and `evaluate` (episodes.csv, `evaluation.episodes` of them) in each seed's run folder. A point the
 deadline cut gets the same evaluation of its best validated checkpoint so far (held_out_cut.json says which, and at
-which epoch it was cut): a number at the cut, marked so in `status`.
+which epoch it was cut): a number at the cut, marked so in `status`. A clone point whose actor is released
+(`clone: true` with `pwm.actor_delay_epochs` below its epochs) is evaluated at its best validation after the release
+(held_out_released.json says which), not by `select` over every validation, which would pick the held clone itself:
+its held-out return says what PWM's updates kept of the gait.
 
 `compare` and `plot` also read finished results records: a point with `runs: docs/results/<date>-<name>/runs/<point>`
-reads its seeds' files as a record keeps them, `<that path>-seed<k>-{validation,metrics,episodes}.csv` and
-`-held_out_cut.json` (a record's compare.yaml, which then needs no `work`), so a record's table and figure are
-one command each, from the repository root. A point whose seeds ran in several sweeps names a list of such paths
-(each seed's files from the first that has them). Such a file may also name the `against` point and the PPO reference's
-`reference_metrics` (compare) and `reference_validation` (plot) tables, which the command line's arguments override.
+reads its seeds' files as a record keeps them, `<that path>-seed<k>-{validation,metrics,episodes}.csv`,
+`-held_out_cut.json` and `-held_out_released.json` (a record's compare.yaml, which then needs no `work`), so a
+record's table and figure are one command each, from the repository root. A point whose seeds ran in several
+sweeps names a list of such paths (each seed's files from the first that has them). Such a file may also name the
+`against` point and the PPO reference's `reference_metrics` (compare) and `reference_validation` (plot) tables,
+which the command line's arguments override.
 
 This is a bench script: it measures, it is not a pipeline stage.
 """
@@ -116,7 +120,7 @@ def seed_runs(sweep: dict, folder: Path) -> list[tuple[int, Path]]:
     return [(seed, folder / f"seed{seed}") for seed in sweep["seeds"]]
 
 
-RECORD_FILES = ("validation.csv", "metrics.csv", "episodes.csv", "held_out_cut.json")
+RECORD_FILES = ("validation.csv", "metrics.csv", "episodes.csv", "held_out_cut.json", "held_out_released.json")
 
 
 def seed_stem(runs: str | list[str], seed: int) -> Path:
@@ -422,19 +426,28 @@ def held_out(path: str, name: str, cut: str = "") -> None:
     sweep = load(path)
     spec = sweep["points"][name]
     folder = Path(sweep["work"]) / name
+    released = release_epoch(sweep, spec)
+    after = f" after the clone's release at epoch {released}" if released else ""
     for seed, run in seed_runs(sweep, folder):
-        if (run / "train_summary.json").exists():
+        finished = (run / "train_summary.json").exists()
+        if finished:
             (run / "held_out_cut.json").unlink(missing_ok=True)  # cut before, finished since
+        (run / "held_out_released.json").unlink(missing_ok=True)  # written again below where it still holds
+        if finished and not released:
             checkpoint = run / "best.pt"
             select = [*CLI, "select", "--run-dir", str(run), "--out", str(checkpoint),
                       "--report", str(run / "selection.json")]  # fmt: skip
             subprocess.run(select, cwd=ROOT, check=True)
-        elif cut and (chosen := best_validated(run)) is not None:
+        elif (finished or cut) and (chosen := best_validated(run, released)) is not None:
             checkpoint = run / chosen["checkpoint"]
-            record = {"cut_at_epoch": last_epoch(run), "chosen": chosen,
-                      "criterion": "the training was stopped by the sweep's deadline; its highest finite validation "
-                                   "return of an unflagged checkpoint so far (ties -> later epoch)"}  # fmt: skip
-            (run / "held_out_cut.json").write_text(json.dumps(record, indent=2) + "\n")
+            best = f"its highest finite validation return of an unflagged checkpoint{after} (ties -> later epoch)"
+            if finished:
+                record = {"released_at_epoch": released, "chosen": chosen, "criterion": best}
+                (run / "held_out_released.json").write_text(json.dumps(record, indent=2) + "\n")
+            else:
+                record = {"cut_at_epoch": last_epoch(run), "released_at_epoch": released, "chosen": chosen,
+                          "criterion": f"the training was stopped by the sweep's deadline; {best} so far"}  # fmt: skip
+                (run / "held_out_cut.json").write_text(json.dumps(record, indent=2) + "\n")
         else:
             print(f"{name} seed {seed}: not finished, not evaluated", flush=True)
             continue
@@ -443,7 +456,7 @@ def held_out(path: str, name: str, cut: str = "") -> None:
                     "--seed", str(seed), "--checkpoint", str(checkpoint),
                     "--out-csv", str(run / "episodes.csv"), "--out-h5", str(run / "trajectories.h5")]  # fmt: skip
         subprocess.run(evaluate, cwd=ROOT, check=True)
-        at = "" if checkpoint.name == "best.pt" else f" (at the cut, epoch {chosen['epoch']})"
+        at = "" if checkpoint.name == "best.pt" else f" ({held_out_marker(run)[2:-1]}, epoch {chosen['epoch']})"
         print(f"{name} seed {seed}: held-out return {held_out_mean(run):.1f}{at}", flush=True)
 
 
@@ -453,13 +466,32 @@ def last_epoch(run: Path) -> int:
         return max(int(row["epoch"]) for row in csv.DictReader(f))
 
 
-def best_validated(run: Path) -> dict | None:
-    """The best checkpoint an unfinished run has validated (work/validation.csv), by select's rules 2 and 3 (a
-    checkpoint file that is missing counts as rejected); None if none."""
+def release_epoch(sweep: dict, spec: dict) -> int:
+    """The epoch a clone point's actor is released at (its `pwm.actor_delay_epochs`, the point's over the sweep's),
+    0 for a point that is not a clone or whose actor is never released."""
+    pwm = {**sweep.get("pwm", {}), **spec.get("pwm", {})}
+    delay, epochs = int(pwm.get("actor_delay_epochs", 0)), int(pwm.get("epochs", sweep["epochs"]))
+    return delay if spec.get("clone") and 0 < delay < epochs else 0
+
+
+def held_out_marker(run: Path) -> str:
+    """How a seed's held-out checkpoint was chosen, where not by `select` over a finished run: " (cut)", " (released)"
+    or " (cut, released)"; "" otherwise."""
+    cut = run / "held_out_cut.json"
+    released = (run / "held_out_released.json").exists() or (
+        cut.exists() and json.loads(cut.read_text()).get("released_at_epoch", 0) > 0
+    )
+    marks = [mark for mark, on in (("cut", cut.exists()), ("released", released)) if on]
+    return f" ({', '.join(marks)})" if marks else ""
+
+
+def best_validated(run: Path, after: int = 0) -> dict | None:
+    """The best checkpoint a run has validated (its validation.csv, work/'s while it runs) at an epoch past `after`,
+    by select's rules 2 and 3 (a checkpoint file that is missing counts as rejected); None if none."""
     from flow_mbpo_pwm import select
 
     candidates = []
-    for row in validation_rows(run):
+    for row in (row for row in validation_rows(run) if int(row["epoch"]) > after):
         cand = select.Candidate(epoch=int(row["epoch"]), env_steps=int(row["env_steps"]), path=row["checkpoint"],
                                 val_return=float(row["val_return_mean"]), flagged=row["flagged"] == "True",
                                 flag_reason=row.get("flag_reason") or "")  # fmt: skip
@@ -508,8 +540,7 @@ def status(path: str) -> None:
                 f"  cos {number(last, 'grad_cosine')}"
                 f"  saturation {number(last, 'action_saturation')}  |a| {number(last, 'action_magnitude')}"
                 f"  shift {number(last, 'policy_shift')}"
-                f"  held-out {held_out_mean(run):.0f}"
-                + (" (at the cut)" if (run / "held_out_cut.json").exists() else "")
+                f"  held-out {held_out_mean(run):.0f}" + held_out_marker(run)
             )
 
 
@@ -601,8 +632,8 @@ def _compare(sweep: dict, folder: Path, baseline: str, reference: str) -> None:
             # Each point its own stream (as aggregate's cells): ratio_estimate assumes independent distributions.
             rng = bootstrap_rng(sweep["task"], point_size(sweep, spec), name, "return_mean")
             samples = statistics.hierarchical_bootstrap(groups, "mean", 10_000, rng)
-            seeds = ["—" if g is None else f"{g.mean():,.0f}" + (" (cut)" if (run / "held_out_cut.json").exists()
-                     else "") for g, (_, run) in zip(episodes, runs, strict=True)]  # fmt: skip
+            seeds = ["—" if g is None else f"{g.mean():,.0f}" + held_out_marker(run)
+                     for g, (_, run) in zip(episodes, runs, strict=True)]  # fmt: skip
             held[name] = (float(np.concatenate(groups).mean()), samples, seeds)
         experiment = load_experiment(point_config(sweep, spec))
         period = curves.episode_period(experiment, sweep["task"], spec["dynamics"])

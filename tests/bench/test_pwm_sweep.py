@@ -2,6 +2,7 @@
 the deadline is evaluated at (select's rules), and the `compare` table."""
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,35 @@ def test_a_cut_run_is_evaluated_at_its_best_usable_validation_by_selects_rules(s
     assert chosen == {"epoch": 1250, "val_return": 1800.0, "checkpoint": "work/checkpoints/epoch_001250.pt"}
     (run / chosen["checkpoint"]).unlink()  # a missing file is not evaluated either
     assert sweep_module.best_validated(run)["epoch"] == 1000
+
+
+def test_a_released_clone_is_evaluated_at_its_best_validation_after_the_release(sweep_module, tmp_path):
+    """A clone point's held clone validates best (the reference's gait); what PWM's updates kept of it is the best
+    validation after the release, the point's `actor_delay_epochs` over the sweep's."""
+    sweep = {"epochs": 2000, "pwm": {"actor_delay_epochs": 100}}
+    assert sweep_module.release_epoch(sweep, {"clone": True, "pwm": {"actor_delay_epochs": 250}}) == 250
+    assert sweep_module.release_epoch(sweep, {"clone": True}) == 100  # the sweep's delay
+    assert sweep_module.release_epoch(sweep, {"pwm": {"actor_delay_epochs": 250}}) == 0  # not a clone: select's rule
+    assert sweep_module.release_epoch(sweep, {"clone": True, "pwm": {"actor_delay_epochs": 2000}}) == 0  # held
+    assert sweep_module.release_epoch(sweep, {"clone": True, "pwm": {"actor_delay_epochs": 250, "epochs": 200}}) == 0
+    run = tmp_path / "seed0"
+    write_run(run, [(125, 5200.0, False), (250, 5250.0, False), (375, 1300.0, False), (500, 1400.0, False)])
+    assert sweep_module.best_validated(run)["epoch"] == 250  # the held clone
+    assert sweep_module.best_validated(run, 250)["epoch"] == 500
+    assert sweep_module.best_validated(run, 500) is None
+
+
+def test_a_held_out_result_is_marked_by_how_its_checkpoint_was_chosen(sweep_module, tmp_path):
+    run = tmp_path / "seed0"
+    run.mkdir()
+    assert sweep_module.held_out_marker(run) == ""  # select over a finished run
+    (run / "held_out_cut.json").write_text(json.dumps({"cut_at_epoch": 900}))  # a record from before releases counted
+    assert sweep_module.held_out_marker(run) == " (cut)"
+    (run / "held_out_cut.json").write_text(json.dumps({"cut_at_epoch": 900, "released_at_epoch": 250}))
+    assert sweep_module.held_out_marker(run) == " (cut, released)"
+    (run / "held_out_cut.json").unlink()
+    (run / "held_out_released.json").write_text(json.dumps({"released_at_epoch": 250}))
+    assert sweep_module.held_out_marker(run) == " (released)"
 
 
 def test_a_run_with_no_usable_validation_has_no_cut_checkpoint(sweep_module, tmp_path):
