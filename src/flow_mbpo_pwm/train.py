@@ -593,13 +593,16 @@ class SeedRun:
 
     def _policy_shift(self, record: diagnostics.EpisodeRecord) -> float:
         """validation.csv's `policy_shift` against the last validation's checkpoint (`diagnostics.policy_shift`);
-        NaN at the first validation, or where that checkpoint is gone."""
+        NaN at the first validation, or where that checkpoint is gone or unusable (a diagnostic never stops a run)."""
         from flow_mbpo_pwm import checkpoints
 
         earlier = self.folder.root / self.validation_rows[-1]["checkpoint"] if self.validation_rows else None
         if earlier is None or not earlier.is_file():
             return math.nan
-        policy, _ = checkpoints.load_policy(earlier, self.device)
+        try:
+            policy, _ = checkpoints.load_policy(earlier, self.device)
+        except checkpoints.CheckpointError:
+            return math.nan
         return diagnostics.policy_shift(record, policy)
 
     def _modules(self) -> dict[str, torch.nn.Module]:

@@ -179,3 +179,39 @@ def test_progress_draws_a_bar_on_a_terminal():
     progress.close()
     text = stream.getvalue()
     assert "5/10" in text and "wm_loss=0.125" in text and "[cell] validation" in text
+
+
+def test_policy_shift_reads_the_last_validations_checkpoint_and_is_nan_without_a_usable_one(tmp_path):
+    """`SeedRun._policy_shift` against the checkpoint the last validation row names: 0 for the same policy; NaN at the
+    first validation, for a checkpoint that is gone, and for one that cannot be loaded (a diagnostic never stops a
+    run)."""
+    from types import SimpleNamespace
+
+    from flow_mbpo_pwm import checkpoints
+    from flow_mbpo_pwm import io as flow_io
+    from flow_mbpo_pwm.algorithms.pwm import SeedAgent
+    from flow_mbpo_pwm.config import TrainConfig
+    from flow_mbpo_pwm.diagnostics import EpisodeRecord
+    from flow_mbpo_pwm.train import SeedRun
+
+    config, device = TrainConfig(), torch.device("cpu")
+    agent = SeedAgent(5, 2, config, 0, device)
+    meta = {"task": "t", "size": "s", "dynamics": "deterministic", "seed": 0, "epoch": 4, "env_steps": 64,
+            "obs_dim": 5, "act_dim": 2, "val_return": 1.0, "config": config.to_dict()}  # fmt: skip
+    checkpoints.save_policy(tmp_path / "epoch_4.pt", agent, meta)
+    obs = torch.randn(3, 2, 5, generator=torch.Generator().manual_seed(0))
+    record = EpisodeRecord(obs, agent.act(obs), torch.zeros(3, 2), obs, torch.zeros(3, 2, dtype=torch.bool))
+
+    def shift(rows: list[dict]) -> float:
+        run = SimpleNamespace(folder=SimpleNamespace(root=tmp_path), validation_rows=rows, device=device)
+        return SeedRun._policy_shift(run, record)  # type: ignore[arg-type]
+
+    assert shift([{"checkpoint": "epoch_4.pt"}]) == pytest.approx(0.0, abs=1e-6)
+    with torch.no_grad():
+        agent.actor.mu_net[0].bias.add_(1.0)  # the policy moved since: its actions now differ
+    record = record._replace(actions=agent.act(obs))
+    assert shift([{"checkpoint": "epoch_4.pt"}]) > 0.01
+    assert math.isnan(shift([]))  # the first validation
+    assert math.isnan(shift([{"checkpoint": "gone.pt"}]))
+    flow_io.torch_save(tmp_path / "other.pt", {"format": "something else"})
+    assert math.isnan(shift([{"checkpoint": "other.pt"}]))
