@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from flow_mbpo_pwm import clone, diagnostics, envs
+from flow_mbpo_pwm import clone, diagnostics
 from flow_mbpo_pwm.config import EvaluationConfig, load_experiment, with_overrides
 from flow_mbpo_pwm.models.actor import Actor
 from flow_mbpo_pwm.reference_policy import load_reference_policy
@@ -46,16 +46,14 @@ DIRECTIONS = ("fresh", "fixed")
 @torch.no_grad()
 def noisy_play(reference: Any, config: Any, count: int, std: float, seed: int) -> torch.Tensor:
     """The observations of `count` first episodes of the reference played with its exploration noise, `[n, obs]`."""
-    env = envs.make_from_config(with_overrides(config, env={"num_envs": count}).env, torch.device("cpu"), seed=seed)
-    recorder = diagnostics.EpisodeRecorder(env.max_episode_steps, env.num_envs, env.obs_dim, env.act_dim, env.device)
     generator = torch.Generator().manual_seed(seed)
 
     def policy(obs: torch.Tensor) -> torch.Tensor:
         mean = reference(obs)
         return (mean + std * torch.randn(mean.shape, generator=generator)).clamp(-1.0, 1.0)
 
-    diagnostics.first_episode_returns(env, policy, recorder)
-    return recorder.record.obs[diagnostics.first_episode_steps(recorder.record.dones)]
+    _, record = episodes(policy, config, count, seed)
+    return record.obs[diagnostics.first_episode_steps(record.dones)]
 
 
 def adam_steps(actor: Actor, lr: float, config: Any, direction: str, seed: int) -> Iterator[Actor]:

@@ -69,11 +69,14 @@ def act(actor: Actor, read: Callable, obs: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def episodes(policy: Callable, config: Any, count: int) -> tuple[dict[str, float], diagnostics.EpisodeRecord]:
-    """`count` first episodes of `policy` on the env side by side (evaluation seeds): return mean and std, falls
-    (episodes ended before the last step), and the record of them."""
+def episodes(
+    policy: Callable, config: Any, count: int, seed: int | None = None
+) -> tuple[dict[str, float], diagnostics.EpisodeRecord]:
+    """`count` first episodes of `policy` on the env side by side (seeded `seed`, by default as the held-out
+    evaluation): return mean and std, falls (episodes ended before the last step), and the record of them."""
     env_config = with_overrides(config, env={"num_envs": count}).env
-    env = envs.make_from_config(env_config, torch.device("cpu"), seed=EvaluationConfig().seed_base)
+    env_seed = EvaluationConfig().seed_base if seed is None else seed
+    env = envs.make_from_config(env_config, torch.device("cpu"), seed=env_seed)
     recorder = diagnostics.EpisodeRecorder(env.max_episode_steps, env.num_envs, env.obs_dim, env.act_dim, env.device)
     returns = diagnostics.first_episode_returns(env, policy, recorder)
     lengths = diagnostics.first_episode_steps(recorder.record.dones).sum(0)

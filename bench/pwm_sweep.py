@@ -456,7 +456,7 @@ def held_out(path: str, name: str, cut: str = "") -> None:
                     "--seed", str(seed), "--checkpoint", str(checkpoint),
                     "--out-csv", str(run / "episodes.csv"), "--out-h5", str(run / "trajectories.h5")]  # fmt: skip
         subprocess.run(evaluate, cwd=ROOT, check=True)
-        at = "" if checkpoint.name == "best.pt" else f" ({held_out_marker(run)[2:-1]}, epoch {chosen['epoch']})"
+        at = "" if checkpoint.name == "best.pt" else f" ({', '.join(held_out_marks(run))}, epoch {chosen['epoch']})"
         print(f"{name} seed {seed}: held-out return {held_out_mean(run):.1f}{at}", flush=True)
 
 
@@ -474,14 +474,19 @@ def release_epoch(sweep: dict, spec: dict) -> int:
     return delay if spec.get("clone") and 0 < delay < epochs else 0
 
 
-def held_out_marker(run: Path) -> str:
-    """How a seed's held-out checkpoint was chosen, where not by `select` over a finished run: " (cut)", " (released)"
-    or " (cut, released)"; "" otherwise."""
+def held_out_marks(run: Path) -> list[str]:
+    """How a seed's held-out checkpoint was chosen, where not by `select` over a finished run: "cut" (the deadline
+    stopped it), "released" (a clone's best validation after its release); none otherwise."""
     cut = run / "held_out_cut.json"
     released = (run / "held_out_released.json").exists() or (
         cut.exists() and json.loads(cut.read_text()).get("released_at_epoch", 0) > 0
     )
-    marks = [mark for mark, on in (("cut", cut.exists()), ("released", released)) if on]
+    return [mark for mark, on in (("cut", cut.exists()), ("released", released)) if on]
+
+
+def held_out_marker(run: Path) -> str:
+    """`held_out_marks` as the tables print them: " (cut)", " (released)", " (cut, released)" or ""."""
+    marks = held_out_marks(run)
     return f" ({', '.join(marks)})" if marks else ""
 
 

@@ -596,11 +596,10 @@ class SeedRun:
         NaN at the first validation, or where that checkpoint is gone or unusable (a diagnostic never stops a run)."""
         from flow_mbpo_pwm import checkpoints
 
-        earlier = self.folder.root / self.validation_rows[-1]["checkpoint"] if self.validation_rows else None
-        if earlier is None or not earlier.is_file():
+        if not self.validation_rows:
             return math.nan
-        try:
-            policy, _ = checkpoints.load_policy(earlier, self.device)
+        try:  # a missing file is refused as an unusable one is
+            policy, _ = checkpoints.load_policy(self.folder.root / self.validation_rows[-1]["checkpoint"], self.device)
         except checkpoints.CheckpointError:
             return math.nan
         return diagnostics.policy_shift(record, policy)
