@@ -748,10 +748,16 @@ def _plot(sweep: dict, folder: Path, out: str, reference: str | None, plt: Any) 
         ax.plot([s / 1e6 for s in steps], [sum(by_step[s]) / len(by_step[s]) for s in steps], color=color, lw=2,
                 label=f"{name} ({len(curves)} seed{'s' if len(curves) > 1 else ''})")  # fmt: skip
     if reference:
+        # PPO validates every few tens of millions of steps, past the points' range: its line runs to its first
+        # validation beyond the range (the axis kept to the points'), so its slope over the range shows.
+        xlim = ax.get_xlim()
         with open(reference) as f:
-            rows = [r for r in csv.DictReader(f) if int(r["env_steps"]) <= 1e6 * max(ax.get_xlim())]
+            rows = list(csv.DictReader(f))
+        inside = sum(int(r["env_steps"]) <= 1e6 * xlim[1] for r in rows)
+        rows = rows[: inside + 1]
         steps = [int(r["env_steps"]) / 1e6 for r in rows]
         ax.plot(steps, [float(r["val_return_mean"]) for r in rows], "k--o", ms=4, label="PPO reference")
+        ax.set_xlim(xlim)
     ax.set_xlabel("env steps (M)")
     ax.set_ylabel("validation return (mean of run.validation_episodes)")
     seeds = [seed for seed, _ in seed_runs(sweep, folder)]

@@ -378,3 +378,33 @@ def test_status_reads_the_last_training_return_a_run_logged(sweep_module, tmp_pa
         writer.writerow(["epoch", "train_return_mean", "train_episodes"])
         writer.writerows([[25, "", 0], [50, 1326.4, 128], [75, "nan", 0]])
     assert sweep_module.last_training_return(run) == "1326"
+
+
+def test_the_ppo_line_runs_to_its_first_validation_past_the_points_range_on_the_points_axis(sweep_module, tmp_path):
+    """PPO validates every few tens of millions of env steps, past a PWM sweep's range: its line keeps the first
+    validation beyond the range (so its slope over the range shows) while the axis stays the points'."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    work = tmp_path / "work"
+    write_run(work / "det" / "seed0", [(250, 1300.0, False), (500, 2100.0, False)])  # 0.51M and 1.02M env steps
+    reference = tmp_path / "validation.csv"
+    reference.write_text("env_steps,val_return_mean\n0,1100\n500000,1500\n40000000,3000\n90000000,4100\n")
+    sweep = {"base": "config/smoke.yaml", "task": "ant", "size": "tiny", "seeds": [0], "epochs": 4,
+             "points": {"det": {"dynamics": "deterministic"}}}  # fmt: skip
+    axes = []
+
+    class Recording:  # pyplot, keeping the axes _plot draws on
+        def subplots(self, *args, **kwargs):
+            fig, ax = plt.subplots(*args, **kwargs)
+            axes.append(ax)
+            return fig, ax
+
+    sweep_module._plot(sweep, work, str(tmp_path / "curves.png"), str(reference), Recording())
+    ax = axes[0]
+    ppo = next(line for line in ax.get_lines() if line.get_label() == "PPO reference")
+    assert list(ppo.get_xdata()) == [0.0, 0.5, 40.0] and list(ppo.get_ydata()) == [1100.0, 1500.0, 3000.0]
+    assert ax.get_xlim()[1] < 2.0
+    plt.close("all")
