@@ -13,9 +13,10 @@ help:  ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
 
 # torch is pinned first: an unpinned torch pulls a multi-GB CUDA build (2.13.0 is the CPU wheel this machine has).
-$(VENV)/.installed: pyproject.toml
+# constraints.txt holds every direct dependency at the version the tests run with (the conda envs pin the same).
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q torch==2.13.0 -e ".[test]"
+	$(BIN)/pip install -q -c constraints.txt torch==2.13.0 -e ".[test]"
 	touch $@
 
 install: $(VENV)/.installed  ## create .venv and install the package with the pipeline and test tools
