@@ -279,12 +279,14 @@ def test_conda_environments_pin_the_versions_the_tests_run_with(env_file):
 
 
 def test_the_virtualenvs_constraints_pin_what_the_conda_environments_pin():
-    """`make install` constrains .venv to constraints.txt: the same exact versions as the conda environments, so a
-    new release on the package index reaches neither the tested virtualenv nor a cluster's conda envs unseen."""
+    """`make install` constrains .venv to constraints.txt: every conda pin at the same exact version (plus the
+    pipeline's and tests' own tools), so a new release on the package index reaches neither the tested virtualenv
+    nor a cluster's conda envs unseen."""
     lines = [line.split("#")[0].strip() for line in (REPO / "constraints.txt").read_text().splitlines()]
     constraints = dict(line.lower().split("==") for line in lines if line)
-    assert constraints == _pinned("pipeline.yaml")
-    assert _pinned("stats.yaml").items() <= constraints.items()
+    for env_file in ("pipeline.yaml", "stats.yaml"):
+        assert _pinned(env_file).items() <= constraints.items(), env_file
+    assert {"snakemake", "ruff", "pytest"} <= set(constraints)
 
 
 def test_every_rule_declares_an_existing_conda_environment():
