@@ -545,6 +545,7 @@ def status(path: str) -> None:
                 f"  cos {number(last, 'grad_cosine')}"
                 f"  saturation {number(last, 'action_saturation')}  |a| {number(last, 'action_magnitude')}"
                 f"  shift {number(last, 'policy_shift')}"
+                f"  rewards imagined/paid {number(last, 'imagined_reward_term')}/{number(last, 'real_reward_term')}"
                 f"  held-out {held_out_mean(run):.0f}" + held_out_marker(run)
             )
 

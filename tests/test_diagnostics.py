@@ -26,6 +26,7 @@ from flow_mbpo_pwm.diagnostics import (
     model_return,
     objective_split,
     policy_shift,
+    real_terms,
     returns_to_go,
     reward_units,
     start_steps,
@@ -86,11 +87,13 @@ def test_identity_model_error_equals_the_copy_baseline_at_every_step():
 
 
 def test_validation_rows_give_ratio_one_for_the_identity_model_and_no_cosine_without_an_env():
-    rows, grad, split, fit = validation_diagnostics(LinearSystemModel(lambda z, a: z), linear_system_record(), H, 0.99)
+    rows, grad, split, fit, real = validation_diagnostics(LinearSystemModel(lambda z, a: z), linear_system_record(),
+                                                          H, 0.99)  # fmt: skip
     assert [r["step"] for r in rows] == list(range(1, H + 1))
     assert all(r["latent_ratio"] == 1.0 for r in rows) and math.isnan(grad)
     assert all(math.isnan(x) for x in split)  # no actor and no critic: no objective split either
     assert fit == NO_FIT  # and no critic fit
+    assert all(math.isnan(x) for x in real)  # nor the terms as paid
     summary = summary_columns(rows, grad)
     assert summary["latent_ratio_hH"] == 1.0 and summary["wm_latent_mse_hH"] == rows[-1]["wm_latent_mse"]
     # no value function given: the value columns are NaN, not made up
@@ -453,8 +456,8 @@ def test_validation_diagnostics_report_the_split_of_the_recorded_windows_starts(
     actor.mu = torch.nn.Linear(OBS, ACT)
     actor.act = lambda z: torch.tanh(actor.mu(z))
     record = linear_system_record(dones_at={(7, 1), (20, 3)})  # two ended episodes: their returns are whole
-    rows, grad, split, fit = validation_diagnostics(LinearSystemModel(true_next), record, H, 0.99,
-                                                    value=linear_value, actor=actor)  # fmt: skip
+    rows, grad, split, fit, real = validation_diagnostics(LinearSystemModel(true_next), record, H, 0.99,
+                                                          value=linear_value, actor=actor)  # fmt: skip
     first_obs = cut_windows(record.record, H, stride=H).obs[:, 0]
     assert split == objective_split(LinearSystemModel(true_next), actor, linear_value, first_obs, H, 0.99)
     assert split.reward_norm > 0 and split.value_norm > 0
@@ -463,7 +466,14 @@ def test_validation_diagnostics_report_the_split_of_the_recorded_windows_starts(
         summary["actor_grad_reward_norm"],
         summary["actor_grad_value_norm"],
         summary["actor_grad_terms_cosine"],
+        summary["imagined_reward_term"],
+        summary["imagined_value_term"],
     ) == tuple(split)
+    windows = cut_windows(record.record, H, stride=H)
+    assert real == real_terms(LinearSystemModel(true_next), linear_value, windows, 0.99)
+    assert math.isnan(summary["real_reward_term"])  # not passed
+    summary = summary_columns(rows, grad, split, real=real)
+    assert (summary["real_reward_term"], summary["real_value_term"]) == tuple(real)
     # and the critic's fit on the recorded episodes, as critic_fit finds it
     assert fit == critic_fit(LinearSystemModel(true_next), linear_value, record.record, 0.99)
     assert fit.states == 8 + 21  # the ended episodes' steps (40 steps leave every other tail cut too short)
@@ -557,3 +567,75 @@ def test_critic_fit_without_counted_states_is_nan():
     rewards, dones = torch.ones(5, 2), torch.zeros(5, 2, dtype=torch.bool)  # 5 steps: every tail is cut too short
     fit = critic_fit(LinearSystemModel(None), lambda z: z[..., 0], indexed_record(rewards, dones), 0.99)
     assert fit.states == 0 and math.isnan(fit.explained_variance) and math.isnan(fit.bias)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The actor's two terms as imagined and as the env paid them
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def policy_record(actor, dones_at=()):
+    """The linear system driven by `actor.act(o)` (deterministic, E = identity), as validation records its policy."""
+    gen = torch.Generator().manual_seed(2)
+    recorder = EpisodeRecorder(T, N, OBS, ACT, torch.device("cpu"))
+    obs = torch.randn(N, OBS, generator=gen)
+    with torch.no_grad():
+        for t in range(T):
+            actions = actor.act(obs)
+            next_obs = true_next(obs, actions)
+            done = torch.tensor([(t, n) in dones_at for n in range(N)])
+            recorder.add(t, obs, actions, true_reward(obs, actions), next_obs, done)
+            obs = torch.where(done.unsqueeze(1), torch.randn(N, OBS, generator=gen), next_obs)
+    return recorder.record
+
+
+def linear_actor():
+    actor = torch.nn.Module()
+    torch.manual_seed(3)
+    actor.mu = torch.nn.Linear(OBS, ACT)
+    actor.act = lambda z: torch.tanh(actor.mu(z))
+    return actor
+
+
+def test_a_model_equal_to_the_env_imagines_the_policys_terms_as_the_env_pays_them():
+    # The record is the policy's own closed loop; the exact model imagines the same H steps from the same starts, so
+    # the imagined reward and value terms equal the paid ones (float32 rollouts against float64 sums).
+    actor = linear_actor()
+    windows = cut_windows(policy_record(actor), H, stride=H)
+    split = objective_split(LinearSystemModel(true_next), actor, linear_value, windows.obs[:, 0], H, 0.99)
+    paid = real_terms(LinearSystemModel(true_next), linear_value, windows, 0.99)
+    assert paid.reward_term != 0.0 and paid.value_term != 0.0
+    assert split.reward_term == pytest.approx(paid.reward_term, rel=1e-5)
+    assert split.value_term == pytest.approx(paid.value_term, rel=1e-5)
+
+
+def test_a_model_that_stands_still_imagines_the_first_reward_for_every_step():
+    # next(z, a) = z: the imagined policy repeats its first step, so its reward term is sum_t gamma^t R(o_0, a_0)
+    # and its value term gamma^H V(o_0); the paid terms stay the env's.
+    actor, gamma = linear_actor(), 0.9
+    windows = cut_windows(policy_record(actor), H, stride=H)
+    o0 = windows.obs[:, 0]
+    split = objective_split(LinearSystemModel(lambda z, a: z), actor, linear_value, o0, H, gamma)
+    with torch.no_grad():
+        first = true_reward(o0, actor.act(o0)).double()
+    expected_reward = float((first * sum(gamma**t for t in range(H))).mean())
+    assert split.reward_term == pytest.approx(expected_reward, rel=1e-5)
+    assert split.value_term == pytest.approx(float(gamma**H * linear_value(o0).double().mean()), rel=1e-5)
+    assert split.value_norm == 0.0  # V(z_H) = V(o_0) does not depend on the actions
+    paid = real_terms(LinearSystemModel(lambda z, a: z), linear_value, windows, gamma)
+    assert paid == real_terms(LinearSystemModel(true_next), linear_value, windows, gamma)  # no model in the paid terms
+
+
+def test_the_paid_terms_are_the_windows_discounted_rewards_and_no_value_after_an_ended_episode():
+    # A done at t = 7 of env 1 ends the window 4..7 at its last transition: its real terminal value is 0.
+    actor, gamma = linear_actor(), 0.9
+    windows = cut_windows(policy_record(actor, dones_at={(7, 1)}), H, stride=H)
+    assert int(windows.ended.sum()) == 1
+    paid = real_terms(LinearSystemModel(true_next), linear_value, windows, gamma, units=lambda r: 2.0 * r)
+    discounts = torch.tensor([gamma**t for t in range(H)], dtype=torch.float64)
+    by_hand = (2.0 * windows.rewards.double() * discounts).sum(1).mean()
+    values = torch.where(windows.ended, 0.0, gamma**H * linear_value(windows.obs[:, -1]).double())
+    assert paid.reward_term == pytest.approx(float(by_hand), rel=1e-12)
+    assert paid.value_term == pytest.approx(float(values.mean()), rel=1e-12)
+    no_windows = cut_windows(policy_record(actor), T + 1)
+    assert all(math.isnan(x) for x in real_terms(LinearSystemModel(true_next), linear_value, no_windows, gamma))

@@ -24,6 +24,12 @@ Three questions, each answered per imagined step h = 1..H:
   parameters, of the imagined rewards `sum_t gamma^t R(z_t, a_t)` and that of the critic's `gamma^H V(z_H)`, their
   norms and their cosine. The gradient check above covers the first term only; where the second is the larger and
   points elsewhere (cosine <= 0), the critic, not the world model's reward gradient, steers the actor.
+- Does the policy's imagination pay what the env pays it? The same two terms' values, imagined with the policy
+  acting on the model's own latents (its closed loop in the model: what the actor optimises and what the critic's
+  targets are made of), against `real_terms`: the same policy's real H steps from the same starts and the critic
+  at the real H-th state. The horizon errors above replay the recorded actions (open loop); here the policy acts
+  on what the model imagines, so an imagined gait that falls apart within H steps shows as an imagined reward
+  term below the real one (and a critic fitted to such imaginations below the real returns).
 And two about the policy itself (`action_columns`). Does it act smoothly? `action_jitter`: the mean absolute change of
 its action from one step to the next. A policy whose first-order gradients taught it to flip its torques every step
 drives the joints at the env's step rate, and the real latents then alternate from step to step (so does the copy
@@ -225,6 +231,7 @@ class Windows(NamedTuple):
     obs: torch.Tensor  # [B, H+1, obs_dim] o_0 .. o_H
     actions: torch.Tensor  # [B, H, act_dim]
     rewards: torch.Tensor  # [B, H] raw
+    ended: torch.Tensor  # [B] bool: the window's last transition ended its episode (o_H is the final observation)
 
 
 def cut_windows(record: EpisodeRecord, horizon: int, stride: int = 1) -> Windows:
@@ -244,7 +251,12 @@ def cut_windows(record: EpisodeRecord, horizon: int, stride: int = 1) -> Windows
     steps = t0.unsqueeze(1) + torch.arange(horizon, device=device)  # [B, H]
     rows = env.unsqueeze(1)
     obs = torch.cat([record.obs[t0, env].unsqueeze(1), record.next_obs[steps, rows]], dim=1)
-    return Windows(obs=obs, actions=record.actions[steps, rows], rewards=record.rewards[steps, rows])
+    return Windows(
+        obs=obs,
+        actions=record.actions[steps, rows],
+        rewards=record.rewards[steps, rows],
+        ended=record.dones[steps[:, -1], env],
+    )
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -445,12 +457,15 @@ def gradient_cosines(
 
 class ObjectiveSplit(NamedTuple):
     """The actor's update split by the two terms of its objective: the gradient norms, over the actor's parameters,
-    of the imagined rewards' part `sum_t gamma^t R(z_t, a_t)` and of the critic's part `gamma^H V(z_H)`, and the
-    cosine between the two gradients (NaN where either is zero)."""
+    of the imagined rewards' part `sum_t gamma^t R(z_t, a_t)` and of the critic's part `gamma^H V(z_H)`, the
+    cosine between the two gradients (NaN where either is zero), and the two terms' values (means over the
+    starts): what the imagination promises the policy, to be read against `real_terms` of the same starts."""
 
     reward_norm: float
     value_norm: float
     cosine: float
+    reward_term: float = math.nan
+    value_term: float = math.nan
 
 
 NO_SPLIT = ObjectiveSplit(math.nan, math.nan, math.nan)
@@ -482,7 +497,13 @@ def objective_split(
             rewards = rewards + gamma**t * world_model.reward(z, action)
             z = world_model.next(z, action, generator)
         terms = (rewards.mean(), gamma**horizon * value(z).mean())
-        grads = [torch.autograd.grad(term, params, allow_unused=True, retain_graph=True) for term in terms]
+        grads = [  # a term the actions do not reach (a model whose latent ignores them) has a zero gradient
+            torch.autograd.grad(term, params, allow_unused=True, retain_graph=True)
+            if term.requires_grad
+            else (None,) * len(params)
+            for term in terms
+        ]
+        values = torch.stack(terms).detach().double()
     # a parameter a term does not reach (the actor's log-std: no noise here) counts as a zero gradient, in both
     flat = [
         torch.cat(
@@ -490,8 +511,39 @@ def objective_split(
         ).double()
         for grad in grads
     ]
-    norms = torch.stack([f.norm() for f in flat]).tolist()  # one host read (validation time only)
-    return ObjectiveSplit(norms[0], norms[1], cosine(flat[0], flat[1]))
+    read = torch.cat([torch.stack([f.norm() for f in flat]), values]).tolist()  # one host read (validation only)
+    return ObjectiveSplit(read[0], read[1], cosine(flat[0], flat[1]), read[2], read[3])
+
+
+class RealTerms(NamedTuple):
+    """The actor's two objective terms as the real env paid them from the same starts, under the same
+    deterministic policy (the validation episodes are its own): the windows' discounted rewards
+    `sum_{t<H} gamma^t r_t` (the world model's reward units) and `gamma^H V(E(o_H))` (0 where the window's episode
+    ended), means over the windows. Against `ObjectiveSplit.reward_term` / `value_term`: does the policy's imagined
+    H steps (the model's closed loop, what the actor's update and the critic's targets are made of) pay what its
+    real H steps do, and does the critic find the same value at the model's H-th latent as at the real one?"""
+
+    reward_term: float
+    value_term: float
+
+
+NO_REAL_TERMS = RealTerms(math.nan, math.nan)
+
+
+@torch.no_grad()
+def real_terms(
+    world_model: Any, value: ValueFunction, windows: Windows, gamma: float, units: RewardUnits = identity
+) -> RealTerms:
+    """`RealTerms` of the recorded windows. One host read (validation time only)."""
+    if windows.obs.shape[0] == 0:
+        return NO_REAL_TERMS
+    horizon = windows.actions.shape[1]
+    discounts = gamma ** torch.arange(horizon, device=windows.rewards.device, dtype=torch.float64)
+    rewards = (units(windows.rewards).double() * discounts).sum(1)
+    with eval_mode(world_model):
+        last = value(world_model.encode(windows.obs[:, -1])).double()
+    last = torch.where(windows.ended, 0.0, gamma**horizon * last)
+    return RealTerms(*torch.stack([rewards.mean(), last.mean()]).tolist())
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -573,6 +625,7 @@ class ValidationDiagnostics(NamedTuple):
     grad_cosine: float
     split: ObjectiveSplit
     critic: CriticFit
+    real: RealTerms = NO_REAL_TERMS
 
 
 def validation_diagnostics(
@@ -592,8 +645,9 @@ def validation_diagnostics(
     gradient cosine with respect to the action a_{h-1} alone),
     the mean gradient cosine over the recorded start states (NaN without `env_returns` or start states), and the
     actor's objective split into its reward and value terms from the windows' first observations
-    (`objective_split`; NaN without `actor`, or without a value function), and the critic against the recorded
-    returns (`critic_fit`; NaN without a value function).
+    (`objective_split`; NaN without `actor`, or without a value function) with the same terms as the real env paid
+    them (`real_terms`; NaN without a value function), and the critic against the recorded returns (`critic_fit`;
+    NaN without a value function).
 
     Windows start every `horizon` steps: consecutive starts would share all but one transition, costing H times
     the compute for little new information."""
@@ -612,12 +666,13 @@ def validation_diagnostics(
         row["latent_ratio"] = ratio(row["wm_latent_mse"], row["copy_latent_mse"])
         row["value_ratio"] = ratio(row["wm_value_mse"], row["copy_value_mse"])
         rows.append({**row, "grad_cosine_step": grad_per_step[h]})
-    split, fit = NO_SPLIT, NO_FIT
+    split, fit, real = NO_SPLIT, NO_FIT, NO_REAL_TERMS
     if value is not no_value:
         fit = critic_fit(world_model, value, recorder.record, gamma, units)
+        real = real_terms(world_model, value, windows, gamma, units)
         if actor is not None:
             split = objective_split(world_model, actor, value, windows.obs[:, 0], horizon, gamma, generator)
-    return ValidationDiagnostics(rows, grad, split, fit)
+    return ValidationDiagnostics(rows, grad, split, fit, real)
 
 
 def ratio(numerator: float, denominator: float) -> float:
@@ -678,11 +733,15 @@ def policy_shift(record: EpisodeRecord, earlier: Callable[[torch.Tensor], torch.
 
 
 def summary_columns(
-    rows: list[dict[str, float]], grad_cosine: float, split: ObjectiveSplit = NO_SPLIT, critic: CriticFit = NO_FIT
+    rows: list[dict[str, float]],
+    grad_cosine: float,
+    split: ObjectiveSplit = NO_SPLIT,
+    critic: CriticFit = NO_FIT,
+    real: RealTerms = NO_REAL_TERMS,
 ) -> dict[str, float]:
     """validation.csv's diagnostic columns: the first and the last step (the value only at the last, where the
-    actor's objective reads it), the gradient cosine, the actor's objective split (`objective_split`) and the
-    critic against the real returns (`critic_fit`)."""
+    actor's objective reads it), the gradient cosine, the actor's objective split (`objective_split`) with its two
+    terms as imagined and as paid (`real_terms`), and the critic against the real returns (`critic_fit`)."""
     first, last = rows[0], rows[-1]
     return {
         "wm_latent_mse_h1": first["wm_latent_mse"],
@@ -699,6 +758,10 @@ def summary_columns(
         "actor_grad_reward_norm": split.reward_norm,
         "actor_grad_value_norm": split.value_norm,
         "actor_grad_terms_cosine": split.cosine,
+        "imagined_reward_term": split.reward_term,
+        "real_reward_term": real.reward_term,
+        "imagined_value_term": split.value_term,
+        "real_value_term": real.value_term,
         "critic_explained_variance": critic.explained_variance,
         "critic_bias": critic.bias,
         "critic_return_mean": critic.return_mean,

@@ -37,7 +37,8 @@ VALIDATION_COLUMNS: tuple[str, ...] = (
 # model's own rollout and of the copy-the-last-latent baseline at steps 1 and H (and their ratio at H), reward error
 # at steps 1 and H, the critic's value error at the rollout's last latent and the copy baseline's (and their ratio),
 # the model-vs-env return-gradient cosine (NaN when not measured), the actor's gradient norms of its objective's
-# reward and value terms and their cosine (`diagnostics.objective_split`), the critic's explained variance and bias
+# reward and value terms and their cosine (`diagnostics.objective_split`), the two terms' values as imagined and as
+# the env paid them from the same starts (`diagnostics.real_terms`), the critic's explained variance and bias
 # against the episodes' discounted returns-to-go and those returns' mean (`diagnostics.critic_fit`), and the
 # validated policy's action
 # jitter, saturation and magnitude (`diagnostics.action_columns`) and how far it moved since the last validation
@@ -46,6 +47,7 @@ VALIDATION_DIAGNOSTIC_COLUMNS: tuple[str, ...] = (
     "wm_latent_mse_h1", "copy_latent_mse_h1", "wm_latent_mse_hH", "copy_latent_mse_hH", "latent_ratio_hH",
     "wm_reward_mse_h1", "wm_reward_mse_hH", "wm_value_mse_hH", "copy_value_mse_hH", "value_ratio_hH", "grad_cosine",
     "actor_grad_reward_norm", "actor_grad_value_norm", "actor_grad_terms_cosine",
+    "imagined_reward_term", "real_reward_term", "imagined_value_term", "real_value_term",
     "critic_explained_variance", "critic_bias", "critic_return_mean",
     "action_jitter", "action_saturation", "action_magnitude", "policy_shift",
 )  # fmt: skip
@@ -61,7 +63,8 @@ WM_DIAGNOSTICS_COLUMNS: tuple[str, ...] = (
 LATER_VALIDATION_COLUMNS = ("wm_value_mse_hH", "copy_value_mse_hH", "value_ratio_hH", "action_jitter",
                             "action_saturation", "action_magnitude", "actor_grad_reward_norm",
                             "actor_grad_value_norm", "actor_grad_terms_cosine", "critic_explained_variance",
-                            "critic_bias", "critic_return_mean", "policy_shift")  # fmt: skip
+                            "critic_bias", "critic_return_mean", "policy_shift", "imagined_reward_term",
+                            "real_reward_term", "imagined_value_term", "real_value_term")  # fmt: skip
 LATER_WM_DIAGNOSTICS_COLUMNS = ("wm_value_mse", "copy_value_mse", "value_ratio")
 LATER_METRICS_COLUMNS = ("actor_std",)  # the policy's exploration std (mean over action dims), since 2026-12-03
 

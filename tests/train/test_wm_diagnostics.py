@@ -63,6 +63,10 @@ def test_training_writes_diagnostics_and_a_resumed_run_writes_the_same(tmp_path,
     split = validation[["actor_grad_reward_norm", "actor_grad_value_norm"]]
     assert split.notna().all().all() and (split >= 0).all().all()
     assert (split.iloc[-1] > 0).all() and -1 <= validation["actor_grad_terms_cosine"].iloc[-1] <= 1
+    # the two terms as imagined and as paid, from the same windows' starts: measured at every validation (pendulum
+    # episodes of 24 steps hold windows of the 4-step horizon), the paid rewards in the model's reward units
+    terms = validation[["imagined_reward_term", "real_reward_term", "imagined_value_term", "real_value_term"]]
+    assert terms.notna().all().all()
     assert validation["action_saturation"].between(0, 1).all()
     assert validation["action_magnitude"].between(0, 1).all()
     # how far the policy moved since the last validation: nothing to compare at the first, then the encoder and the
