@@ -1,0 +1,118 @@
+"""bench/imagined_gait.py: the model's closed loop under the actor against the env's and the recorded actions' (known
+answers on a linear system: a model equal to the env imagines the real rewards, one that stands still repeats the
+first), and the bench end to end on a clone of the pinned 5.3k PPO reference (short CPU episodes)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from bench_helpers import CARRIED_REFERENCE, ROOT, collect_from_carried_reference, load_bench_script
+
+from flow_mbpo_pwm import checkpoints
+from flow_mbpo_pwm.algorithms.pwm import PWM
+from flow_mbpo_pwm.cli import main as cli
+from flow_mbpo_pwm.config import load_experiment
+from flow_mbpo_pwm.diagnostics import EpisodeRecorder, cut_windows
+
+A = torch.tensor([[0.9, 0.1, 0.0], [0.0, 0.8, 0.2], [0.1, 0.0, 0.7]])
+B = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, -0.5]])
+
+
+def env_next(o, a):
+    return o @ A.T + a @ B.T
+
+
+def env_reward(o, a):
+    return o.sum(-1) - 0.1 * a.pow(2).sum(-1)
+
+
+class Model:
+    """Latents are observations; `dynamics` moves them, the reward is the env's."""
+
+    def __init__(self, dynamics):
+        self.dynamics = dynamics
+
+    def encode(self, o):
+        return o
+
+    def next(self, z, a, generator=None):
+        return self.dynamics(z, a)
+
+    def reward(self, z, a):
+        return env_reward(z, a)
+
+
+class Actor(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.mu = torch.nn.Linear(3, 2)
+
+    def act(self, z):
+        return torch.tanh(self.mu(z))
+
+
+def closed_loop_windows(actor, length=5, steps=20, envs=4):
+    """The linear system driven by the actor (its own closed loop, as validation records it), cut into windows."""
+    recorder = EpisodeRecorder(steps, envs, 3, 2, torch.device("cpu"))
+    obs = torch.randn(envs, 3, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        for t in range(steps):
+            action = actor.act(obs)
+            recorder.add(t, obs, action, env_reward(obs, action), env_next(obs, action), torch.zeros(envs, dtype=bool))
+            obs = env_next(obs, action)
+    return cut_windows(recorder.record, length, stride=length)
+
+
+def test_a_model_equal_to_the_env_imagines_the_real_rewards_closed_loop_and_open():
+    bench, actor = load_bench_script("imagined_gait"), Actor()
+    windows = closed_loop_windows(actor)
+    curves = bench.imagined_curves(Model(env_next), actor, windows)
+    assert curves["real"].shape == (16, 5)
+    torch.testing.assert_close(curves["closed"], curves["real"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(curves["open"], curves["real"], rtol=1e-5, atol=1e-5)
+    assert float(curves["action_gap"].max()) < 1e-5
+    assert bench.discounted(curves["real"], 0.5, 2) == pytest.approx(
+        float((windows.rewards[:, 0].double() + 0.5 * windows.rewards[:, 1].double()).mean()), rel=1e-12
+    )
+
+
+def test_a_model_that_stands_still_repeats_the_first_step_closed_loop():
+    bench, actor = load_bench_script("imagined_gait"), Actor()
+    windows = closed_loop_windows(actor)
+    curves = bench.imagined_curves(Model(lambda z, a: z), actor, windows)
+    first = curves["closed"][:, :1].expand(-1, 5)
+    torch.testing.assert_close(curves["closed"], first)  # the same latent, so the same action and reward
+    torch.testing.assert_close(curves["closed"][:, 0], curves["real"][:, 0])
+    assert float(curves["action_gap"][:, 1:].mean()) > 0  # the real policy moved on, the imagined one did not
+    assert not torch.allclose(curves["open"], curves["closed"])  # open loop: the recorded actions, other rewards
+
+
+EXPERIMENT = {"tasks": {"ant": {"num_envs": 2, "episode_length": 40}}, "sizes": ["tiny"],
+              "dynamics": {"deterministic": {}}, "seeds": [0], "reference": {"device": "cpu"},
+              "collect": {"num_envs": 2, "steps_per_snapshot": 25},
+              "train": {"pwm": {"horizon": 8, "latent_norm": "standardize"}}}  # fmt: skip
+
+
+def test_imagined_gait_runs_on_a_clone_of_the_reference(tmp_path):
+    config_path, dataset = collect_from_carried_reference(tmp_path, EXPERIMENT)
+    config = load_experiment(config_path).cell("ant", "tiny", "deterministic", 0)
+    world_model = tmp_path / "wm.pt"
+    checkpoints.save_world_model(world_model, PWM(37, 8, config, "cpu"), {"config": config.to_dict()})
+    actor = tmp_path / "actor.pt"
+    assert cli(["clone", "--config", str(config_path), "--task", "ant", "--size", "tiny", "--dynamics",
+                "deterministic", "--dataset", str(dataset), "--out", str(actor), "--steps", "20", "--device", "cpu",
+                "--world-model", str(world_model), "--reference-policy",
+                str(tmp_path / CARRIED_REFERENCE / "policy.pt")]) == 0  # fmt: skip
+    out = tmp_path / "imagined.json"
+    args = ["--config", str(config_path), "--size", "tiny", "--world-model", str(world_model), "--dataset",
+            str(dataset), "--actor", str(actor), "--envs", "2", "--length", "16", "--out", str(out)]  # fmt: skip
+    subprocess.run([sys.executable, "bench/imagined_gait.py", *args], cwd=ROOT, check=True)
+    rows = json.loads(out.read_text())["rows"]
+    assert rows[0]["windows"] >= 1 and rows[0]["return_mean"] > 0
+    assert [r["step"] for r in rows[1:]] == [1, 2, 4, 8, 16, "sum over H = 8", "sum over 16"]
+    assert all(torch.isfinite(torch.tensor([r["real"], r["closed"], r["open"], r["action_gap"]])).all()
+               for r in rows[1:])  # fmt: skip
+    assert rows[1]["action_gap"] < 1e-6  # step 1 acts on E(o_0) itself, as the episode did
