@@ -38,7 +38,7 @@ from flow_mbpo_pwm.reference_policy import load_reference_policy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from clone_inputs import episodes, fit  # noqa: E402
-from train_epoch import Column, report, table, write_record  # noqa: E402
+from train_epoch import Column, report, require_files, table, write_record  # noqa: E402
 
 DIRECTIONS = ("fresh", "fixed")
 
@@ -110,9 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episode-length", type=int, default=1000)
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
     args = parser.parse_args(argv)
-    missing = [str(p) for p in (args.config, args.reference_policy) if not p.is_file()]
-    if missing:
-        parser.error(f"no such file: {', '.join(missing)}")
+    require_files(parser, args.config, args.reference_policy)
     if min(args.collect_envs, args.steps, args.batch, args.envs, args.episode_length, *args.at) < 1:
         parser.error("--collect-envs, --steps, --batch, --envs, --episode-length and --at must be >= 1")
     if min(args.lrs) <= 0 or args.noise_std < 0:

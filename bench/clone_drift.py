@@ -29,15 +29,14 @@ from typing import Any
 
 import torch
 
-from flow_mbpo_pwm import checkpoints, clone, diagnostics
-from flow_mbpo_pwm.algorithms.pwm import PWM
+from flow_mbpo_pwm import clone, diagnostics
 from flow_mbpo_pwm.config import load_experiment, with_overrides
 from flow_mbpo_pwm.data.datasets import read_dataset, stream_buffer
 from flow_mbpo_pwm.reference_policy import load_reference_policy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from clone_inputs import episodes  # noqa: E402
-from train_epoch import Column, add_world_model_arguments, report, table, write_record  # noqa: E402
+from clone_inputs import cloned_agent, episodes  # noqa: E402
+from train_epoch import Column, add_world_model_arguments, report, require_files, table, write_record  # noqa: E402
 
 
 def play(agent: Any, config: Any, count: int) -> dict[str, float]:
@@ -56,9 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-every", type=int, default=50, help="dataset observations for the drift")
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
     args = parser.parse_args(argv)
-    missing = [str(p) for p in (args.config, args.world_model, args.dataset, args.actor) if not p.is_file()]
-    if missing:
-        parser.error(f"no such file: {', '.join(missing)}")
+    require_files(parser, args.config, args.world_model, args.dataset, args.actor)
     if min(args.at) < 0 or args.at != sorted(args.at) or min(args.envs, args.sample_every) < 1:
         parser.error("--at must be non-negative and ascending, --envs and --sample-every >= 1")
     torch.set_num_threads(1)
@@ -66,11 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     config = load_experiment(args.config).cell(args.task, args.size, args.dynamics, 0)
     config = with_overrides(config, run={"device": "cpu"})
     data, _ = read_dataset(args.dataset)
-    obs_dim, act_dim = data["observations"].shape[-1], data["actions"].shape[-1]
-    agent = PWM(obs_dim, act_dim, config, device)
+    obs_dim = data["observations"].shape[-1]
+    agent = cloned_agent(config, data, args.world_model, args.actor)
     member = agent.members[0]
-    checkpoints.load_world_model(args.world_model, member)
-    checkpoints.load_actor(args.actor, member, args.world_model)
     agent.rew_rms.update(data["rewards"])  # as `pretrain` fits them
     agent.set_learning_rates(0.0)  # pretraining's constant rate
     buffer = stream_buffer(data, device, config.pwm.horizon)

@@ -32,14 +32,14 @@ import torch
 import torch.nn.functional as F
 
 from flow_mbpo_pwm import checkpoints, clone, diagnostics, envs
-from flow_mbpo_pwm.algorithms.pwm import SeedAgent, latent_sample
+from flow_mbpo_pwm.algorithms.pwm import PWM, SeedAgent, latent_sample
 from flow_mbpo_pwm.config import EvaluationConfig, load_experiment, with_overrides
 from flow_mbpo_pwm.data.datasets import read_dataset
 from flow_mbpo_pwm.models.actor import Actor
 from flow_mbpo_pwm.reference_policy import load_reference_policy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_epoch import Column, add_world_model_arguments, report, table, write_record  # noqa: E402
+from train_epoch import Column, add_world_model_arguments, report, require_files, table, write_record  # noqa: E402
 
 INPUTS = ("latent", "untrained", "observation", "latent-standardized", "latent-layernorm", "latent-centred")
 
@@ -88,6 +88,15 @@ def episodes(
     return stats, recorder.record
 
 
+def cloned_agent(config: Any, data: dict[str, torch.Tensor], world_model: Path, actor: Path) -> PWM:
+    """A one-seed PWM agent on the CPU for the dataset's observations and actions, holding the pretrained
+    `world_model` and the actor cloned on it (`flow-mbpo-pwm clone`'s actor.pt)."""
+    agent = PWM(data["observations"].shape[-1], data["actions"].shape[-1], config, torch.device("cpu"))
+    checkpoints.load_world_model(world_model, agent.members[0])
+    checkpoints.load_actor(actor, agent.members[0], world_model)
+    return agent
+
+
 @torch.no_grad()
 def play(policy: Callable, obs: torch.Tensor, labels: torch.Tensor, config: Any, args: argparse.Namespace) -> dict:
     """The fitted policy's action error on the held-back tenth, and its first episodes on the env."""
@@ -112,9 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episode-length", type=int, default=1000)
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
     args = parser.parse_args(argv)
-    missing = [str(p) for p in (args.config, args.world_model, args.dataset, args.reference_policy) if not p.is_file()]
-    if missing:
-        parser.error(f"no such file: {', '.join(missing)}")
+    require_files(parser, args.config, args.world_model, args.dataset, args.reference_policy)
     if min(args.steps, args.batch, args.envs, args.episode_length) < 1:
         parser.error("--steps, --batch, --envs and --episode-length must be >= 1")
     device = torch.device("cpu")

@@ -33,14 +33,13 @@ from typing import Any
 
 import torch
 
-from flow_mbpo_pwm import checkpoints, diagnostics
-from flow_mbpo_pwm.algorithms.pwm import PWM
+from flow_mbpo_pwm import diagnostics
 from flow_mbpo_pwm.config import load_experiment, with_overrides
 from flow_mbpo_pwm.data.datasets import read_dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from clone_inputs import episodes  # noqa: E402
-from train_epoch import Column, add_world_model_arguments, report, table, write_record  # noqa: E402
+from clone_inputs import cloned_agent, episodes  # noqa: E402
+from train_epoch import Column, add_world_model_arguments, report, require_files, table, write_record  # noqa: E402
 
 
 @torch.no_grad()
@@ -63,8 +62,7 @@ def imagined_curves(world_model: Any, actor: Any, windows: diagnostics.Windows) 
 
 def discounted(rewards: torch.Tensor, gamma: float, horizon: int) -> float:
     """Mean over the windows of `sum_{t<horizon} gamma^t r_t`."""
-    discounts = gamma ** torch.arange(horizon, dtype=torch.float64)
-    return float((rewards[:, :horizon] * discounts).sum(1).mean())
+    return float(diagnostics.discounted_sums(rewards[:, :horizon], gamma).mean())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,9 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--length", type=int, default=48, help="steps per window (>= the config's horizon)")
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
     args = parser.parse_args(argv)
-    missing = [str(p) for p in (args.config, args.world_model, args.dataset, args.actor) if not p.is_file()]
-    if missing:
-        parser.error(f"no such file: {', '.join(missing)}")
+    require_files(parser, args.config, args.world_model, args.dataset, args.actor)
     torch.set_num_threads(1)
     device = torch.device("cpu")
     config = load_experiment(args.config).cell(args.task, args.size, args.dynamics, 0)
@@ -85,13 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     horizon, gamma = config.pwm.horizon, config.pwm.gamma
     if args.envs < 1 or args.length < horizon:
         parser.error(f"--envs must be >= 1 and --length >= the horizon ({horizon})")
-    data, _ = read_dataset(args.dataset)
-    agent = PWM(data["observations"].shape[-1], data["actions"].shape[-1], config, device)
-    member = agent.members[0]
-    checkpoints.load_world_model(args.world_model, member)
-    checkpoints.load_actor(args.actor, member, args.world_model)
     if config.pwm.reward_norm != "none":
         parser.error("the rewards are compared raw: use a config with pwm.reward_norm: none")
+    member = cloned_agent(config, read_dataset(args.dataset)[0], args.world_model, args.actor).members[0]
     world_model = member.world_model.eval()
     stats, record = episodes(member.act, config, args.envs)
     windows = diagnostics.cut_windows(record, args.length, stride=args.length)

@@ -50,7 +50,7 @@ from flow_mbpo_pwm.data.datasets import read_dataset
 from flow_mbpo_pwm.reference_policy import POLICY_GROUP, load_reference_policy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from train_epoch import Column, add_world_model_arguments, report, table, write_record  # noqa: E402
+from train_epoch import Column, add_world_model_arguments, report, require_files, table, write_record  # noqa: E402
 
 
 def windows(data: dict[str, torch.Tensor], streams: slice, horizon: int, stride: int) -> tuple[torch.Tensor, ...]:
@@ -180,9 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--control-eps", type=float, help="the env's second step, for its self-agreement (eps / 3)")
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
     args = parser.parse_args(argv)
-    missing = [str(p) for p in (args.config, args.world_model, args.dataset) if not p.is_file()]
-    if missing:
-        parser.error(f"no such file: {', '.join(missing)}")
+    require_files(parser, args.config, args.world_model, args.dataset)
     steps = [e for e in (args.eps, args.control_eps) if e is not None]
     if min(args.stride, args.envs, args.starts) < 1 or min(steps, default=1) <= 0:
         parser.error("--stride, --envs and --starts must be >= 1, --eps and --control-eps > 0")

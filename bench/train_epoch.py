@@ -214,6 +214,13 @@ def add_world_model_arguments(parser: argparse.ArgumentParser, config_help: str)
     parser.add_argument("--dataset", type=Path, required=True, help="the offline dataset (`collect`)")
 
 
+def require_files(parser: argparse.ArgumentParser, *paths: Path) -> None:
+    """A bench's input files exist, before any work: else the usage error names every missing one."""
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        parser.error(f"no such file: {', '.join(missing)}")
+
+
 def report(rows: Iterable[dict[str, Any]], line: Callable[[dict[str, Any]], str]) -> list[dict[str, Any]]:
     """Every row as it is measured, printed with `line` (flushed, so a long bench shows its progress), then all of
     them. The other benches of this folder print theirs with it too."""

@@ -530,6 +530,12 @@ class RealTerms(NamedTuple):
 NO_REAL_TERMS = RealTerms(math.nan, math.nan)
 
 
+def discounted_sums(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
+    """`[B]` float64: `sum_t gamma^t r_t` of each row of `rewards [B, T]`."""
+    discounts = gamma ** torch.arange(rewards.shape[1], device=rewards.device, dtype=torch.float64)
+    return (rewards.double() * discounts).sum(1)
+
+
 @torch.no_grad()
 def real_terms(
     world_model: Any, value: ValueFunction, windows: Windows, gamma: float, units: RewardUnits = identity
@@ -538,8 +544,7 @@ def real_terms(
     if windows.obs.shape[0] == 0:
         return NO_REAL_TERMS
     horizon = windows.actions.shape[1]
-    discounts = gamma ** torch.arange(horizon, device=windows.rewards.device, dtype=torch.float64)
-    rewards = (units(windows.rewards).double() * discounts).sum(1)
+    rewards = discounted_sums(units(windows.rewards), gamma)
     with eval_mode(world_model):
         last = value(world_model.encode(windows.obs[:, -1])).double()
     last = torch.where(windows.ended, 0.0, gamma**horizon * last)
