@@ -7,6 +7,18 @@ import math
 
 import pytest
 import torch
+from linear_system import (
+    A_MATRIX,
+    ACT,
+    OBS,
+    LinearSystemModel,
+    N,
+    T,
+    linear_actor,
+    linear_system_record,
+    true_next,
+    true_reward,
+)
 
 from flow_mbpo_pwm.algorithms.running_stats import RunningMeanStd
 from flow_mbpo_pwm.diagnostics import (
@@ -34,48 +46,7 @@ from flow_mbpo_pwm.diagnostics import (
     validation_diagnostics,
 )
 
-OBS, ACT, T, N, H = 3, 2, 40, 5, 4
-A_MATRIX = torch.tensor([[0.9, 0.1, 0.0], [0.0, 0.8, 0.2], [0.1, 0.0, 0.7]])
-B_MATRIX = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, -0.5]])
-
-
-def true_next(o: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    return o @ A_MATRIX.T + a @ B_MATRIX.T
-
-
-def true_reward(o: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-    return o.sum(-1) - 0.1 * a.pow(2).sum(-1)
-
-
-class LinearSystemModel:
-    """A world model over observations as latents (E = identity): `next` is `dynamics`, `reward` is `true_reward`."""
-
-    def __init__(self, dynamics):
-        self.dynamics = dynamics
-
-    def encode(self, o):
-        return o
-
-    def next(self, z, a, generator=None):
-        return self.dynamics(z, a)
-
-    def reward(self, z, a):
-        return true_reward(z, a)
-
-
-def linear_system_record(dones_at=()):
-    """T steps of N envs of the linear system with random actions; episodes end (and restart at a fresh random
-    observation) at the (t, env) pairs in `dones_at`."""
-    gen = torch.Generator().manual_seed(0)
-    recorder = EpisodeRecorder(T, N, OBS, ACT, torch.device("cpu"))
-    obs = torch.randn(N, OBS, generator=gen)
-    for t in range(T):
-        actions = torch.rand(N, ACT, generator=gen) * 2 - 1
-        next_obs = true_next(obs, actions)
-        done = torch.tensor([(t, n) in dones_at for n in range(N)])
-        recorder.add(t, obs, actions, true_reward(obs, actions), next_obs, done)
-        obs = torch.where(done.unsqueeze(1), torch.randn(N, OBS, generator=gen), next_obs)
-    return recorder
+H = 4
 
 
 def test_identity_model_error_equals_the_copy_baseline_at_every_step():
@@ -576,25 +547,7 @@ def test_critic_fit_without_counted_states_is_nan():
 
 def policy_record(actor, dones_at=()):
     """The linear system driven by `actor.act(o)` (deterministic, E = identity), as validation records its policy."""
-    gen = torch.Generator().manual_seed(2)
-    recorder = EpisodeRecorder(T, N, OBS, ACT, torch.device("cpu"))
-    obs = torch.randn(N, OBS, generator=gen)
-    with torch.no_grad():
-        for t in range(T):
-            actions = actor.act(obs)
-            next_obs = true_next(obs, actions)
-            done = torch.tensor([(t, n) in dones_at for n in range(N)])
-            recorder.add(t, obs, actions, true_reward(obs, actions), next_obs, done)
-            obs = torch.where(done.unsqueeze(1), torch.randn(N, OBS, generator=gen), next_obs)
-    return recorder.record
-
-
-def linear_actor():
-    actor = torch.nn.Module()
-    torch.manual_seed(3)
-    actor.mu = torch.nn.Linear(OBS, ACT)
-    actor.act = lambda z: torch.tanh(actor.mu(z))
-    return actor
+    return linear_system_record(dones_at, policy=actor.act, seed=2).record
 
 
 def test_a_model_equal_to_the_env_imagines_the_policys_terms_as_the_env_pays_them():

@@ -9,68 +9,25 @@ import sys
 import pytest
 import torch
 from bench_helpers import CARRIED_REFERENCE, ROOT, collect_from_carried_reference, load_bench_script
+from linear_system import LinearSystemModel, N, T, linear_actor, linear_system_record, true_next
 
 from flow_mbpo_pwm import checkpoints
 from flow_mbpo_pwm.algorithms.pwm import PWM
 from flow_mbpo_pwm.cli import main as cli
 from flow_mbpo_pwm.config import load_experiment
-from flow_mbpo_pwm.diagnostics import EpisodeRecorder, cut_windows
-
-A = torch.tensor([[0.9, 0.1, 0.0], [0.0, 0.8, 0.2], [0.1, 0.0, 0.7]])
-B = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.5, -0.5]])
+from flow_mbpo_pwm.diagnostics import cut_windows
 
 
-def env_next(o, a):
-    return o @ A.T + a @ B.T
-
-
-def env_reward(o, a):
-    return o.sum(-1) - 0.1 * a.pow(2).sum(-1)
-
-
-class Model:
-    """Latents are observations; `dynamics` moves them, the reward is the env's."""
-
-    def __init__(self, dynamics):
-        self.dynamics = dynamics
-
-    def encode(self, o):
-        return o
-
-    def next(self, z, a, generator=None):
-        return self.dynamics(z, a)
-
-    def reward(self, z, a):
-        return env_reward(z, a)
-
-
-class Actor(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.mu = torch.nn.Linear(3, 2)
-
-    def act(self, z):
-        return torch.tanh(self.mu(z))
-
-
-def closed_loop_windows(actor, length=5, steps=20, envs=4):
+def closed_loop_windows(actor, length=5):
     """The linear system driven by the actor (its own closed loop, as validation records it), cut into windows."""
-    recorder = EpisodeRecorder(steps, envs, 3, 2, torch.device("cpu"))
-    obs = torch.randn(envs, 3, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        for t in range(steps):
-            action = actor.act(obs)
-            recorder.add(t, obs, action, env_reward(obs, action), env_next(obs, action), torch.zeros(envs, dtype=bool))
-            obs = env_next(obs, action)
-    return cut_windows(recorder.record, length, stride=length)
+    return cut_windows(linear_system_record(policy=actor.act).record, length, stride=length)
 
 
 def test_a_model_equal_to_the_env_imagines_the_real_rewards_closed_loop_and_open():
-    bench, actor = load_bench_script("imagined_gait"), Actor()
+    bench, actor = load_bench_script("imagined_gait"), linear_actor()
     windows = closed_loop_windows(actor)
-    curves = bench.imagined_curves(Model(env_next), actor, windows)
-    assert curves["real"].shape == (16, 5)
+    curves = bench.imagined_curves(LinearSystemModel(true_next), actor, windows)
+    assert curves["real"].shape == (T // 5 * N, 5)  # T / 5 windows of 5 steps per env, none crossing a done
     torch.testing.assert_close(curves["closed"], curves["real"], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(curves["open"], curves["real"], rtol=1e-5, atol=1e-5)
     assert float(curves["action_gap"].max()) < 1e-5
@@ -80,9 +37,9 @@ def test_a_model_equal_to_the_env_imagines_the_real_rewards_closed_loop_and_open
 
 
 def test_a_model_that_stands_still_repeats_the_first_step_closed_loop():
-    bench, actor = load_bench_script("imagined_gait"), Actor()
+    bench, actor = load_bench_script("imagined_gait"), linear_actor()
     windows = closed_loop_windows(actor)
-    curves = bench.imagined_curves(Model(lambda z, a: z), actor, windows)
+    curves = bench.imagined_curves(LinearSystemModel(lambda z, a: z), actor, windows)
     first = curves["closed"][:, :1].expand(-1, 5)
     torch.testing.assert_close(curves["closed"], first)  # the same latent, so the same action and reward
     torch.testing.assert_close(curves["closed"][:, 0], curves["real"][:, 0])
