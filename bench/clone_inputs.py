@@ -70,13 +70,14 @@ def act(actor: Actor, read: Callable, obs: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def episodes(
-    policy: Callable, config: Any, count: int, seed: int | None = None
+    policy: Callable, config: Any, count: int, seed: int | None = None, device: torch.device | None = None
 ) -> tuple[dict[str, float], diagnostics.EpisodeRecord]:
     """`count` first episodes of `policy` on the env side by side (seeded `seed`, by default as the held-out
-    evaluation): return mean and std, falls (episodes ended before the last step), and the record of them."""
+    evaluation; on `device`, the CPU by default): return mean and std, falls (episodes ended before the last step),
+    and the record of them."""
     env_config = with_overrides(config, env={"num_envs": count}).env
     env_seed = EvaluationConfig().seed_base if seed is None else seed
-    env = envs.make_from_config(env_config, torch.device("cpu"), seed=env_seed)
+    env = envs.make_from_config(env_config, device or torch.device("cpu"), seed=env_seed)
     recorder = diagnostics.EpisodeRecorder(env.max_episode_steps, env.num_envs, env.obs_dim, env.act_dim, env.device)
     returns = diagnostics.first_episode_returns(env, policy, recorder)
     lengths = diagnostics.first_episode_steps(recorder.record.dones).sum(0)
@@ -88,10 +89,12 @@ def episodes(
     return stats, recorder.record
 
 
-def cloned_agent(config: Any, data: dict[str, torch.Tensor], world_model: Path, actor: Path) -> PWM:
-    """A one-seed PWM agent on the CPU for the dataset's observations and actions, holding the pretrained
-    `world_model` and the actor cloned on it (`flow-mbpo-pwm clone`'s actor.pt)."""
-    agent = PWM(data["observations"].shape[-1], data["actions"].shape[-1], config, torch.device("cpu"))
+def cloned_agent(
+    config: Any, data: dict[str, torch.Tensor], world_model: Path, actor: Path, device: torch.device | None = None
+) -> PWM:
+    """A one-seed PWM agent (on `device`, the CPU by default) for the dataset's observations and actions, holding
+    the pretrained `world_model` and the actor cloned on it (`flow-mbpo-pwm clone`'s actor.pt)."""
+    agent = PWM(data["observations"].shape[-1], data["actions"].shape[-1], config, device or torch.device("cpu"))
     checkpoints.load_world_model(world_model, agent.members[0])
     checkpoints.load_actor(actor, agent.members[0], world_model)
     return agent

@@ -13,6 +13,13 @@ latents. Here, on the actor's own deterministic episodes (the env's closed loop)
 - `action gap`: mean |tanh(mu(z_h)) - a_h| per action entry, how far the imagined policy's actions are from
   the real ones at the same step.
 
+And why the actions part, along the recorded actions (so the actions cannot be the cause): the open loop's latent
+z_h against the real E(o_h), as mean squared error per entry in raw latent units (`latent mse`) and in the actor's
+input units (`input mse`: after its `pwm.latent_norm` standardisation), and how far that moves the actor's action,
+mean |tanh(mu(z_h)) - tanh(mu(E(o_h)))| per entry (`input drift`). The first row gives the real latents' and inputs'
+variance per entry over the windows, the spread those errors compare with. Row "step h" is the window's h-th step:
+h - 1 model steps from E(o_0).
+
 Then the discounted sums over the first H (`pwm.horizon`) steps: `closed` against `real` is validation.csv's
 `imagined_reward_term` against `real_reward_term` (diagnostics.objective_split / real_terms) for this actor.
 
@@ -21,7 +28,7 @@ release its critic valued the gait's states at ~140 against real returns-to-go o
 (docs/results/2026-12-07-det-observed). A critic fitted to imagined closed loops that fall apart would sit low.
 
     PYTHONPATH=src python bench/imagined_gait.py --config CONFIG --world-model WORLD_MODEL.pt --dataset ant.h5 \\
-        --actor actor.pt --envs 16 --length 48 --out imagined_gait.json
+        --actor actor.pt --envs 16 --length 48 [--device cuda] --out imagined_gait.json
 """
 
 from __future__ import annotations
@@ -34,8 +41,9 @@ from typing import Any
 import torch
 
 from flow_mbpo_pwm import diagnostics
-from flow_mbpo_pwm.config import load_experiment, with_overrides
+from flow_mbpo_pwm.config import ConfigError, load_experiment, with_overrides
 from flow_mbpo_pwm.data.datasets import read_dataset
+from flow_mbpo_pwm.devices import resolve_device
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from clone_inputs import cloned_agent, episodes  # noqa: E402
@@ -60,6 +68,36 @@ def imagined_curves(world_model: Any, actor: Any, windows: diagnostics.Windows) 
     return {"real": windows.rewards.double(), **{k: torch.stack(v, 1).double() for k, v in stacked.items()}}
 
 
+@torch.no_grad()
+def latent_errors(world_model: Any, actor: Any, windows: diagnostics.Windows) -> dict[str, torch.Tensor]:
+    """Along the recorded actions, the imagined latent against the real `E(o_h)` per step: squared error per entry
+    raw (`latent_mse`) and in the actor's input units (`input_mse`), and the actor's action moved by it
+    (`input_drift`, mean |a| per entry): `[B, L]` each (float64)."""
+    length = windows.actions.shape[1]
+    real = world_model.encode(windows.obs[:, :length])
+    z, latent, inputs, drift = real[:, 0], [], [], []
+    for h in range(length):
+        latent.append((z - real[:, h]).pow(2).mean(-1))
+        inputs.append((actor.input_norm(z) - actor.input_norm(real[:, h])).pow(2).mean(-1))
+        drift.append((actor.act(z) - actor.act(real[:, h])).abs().mean(-1))
+        z = world_model.next(z, windows.actions[:, h])
+    stacked = {"latent_mse": latent, "input_mse": inputs, "input_drift": drift}
+    return {k: torch.stack(v, 1).double() for k, v in stacked.items()}
+
+
+@torch.no_grad()
+def spreads(world_model: Any, actor: Any, windows: diagnostics.Windows) -> dict[str, float]:
+    """The real latents' and the actor's inputs' variance per entry over every step of the windows."""
+    real = world_model.encode(windows.obs[:, :-1]).flatten(0, 1)
+    return {
+        "latent_var": float(real.double().var(0).mean()),
+        "input_var": float(actor.input_norm(real).double().var(0).mean()),
+    }
+
+
+ERRORS = ("latent_mse", "input_mse", "input_drift")  # latent_errors' curves
+
+
 def discounted(rewards: torch.Tensor, gamma: float, horizon: int) -> float:
     """Mean over the windows of `sum_{t<horizon} gamma^t r_t`."""
     return float(diagnostics.discounted_sums(rewards[:, :horizon], gamma).mean())
@@ -71,41 +109,52 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--actor", type=Path, required=True, help="the cloned actor.pt (`clone`)")
     parser.add_argument("--envs", type=int, default=16, help="deterministic episodes, side by side")
     parser.add_argument("--length", type=int, default=48, help="steps per window (>= the config's horizon)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N: the model, the actor and the env")
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
     args = parser.parse_args(argv)
     require_files(parser, args.config, args.world_model, args.dataset, args.actor)
     torch.set_num_threads(1)
-    device = torch.device("cpu")
+    try:
+        device = resolve_device(args.device, "--device")
+    except ConfigError as error:
+        parser.error(str(error))
     config = load_experiment(args.config).cell(args.task, args.size, args.dynamics, 0)
-    config = with_overrides(config, run={"device": "cpu"})
+    config = with_overrides(config, run={"device": str(device)})
     horizon, gamma = config.pwm.horizon, config.pwm.gamma
     if args.envs < 1 or args.length < horizon:
         parser.error(f"--envs must be >= 1 and --length >= the horizon ({horizon})")
     if config.pwm.reward_norm != "none":
         parser.error("the rewards are compared raw: use a config with pwm.reward_norm: none")
-    member = cloned_agent(config, read_dataset(args.dataset)[0], args.world_model, args.actor).members[0]
+    data = read_dataset(args.dataset)[0]
+    member = cloned_agent(config, data, args.world_model, args.actor, device).members[0]
     world_model = member.world_model.eval()
-    stats, record = episodes(member.act, config, args.envs)
+    stats, record = episodes(member.act, config, args.envs, device=device)
     windows = diagnostics.cut_windows(record, args.length, stride=args.length)
     if windows.obs.shape[0] == 0:
         raise SystemExit(f"no window of {args.length} steps inside an episode: every episode ended sooner")
-    curves = imagined_curves(world_model, member.actor, windows)
+    actor = member.actor
+    curves = {**imagined_curves(world_model, actor, windows), **latent_errors(world_model, actor, windows)}
+    stats = {**stats, "windows": windows.obs.shape[0], **spreads(world_model, actor, windows)}
     print(f"{args.envs} episodes: return {stats['return_mean']:.0f} +- {stats['return_std']:.0f}, "
-          f"{stats['falls']} falls; {windows.obs.shape[0]} windows of {args.length} steps")  # fmt: skip
+          f"{stats['falls']} falls; {stats['windows']} windows of {args.length} steps; variance per entry of the "
+          f"real latents {stats['latent_var']:.5f}, of the actor's inputs {stats['input_var']:.3f}")  # fmt: skip
 
     def rows():
         for h in sorted({1, 2, 4, 8, horizon, 2 * horizon, args.length} & set(range(1, args.length + 1))):
             yield {"step": h, **{k: float(v[:, h - 1].mean()) for k, v in curves.items()}}
         for name, length in ((f"sum over H = {horizon}", horizon), (f"sum over {args.length}", args.length)):
             sums = {k: discounted(curves[k], gamma, length) for k in ("real", "closed", "open")}
-            yield {"step": name, **sums, "action_gap": float(curves["action_gap"][:, :length].mean())}
+            means = {k: float(curves[k][:, :length].mean()) for k in ("action_gap", *ERRORS)}
+            yield {"step": name, **sums, **means}
 
     line = table([
         Column("step", "step", "", 16), Column("real", "real", ".3f", 8), Column("closed", "closed", ".3f", 8),
         Column("open", "open", ".3f", 8), Column("action gap", "action_gap", ".3f", 10),
+        Column("latent mse", "latent_mse", ".5f", 10), Column("input mse", "input_mse", ".3f", 9),
+        Column("input drift", "input_drift", ".3f", 11),
     ])  # fmt: skip
     measured = report(rows(), line)
-    write_record(args.out, device, args, [{**stats, "windows": windows.obs.shape[0]}, *measured])
+    write_record(args.out, device, args, [stats, *measured])
     return 0
 
 

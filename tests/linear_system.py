@@ -40,6 +40,7 @@ def linear_actor():
     actor = torch.nn.Module()
     torch.manual_seed(3)
     actor.mu = torch.nn.Linear(OBS, ACT)
+    actor.input_norm = torch.nn.Identity()  # PWM's actor reads the raw latent unless `pwm.latent_norm` says otherwise
     actor.act = lambda z: torch.tanh(actor.mu(z))
     return actor
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 from bench_helpers import CARRIED_REFERENCE, ROOT, collect_from_carried_reference, load_bench_script
-from linear_system import LinearSystemModel, N, T, linear_actor, linear_system_record, true_next
+from linear_system import OBS, LinearSystemModel, N, T, linear_actor, linear_system_record, true_next
 
 from flow_mbpo_pwm import checkpoints
 from flow_mbpo_pwm.algorithms.pwm import PWM
@@ -47,6 +47,32 @@ def test_a_model_that_stands_still_repeats_the_first_step_closed_loop():
     assert not torch.allclose(curves["open"], curves["closed"])  # open loop: the recorded actions, other rewards
 
 
+def test_latent_errors_are_zero_for_a_model_equal_to_the_env():
+    bench, actor = load_bench_script("imagined_gait"), linear_actor()
+    errors = bench.latent_errors(LinearSystemModel(true_next), actor, closed_loop_windows(actor))
+    assert set(errors) == set(bench.ERRORS)
+    for curve in errors.values():
+        assert curve.shape == (T // 5 * N, 5) and float(curve.abs().max()) < 1e-10
+
+
+def test_latent_errors_of_a_model_that_stands_still_are_the_distance_travelled():
+    bench, actor = load_bench_script("imagined_gait"), linear_actor()
+    actor.input_norm = torch.nn.Linear(OBS, OBS, bias=False)  # an input scaled x2: its squared error is 4x
+    torch.nn.init.eye_(actor.input_norm.weight).data.mul_(2)
+    windows = closed_loop_windows(actor)
+    errors = bench.latent_errors(LinearSystemModel(lambda z, a: z), actor, windows)
+    travelled = (windows.obs[:, :5] - windows.obs[:, :1]).double()  # the model keeps E(o_0) = o_0 at every step
+    torch.testing.assert_close(errors["latent_mse"], travelled.pow(2).mean(-1))
+    torch.testing.assert_close(errors["input_mse"], 4 * travelled.pow(2).mean(-1))
+    drift = (actor.act(windows.obs[:, :1]) - actor.act(windows.obs[:, :5])).abs().mean(-1).double()
+    torch.testing.assert_close(errors["input_drift"], drift)
+    assert float(errors["latent_mse"][:, 0].abs().max()) == 0.0  # step 1 is E(o_0) itself
+    spread = bench.spreads(LinearSystemModel(lambda z, a: z), actor, windows)
+    real = windows.obs[:, :-1].flatten(0, 1).double()
+    assert spread["latent_var"] == pytest.approx(float(real.var(0).mean()))
+    assert spread["input_var"] == pytest.approx(4 * spread["latent_var"])
+
+
 EXPERIMENT = {"tasks": {"ant": {"num_envs": 2, "episode_length": 40}}, "sizes": ["tiny"],
               "dynamics": {"deterministic": {}}, "seeds": [0], "reference": {"device": "cpu"},
               "collect": {"num_envs": 2, "steps_per_snapshot": 25},
@@ -67,9 +93,11 @@ def test_imagined_gait_runs_on_a_clone_of_the_reference(tmp_path):
     args = ["--config", str(config_path), "--size", "tiny", "--world-model", str(world_model), "--dataset",
             str(dataset), "--actor", str(actor), "--envs", "2", "--length", "16", "--out", str(out)]  # fmt: skip
     subprocess.run([sys.executable, "bench/imagined_gait.py", *args], cwd=ROOT, check=True)
-    rows = json.loads(out.read_text())["rows"]
+    bench, rows = load_bench_script("imagined_gait"), json.loads(out.read_text())["rows"]
     assert rows[0]["windows"] >= 1 and rows[0]["return_mean"] > 0
     assert [r["step"] for r in rows[1:]] == [1, 2, 4, 8, 16, "sum over H = 8", "sum over 16"]
-    assert all(torch.isfinite(torch.tensor([r["real"], r["closed"], r["open"], r["action_gap"]])).all()
-               for r in rows[1:])  # fmt: skip
+    columns = ("real", "closed", "open", "action_gap", *bench.ERRORS)
+    assert all(torch.isfinite(torch.tensor([r[k] for k in columns])).all() for r in rows[1:])
+    assert rows[0]["latent_var"] > 0 and rows[0]["input_var"] > 0
+    assert rows[1]["latent_mse"] == 0.0 and rows[2]["latent_mse"] > 0  # one model step from E(o_0) by step 2
     assert rows[1]["action_gap"] < 1e-6  # step 1 acts on E(o_0) itself, as the episode did
