@@ -657,10 +657,18 @@ class CloneConfig:
     lr: float = 1e-3
     seed: int = 0  # RNG seed of the cloning run (the actor's initial weights, batch sampling)
     log_every: int = 500  # steps between rows of clone_metrics.csv
+    # Model steps of imagined latents the clone also learns to act on (0: none, the real latents E(o) only). Each
+    # step then also draws `batch` windows of k transitions from the dataset, rolls the world model from E(o_0)
+    # along their recorded actions, and adds the mean squared error of the actor's action on every imagined latent
+    # z_1..z_k against the reference's action at the real o_1..o_k. PWM's actor acts on such latents in its
+    # imagination; cloned on real latents only, one model step already moved its action 0.34 per entry
+    # (bench/imagined_gait.py, bench/RESULTS.md).
+    imagined_steps: int = 0
 
     def validate(self, key: str = "clone") -> None:
         for name in ("steps", "batch", "log_every"):
             _check(getattr(self, name) >= 1, f"{key}.{name}", f"must be >= 1, got {getattr(self, name)}")
+        _check(self.imagined_steps >= 0, f"{key}.imagined_steps", f"must be >= 0, got {self.imagined_steps}")
         _check(self.lr > 0, f"{key}.lr", f"must be > 0, got {self.lr}")
         _check(0 <= self.seed < 100_000, f"{key}.seed", f"must be in [0, 100000), got {self.seed}")
 

@@ -456,7 +456,8 @@ def test_clone_fits_the_reference_and_train_starts_every_seed_from_it_held_for_t
     cloned actor acts like the reference on held-back observations, far closer than the fresh actor, and loads
     bitwise; both seeds start from it and have moved by epoch 5 (the next test follows the hold epoch by epoch).
     With the latent standardised the clone fits through the dataset's statistics and carries them: the seeds' actors
-    keep them (never trained), their critics fit the same from the same data in their buffers."""
+    keep them (never trained), their critics fit the same from the same data in their buffers; that clone also
+    learns on 2 steps of the model's imagined latents (`clone.imagined_steps`, tests/test_clone.py)."""
     import yaml
 
     from flow_mbpo_pwm.cli import main
@@ -468,7 +469,8 @@ def test_clone_fits_the_reference_and_train_starts_every_seed_from_it_held_for_t
     assert export_run(runs[0], dataset) == 0
     policy_path = _reference_policy(tmp_path / "policy.pt")
     experiment = {**PRETRAIN_EXPERIMENT, "pretrain": {"steps": 20, "log_every": 10},
-                  "clone": {"enabled": True, "steps": 300, "batch": 64, "log_every": 100}}  # fmt: skip
+                  "clone": {"enabled": True, "steps": 300, "batch": 64, "log_every": 100,
+                            "imagined_steps": 2 if latent_norm == "standardize" else 0}}  # fmt: skip
     pwm = {**experiment["train"]["pwm"], "actor_delay_epochs": 3, "latent_norm": latent_norm}
     experiment["train"] = {**experiment["train"], "pwm": pwm}
     config_path = tmp_path / "experiment.yaml"
@@ -499,6 +501,7 @@ def test_clone_fits_the_reference_and_train_starts_every_seed_from_it_held_for_t
         checkpoints.load_world_model(wm_path, agent)
         fresh_error = float((agent.act(obs) - target).abs().mean())
         meta = checkpoints.load_actor(actor_path, agent, wm_path)
+        assert meta["imagined_steps"] == (2 if latent_norm == "standardize" else 0)
         cloned_error = float((agent.act(obs) - target).abs().mean())
         assert meta["final"]["held_back_action_error"] == pytest.approx(cloned_error, rel=1e-5)
         assert cloned_error < 0.3 * fresh_error, (cloned_error, fresh_error)
