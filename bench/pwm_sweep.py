@@ -24,7 +24,8 @@ a 48M point beside 5M ones on a two-GPU machine), `pretrain_steps: N` (the world
 sweep's `pretrain_steps`, else the base config's), `scratch: true` for a run without the offline protocol, and
 `clone: true` for one whose actor starts from the PPO reference's policy (after its pretraining, `flow-mbpo-pwm
 clone` fits the actor to the reference's final policy.pt on the new world model's latents, with the base config's
-`clone` settings; `train --actor-init` starts every seed from it; pair it with `pwm: {actor_delay_epochs: N}`). A
+`clone` settings, or with `clone: {imagined_steps: 16, ...}` those merged over them; `train --actor-init` starts
+every seed from it; pair it with `pwm: {actor_delay_epochs: N}`). A
 sweep-level `pwm:` applies to every point, under the points' own: it pins what a sweep's points share where the base
 config may change (config/short.yaml went from 20 : 0.1 without an actor penalty to 1 : 1 with one on 2026-12-02;
 every sweep file written before pins the former, so it reruns what it recorded).
@@ -210,6 +211,8 @@ def point_config(sweep: dict, spec: dict) -> dict:
     pwm.update(spec.get("pwm", {}))
     if "run" in spec:
         config["train"].setdefault("run", {}).update(spec["run"])
+    if isinstance(spec.get("clone"), dict):  # the point's own clone settings over the base's
+        config["clone"] = {**config.get("clone", {}), **spec["clone"]}
     seeds = [seed for seed, _ in seed_runs(sweep, Path())]
     # The offline dataset is the base config's, collected from its reference seed `collect.seed`, which a config's
     # seeds must include: a sweep that trains other seeds (e.g. 3 and 4) keeps it listed, untrained.

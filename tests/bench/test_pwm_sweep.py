@@ -338,6 +338,7 @@ def test_points_share_a_pretraining_and_a_clone_where_their_settings_agree(sweep
         "det-held": {"dynamics": "deterministic", "clone": True, "pwm": {"actor_delay_epochs": 5}},
         "det-nopen": {"dynamics": "deterministic", "clone": True, "pwm": {"actor_saturation_coef": 0.0}},
         "det-std": {"dynamics": "deterministic", "clone": True, "pwm": {"latent_norm": "standardize"}},
+        "det-imagined": {"dynamics": "deterministic", "clone": {"imagined_steps": 4}},
         "det-reward": {"dynamics": "deterministic", "pwm": {"wm_reward_coef": 3.0}},
         "det-long": {"dynamics": "deterministic", "pretrain_steps": 99},
         "flow": {"dynamics": "flow"},
@@ -350,10 +351,13 @@ def test_points_share_a_pretraining_and_a_clone_where_their_settings_agree(sweep
         folder.mkdir()
         (folder / "config.yaml").write_text(yaml.safe_dump(sweep_module.point_config(sweep, spec)))
         keys[name] = {step: sweep_module.shared_key(sweep, spec, folder, step) for step in ("pretrain", "clone")}
-    shared = {keys[name]["pretrain"] for name in ("det", "det-held", "det-nopen", "det-std")}
+    shared = {keys[name]["pretrain"] for name in ("det", "det-held", "det-nopen", "det-std", "det-imagined")}
     assert len(shared) == 1
     assert len({keys[name]["pretrain"] for name in ("det", "det-reward", "det-long", "flow")}) == 4
     assert keys["det-held"]["clone"] == keys["det-nopen"]["clone"] != keys["det-std"]["clone"]
+    assert keys["det-imagined"]["clone"] not in (keys["det-held"]["clone"], keys["det-std"]["clone"])
+    # a point's own clone settings go over the base's into its config, which the clone reads
+    assert sweep_module.point_config(sweep, points["det-imagined"])["clone"]["imagined_steps"] == 4
 
 
 def test_shared_products_are_copied_whole(sweep_module, tmp_path):
