@@ -38,3 +38,24 @@ def collect_from_carried_reference(tmp_path: Path, experiment: dict) -> tuple[Pa
     assert main(["collect", "--config", str(config_path), "--task", "ant", "--reference-dir",
                  str(tmp_path / CARRIED_REFERENCE), "--out", str(dataset), "--device", "cpu"]) == 0  # fmt: skip
     return config_path, dataset
+
+
+def clone_on_a_fresh_world_model(tmp_path: Path, experiment: dict) -> dict[str, Path]:
+    """`collect_from_carried_reference`, a fresh (untrained) world model of the experiment's `tiny` deterministic
+    cell saved as a pretrained one, and the reference cloned on it for 20 steps (`flow-mbpo-pwm clone`): the paths
+    `config`, `dataset`, `world_model`, `actor`, `reference_policy`."""
+    from flow_mbpo_pwm import checkpoints
+    from flow_mbpo_pwm.algorithms.pwm import PWM
+    from flow_mbpo_pwm.cli import main
+    from flow_mbpo_pwm.config import load_experiment
+
+    config_path, dataset = collect_from_carried_reference(tmp_path, experiment)
+    config = load_experiment(config_path).cell("ant", "tiny", "deterministic", 0)
+    world_model, actor = tmp_path / "wm.pt", tmp_path / "actor.pt"
+    checkpoints.save_world_model(world_model, PWM(37, 8, config, "cpu"), {"config": config.to_dict()})
+    policy = tmp_path / CARRIED_REFERENCE / "policy.pt"
+    assert main(["clone", "--config", str(config_path), "--task", "ant", "--size", "tiny", "--dynamics",
+                 "deterministic", "--dataset", str(dataset), "--out", str(actor), "--steps", "20", "--device", "cpu",
+                 "--world-model", str(world_model), "--reference-policy", str(policy)]) == 0  # fmt: skip
+    return {"config": config_path, "dataset": dataset, "world_model": world_model, "actor": actor,
+            "reference_policy": policy}  # fmt: skip

@@ -8,13 +8,9 @@ import sys
 
 import pytest
 import torch
-from bench_helpers import CARRIED_REFERENCE, ROOT, collect_from_carried_reference, load_bench_script
+from bench_helpers import ROOT, clone_on_a_fresh_world_model, load_bench_script
 from linear_system import OBS, LinearSystemModel, N, T, linear_actor, linear_system_record, true_next
 
-from flow_mbpo_pwm import checkpoints
-from flow_mbpo_pwm.algorithms.pwm import PWM
-from flow_mbpo_pwm.cli import main as cli
-from flow_mbpo_pwm.config import load_experiment
 from flow_mbpo_pwm.diagnostics import cut_windows
 
 
@@ -80,18 +76,11 @@ EXPERIMENT = {"tasks": {"ant": {"num_envs": 2, "episode_length": 40}}, "sizes": 
 
 
 def test_imagined_gait_runs_on_a_clone_of_the_reference(tmp_path):
-    config_path, dataset = collect_from_carried_reference(tmp_path, EXPERIMENT)
-    config = load_experiment(config_path).cell("ant", "tiny", "deterministic", 0)
-    world_model = tmp_path / "wm.pt"
-    checkpoints.save_world_model(world_model, PWM(37, 8, config, "cpu"), {"config": config.to_dict()})
-    actor = tmp_path / "actor.pt"
-    assert cli(["clone", "--config", str(config_path), "--task", "ant", "--size", "tiny", "--dynamics",
-                "deterministic", "--dataset", str(dataset), "--out", str(actor), "--steps", "20", "--device", "cpu",
-                "--world-model", str(world_model), "--reference-policy",
-                str(tmp_path / CARRIED_REFERENCE / "policy.pt")]) == 0  # fmt: skip
+    paths = clone_on_a_fresh_world_model(tmp_path, EXPERIMENT)
     out = tmp_path / "imagined.json"
-    args = ["--config", str(config_path), "--size", "tiny", "--world-model", str(world_model), "--dataset",
-            str(dataset), "--actor", str(actor), "--envs", "2", "--length", "16", "--out", str(out)]  # fmt: skip
+    args = ["--config", str(paths["config"]), "--size", "tiny", "--world-model", str(paths["world_model"]),
+            "--dataset", str(paths["dataset"]), "--actor", str(paths["actor"]), "--envs", "2", "--length", "16",
+            "--out", str(out)]  # fmt: skip
     subprocess.run([sys.executable, "bench/imagined_gait.py", *args], cwd=ROOT, check=True)
     bench, rows = load_bench_script("imagined_gait"), json.loads(out.read_text())["rows"]
     assert rows[0]["windows"] >= 1 and rows[0]["return_mean"] > 0
