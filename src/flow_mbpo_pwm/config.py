@@ -279,6 +279,15 @@ class PWMConfig:
     # With "observed" the held clone's training episodes returned 5.1k, yet PWM's update still took the released gait
     # apart and a fresh actor was not lifted (0.92 [0.83, 1.04] of "imagined", docs/results/2026-12-07-det-observed).
     env_actions: Literal["imagined", "observed"] = "imagined"
+    # Weight of a consistency term on the actor (0: none, PWM's loss): the actor loss adds `coef x` the mean, over
+    # `wm_batch` replayed windows of H transitions and their steps h = 1..H, of
+    # `(tanh(mu(z_h)) - sg tanh(mu(E(o_h))))^2` per action entry, z_h the world model's latent rolled from E(o_0)
+    # along the recorded actions (the model and the encoder do not learn from it). PWM's actor is differentiated at
+    # imagined latents; cloned on real ones, its action moved 0.34 per entry after one model step and ~0.9 after
+    # eight (bench/imagined_gait.py, bench/RESULTS.md), so its update changed what it does where it never acts. This
+    # asks it to act on the model's latents as on the real states they stand for (bench/imagined_clone.py fits a
+    # clone so).
+    actor_consistency_coef: float = 0.0
     buffer_size: int = 1_000_000
     normalize_obs: bool = False
 
@@ -351,6 +360,8 @@ class PWMConfig:
         _check(self.actor_value_coef >= 0, f"{key}.actor_value_coef", f"must be >= 0, got {self.actor_value_coef}")
         smooth = self.actor_smoothness_coef
         _check(smooth >= 0, f"{key}.actor_smoothness_coef", f"must be >= 0, got {smooth}")
+        consistency = self.actor_consistency_coef
+        _check(consistency >= 0, f"{key}.actor_consistency_coef", f"must be >= 0, got {consistency}")
         threshold = self.actor_saturation_threshold
         _check(0 <= threshold < 1, f"{key}.actor_saturation_threshold", f"must be in [0, 1), got {threshold}")
         _check(

@@ -337,6 +337,47 @@ def test_the_smoothness_penalty_is_the_deterministic_actions_squared_change_with
     assert torch.equal(rollout_off.smoothness, torch.zeros_like(rollout_off.smoothness))
 
 
+@pytest.mark.parametrize("dynamics", ["deterministic", "flow"])
+def test_the_consistency_term_is_the_actors_gap_between_the_models_latents_and_the_real_ones(dynamics):
+    """`pwm.actor_consistency_coef`: windows replayed from the seed's buffer (its generator), the model rolled from
+    E(o_0) along the recorded actions; the term is the mean squared gap per action entry between the actor on z_h
+    and on E(o_h), h = 1..H, over the valid rows. It reaches the actor only, and the actor's loss adds coef x it."""
+    agent, env, buffer, obs = build(dynamics, actor_consistency_coef=0.5)
+    obs, _ = run_until_warm(agent, env, buffer, obs)
+    member, state = agent.members[0], agent.members[0].generator.get_state()
+    term = agent.actor_consistency(buffer)
+    after = member.generator.get_state()
+    member.generator.set_state(state)  # the same draws, by hand
+    batch = buffer.sample(agent.config.pwm.wm_batch, member.generator)
+    with torch.no_grad():
+        z, gaps = member.world_model.encode(batch.obs[:, 0]), []
+        for h in range(batch.action.shape[1]):
+            draws = member.world_model.dynamics.draw_next((agent.config.pwm.wm_batch,), member.generator)
+            z = member.world_model.next(z, batch.action[:, h], **draws)
+            real = member.actor.act(member.world_model.encode(batch.obs[:, h + 1]))
+            gaps.append((member.actor.act(z) - real).pow(2).mean(-1))
+        expected = torch.stack(gaps, 1).mean(1)[batch.valid].mean()
+    assert torch.equal(member.generator.get_state(), after) and batch.valid.all()
+    torch.testing.assert_close(term[0], expected)
+    assert term[0] > 0  # a model fitted for a few steps is not the env
+    params = dict(agent.stacked)
+    grads = torch.autograd.grad(term.sum(), list(params.values()), allow_unused=True)
+    reached = {name for name, g in zip(params, grads, strict=True) if g is not None and g.any()}
+    assert reached and all(name.startswith("actor.mu_net.") for name in reached)
+
+    rollout, _ = agent.imagine(env, obs, buffer, with_grad=True)
+    objective = rollout.objective.detach()
+    member.generator.set_state(state := member.generator.get_state())
+    term = agent.actor_consistency(buffer).detach()
+    member.generator.set_state(state)
+    loss, _ = agent.actor_step(rollout.objective, sources=buffer)
+    plain = -(objective / agent.ret_stats.std().float().unsqueeze(1)).mean(1)
+    torch.testing.assert_close(loss, plain + 0.5 * term)
+    rollout, _ = agent.imagine(env, obs, buffer, with_grad=True)
+    with pytest.raises(ValueError, match="actor_consistency_coef needs the replay buffers"):
+        agent.actor_step(rollout.objective)
+
+
 def segments_objective(rollout, gamma: float, value_coef: float) -> torch.Tensor:
     """The actor's objective recomputed from a rollout's detached fields, one env and step at a time: each segment
     (cut by a done, closed by the rollout's end) adds `sum_t gamma^t r_t + value_coef gamma^L V(z_L)`."""

@@ -114,6 +114,19 @@ def test_with_the_env_on_the_actors_own_policy_a_seed_in_a_stack_is_bitwise_the_
     assert not torch.equal(stack[2][0].chronological()["action"], imagined[2][0].chronological()["action"])
 
 
+@pytest.mark.parametrize("dynamics", ["deterministic", "flow"])
+def test_with_the_consistency_term_a_seed_in_a_stack_is_bitwise_the_seed_trained_alone(dynamics):
+    """`pwm.actor_consistency_coef`: each seed replays windows from its own buffer with its own generator (and, for
+    a flow, the dynamics' draws) in the actor step; the term is a per-seed call of its own."""
+    config = with_overrides(ant_config(dynamics), pwm={"actor_consistency_coef": 1.0})
+    stack = train(SEEDS[:2], config)
+    for index in range(2):
+        assert_seed_equals_lone(stack, train((SEEDS[index],), config), index, bitwise)
+    plain = train(SEEDS[:1], ant_config(dynamics))  # the term changes the training
+    assert not torch.equal(plain[0].seed_state_dict(0)["modules"]["actor.mu_net.0.weight"],
+                           stack[0].seed_state_dict(0)["modules"]["actor.mu_net.0.weight"])  # fmt: skip
+
+
 def test_with_the_latent_standardised_a_seed_in_a_stack_is_bitwise_the_seed_trained_alone():
     """`pwm.latent_norm: standardize`: each seed fits its actor's and critics' latent statistics on its own buffer
     when it warms up; the statistics are per-seed slices of the stack, read inside the per-seed calls, saved with

@@ -344,7 +344,7 @@ class PWM(nn.Module):
         else:
             # 3. Actor: one step on the imagined objective, gradients through the model into the actions only.
             metrics["actor_loss"], metrics["actor_grad_norm"] = self.actor_step(
-                rollout.objective, training, rollout.saturation, rollout.smoothness
+                rollout.objective, training, rollout.saturation, rollout.smoothness, buffers
             )
             # Free the imagination's autograd graph: it holds the critic's and world model's gradient accumulators,
             # created on the caller's stream, which a captured phase must not inherit (graphs.py).
@@ -464,7 +464,9 @@ class PWM(nn.Module):
         def imagine_and_act(obs: torch.Tensor) -> tuple[torch.Tensor, ...]:
             actor_std = self.per_seed(_actor_std)
             rollout, next_obs = self.imagine(env, obs, buffers, with_grad=True)
-            loss, grad_norm = self.actor_step(rollout.objective, training, rollout.saturation, rollout.smoothness)
+            loss, grad_norm = self.actor_step(
+                rollout.objective, training, rollout.saturation, rollout.smoothness, buffers
+            )
             return (*_detached(rollout), next_obs, loss, grad_norm, actor_std)
 
         added = [buffer.num_added for buffer in buffers]
@@ -484,11 +486,13 @@ class PWM(nn.Module):
         training: tuple[bool, ...] | None = None,
         saturation: torch.Tensor | None = None,
         smoothness: torch.Tensor | None = None,
+        sources: Any = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Maximise the imagined objective `[S, N]` scaled by each seed's running std of objectives (ret_rms), minus
         `pwm.actor_saturation_coef` x the rollout's `saturation` `[S, N]` and `pwm.actor_smoothness_coef` x its
-        `smoothness` where those are set. Only the actor's parameters receive gradients; only `training` seeds are
-        updated. Returns per-seed (loss, pre-clip grad norm)."""
+        `smoothness` where those are set, and `pwm.actor_consistency_coef` x `actor_consistency` on windows
+        replayed from `sources` (each seed's buffer; required with that coefficient). Only the actor's parameters
+        receive gradients; only `training` seeds are updated. Returns per-seed (loss, pre-clip grad norm)."""
         cfg = self.config.pwm
         training = self.live_seeds() if training is None else training
         self.ret_stats.update(objective.detach(), self._mask(training))
@@ -496,11 +500,29 @@ class PWM(nn.Module):
         for coef, penalty in ((cfg.actor_saturation_coef, saturation), (cfg.actor_smoothness_coef, smoothness)):
             if coef > 0 and penalty is not None:
                 loss = loss + coef * penalty.mean(1)
+        if cfg.actor_consistency_coef > 0:
+            if sources is None:
+                raise ValueError("actor_step: pwm.actor_consistency_coef needs the replay buffers (`sources`)")
+            loss = loss + cfg.actor_consistency_coef * self.actor_consistency(sources, training)
         grad_norm = self._optimize("actor", loss, cfg.actor_grad_clip, training)
         for member, trains in zip(self.members, training, strict=True):
             if trains:
                 member.actor.clamp_logstd_()
         return loss.detach(), grad_norm
+
+    def actor_consistency(self, sources: Any, training: tuple[bool, ...] | None = None) -> torch.Tensor:
+        """Per seed `[S]`: the mean over `wm_batch` windows replayed from its source (valid rows) and their steps
+        h = 1..H of mean((tanh(mu(z_h)) - sg tanh(mu(E(o_h))))^2), z_h rolled by the world model from E(o_0) along
+        the recorded actions; only the actor's parameters get its gradient (`pwm.actor_consistency_coef`). The
+        windows and the dynamics' draws come from each `training` seed's generator."""
+        cfg = self.config.pwm
+        training = self.live_seeds() if training is None else training
+        sources = self._per_seed_sources(sources)
+        batch = self.draw(lambda s, g: sources[s].sample(cfg.wm_batch, g), training)
+        horizon = batch.action.shape[2]
+        dynamics = self.members[0].world_model.dynamics  # draws by shape only: any seed's module will do
+        draws = self.draw(lambda s, g: [dynamics.draw_next((cfg.wm_batch,), g) for _ in range(horizon)], training)
+        return self._per_seed(self._acting_state, _actor_consistency, batch, draws)
 
     def critic_step(
         self, rollout: Rollout, training: tuple[bool, ...] | None = None
@@ -876,6 +898,21 @@ def _imagine_step_with_terms(
     deterministic action tanh(mu): the terms of the actor's penalties."""
     action, log_slope, mean_action = agent.actor.sample_with_terms(z.detach(), draws["action"])
     return action, *_model_step(agent, z, action, draws), log_slope, mean_action
+
+
+def _actor_consistency(agent: SeedAgent, batch: ReplayBatch, draws: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+    """One seed's `PWM.actor_consistency` on its replayed `batch`."""
+    wm, actor = agent.world_model, agent.actor
+    with torch.no_grad():
+        real = wm.encode(batch.obs)  # [B, H+1, latent]
+        z, imagined = real[:, 0], []
+        for h, step_draws in enumerate(draws):
+            z = wm.next(z, batch.action[:, h], **step_draws)
+            imagined.append(z)
+        target = actor.act(real[:, 1:])
+    error = (actor.act(torch.stack(imagined, 1)) - target).pow(2).mean((-1, -2))  # [B]
+    valid = batch.valid.to(error.dtype)
+    return (error * valid).sum() / valid.sum().clamp(min=1.0)
 
 
 def _detached(rollout: Rollout) -> Rollout:
