@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference-policy", type=Path, required=True, help="the reference's policy.pt")
     parser.add_argument("--imagined-steps", type=int, default=4, help="k: model steps per window (0: plain clone)")
     parser.add_argument("--pool", type=int, default=16384, help="windows rolled once")
+    parser.add_argument("--imagined-weight", type=float, default=1.0, help="the imagined latents' loss weight")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch", type=int, default=4096, help="real latents, and imagined ones, per step")
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -72,14 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="actor.pt to write (clone_metrics.csv beside it)")
     args = parser.parse_args(argv)
     require_files(parser, args.config, args.world_model, args.dataset, args.reference_policy)
-    if args.imagined_steps < 0 or args.pool < 1 or args.steps < 1 or args.batch < 1:
-        parser.error("--imagined-steps must be >= 0 and --pool, --steps, --batch >= 1")
+    if args.imagined_steps < 0 or args.imagined_weight < 0 or min(args.pool, args.steps, args.batch) < 1:
+        parser.error("--imagined-steps and --imagined-weight must be >= 0, --pool, --steps and --batch >= 1")
     try:
         config = load_experiment(args.config).cell(args.task, args.size, args.dynamics, 0)
         config = with_overrides(config, run={"device": args.device})
         cloning = PooledCloning(
-            config, args.world_model, args.dataset, args.reference_policy, args.out, args.imagined_steps, pool=args.pool
-        )
+            config, args.world_model, args.dataset, args.reference_policy, args.out, args.imagined_steps,
+            args.imagined_weight, pool=args.pool,
+        )  # fmt: skip
     except ConfigError as error:
         parser.error(str(error))
     return cloning.run(args.steps, args.batch, args.lr, log_every=max(args.steps // 10, 1))

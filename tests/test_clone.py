@@ -3,6 +3,8 @@ equal to the env imagines the real observations, one that stands still repeats t
 model's imagined latents acts on them as the reference acts on the real states, where a clone of the real latents
 alone does not. The whole stage runs in tests/data/test_datasets.py's clone test."""
 
+import copy
+
 import torch
 from linear_system import ACT, OBS, LinearSystemModel, linear_actor, linear_system_record, true_next
 
@@ -88,3 +90,26 @@ def test_a_clone_of_imagined_latents_acts_on_them_as_the_reference_where_a_clone
     assert robust_error < 0.6 * plain_error, (robust_error, plain_error)
     # The price: the real latents' error grows (measured 0.075 against 0.020), still small against labels in [-1, 1].
     assert plain_real_error < real_error < 0.1, (real_error, plain_real_error)
+
+
+def test_a_fit_step_weighs_the_imagined_error_by_imagined_weight():
+    windows = stream_windows()
+    obs = windows.obs.flatten(0, 1)
+    labels, rows = clone.reference_labels(reference, obs), torch.arange(len(obs))
+    model = LinearSystemModel(lambda z, a: 0.5 * z)
+    torch.manual_seed(0)
+    actor = Actor(OBS, ACT, units=(16,))
+    before = copy.deepcopy(actor)
+    optimizer = torch.optim.Adam(actor.mu_net.parameters(), lr=1e-3)
+    imagined = lambda g: clone.imagined_latents(model, reference, windows, 8, g)  # noqa: E731
+    generator = torch.Generator().manual_seed(5)
+    state = generator.get_state()
+    loss = clone.fit_step(actor, lambda o: o, obs, labels, rows, 8, generator, optimizer, imagined, 0.25)
+    generator.set_state(state)  # the step's draws again: its rows, then its windows
+    with torch.no_grad():
+        pick = rows[torch.randint(len(rows), (8,), generator=generator)]
+        real = (before.act(obs[pick]) - labels[pick]).square().mean()
+        z, targets = imagined(generator)
+        dreamt = (before.act(z) - targets).square().mean()
+    torch.testing.assert_close(loss, real + 0.25 * dreamt)
+    assert dreamt > 0

@@ -283,7 +283,7 @@ def _clone(args: argparse.Namespace) -> int:
     steps = settings.steps if args.steps is None else args.steps
     return clone(
         config, args.world_model, args.dataset, args.reference_policy, args.out, steps, settings.batch, settings.lr,
-        settings.log_every, settings.imagined_steps,
+        settings.log_every, settings.imagined_steps, settings.imagined_weight,
     )  # fmt: skip
 
 

@@ -13,7 +13,8 @@ it visits itself. Loss: the mean squared error of `tanh(mu(z))` against the labe
 `clone.batch` observations drawn uniformly, `clone.steps` steps. The actor's log-std stays at its initial value.
 With `clone.imagined_steps` k > 0 the loss adds the same error on the world model's imagined latents: windows of k
 transitions of the dataset, the model rolled from E(o_0) along their recorded actions, and the actor on z_h asked
-for the reference's action at the real o_h (h = 1..k) — the latents PWM's actor acts on in its imagination.
+for the reference's action at the real o_h (h = 1..k) — the latents PWM's actor acts on in its imagination —,
+weighted `clone.imagined_weight`.
 
 Folder (one per task x size x dynamics variant, beside the pretrained world model's): `actor.pt` (format
 `flow-mbpo-pwm/actor/1`, checkpoints.py) and `clone_metrics.csv` (the mean loss every `log_every` steps, and the
@@ -55,10 +56,11 @@ def clone(
     lr: float,
     log_every: int,
     imagined_steps: int = 0,
+    imagined_weight: float = 1.0,
 ) -> int:
     """Clone `reference_policy` into the actor of `config` (its `run.seed` seeds the run) on the latents of
-    `world_model` (and `imagined_steps` of its imagined latents), on the observations of `dataset`; write `out` and
-    `clone_metrics.csv` beside it."""
+    `world_model` (and `imagined_steps` of its imagined latents, weighted `imagined_weight`), on the observations
+    of `dataset`; write `out` and `clone_metrics.csv` beside it."""
     for name, path in (("world model", world_model), ("dataset", dataset), ("reference policy", reference_policy)):
         if not Path(path).is_file():
             raise ConfigError(f"clone {name}", f"{path} does not exist")
@@ -69,7 +71,11 @@ def clone(
         raise ConfigError("clone.lr", f"must be > 0, got {lr}")
     if imagined_steps < 0:
         raise ConfigError("clone.imagined_steps", f"must be >= 0, got {imagined_steps}")
-    cloning = Cloning(config, Path(world_model), Path(dataset), Path(reference_policy), Path(out), imagined_steps)
+    if imagined_weight < 0:
+        raise ConfigError("clone.imagined_weight", f"must be >= 0, got {imagined_weight}")
+    cloning = Cloning(
+        config, Path(world_model), Path(dataset), Path(reference_policy), Path(out), imagined_steps, imagined_weight
+    )
     return cloning.run(steps, batch, lr, log_every)
 
 
@@ -90,9 +96,10 @@ def fit_step(
     actor: Actor, features: Callable[[torch.Tensor], torch.Tensor], obs: torch.Tensor, labels: torch.Tensor,
     rows: torch.Tensor, batch: int, generator: torch.Generator, optimizer: torch.optim.Optimizer,
     imagined: Callable[[torch.Generator], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    imagined_weight: float = 1.0,
 ) -> torch.Tensor:  # fmt: skip
     """One Adam step of `actor` on `batch` of `rows` drawn uniformly: MSE of `tanh(mu(features(o)))` against the
-    labels, the features fixed, plus, with `imagined`, the MSE on the inputs and labels it draws
+    labels, the features fixed, plus, with `imagined`, `imagined_weight` x the MSE on the inputs and labels it draws
     (`imagined_latents`). Returns the batch's loss (on the device)."""
     pick = rows[torch.randint(len(rows), (batch,), generator=generator, device=rows.device)]
     with torch.no_grad():
@@ -100,7 +107,7 @@ def fit_step(
     loss = (actor.act(z) - labels[pick]).square().mean()
     if imagined is not None:
         z_imagined, targets = imagined(generator)
-        loss = loss + (actor.act(z_imagined) - targets).square().mean()
+        loss = loss + imagined_weight * (actor.act(z_imagined) - targets).square().mean()
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -135,10 +142,11 @@ def action_error(
 class Cloning:
     def __init__(
         self, config: TrainConfig, world_model: Path, dataset: Path, reference_policy: Path, out: Path,
-        imagined_steps: int = 0,
+        imagined_steps: int = 0, imagined_weight: float = 1.0,
     ):  # fmt: skip
         self.config, self.world_model, self.dataset = config, world_model, dataset
-        self.reference_policy, self.out, self.imagined_steps = reference_policy, out, imagined_steps
+        self.reference_policy, self.out = reference_policy, out
+        self.imagined_steps, self.imagined_weight = imagined_steps, imagined_weight
         self.metrics_path = out.parent / "clone_metrics.csv"
         self.device = resolve_device(config.run.device)
 
@@ -208,8 +216,9 @@ class Cloning:
             for step in range(1, steps + 1):
                 encode = self.agent.world_model.encode  # the pretrained encoder, fixed
                 window += fit_step(
-                    actor, encode, self.obs, self.labels, self.fit_rows, batch, generator, optimizer, imagined
-                )
+                    actor, encode, self.obs, self.labels, self.fit_rows, batch, generator, optimizer, imagined,
+                    self.imagined_weight,
+                )  # fmt: skip
                 progress.advance(step)
                 if step % log_every == 0 or step == steps:
                     done = log_every if step % log_every == 0 else step % log_every
@@ -233,6 +242,7 @@ class Cloning:
                 "dynamics": cfg.dynamics_name,
                 "steps": steps,
                 "imagined_steps": self.imagined_steps,
+                "imagined_weight": self.imagined_weight,
                 "dataset": str(self.dataset),
                 "reference_policy": str(self.reference_policy),
                 "reference_env_steps": int(self.reference_meta["env_steps"]),

@@ -675,11 +675,13 @@ class CloneConfig:
     # imagination; cloned on real latents only, one model step already moved its action 0.34 per entry
     # (bench/imagined_gait.py, bench/RESULTS.md).
     imagined_steps: int = 0
+    imagined_weight: float = 1.0  # the imagined latents' error's weight in the loss (the real ones' is 1)
 
     def validate(self, key: str = "clone") -> None:
         for name in ("steps", "batch", "log_every"):
             _check(getattr(self, name) >= 1, f"{key}.{name}", f"must be >= 1, got {getattr(self, name)}")
         _check(self.imagined_steps >= 0, f"{key}.imagined_steps", f"must be >= 0, got {self.imagined_steps}")
+        _check(self.imagined_weight >= 0, f"{key}.imagined_weight", f"must be >= 0, got {self.imagined_weight}")
         _check(self.lr > 0, f"{key}.lr", f"must be > 0, got {self.lr}")
         _check(0 <= self.seed < 100_000, f"{key}.seed", f"must be in [0, 100000), got {self.seed}")
 
