@@ -18,7 +18,8 @@ On CUDA the critic and world-model phases run as captured CUDA graphs (algorithm
 `--seeds S` times a stack of S seeds (what one `train` job of S seeds runs: one batched env of S x num_envs ants,
 every network with a leading seed axis); compare its per-epoch time with `--seeds 1`. `--compile` times what
 `run.compile: true` runs (compiled during the untimed warm-up epochs), `--tf32` what `run.tf32: true` runs,
-`--actor-saturation-coef 0.1` what the configs' actor penalty runs (the imagination's penalised step).
+`--actor-saturation-coef 0.1` what the configs' actor penalty runs (the imagination's penalised step),
+`--actor-consistency-coef 1` what the actor's consistency term adds (its replayed windows through the model).
 
 Prints a table and writes every row (plus machine facts) as JSON to --out.
 """
@@ -90,6 +91,7 @@ def build(size: str, dynamics: str, args: argparse.Namespace, device: torch.devi
         dyn = replace(dyn, substeps=args.substeps, integrator=args.integrator)
     pwm_overrides = {} if args.wm_batch is None else {"wm_batch": args.wm_batch}
     pwm_overrides["actor_saturation_coef"] = args.actor_saturation_coef
+    pwm_overrides["actor_consistency_coef"] = getattr(args, "actor_consistency_coef", 0.0)
     config = TrainConfig(
         task_name="ant",
         size=size,
@@ -133,7 +135,7 @@ def bench_cell(size: str, dynamics: str, args: argparse.Namespace, device: torch
         timed_env.marks.clear()
         t0 = clock.mark()
         rollout, obs = agent.imagine(timed_env, obs, buffer, with_grad=True)
-        agent.actor_step(rollout.objective)
+        agent.actor_step(rollout.objective, sources=buffer)
         rollout = rollout._replace(objective=rollout.objective.detach())  # as PWM.epoch: free the autograd graph
         t1 = clock.mark()
         agent.critic_step(rollout)
@@ -174,6 +176,7 @@ def bench_cell(size: str, dynamics: str, args: argparse.Namespace, device: torch
         "seeds": args.seeds,
         "wm_batch": config.pwm.wm_batch,
         "actor_saturation_coef": config.pwm.actor_saturation_coef,
+        "actor_consistency_coef": config.pwm.actor_consistency_coef,
         "epochs": args.epochs,
         **{f"{k}_ms": round(v, 3) for k, v in mean.items()},
         "epoch_unsplit_ms": round(epoch_ms, 3),
@@ -286,6 +289,12 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="pwm.actor_saturation_coef (the configs' 0.1 since 2026-12-02): the imagination then runs its penalised "
         "step (`run.compile` compiles it since 2026-12-04)",
+    )
+    parser.add_argument(
+        "--actor-consistency-coef",
+        type=float,
+        default=0.0,
+        help="pwm.actor_consistency_coef: the actor step then also replays wm_batch windows through the model",
     )
     parser.add_argument("--epochs", type=int, default=5, help="timed epochs per cell")
     parser.add_argument("--warmup-epochs", type=int, default=2, help="untimed epochs before timing")
