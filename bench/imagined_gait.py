@@ -44,6 +44,7 @@ from flow_mbpo_pwm import diagnostics
 from flow_mbpo_pwm.config import ConfigError, load_experiment, with_overrides
 from flow_mbpo_pwm.data.datasets import read_dataset
 from flow_mbpo_pwm.devices import resolve_device
+from flow_mbpo_pwm.models.world_model import rollout_latents
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from clone_inputs import cloned_agent, episodes  # noqa: E402
@@ -73,16 +74,14 @@ def latent_errors(world_model: Any, actor: Any, windows: diagnostics.Windows) ->
     """Along the recorded actions, the imagined latent against the real `E(o_h)` per step: squared error per entry
     raw (`latent_mse`) and in the actor's input units (`input_mse`), and the actor's action moved by it
     (`input_drift`, mean |a| per entry): `[B, L]` each (float64)."""
-    length = windows.actions.shape[1]
-    real = world_model.encode(windows.obs[:, :length])
-    z, latent, inputs, drift = real[:, 0], [], [], []
-    for h in range(length):
-        latent.append((z - real[:, h]).pow(2).mean(-1))
-        inputs.append((actor.input_norm(z) - actor.input_norm(real[:, h])).pow(2).mean(-1))
-        drift.append((actor.act(z) - actor.act(real[:, h])).abs().mean(-1))
-        z = world_model.next(z, windows.actions[:, h])
-    stacked = {"latent_mse": latent, "input_mse": inputs, "input_drift": drift}
-    return {k: torch.stack(v, 1).double() for k, v in stacked.items()}
+    real = world_model.encode(windows.obs[:, :-1])  # E(o_0) .. E(o_{L-1})
+    imagined = torch.cat([real[:, :1], rollout_latents(world_model, real[:, 0], windows.actions[:, :-1])], 1)
+    errors = {
+        "latent_mse": (imagined - real).pow(2).mean(-1),
+        "input_mse": (actor.input_norm(imagined) - actor.input_norm(real)).pow(2).mean(-1),
+        "input_drift": (actor.act(imagined) - actor.act(real)).abs().mean(-1),
+    }
+    return {k: v.double() for k, v in errors.items()}
 
 
 @torch.no_grad()

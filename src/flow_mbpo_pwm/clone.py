@@ -34,6 +34,7 @@ import torch
 from flow_mbpo_pwm.config import ConfigError, TrainConfig
 from flow_mbpo_pwm.devices import resolve_device
 from flow_mbpo_pwm.models.actor import Actor
+from flow_mbpo_pwm.models.world_model import rollout_latents
 from flow_mbpo_pwm.run_folder import write_table
 from flow_mbpo_pwm.train import EXIT_COMPLETED
 from flow_mbpo_pwm.train_state import seed_everything, set_matmul_precision
@@ -123,11 +124,8 @@ def imagined_latents(
     `E(o_0)` along their recorded actions: the imagined latents z_1..z_k `[batch * k, latent]` and the reference's
     actions at the real o_1..o_k, clipped to the bounds `[batch * k, act_dim]`."""
     sample = windows.sample(batch, generator)
-    z, latents = world_model.encode(sample.obs[:, 0]), []
-    for h in range(sample.action.shape[1]):
-        z = world_model.next(z, sample.action[:, h], generator)
-        latents.append(z)
-    return torch.stack(latents, 1).flatten(0, 1), reference_labels(reference, sample.obs[:, 1:].flatten(0, 1))
+    latents = rollout_latents(world_model, world_model.encode(sample.obs[:, 0]), sample.action, generator)
+    return latents.flatten(0, 1), reference_labels(reference, sample.obs[:, 1:].flatten(0, 1))
 
 
 @torch.no_grad()

@@ -40,22 +40,30 @@ def collect_from_carried_reference(tmp_path: Path, experiment: dict) -> tuple[Pa
     return config_path, dataset
 
 
-def clone_on_a_fresh_world_model(tmp_path: Path, experiment: dict) -> dict[str, Path]:
-    """`collect_from_carried_reference`, a fresh (untrained) world model of the experiment's `tiny` deterministic
-    cell saved as a pretrained one, and the reference cloned on it for 20 steps (`flow-mbpo-pwm clone`): the paths
-    `config`, `dataset`, `world_model`, `actor`, `reference_policy`."""
+def fresh_world_model(tmp_path: Path, experiment: dict) -> dict[str, Path]:
+    """`collect_from_carried_reference` and a fresh (untrained) world model of the experiment's `tiny` deterministic
+    cell saved as a pretrained one: the paths `config`, `dataset`, `world_model`, `reference_policy`."""
     from flow_mbpo_pwm import checkpoints
     from flow_mbpo_pwm.algorithms.pwm import PWM
-    from flow_mbpo_pwm.cli import main
     from flow_mbpo_pwm.config import load_experiment
 
     config_path, dataset = collect_from_carried_reference(tmp_path, experiment)
     config = load_experiment(config_path).cell("ant", "tiny", "deterministic", 0)
-    world_model, actor = tmp_path / "wm.pt", tmp_path / "actor.pt"
+    world_model = tmp_path / "wm.pt"
     checkpoints.save_world_model(world_model, PWM(37, 8, config, "cpu"), {"config": config.to_dict()})
-    policy = tmp_path / CARRIED_REFERENCE / "policy.pt"
-    assert main(["clone", "--config", str(config_path), "--task", "ant", "--size", "tiny", "--dynamics",
-                 "deterministic", "--dataset", str(dataset), "--out", str(actor), "--steps", "20", "--device", "cpu",
-                 "--world-model", str(world_model), "--reference-policy", str(policy)]) == 0  # fmt: skip
-    return {"config": config_path, "dataset": dataset, "world_model": world_model, "actor": actor,
-            "reference_policy": policy}  # fmt: skip
+    return {"config": config_path, "dataset": dataset, "world_model": world_model,
+            "reference_policy": tmp_path / CARRIED_REFERENCE / "policy.pt"}  # fmt: skip
+
+
+def clone_on_a_fresh_world_model(tmp_path: Path, experiment: dict) -> dict[str, Path]:
+    """`fresh_world_model` and the reference cloned on it for 20 steps (`flow-mbpo-pwm clone`): its paths and
+    `actor`."""
+    from flow_mbpo_pwm.cli import main
+
+    paths = fresh_world_model(tmp_path, experiment)
+    actor = tmp_path / "actor.pt"
+    assert main(["clone", "--config", str(paths["config"]), "--task", "ant", "--size", "tiny", "--dynamics",
+                 "deterministic", "--dataset", str(paths["dataset"]), "--out", str(actor), "--steps", "20",
+                 "--device", "cpu", "--world-model", str(paths["world_model"]), "--reference-policy",
+                 str(paths["reference_policy"])]) == 0  # fmt: skip
+    return {**paths, "actor": actor}

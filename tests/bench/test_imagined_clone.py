@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import torch
-from bench_helpers import CARRIED_REFERENCE, ROOT, collect_from_carried_reference, load_bench_script
+from bench_helpers import ROOT, fresh_world_model, load_bench_script
 
 from flow_mbpo_pwm import checkpoints, clone
 from flow_mbpo_pwm.algorithms.pwm import PWM
@@ -19,10 +19,10 @@ EXPERIMENT = {"tasks": {"ant": {"num_envs": 2, "episode_length": 40}}, "sizes": 
 
 
 def test_imagined_clone_fits_an_actor_on_a_pool_of_the_stages_imagined_latents(tmp_path):
-    config_path, dataset = collect_from_carried_reference(tmp_path, EXPERIMENT)
+    paths = fresh_world_model(tmp_path, EXPERIMENT)
+    config_path, dataset, world_model, policy = (paths[k] for k in ("config", "dataset", "world_model",
+                                                                      "reference_policy"))  # fmt: skip
     config = load_experiment(config_path).cell("ant", "tiny", "deterministic", 0)
-    world_model, policy = tmp_path / "wm.pt", tmp_path / CARRIED_REFERENCE / "policy.pt"
-    checkpoints.save_world_model(world_model, PWM(37, 8, config, "cpu"), {"config": config.to_dict()})
     out = tmp_path / "imagined" / "actor.pt"
     out.parent.mkdir()
     args = ["--config", str(config_path), "--size", "tiny", "--world-model", str(world_model), "--dataset",

@@ -70,7 +70,7 @@ from flow_mbpo_pwm.config import TrainConfig
 from flow_mbpo_pwm.data.replay import ReplayBatch, ReplayBuffer
 from flow_mbpo_pwm.models.actor import Actor, saturation_penalty
 from flow_mbpo_pwm.models.critic import CriticEnsemble
-from flow_mbpo_pwm.models.world_model import WorldModel
+from flow_mbpo_pwm.models.world_model import WorldModel, rollout_latents
 
 
 class SequenceSource(Protocol):
@@ -905,12 +905,9 @@ def _actor_consistency(agent: SeedAgent, batch: ReplayBatch, draws: list[dict[st
     wm, actor = agent.world_model, agent.actor
     with torch.no_grad():
         real = wm.encode(batch.obs)  # [B, H+1, latent]
-        z, imagined = real[:, 0], []
-        for h, step_draws in enumerate(draws):
-            z = wm.next(z, batch.action[:, h], **step_draws)
-            imagined.append(z)
+        imagined = rollout_latents(wm, real[:, 0], batch.action, draws=draws)
         target = actor.act(real[:, 1:])
-    error = (actor.act(torch.stack(imagined, 1)) - target).pow(2).mean((-1, -2))  # [B]
+    error = (actor.act(imagined) - target).pow(2).mean((-1, -2))  # [B]
     valid = batch.valid.to(error.dtype)
     return (error * valid).sum() / valid.sum().clamp(min=1.0)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -66,3 +69,19 @@ class WorldModel(nn.Module):
 
     def reward(self, z: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
         return self.reward_head(z, a)
+
+
+def rollout_latents(
+    world_model: Any,
+    z: torch.Tensor,
+    actions: torch.Tensor,
+    generator: torch.Generator | None = None,
+    draws: Sequence[dict[str, torch.Tensor]] | None = None,
+) -> torch.Tensor:
+    """The latents z_1..z_k `[B, k, latent]` that `world_model` rolls from `z [B, latent]` along the recorded
+    `actions [B, k, act]` (open loop); a stochastic dynamics draws from `generator`, or takes step h's `draws[h]`."""
+    latents = []
+    for h in range(actions.shape[1]):
+        z = world_model.next(z, actions[:, h], generator, **(draws[h] if draws is not None else {}))
+        latents.append(z)
+    return torch.stack(latents, 1)
