@@ -23,6 +23,13 @@ def load_bench_script(name: str) -> ModuleType:
 # The pinned 5.3k PPO reference's run folder inside bench/carried/reference-config.tar.gz.
 CARRIED_REFERENCE = "results/ant/reference/seed0"
 
+# A tiny Ant cell whose actor reads the standardised latent, for the benches that clone the carried reference onto a
+# world model (`fresh_world_model`, `clone_on_a_fresh_world_model`): short CPU data and episodes.
+TINY_CLONE_EXPERIMENT = {"tasks": {"ant": {"num_envs": 2, "episode_length": 40}}, "sizes": ["tiny"],
+                         "dynamics": {"deterministic": {}}, "seeds": [0], "reference": {"device": "cpu"},
+                         "collect": {"num_envs": 2, "steps_per_snapshot": 25},
+                         "train": {"pwm": {"horizon": 8, "latent_norm": "standardize"}}}  # fmt: skip
+
 
 def collect_from_carried_reference(tmp_path: Path, experiment: dict) -> tuple[Path, Path]:
     """The carried 5.3k reference unpacked under `tmp_path` (its run folder: `tmp_path / CARRIED_REFERENCE`),

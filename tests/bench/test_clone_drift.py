@@ -7,12 +7,11 @@ import math
 import subprocess
 import sys
 
-from bench_helpers import ROOT, clone_on_a_fresh_world_model
+from bench_helpers import ROOT, TINY_CLONE_EXPERIMENT, clone_on_a_fresh_world_model
 
-EXPERIMENT = {"tasks": {"ant": {"num_envs": 2, "episode_length": 40}}, "sizes": ["tiny"],
-              "dynamics": {"deterministic": {}}, "seeds": [0], "reference": {"device": "cpu"},
-              "collect": {"num_envs": 2, "steps_per_snapshot": 25},
-              "train": {"pwm": {"horizon": 8, "latent_norm": "standardize", "wm_steps": 2}}}  # fmt: skip
+# the world model trains 2 steps per measured chunk
+EXPERIMENT = {**TINY_CLONE_EXPERIMENT,
+              "train": {"pwm": {**TINY_CLONE_EXPERIMENT["train"]["pwm"], "wm_steps": 2}}}  # fmt: skip
 
 
 def test_clone_drift_measures_the_held_actor_as_the_world_model_trains_on(tmp_path):

@@ -6,20 +6,15 @@ import subprocess
 import sys
 
 import torch
-from bench_helpers import ROOT, fresh_world_model, load_bench_script
+from bench_helpers import ROOT, TINY_CLONE_EXPERIMENT, fresh_world_model, load_bench_script
 
 from flow_mbpo_pwm import checkpoints, clone
 from flow_mbpo_pwm.algorithms.pwm import PWM
 from flow_mbpo_pwm.config import load_experiment
 
-EXPERIMENT = {"tasks": {"ant": {"num_envs": 2, "episode_length": 40}}, "sizes": ["tiny"],
-              "dynamics": {"deterministic": {}}, "seeds": [0], "reference": {"device": "cpu"},
-              "collect": {"num_envs": 2, "steps_per_snapshot": 25},
-              "train": {"pwm": {"horizon": 8, "latent_norm": "standardize"}}}  # fmt: skip
-
 
 def test_imagined_clone_fits_an_actor_on_a_pool_of_the_stages_imagined_latents(tmp_path):
-    paths = fresh_world_model(tmp_path, EXPERIMENT)
+    paths = fresh_world_model(tmp_path, TINY_CLONE_EXPERIMENT)
     config_path, dataset, world_model, policy = (paths[k] for k in ("config", "dataset", "world_model",
                                                                       "reference_policy"))  # fmt: skip
     config = load_experiment(config_path).cell("ant", "tiny", "deterministic", 0)

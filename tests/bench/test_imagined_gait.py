@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from bench_helpers import ROOT, clone_on_a_fresh_world_model, load_bench_script
+from bench_helpers import ROOT, TINY_CLONE_EXPERIMENT, clone_on_a_fresh_world_model, load_bench_script
 from linear_system import OBS, LinearSystemModel, N, T, linear_actor, linear_system_record, true_next
 
 from flow_mbpo_pwm.diagnostics import cut_windows
@@ -69,14 +69,8 @@ def test_latent_errors_of_a_model_that_stands_still_are_the_distance_travelled()
     assert spread["input_var"] == pytest.approx(4 * spread["latent_var"])
 
 
-EXPERIMENT = {"tasks": {"ant": {"num_envs": 2, "episode_length": 40}}, "sizes": ["tiny"],
-              "dynamics": {"deterministic": {}}, "seeds": [0], "reference": {"device": "cpu"},
-              "collect": {"num_envs": 2, "steps_per_snapshot": 25},
-              "train": {"pwm": {"horizon": 8, "latent_norm": "standardize"}}}  # fmt: skip
-
-
 def test_imagined_gait_runs_on_a_clone_of_the_reference(tmp_path):
-    paths = clone_on_a_fresh_world_model(tmp_path, EXPERIMENT)
+    paths = clone_on_a_fresh_world_model(tmp_path, TINY_CLONE_EXPERIMENT)
     out = tmp_path / "imagined.json"
     args = ["--config", str(paths["config"]), "--size", "tiny", "--world-model", str(paths["world_model"]),
             "--dataset", str(paths["dataset"]), "--actor", str(paths["actor"]), "--envs", "2", "--length", "16",
