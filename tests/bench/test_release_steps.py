@@ -1,0 +1,63 @@
+"""bench/release_steps.py end to end on a tiny run (the pinned 5.3k PPO reference cloned onto a fresh world model,
+a few epochs of `train` with the actor held): the step-0 row is the run's actor as saved, its deterministic
+objective is `diagnostics.objective_split`'s two terms from the same starts, and Adam steps on the fixed objective
+move the actor and climb that objective."""
+
+import json
+import math
+import subprocess
+import sys
+
+import torch
+from bench_helpers import ROOT, TINY_CLONE_EXPERIMENT, clone_on_a_fresh_world_model, load_bench_script
+
+from flow_mbpo_pwm import diagnostics
+from flow_mbpo_pwm.cli import main
+
+EXPERIMENT = {**TINY_CLONE_EXPERIMENT,
+              "train": {"pwm": {**TINY_CLONE_EXPERIMENT["train"]["pwm"], "epochs": 4, "actor_delay_epochs": 4,
+                                "wm_steps": 1},
+                        "run": {"validate_every": 4, "save_state_every": 4, "grad_check_every": 0}}}  # fmt: skip
+
+
+def held_run(tmp_path):
+    paths = clone_on_a_fresh_world_model(tmp_path, EXPERIMENT)
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(paths["config"]), "--task", "ant", "--size", "tiny", "--dynamics",
+                 "deterministic", "--seed", "0", "--device", "cpu", "--run-dir", str(run), "--world-model-init",
+                 str(paths["world_model"]), "--actor-init", str(paths["actor"]), "--offline-data",
+                 str(paths["dataset"])]) == 0  # fmt: skip
+    return run
+
+
+def test_release_steps_climbs_the_fixed_objective_from_the_saved_state(tmp_path):
+    run = held_run(tmp_path)
+    steps = load_bench_script("release_steps")
+    release = steps.restore(run, torch.device("cpu"))
+    member, obs, cfg = release.agent.members[0], release.obs, release.config.pwm
+    split = diagnostics.objective_split(member.world_model, member.actor, member.critic.value, obs, cfg.horizon,
+                                        cfg.gamma)  # fmt: skip
+    draws = steps.fixed_draws(release.agent, obs.shape[0], seed=0)
+    with torch.no_grad():
+        row = steps.measure(release, draws, member.act(obs))
+    assert math.isclose(row["deterministic_objective"], split.reward_term + split.value_term, rel_tol=1e-5)
+    assert math.isclose(row["imagined_rewards"], split.reward_term, rel_tol=1e-5)
+    assert row["action_shift"] == 0.0 and math.isfinite(row["real_rewards"])
+
+    out = tmp_path / "steps.json"
+    args = ["--run", str(run), "--lrs", "5e-4", "--at", "0", "3", "--envs", "2", "--out", str(out)]
+    subprocess.run([sys.executable, "bench/release_steps.py", *args], cwd=ROOT, check=True)
+    start, moved = json.loads(out.read_text())["rows"]
+    assert (start["steps"], moved["steps"]) == (0, 3) and start["lr"] == moved["lr"] == 5e-4
+    assert math.isclose(start["deterministic_objective"], row["deterministic_objective"], rel_tol=1e-5)
+    assert start["action_shift"] == 0.0 and moved["action_shift"] > 0.0
+    assert moved["objective"] > start["objective"]  # Adam's steps climb the objective they are taken on
+    for r in (start, moved):
+        assert r["return_mean"] > 0 and 0 <= r["falls"] <= 2 and math.isfinite(r["real_rewards"])
+
+
+def test_release_steps_names_a_run_without_a_saved_state_before_any_work(tmp_path):
+    args = ["--run", str(tmp_path / "none"), "--out", str(tmp_path / "x.json")]
+    result = subprocess.run([sys.executable, "bench/release_steps.py", *args], cwd=ROOT, capture_output=True,
+                            text=True)  # fmt: skip
+    assert result.returncode == 2 and "no such file" in result.stderr and "state.pt" in result.stderr
