@@ -453,3 +453,34 @@ def test_actor_steps_with_the_consistency_term_bring_the_actor_closer_to_itself_
         with torch.no_grad():
             gaps.append(float(agent.actor_consistency(buffer)[0]))
     assert gaps[1] < 0.5 * gaps[0], gaps  # measured: 0.089 against 0.436
+
+
+@pytest.mark.parametrize("critic_bootstrap", ["imagined", "real"])
+def test_the_critic_bootstraps_where_a_segment_closes_from_the_models_latent_or_the_real_next_observation(
+    critic_bootstrap,
+):
+    """`pwm.critic_bootstrap`: the critic's bootstrap at step i is V(z_{i+1}) of the model's next latent inside a
+    segment; where a segment closes (the rollout's last step, an episode's end) it is V(z_{i+1}) (imagined, PWM's)
+    or V(E(o_{i+1})) of the real env's next observation (real), zero after a termination either way. Recomputed
+    from the rollout's latents and the buffer's transitions."""
+    agent, env, buffer, obs = build(horizon=8, critic_bootstrap=critic_bootstrap)
+    obs, _ = run_until_warm(agent, env, buffer, obs)
+    for _ in range(10):  # until a rollout holds an episode's end before its last step (InvertedPendulum falls)
+        rollout, obs = agent.imagine(env, obs, buffer, with_grad=False)
+        if rollout.dones[:-1].any():
+            break
+    dones = rollout.dones[:, 0]
+    assert dones[:-1].any() and not dones[:-1].all()
+    member = agent.members[0]
+    stored = {k: v[-8:] for k, v in buffer.chronological().items()}
+    alive = ~stored["terminated"]
+    with torch.no_grad():
+        real = member.critic.value(member.world_model.encode(stored["next_obs"])) * alive
+        inner = member.critic.value(rollout.latents[1:, 0]) * alive[:-1]  # the critic at the next imagined latent
+    values = rollout.next_values[:, 0]
+    torch.testing.assert_close(values[:-1][~dones[:-1]], inner[~dones[:-1]])
+    if critic_bootstrap == "real":
+        closes = torch.cat([dones[:-1], torch.ones(1, 1, dtype=torch.bool).expand(1, dones.shape[1])])
+        torch.testing.assert_close(values[closes], real[closes])
+    else:
+        assert not torch.allclose(values[-1], real[-1])  # the model's H-th latent is not the real one

@@ -127,6 +127,18 @@ def test_with_the_consistency_term_a_seed_in_a_stack_is_bitwise_the_seed_trained
                            stack[0].seed_state_dict(0)["modules"]["actor.mu_net.0.weight"])  # fmt: skip
 
 
+def test_with_the_critic_bootstrapping_from_the_real_env_a_seed_in_a_stack_is_bitwise_the_seed_trained_alone():
+    """`pwm.critic_bootstrap: real`: each seed's critic bootstraps from its own encoder and critic at its env block's
+    next observations (a per-seed call of its own); the critic then trains on other targets than PWM's."""
+    config = with_overrides(ant_config("deterministic"), pwm={"critic_bootstrap": "real"})
+    stack = train(SEEDS[:2], config)
+    for index in range(2):
+        assert_seed_equals_lone(stack, train((SEEDS[index],), config), index, bitwise)
+    plain = train(SEEDS[:1], ant_config("deterministic"))
+    assert not torch.equal(plain[0].seed_state_dict(0)["modules"]["critic.weights.0"],
+                           stack[0].seed_state_dict(0)["modules"]["critic.weights.0"])  # fmt: skip
+
+
 def test_with_the_latent_standardised_a_seed_in_a_stack_is_bitwise_the_seed_trained_alone():
     """`pwm.latent_norm: standardize`: each seed fits its actor's and critics' latent statistics on its own buffer
     when it warms up; the statistics are per-seed slices of the stack, read inside the per-seed calls, saved with

@@ -88,7 +88,9 @@ class Rollout(NamedTuple):
     objective: torch.Tensor  # [S, N] per env: sum over closed segments of sum_t gamma^t r_t + c gamma^L V(z_L)
     latents: torch.Tensor  # [H, S, N, latent] z_0 .. z_{H-1}
     rewards: torch.Tensor  # [H, S, N] model rewards (normalised units)
-    next_values: torch.Tensor  # [H, S, N] min-ensemble V(z_{i+1}), zero where the real env terminated
+    # [H, S, N] min-ensemble V(z_{i+1}), zero where the real env terminated (the critic's bootstraps; with
+    # `pwm.critic_bootstrap: real`, V(E(o_{i+1})) of the real env's next observation where a segment closes)
+    next_values: torch.Tensor
     dones: torch.Tensor  # [H, S, N] bool: the real env ended its episode at step i
     episodes: torch.Tensor  # training-episode statistics of the real env ([S], float64)
     episode_return_sum: torch.Tensor
@@ -435,7 +437,13 @@ class PWM(nn.Module):
                 discount = torch.where(closes, 1.0, discount)
                 latents.append(z.detach())
                 model_rewards.append(reward.detach())
-                next_values.append(value_next.detach())
+                critic_next = value_next.detach()
+                if cfg.critic_bootstrap == "real":  # where a segment closes, the critic bootstraps from E(o_{i+1})
+                    with torch.no_grad():
+                        z_final = self.per_seed(_encode, final_obs)
+                        real_next = self._per_seed(self._acting_state, _value, z_final) * (~terminated)
+                    critic_next = torch.where(closes, real_next, critic_next)
+                next_values.append(critic_next)
                 dones.append(done)
                 with torch.no_grad():  # envs that ended restart their imagined latent from the new real observation
                     z_reset = self.per_seed(_encode, next_obs)
