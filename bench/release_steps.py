@@ -22,6 +22,7 @@ steps, plus a few seconds per Adam step for the 5M model):
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,7 @@ import torch
 
 from flow_mbpo_pwm import envs, io
 from flow_mbpo_pwm.algorithms import pwm
+from flow_mbpo_pwm.algorithms.stack import stack_draws
 from flow_mbpo_pwm.config import load_train_config, with_overrides
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -78,31 +80,41 @@ def real_rewards(release: Release, policy: Any) -> torch.Tensor:
 
 
 def fixed_draws(agent: pwm.PWM, rows: int, seed: int) -> list[dict[str, Any]]:
-    """One imagined rollout's random inputs (exploration noise, dynamics' draws), drawn once."""
+    """One imagined rollout's random inputs (exploration noise, dynamics' draws), drawn once, in the stack's form
+    (a leading seed axis of 1)."""
     generator = torch.Generator(device=agent.device).manual_seed(seed)
-    return [agent.members[0].draw_step(rows, generator) for _ in range(agent.config.pwm.horizon)]
+    return [stack_draws([agent.members[0].draw_step(rows, generator)]) for _ in range(agent.config.pwm.horizon)]
 
 
-def objective_terms(member: Any, obs: torch.Tensor, draws: list[dict[str, Any]], config: Any, noisy: bool):
-    """Per start `[N]`: the imagined rewards' discounted sum and `gamma^H V(z_H)`, as PWM's imagination forms them
-    (no episode ends inside the horizon), the actor acting with the noise `draws` (or deterministically)."""
-    gamma = config.pwm.gamma
+def objective_terms(agent: pwm.PWM, obs: torch.Tensor, draws: list[dict[str, Any]], noisy: bool):
+    """Per start `[N]`: the imagined rewards' discounted sum and `gamma^H V(z_H)` as PWM's imagination forms them
+    (no episode ends inside the horizon; through the stack's parameters, whose actor entries are the leaves the
+    actor's optimiser steps), the actor acting with the noise `draws` (or deterministically)."""
+    gamma = agent.config.pwm.gamma
     with torch.no_grad():
-        z = member.world_model.encode(obs)
-    rewards = torch.zeros(obs.shape[0], device=obs.device)
+        z = agent.per_seed(pwm._encode, obs.unsqueeze(0))
+    rewards = torch.zeros(1, obs.shape[0], device=obs.device)
     for t, draw in enumerate(draws):
         step = draw if noisy else {**draw, "action": torch.zeros_like(draw["action"])}
-        _, reward, z = pwm._imagine_step(member, z, step)
+        _, reward, z = agent._per_seed(agent._acting_state, pwm._imagine_step, z, step)
         rewards = rewards + gamma**t * reward
-    return rewards, gamma ** len(draws) * pwm._value(member, z)
+    value = agent._per_seed(agent._acting_state, pwm._value, z)
+    return rewards[0], gamma ** len(draws) * value[0]
 
 
-def actor_loss(agent: pwm.PWM, obs: torch.Tensor, draws: list[dict[str, Any]]) -> torch.Tensor:
-    """PWM's actor loss on the fixed rollout: minus the objective over the running std of objectives (as saved: the
-    fixed objective does not update it)."""
-    rewards, value = objective_terms(agent.members[0], obs, draws, agent.config, noisy=True)
-    objective = rewards + agent.config.pwm.actor_value_coef * value
-    return -(objective / agent.ret_stats.std()[0]).mean()
+def actor_loss(agent: pwm.PWM, obs: torch.Tensor, draws: list[dict[str, Any]], value_coef: float) -> torch.Tensor:
+    """PWM's actor loss `[1]` on the fixed rollout: minus the objective (the critic's term weighed by `value_coef`)
+    over the running std of objectives (as saved: the fixed objective does not update it)."""
+    rewards, value = objective_terms(agent, obs, draws, noisy=True)
+    return -((rewards + value_coef * value) / agent.ret_stats.std()[0]).mean().reshape(1)
+
+
+def adam_step(agent: pwm.PWM, obs: torch.Tensor, draws: list[dict[str, Any]], value_coef: float) -> torch.Tensor:
+    """One of PWM's actor steps on the fixed objective (its Adam and gradient clip); returns the pre-clip norm."""
+    loss = actor_loss(agent, obs, draws, value_coef)
+    norm = agent._optimize("actor", loss, agent.config.pwm.actor_grad_clip, (True,))
+    agent.members[0].actor.clamp_logstd_()
+    return norm
 
 
 def measure(release: Release, draws: list[dict[str, Any]], start: torch.Tensor) -> dict[str, float]:
@@ -111,8 +123,8 @@ def measure(release: Release, draws: list[dict[str, Any]], start: torch.Tensor) 
     agent, obs = release.agent, release.obs
     member, coef = agent.members[0], agent.config.pwm.actor_value_coef
     with torch.no_grad():
-        rewards, value = objective_terms(member, obs, draws, agent.config, noisy=True)
-        det_rewards, det_value = objective_terms(member, obs, draws, agent.config, noisy=False)
+        rewards, value = objective_terms(agent, obs, draws, noisy=True)
+        det_rewards, det_value = objective_terms(agent, obs, draws, noisy=False)
         shift = (member.act(obs) - start).abs().mean()
     return {
         "objective": (rewards + coef * value).mean().item(),
@@ -136,14 +148,13 @@ def steps(run: Path, lr: float | None, at: list[int], args: argparse.Namespace) 
     draws = fixed_draws(agent, obs.shape[0], args.seed)
     with torch.no_grad():
         start = member.act(obs)
+    norm = math.nan
     for step in range(max(at) + 1):
         if step in at:
             stats, _ = episodes(member.act, config, args.envs, device=device)
-            yield {"lr": lr, "steps": step, **measure(release, draws, start), **stats}
+            yield {"lr": lr, "steps": step, "grad_norm": norm, **measure(release, draws, start), **stats}
         if step < max(at):
-            loss = actor_loss(agent, obs, draws).reshape(1)
-            agent._optimize("actor", loss, config.pwm.actor_grad_clip, (True,))
-            member.actor.clamp_logstd_()
+            norm = adam_step(agent, obs, draws, config.pwm.actor_value_coef).item()
 
 
 def main(argv: list[str] | None = None) -> int:

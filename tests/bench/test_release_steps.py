@@ -44,6 +44,16 @@ def test_release_steps_climbs_the_fixed_objective_from_the_saved_state(tmp_path)
     assert math.isclose(row["imagined_rewards"], split.reward_term, rel_tol=1e-5)
     assert row["action_shift"] == 0.0 and math.isfinite(row["real_rewards"])
 
+    # The step follows the objective's gradient (not only the Adam state's momentum): with and without the
+    # critic's term the same saved state moves the actor differently.
+    moved = []
+    for value_coef in (1.0, 0.0):
+        release = steps.restore(run, torch.device("cpu"))
+        release.agent.adams["actor"].set_lr(5e-4)
+        assert steps.adam_step(release.agent, release.obs, draws, value_coef).item() > 0
+        moved.append(release.agent.members[0].actor.mu_net[0].weight.detach().clone())
+    assert not torch.equal(moved[0], moved[1])
+
     out = tmp_path / "steps.json"
     args = ["--run", str(run), "--lrs", "5e-4", "--at", "0", "3", "--envs", "2", "--out", str(out)]
     subprocess.run([sys.executable, "bench/release_steps.py", *args], cwd=ROOT, check=True)
