@@ -74,3 +74,18 @@ def clone_on_a_fresh_world_model(tmp_path: Path, experiment: dict) -> dict[str, 
                  "--device", "cpu", "--world-model", str(paths["world_model"]), "--reference-policy",
                  str(paths["reference_policy"])]) == 0  # fmt: skip
     return {**paths, "actor": actor}
+
+
+def held_clone_run(tmp_path: Path, experiment: dict) -> tuple[Path, dict[str, Path]]:
+    """`clone_on_a_fresh_world_model` and `train` of the experiment's tiny deterministic cell, seed 0, from that world
+    model, clone and data (the experiment holds the actor with `pwm.actor_delay_epochs`): the run folder and the
+    paths."""
+    from flow_mbpo_pwm.cli import main
+
+    paths = clone_on_a_fresh_world_model(tmp_path, experiment)
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(paths["config"]), "--task", "ant", "--size", "tiny", "--dynamics",
+                 "deterministic", "--seed", "0", "--device", "cpu", "--run-dir", str(run), "--world-model-init",
+                 str(paths["world_model"]), "--actor-init", str(paths["actor"]), "--offline-data",
+                 str(paths["dataset"])]) == 0  # fmt: skip
+    return run, paths

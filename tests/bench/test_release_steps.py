@@ -9,10 +9,9 @@ import subprocess
 import sys
 
 import torch
-from bench_helpers import ROOT, TINY_CLONE_EXPERIMENT, clone_on_a_fresh_world_model, load_bench_script
+from bench_helpers import ROOT, TINY_CLONE_EXPERIMENT, held_clone_run, load_bench_script
 
 from flow_mbpo_pwm import diagnostics
-from flow_mbpo_pwm.cli import main
 
 EXPERIMENT = {**TINY_CLONE_EXPERIMENT,
               "train": {"pwm": {**TINY_CLONE_EXPERIMENT["train"]["pwm"], "epochs": 4, "actor_delay_epochs": 4,
@@ -20,18 +19,8 @@ EXPERIMENT = {**TINY_CLONE_EXPERIMENT,
                         "run": {"validate_every": 4, "save_state_every": 4, "grad_check_every": 0}}}  # fmt: skip
 
 
-def held_run(tmp_path):
-    paths = clone_on_a_fresh_world_model(tmp_path, EXPERIMENT)
-    run = tmp_path / "run"
-    assert main(["train", "--config", str(paths["config"]), "--task", "ant", "--size", "tiny", "--dynamics",
-                 "deterministic", "--seed", "0", "--device", "cpu", "--run-dir", str(run), "--world-model-init",
-                 str(paths["world_model"]), "--actor-init", str(paths["actor"]), "--offline-data",
-                 str(paths["dataset"])]) == 0  # fmt: skip
-    return run
-
-
 def test_release_steps_climbs_the_fixed_objective_from_the_saved_state(tmp_path):
-    run = held_run(tmp_path)
+    run, _ = held_clone_run(tmp_path, EXPERIMENT)
     steps = load_bench_script("release_steps")
     release = steps.restore(run, torch.device("cpu"))
     member, obs, cfg = release.agent.members[0], release.obs, release.config.pwm
