@@ -64,10 +64,11 @@ def restore(run: Path, device: torch.device) -> Release:
 
 
 @torch.no_grad()
-def real_rewards(release: Release, policy: Any) -> torch.Tensor:
-    """Per env `[N]`: `sum_t gamma^t r_t` the real env pays `policy` (closed loop, on its own observations) over
-    H steps from the saved state, up to the first episode end."""
-    env, cfg = release.env, release.config.pwm
+def real_terms(release: Release, policy: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per env `[N]`: `sum_t gamma^t r_t` the real env pays `policy` (closed loop, on its own observations) over H
+    steps from the saved state, up to the first episode end, and `gamma^H V(E(o_H))`, the critic at the real state
+    reached (0 where the episode ended): the objective's two terms as the env has them."""
+    env, agent, cfg = release.env, release.agent, release.config.pwm
     env.load_state_dict(release.env_state)
     obs = release.obs
     total = torch.zeros(env.num_envs, dtype=torch.float64, device=obs.device)
@@ -76,7 +77,8 @@ def real_rewards(release: Release, policy: Any) -> torch.Tensor:
         obs, reward, terminated, truncated, _ = env.step(policy(obs))
         total += torch.where(alive, cfg.gamma**t * reward.double(), 0.0)
         alive &= ~(terminated | truncated)
-    return total
+    value = agent.per_seed(pwm._value, agent.per_seed(pwm._encode, obs.unsqueeze(0)))[0]
+    return total, cfg.gamma**cfg.horizon * value.double() * alive
 
 
 def fixed_draws(agent: pwm.PWM, rows: int, seed: int) -> list[dict[str, Any]]:
@@ -118,21 +120,24 @@ def adam_step(agent: pwm.PWM, obs: torch.Tensor, draws: list[dict[str, Any]], va
 
 
 def measure(release: Release, draws: list[dict[str, Any]], start: torch.Tensor) -> dict[str, float]:
-    """The fixed objective and its terms, the deterministic policy's imagined and real H-step rewards from the same
-    starts and its critic's term, and its action's shift on the starts from `start`."""
+    """The fixed objective and its terms; the deterministic policy's two terms imagined and as the real env has them
+    from the same starts (`real_terms`); its action's shift on the starts from `start`."""
     agent, obs = release.agent, release.obs
     member, coef = agent.members[0], agent.config.pwm.actor_value_coef
     with torch.no_grad():
         rewards, value = objective_terms(agent, obs, draws, noisy=True)
         det_rewards, det_value = objective_terms(agent, obs, draws, noisy=False)
         shift = (member.act(obs) - start).abs().mean()
+    real_rewards, real_value = real_terms(release, member.act)
     return {
         "objective": (rewards + coef * value).mean().item(),
         "reward_term": rewards.mean().item(),
         "value_term": value.mean().item(),
         "deterministic_objective": (det_rewards + coef * det_value).mean().item(),
         "imagined_rewards": det_rewards.mean().item(),
-        "real_rewards": real_rewards(release, member.act).mean().item(),
+        "real_rewards": real_rewards.mean().item(),
+        "imagined_value": det_value.mean().item(),
+        "real_value": real_value.mean().item(),
         "action_shift": shift.item(),
     }
 
@@ -179,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         Column("lr", "lr", ".0e", 7), Column("steps", "steps", "", 5), Column("objective", "objective", ".2f", 9),
         Column("rewards", "reward_term", ".2f", 8), Column("value", "value_term", ".2f", 7),
         Column("det. obj.", "deterministic_objective", ".2f", 9), Column("imagined r", "imagined_rewards", ".2f", 10),
-        Column("real r", "real_rewards", ".2f", 7), Column("|a - a0|", "action_shift", ".3f"),
+        Column("real r", "real_rewards", ".2f", 7), Column("imagined V", "imagined_value", ".2f", 10),
+        Column("real V", "real_value", ".2f", 7), Column("|a - a0|", "action_shift", ".3f"),
         Column("return", "return_mean", ".0f", 8), Column("+-", "return_std", ".0f", 6), Column("falls", "falls"),
     ])  # fmt: skip
     write_record(args.out, torch.device(args.device), args, report(rows(), line))

@@ -31,7 +31,8 @@ def test_release_steps_climbs_the_fixed_objective_from_the_saved_state(tmp_path)
         row = steps.measure(release, draws, member.act(obs))
     assert math.isclose(row["deterministic_objective"], split.reward_term + split.value_term, rel_tol=1e-5)
     assert math.isclose(row["imagined_rewards"], split.reward_term, rel_tol=1e-5)
-    assert row["action_shift"] == 0.0 and math.isfinite(row["real_rewards"])
+    assert row["action_shift"] == 0.0 and math.isfinite(row["real_rewards"]) and math.isfinite(row["real_value"])
+    assert math.isclose(row["imagined_value"], split.value_term, rel_tol=1e-5)
 
     # The step follows the objective's gradient (not only the Adam state's momentum): with and without the
     # critic's term the same saved state moves the actor differently.
