@@ -92,6 +92,7 @@ def build(size: str, dynamics: str, args: argparse.Namespace, device: torch.devi
     pwm_overrides = {} if args.wm_batch is None else {"wm_batch": args.wm_batch}
     pwm_overrides["actor_saturation_coef"] = args.actor_saturation_coef
     pwm_overrides["actor_consistency_coef"] = getattr(args, "actor_consistency_coef", 0.0)
+    pwm_overrides["critic_bootstrap"] = getattr(args, "critic_bootstrap", "imagined")
     config = TrainConfig(
         task_name="ant",
         size=size,
@@ -177,6 +178,7 @@ def bench_cell(size: str, dynamics: str, args: argparse.Namespace, device: torch
         "wm_batch": config.pwm.wm_batch,
         "actor_saturation_coef": config.pwm.actor_saturation_coef,
         "actor_consistency_coef": config.pwm.actor_consistency_coef,
+        "critic_bootstrap": config.pwm.critic_bootstrap,
         "epochs": args.epochs,
         **{f"{k}_ms": round(v, 3) for k, v in mean.items()},
         "epoch_unsplit_ms": round(epoch_ms, 3),
@@ -295,6 +297,12 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=0.0,
         help="pwm.actor_consistency_coef: the actor step then also replays wm_batch windows through the model",
+    )
+    parser.add_argument(
+        "--critic-bootstrap",
+        choices=("imagined", "real"),
+        default="imagined",
+        help="pwm.critic_bootstrap: real encodes the env's next observation and evaluates the critic there each step",
     )
     parser.add_argument("--epochs", type=int, default=5, help="timed epochs per cell")
     parser.add_argument("--warmup-epochs", type=int, default=2, help="untimed epochs before timing")

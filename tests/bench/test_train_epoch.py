@@ -1,7 +1,7 @@
 """bench/train_epoch.py runs: a tiny deterministic epoch timed on the CPU, lone and as a stack of 2 seeds (with the
-actor's consistency term), and its JSON record (written with `write_record`, which bench/state_save.py and
-bench/validation_episodes.py share) holds the machine, the arguments (paths as text) and one row per cell with every
-phase's time."""
+actor's consistency term and the critic's real bootstrap), and its JSON record (written with `write_record`, which
+bench/state_save.py and bench/validation_episodes.py share) holds the machine, the arguments (paths as text) and one
+row per cell with every phase's time."""
 
 import json
 import subprocess
@@ -17,6 +17,7 @@ def test_train_epoch_times_each_phase_and_writes_its_record(tmp_path):
         args = ["--device", "cpu", "--sizes", "tiny", "--dynamics", "deterministic", "--seeds", str(seeds)]
         args += ["--epochs", "1", "--warmup-epochs", "1", "--num-envs", "4", "--episode-length", "50"]
         args += ["--out", str(out), "--actor-consistency-coef", str(seeds - 1)]  # the stack with the actor's term
+        args += ["--critic-bootstrap", "real" if seeds == 2 else "imagined"]  # and the critic's real bootstrap
         subprocess.run([sys.executable, "bench/train_epoch.py", *args], cwd=ROOT, check=True, capture_output=True)
         records[seeds] = json.loads(out.read_text())
     for seeds, record in records.items():
@@ -24,6 +25,7 @@ def test_train_epoch_times_each_phase_and_writes_its_record(tmp_path):
         [row] = record["rows"]
         assert row["seeds"] == seeds and row["num_envs"] == 4, row
         assert row["actor_consistency_coef"] == seeds - 1
+        assert row["critic_bootstrap"] == ("real" if seeds == 2 else "imagined")
         for phase in ("env_ms", "actor_ms", "critic_ms", "world_model_ms", "total_ms", "epoch_unsplit_ms"):
             assert row[phase] > 0, (phase, row)
 
