@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from flow_mbpo_pwm import envs, io
+from flow_mbpo_pwm import diagnostics, envs, io
 from flow_mbpo_pwm.algorithms import pwm
 from flow_mbpo_pwm.algorithms.stack import stack_draws
 from flow_mbpo_pwm.config import load_train_config, with_overrides
@@ -66,17 +66,23 @@ def restore(run: Path, device: torch.device) -> Release:
 @torch.no_grad()
 def real_terms(release: Release, policy: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """Per env `[N]`: `sum_t gamma^t r_t` the real env pays `policy` (closed loop, on its own observations) over H
-    steps from the saved state, up to the first episode end, and `gamma^H V(E(o_H))`, the critic at the real state
-    reached (0 where the episode ended): the objective's two terms as the env has them."""
+    steps from the saved state, up to the first episode end, in the world model's reward units, and
+    `gamma^H V(E(o_H))`, the critic at the real state reached (0 where the episode ended): the objective's two terms
+    as the env has them."""
     env, agent, cfg = release.env, release.agent, release.config.pwm
     env.load_state_dict(release.env_state)
     obs = release.obs
-    total = torch.zeros(env.num_envs, dtype=torch.float64, device=obs.device)
     alive = torch.ones(env.num_envs, dtype=torch.bool, device=obs.device)
-    for t in range(cfg.horizon):
+    rewards, paid = [], []
+    for _ in range(cfg.horizon):
+        paid.append(alive.clone())
         obs, reward, terminated, truncated, _ = env.step(policy(obs))
-        total += torch.where(alive, cfg.gamma**t * reward.double(), 0.0)
+        rewards.append(reward)
         alive &= ~(terminated | truncated)
+    units = diagnostics.reward_units(cfg.reward_norm, agent.members[0].rew_rms, cfg.reward_clip)
+    total = diagnostics.discounted_sums(
+        torch.where(torch.stack(paid, 1), units(torch.stack(rewards, 1)), 0.0), cfg.gamma
+    )
     value = agent.per_seed(pwm._value, agent.per_seed(pwm._encode, obs.unsqueeze(0)))[0]
     return total, cfg.gamma**cfg.horizon * value.double() * alive
 
