@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from flow_mbpo_pwm import io
-from flow_mbpo_pwm.config import ConfigError, TrainConfig, from_dict
+from flow_mbpo_pwm.config import ConfigError, TrainConfig, dump_yaml, from_dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from train_epoch import require_files  # noqa: E402
@@ -51,13 +51,12 @@ def branch(source: Path, target: Path, pwm: dict[str, Any]) -> int:
     """Copy `source` to `target` with `pwm` changed; returns the saved epoch it continues from."""
     state = io.torch_load(source / "work" / "state.pt", map_location="cpu")
     state["config"] = changed(state["config"], pwm)
+    text = dump_yaml(from_dict(TrainConfig, state["config"]))  # what `train` writes to both config files
     shutil.copytree(source, target)
     try:
         io.torch_save(target / "work" / "state.pt", state)
         for path in (target / "work" / "config.yaml", target / "config.yaml"):
-            if path.exists():
-                saved = yaml.safe_load(path.read_text())
-                io.write_text(path, yaml.safe_dump(changed(saved, pwm), sort_keys=False))
+            io.write_text(path, text)
     except BaseException:
         shutil.rmtree(target, ignore_errors=True)  # no half-made branch left behind
         raise
