@@ -76,7 +76,16 @@ def clone_on_a_fresh_world_model(tmp_path: Path, experiment: dict) -> dict[str, 
     return {**paths, "actor": actor}
 
 
-def held_clone_run(tmp_path: Path, experiment: dict) -> tuple[Path, dict[str, Path]]:
+# The tiny clone experiment trained 4 epochs with the actor held throughout and its state saved at the end
+# (`held_clone_run`).
+HELD_CLONE_EXPERIMENT = {**TINY_CLONE_EXPERIMENT,
+                         "train": {"pwm": {**TINY_CLONE_EXPERIMENT["train"]["pwm"], "epochs": 4,
+                                           "actor_delay_epochs": 4, "wm_steps": 1},
+                                   "run": {"validate_every": 4, "save_state_every": 4,
+                                           "grad_check_every": 0}}}  # fmt: skip
+
+
+def held_clone_run(tmp_path: Path, experiment: dict = HELD_CLONE_EXPERIMENT) -> tuple[Path, dict[str, Path]]:
     """`clone_on_a_fresh_world_model` and `train` of the experiment's tiny deterministic cell, seed 0, from that world
     model, clone and data (the experiment holds the actor with `pwm.actor_delay_epochs`): the run folder and the
     paths."""

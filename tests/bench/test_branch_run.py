@@ -6,14 +6,13 @@ import subprocess
 import sys
 
 import yaml
-from bench_helpers import ROOT, TINY_CLONE_EXPERIMENT, held_clone_run
+from bench_helpers import HELD_CLONE_EXPERIMENT, ROOT, held_clone_run
 
 from flow_mbpo_pwm import io
 from flow_mbpo_pwm.cli import main
 
-PWM = {**TINY_CLONE_EXPERIMENT["train"]["pwm"], "epochs": 4, "actor_delay_epochs": 4, "wm_steps": 1}
-RUN = {"validate_every": 4, "save_state_every": 4, "grad_check_every": 0}
-EXPERIMENT = {**TINY_CLONE_EXPERIMENT, "train": {"pwm": PWM, "run": RUN}}
+EXPERIMENT = HELD_CLONE_EXPERIMENT
+PWM = EXPERIMENT["train"]["pwm"]
 
 
 def branch(*args):

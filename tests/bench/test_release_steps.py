@@ -9,18 +9,13 @@ import subprocess
 import sys
 
 import torch
-from bench_helpers import ROOT, TINY_CLONE_EXPERIMENT, held_clone_run, load_bench_script
+from bench_helpers import ROOT, held_clone_run, load_bench_script
 
 from flow_mbpo_pwm import diagnostics
 
-EXPERIMENT = {**TINY_CLONE_EXPERIMENT,
-              "train": {"pwm": {**TINY_CLONE_EXPERIMENT["train"]["pwm"], "epochs": 4, "actor_delay_epochs": 4,
-                                "wm_steps": 1},
-                        "run": {"validate_every": 4, "save_state_every": 4, "grad_check_every": 0}}}  # fmt: skip
-
 
 def test_release_steps_climbs_the_fixed_objective_from_the_saved_state(tmp_path):
-    run, _ = held_clone_run(tmp_path, EXPERIMENT)
+    run, _ = held_clone_run(tmp_path)
     steps = load_bench_script("release_steps")
     release = steps.restore(run, torch.device("cpu"))
     member, obs, cfg = release.agent.members[0], release.obs, release.config.pwm
